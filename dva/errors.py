@@ -1,0 +1,21 @@
+"""Errors a user can cause. The CLI prints their message on one line and exits with code 2."""
+
+
+class DvaError(Exception):
+    """Base class: the message names the file and says what to do."""
+
+
+class DataError(DvaError):
+    """The dataset folder or one of its files cannot be used."""
+
+
+class StoreError(DvaError):
+    """The feature store is missing, incompatible or damaged."""
+
+
+class EncoderError(DvaError):
+    """An encoder cannot be built from the given name, tag or path."""
+
+
+class ConfigError(DvaError):
+    """A setting or flag value is invalid."""
