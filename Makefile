@@ -1,0 +1,27 @@
+# `make demo` and `make test` each create .venv when it is missing and install dva into it
+# with the versions pinned in constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.dva-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dva demo --out demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/extract.py
+	$(VENV)/bin/python benchmarks/fit.py
+	$(VENV)/bin/python benchmarks/ablate.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache
