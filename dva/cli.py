@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from dva.errors import DvaError
+from dva.errors import ConfigError, DvaError
 
 app = typer.Typer(
     help="Distance-aware soft prompt learning for multimodal valence-arousal estimation.",
@@ -105,6 +105,216 @@ def _scan_table(result) -> str:
 
 def _dash(value) -> str:
     return "-" if value is None else str(value)
+
+
+@app.command()
+@user_errors
+def extract(
+    data: Path = typer.Option(..., help="Aff-Wild2 dataset folder."),
+    split: str = typer.Option(..., help="train, val or test."),
+    out: str = typer.Option("stores", help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file."),
+    preset: Optional[str] = typer.Option(None, help="Named encoder configuration: 'default' (real weights) or 'tiny' (random, offline)."),
+    clip_model: Optional[str] = typer.Option(None, help="open_clip model name (default: ViT-B-32)."),
+    clip_pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or local checkpoint file (default: openai)."),
+    ast_model: Optional[str] = typer.Option(None, help="AST hub id or local directory (default: MIT/ast-finetuned-audioset-10-10-0.4593)."),
+    audio_mode: str = typer.Option("window", help="window: one AST pass per step; tokens: one pass per segment, pooled patch tokens (much cheaper)."),
+    audio_window: float = typer.Option(1.0, help="Seconds of audio per step (window mode)."),
+    audio_hop: float = typer.Option(0.1, help="Seconds between audio steps (window mode)."),
+    visual_source: str = typer.Option("auto", help="crops (cropped_aligned/), video (decoded frames) or auto (crops when the folder exists)."),
+    batch_size: int = typer.Option(64, help="Frames (or audio windows) per encoder batch."),
+    device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
+    workers: int = typer.Option(0, help="Start a local Dask cluster with N worker processes (one per GPU when there are GPUs)."),
+    scheduler: Optional[str] = typer.Option(None, help="Send the work to a running Dask scheduler, e.g. tcp://host:8786."),
+    overwrite: bool = typer.Option(False, help="Redo every track, complete or not."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+):
+    """Write CLIP and AST features of one split into the store (resumable)."""
+    from dva.pipeline.encoders import PRESETS
+    from dva.pipeline.extract import ExtractSettings, run_extract
+
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}: use one of {', '.join(PRESETS)}")
+    named = PRESETS[preset or "default"]
+    settings = ExtractSettings(
+        data=str(data), split=split, out=out,
+        clip_model=clip_model or named["clip_model"],
+        clip_pretrained=clip_pretrained if clip_pretrained is not None else named["clip_pretrained"],
+        ast_model=ast_model or named["ast_model"],
+        audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, visual_source=visual_source,
+        batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
+        progress=not as_json,
+    )
+    report = run_extract(settings)
+    _print_warnings(report.warnings)
+    for track, reason in report.failed.items():
+        typer.echo(f"dva: failed: {track}: {reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(
+            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, {len(report.failed)} failed; "
+            f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {out}"
+        )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_warnings(warnings: list[str], limit: int = 5) -> None:
+    corrupt = [w for w in warnings if "corrupt JPEG" in w]
+    others = [w for w in warnings if "corrupt JPEG" not in w]
+    for message in others:
+        warn(message)
+    for message in corrupt[:limit]:
+        warn(message + " (frame masked)")
+    if len(corrupt) > limit:
+        warn(f"... {len(corrupt) - limit} more corrupt JPEGs masked ({len(corrupt)} in all)")
+
+
+@app.command()
+@user_errors
+def info(
+    store: str = typer.Argument(..., help="Feature store (Zarr directory or .h5 file)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """What a store holds: encoders, splits, tracks complete / failed, frames, bytes."""
+    from dva.stores import open_store
+
+    opened = open_store(store, mode="r")
+    try:
+        summary = opened.summary()
+    finally:
+        opened.close()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    visual, audio = summary.get("visual_encoder") or {}, summary.get("audio_encoder") or {}
+    typer.echo(f"store   {summary['path']} ({summary['format']}, {summary['bytes'] / 1e6:.1f} MB, dva {summary.get('dva_version')})")
+    typer.echo(f"visual  {visual.get('model')} / {visual.get('pretrained')}  dim {visual.get('dim')}  sha256 {str(visual.get('weights_sha256'))[:12]}")
+    typer.echo(f"audio   {audio.get('model')}  mode {audio.get('mode')}  dim {audio.get('dim')}  sha256 {str(audio.get('weights_sha256'))[:12]}")
+    for split, part in summary["splits"].items():
+        typer.echo(
+            f"{split:<6} {part['complete']}/{part['tracks']} tracks complete, {part['frames']} frames, "
+            f"{part['valid_labels']} valid labels, {part['audio_rows']} audio rows, {len(part['failed'])} failed"
+        )
+        for track, reason in part["failed"].items():
+            typer.echo(f"         failed {track}: {reason}")
+        for track in part["incomplete"]:
+            typer.echo(f"         incomplete {track} (rerun `dva extract` to finish it)")
+
+
+@app.command()
+@user_errors
+def convert(
+    src: str = typer.Argument(..., help="Existing store."),
+    dst: str = typer.Argument(..., help="New store: a .h5 file or a Zarr directory."),
+):
+    """Copy a store between Zarr (a directory) and HDF5 (one .h5 file)."""
+    from dva.stores import convert as convert_store
+
+    convert_store(src, dst)
+    typer.echo(f"converted {src} -> {dst}")
+
+
+@app.command()
+@user_errors
+def fit(
+    features: Optional[str] = typer.Option(None, help="Feature store written by `dva extract` (default: stores)."),
+    out: Optional[str] = typer.Option(None, help="Run directory (default: runs/fit)."),
+    config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
+    modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
+    fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),
+    prompt: Optional[str] = typer.Option(None, help="none, hard (one-hot regions, fixed text) or soft (learnable context, Gaussian soft labels)."),
+    n_ctx: Optional[int] = typer.Option(None, help="Learnable context vectors per prompt."),
+    sigma: Optional[float] = typer.Option(None, help="Width of the Gaussian soft labels over region centres."),
+    lambda_prompt: Optional[float] = typer.Option(None, help="Weight of the prompt KL loss."),
+    hidden: Optional[int] = typer.Option(None, help="GRU and fusion width."),
+    layers: Optional[int] = typer.Option(None, help="GRU layers."),
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional", help="Bidirectional GRUs."),
+    dropout: Optional[float] = typer.Option(None),
+    heads: Optional[int] = typer.Option(None, help="Cross-modal attention heads."),
+    seq_len: Optional[int] = typer.Option(None, help="Frames per training window."),
+    stride: Optional[int] = typer.Option(None, help="Frames between training windows."),
+    batch_size: Optional[int] = typer.Option(None, help="Windows per batch."),
+    epochs: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    weight_decay: Optional[float] = typer.Option(None),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without a better val P_VA."),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="cuda, cpu, ... (default: cuda when present)."),
+    audio_align: Optional[str] = typer.Option(None, help="nearest or linear interpolation of audio steps to frame times."),
+    as_json: bool = typer.Option(False, "--json", help="Print the best metrics as JSON."),
+):
+    """Train on the train split, select on val, write the run directory."""
+    from dva.trainer.fit import fit as run_fit
+    from dva.trainer.fit import settings_from
+
+    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
+    settings = settings_from(config, **flags)
+    result, run_dir = run_fit(settings, progress=not as_json)
+    best = result.best
+    if as_json:
+        typer.echo(json.dumps({**best, "run": str(run_dir)}))
+    else:
+        typer.echo(f"best epoch {best['epoch']}: CCC_V {best['ccc_v']:.4f}  CCC_A {best['ccc_a']:.4f}  P_VA {best['p_va']:.4f}  -> {run_dir}")
+
+
+@app.command()
+@user_errors
+def predict(
+    run: Path = typer.Option(..., help="Run directory written by `dva fit`."),
+    features: str = typer.Option(..., help="Feature store holding the split to predict."),
+    split: str = typer.Option("test", help="test or val."),
+    out: Path = typer.Option(..., help="Folder for one ABAW <track>.txt per track."),
+    device: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Write ABAW-format prediction files (one line per frame, every frame)."""
+    from dva.trainer.predict import predict as run_predict
+
+    summary = run_predict(run, features, split, out, device)
+    typer.echo(json.dumps(summary) if as_json else f"wrote {summary['tracks']} files ({summary['frames']} frames) to {out}")
+
+
+@app.command()
+@user_errors
+def ablate(
+    features: str = typer.Option(..., help="Feature store written by `dva extract`."),
+    grid: list[str] = typer.Option([], help="KEY=V1,V2,... over any `dva fit` setting (repeatable); modalities=visual,audio,visual+audio."),
+    fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
+    config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
+    seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
+    out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md and ablation.png."),
+    workers: int = typer.Option(0, help="Run variants over N local Dask worker processes."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """A grid of fit variants from one load of the store; prints the results table."""
+    from dva.trainer.ablate import ablate as run_ablate
+    from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
+    from dva.trainer.fit import settings_from
+
+    base = settings_from(config, features=features, **parse_fixed(fixed))
+    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
+    typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo"), help="Folder for the synthetic data, store, runs and plots."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+):
+    """synth + extract (offline tiny encoders) + fit + ablation, end to end on this machine."""
+    from dva.demo import demo as run_demo
+    from dva.trainer.ablate import markdown_table
+
+    result = run_demo(out, progress=True)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(markdown_table(result["ablation"]))
+    typer.echo(f"full model: CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f} (best epoch {result['epoch']})")
+    typer.echo("plots: " + ", ".join(result["plots"]))
+    typer.echo(f"test predictions (ABAW format): {result['predictions']}")
 
 
 def main() -> None:

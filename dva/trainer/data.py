@@ -1,0 +1,176 @@
+"""Features from the store as contiguous tensors on the training device, and windows as index gathers.
+
+A split is held as one tensor per array, all tracks concatenated, plus per-track offsets.
+A window is a row of global frame indices; a batch is `tensor[indices]`, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dva.errors import ConfigError, StoreError
+
+AUDIO_ALIGNS = ("nearest", "linear")
+
+
+@dataclass
+class SplitData:
+    """One split, every track concatenated along time (N frames in all)."""
+
+    split: str
+    tracks: list[str]
+    offsets: np.ndarray  # int64 [n_tracks + 1]
+    visual: torch.Tensor  # float32 [N, Dv]
+    visual_mask: torch.Tensor  # bool [N]
+    audio: torch.Tensor  # float32 [N, Da], aligned to frame times
+    audio_mask: torch.Tensor  # bool [N]
+    labels: torch.Tensor  # float32 [N, 2], NaN where invalid or unlabelled
+    label_mask: torch.Tensor  # bool [N]
+    attrs: list[dict]  # per-track store attrs
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def to(self, device) -> "SplitData":
+        for name in ("visual", "visual_mask", "audio", "audio_mask", "labels", "label_mask"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def track_slice(self, index: int) -> slice:
+        return slice(int(self.offsets[index]), int(self.offsets[index + 1]))
+
+
+def align_audio(audio: np.ndarray, audio_time: np.ndarray, frame_time: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Audio rows [K, Da] at audio_time -> [T, Da] at frame_time, and a mask of frames that have sound.
+
+    Frames before the first or after the last audio step by more than one step are masked.
+    """
+    if how not in AUDIO_ALIGNS:
+        raise ConfigError(f"--audio-align must be one of {', '.join(AUDIO_ALIGNS)}, not {how!r}")
+    frames = frame_time.shape[0]
+    if audio.shape[0] == 0:
+        return np.zeros((frames, audio.shape[1]), dtype=np.float32), np.zeros(frames, dtype=bool)
+    audio = audio.astype(np.float32)
+    step = float(np.median(np.diff(audio_time))) if audio_time.shape[0] > 1 else 1.0
+    mask = (frame_time >= audio_time[0] - step) & (frame_time <= audio_time[-1] + step)
+    right = np.clip(np.searchsorted(audio_time, frame_time), 0, audio.shape[0] - 1)
+    left = np.clip(right - 1, 0, audio.shape[0] - 1)
+    if how == "nearest":
+        pick = np.where(np.abs(audio_time[left] - frame_time) <= np.abs(audio_time[right] - frame_time), left, right)
+        return audio[pick], mask
+    span = audio_time[right] - audio_time[left]
+    weight = np.where(span > 0, (frame_time - audio_time[left]) / np.where(span > 0, span, 1), 0.0).clip(0, 1)
+    return (1 - weight)[:, None] * audio[left] + weight[:, None] * audio[right], mask
+
+
+def load_split(store, split: str, audio_align: str = "nearest") -> SplitData:
+    """Read every complete track of split from an open store into CPU tensors."""
+    if split not in store.splits():
+        raise StoreError(f"{store.path} has no {split!r} split: run `dva extract --split {split}` into it first")
+    names = [t for t in store.tracks(split) if store.is_complete(split, t)]
+    if not names:
+        raise StoreError(f"{store.path}: no complete tracks in split {split!r}: run `dva extract --split {split}`")
+    parts: dict[str, list] = {k: [] for k in ("visual", "visual_mask", "audio", "audio_mask", "labels")}
+    attrs = []
+    for name in names:
+        arrays = store.read_track(split, name)
+        frames = arrays["visual"].shape[0]
+        audio, audio_mask = align_audio(arrays["audio"], arrays["audio_time"], arrays["frame_time"], audio_align)
+        parts["visual"].append(arrays["visual"].astype(np.float32))
+        parts["visual_mask"].append(arrays["visual_mask"].astype(bool))
+        parts["audio"].append(audio.astype(np.float32))
+        parts["audio_mask"].append(audio_mask)
+        parts["labels"].append(arrays["labels"].astype(np.float32) if "labels" in arrays else np.full((frames, 2), np.nan, np.float32))
+        attrs.append(store.track_attrs(split, name))
+    lengths = [v.shape[0] for v in parts["visual"]]
+    labels = torch.from_numpy(np.concatenate(parts["labels"]))
+    return SplitData(
+        split=split,
+        tracks=names,
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        visual=torch.from_numpy(np.concatenate(parts["visual"])),
+        visual_mask=torch.from_numpy(np.concatenate(parts["visual_mask"])),
+        audio=torch.from_numpy(np.concatenate(parts["audio"])),
+        audio_mask=torch.from_numpy(np.concatenate(parts["audio_mask"])),
+        labels=labels,
+        label_mask=~torch.isnan(labels).any(dim=1),
+        attrs=attrs,
+    )
+
+
+@dataclass
+class Normaliser:
+    """Per-feature mean/std from the train split's valid rows; applied to every split."""
+
+    visual_mean: torch.Tensor
+    visual_std: torch.Tensor
+    audio_mean: torch.Tensor
+    audio_std: torch.Tensor
+
+    @classmethod
+    def fit(cls, data: SplitData) -> "Normaliser":
+        def stats(values, mask):
+            rows = values[mask] if mask.any() else values[:1] * 0
+            return rows.mean(0), rows.std(0, unbiased=False).clamp_min(1e-4) if rows.shape[0] > 1 else torch.ones(values.shape[1])
+
+        visual_mean, visual_std = stats(data.visual, data.visual_mask)
+        audio_mean, audio_std = stats(data.audio, data.audio_mask)
+        return cls(visual_mean, visual_std, audio_mean, audio_std)
+
+    def apply(self, data: SplitData) -> SplitData:
+        """A normalised copy of data (the input is left as it was); masked rows become exactly zero."""
+        return dataclasses.replace(
+            data,
+            visual=((data.visual - self.visual_mean) / self.visual_std) * data.visual_mask[:, None],
+            audio=((data.audio - self.audio_mean) / self.audio_std) * data.audio_mask[:, None],
+        )
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Normaliser":
+        return cls(**state)
+
+    def state(self) -> dict:
+        return {k: v.cpu() for k, v in vars(self).items()}
+
+
+def window_index(offsets: np.ndarray, seq_len: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows over every track: (global frame indices int64 [W, seq_len], in-track mask bool [W, seq_len]).
+
+    Windows start every `stride` frames; the last one is aligned to the track's end so every
+    frame is covered; a track shorter than seq_len gets one window padded past its end
+    (padding indices repeat the last frame and are masked).
+    """
+    if seq_len < 1 or stride < 1:
+        raise ConfigError("--seq-len and --stride must be at least 1")
+    starts, ends = [], []
+    for begin, end in zip(offsets[:-1], offsets[1:]):
+        length = int(end - begin)
+        if length == 0:
+            continue
+        track_starts = list(range(0, max(length - seq_len, 0) + 1, stride))
+        if track_starts[-1] + seq_len < length:
+            track_starts.append(length - seq_len)
+        starts += [begin + s for s in track_starts]
+        ends += [end] * len(track_starts)
+    starts_t = torch.tensor(starts, dtype=torch.int64)[:, None]
+    ends_t = torch.tensor(ends, dtype=torch.int64)[:, None]
+    index = starts_t + torch.arange(seq_len)[None, :]
+    inside = index < ends_t
+    return torch.minimum(index, ends_t - 1), inside
+
+
+def gather(data: SplitData, index: torch.Tensor, inside: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A batch from window indices: every array as [B, L, ...]; masks also false outside the track."""
+    return {
+        "visual": data.visual[index],
+        "visual_mask": data.visual_mask[index] & inside,
+        "audio": data.audio[index],
+        "audio_mask": data.audio_mask[index] & inside,
+        "labels": data.labels[index],
+        "label_mask": data.label_mask[index] & inside,
+    }
