@@ -245,10 +245,10 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the best metrics as JSON."),
 ):
     """Train on the train split, select on val, write the run directory."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.fit import settings_from
 
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
     settings = settings_from(config, **flags)
     result, run_dir = run_fit(settings, progress=not as_json)
     best = result.best
