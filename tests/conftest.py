@@ -62,3 +62,28 @@ def synth_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
     synth(out, tracks=7, seconds=6.0, seed=3, progress=False)
     return out
+
+
+def tiny_settings(data: Path, split: str, out: Path, **overrides):
+    from dva.pipeline.encoders import PRESETS
+    from dva.pipeline.extract import ExtractSettings
+
+    tiny = PRESETS["tiny"]
+    values = dict(
+        data=str(data), split=split, out=str(out), clip_model=tiny["clip_model"], clip_pretrained=tiny["clip_pretrained"],
+        ast_model=tiny["ast_model"], batch_size=32, progress=False, device="cpu",
+    )
+    values.update(overrides)
+    return ExtractSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(synth_data, tmp_path_factory) -> Path:
+    """The synthetic dataset extracted with --preset tiny, every split, once per test session."""
+    from dva.pipeline.extract import run_extract
+
+    out = tmp_path_factory.mktemp("stores") / "tiny"
+    for split in ("train", "val", "test"):
+        report = run_extract(tiny_settings(synth_data, split, out))
+        assert not report.failed, report.failed
+    return out

@@ -1,0 +1,157 @@
+"""`dva extract` end to end on the synthetic dataset with --preset tiny (real decord, open_clip, AST, zarr)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dva.data.aff_wild2 import scan
+from dva.pipeline.extract import run_extract
+from dva.stores import open_store
+from tests.conftest import tiny_settings
+
+DVA = [sys.executable, "-m", "dva.cli"]
+TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
+
+
+def assert_stores_equal(a: Path, b: Path, split: str) -> None:
+    left, right = open_store(a), open_store(b)
+    assert left.tracks(split) == right.tracks(split)
+    for track in left.tracks(split):
+        assert left.is_complete(split, track) and right.is_complete(split, track), track
+        x, y = left.read_track(split, track), right.read_track(split, track)
+        assert set(x) == set(y)
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name], err_msg=f"{track}/{name}")
+
+
+def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, tiny_store):
+    store = open_store(tiny_store)
+    assert store.attrs["visual_encoder"]["model"] and store.attrs["audio_encoder"]["weights_sha256"]
+    for split in ("train", "val", "test"):
+        tracks = scan(synth_data, split=split).tracks
+        assert sorted(store.tracks(split)) == sorted(t.track for t in tracks)
+        for track in tracks:
+            arrays = store.read_track(split, track.track)
+            rows = track.n_frames if split != "test" else track.n_video_frames
+            assert arrays["visual"].shape[0] == rows and arrays["visual"].dtype == np.float16
+            assert arrays["visual_mask"].shape == (rows,) and arrays["frame_time"].shape == (rows,)
+            np.testing.assert_allclose(arrays["frame_time"][1] - arrays["frame_time"][0], 1 / track.fps, rtol=1e-4)
+            crops = sorted((synth_data / track.frames_dir).glob("*.jpg"))
+            expected_mask = np.zeros(rows, dtype=bool)
+            for crop in crops:
+                row = int(crop.stem) - 1
+                if row < min(rows, track.n_video_frames):
+                    expected_mask[row] = True
+            np.testing.assert_array_equal(arrays["visual_mask"], expected_mask)  # gaps and rows past the video's end
+            assert not arrays["visual"][~arrays["visual_mask"]].any()
+            if split == "test":
+                assert "labels" not in arrays
+            else:
+                labels = arrays["labels"]
+                assert labels.shape == (rows, 2)
+                assert int((~np.isnan(labels).any(axis=1)).sum()) == track.n_valid
+            if track.has_audio:
+                assert arrays["audio"].shape[0] > 0 and np.all(np.diff(arrays["audio_time"]) > 0)
+                assert arrays["audio_time"][-1] <= track.n_video_frames / track.fps + 0.2
+            else:
+                assert arrays["audio"].shape[0] == 0 and arrays["audio_time"].shape == (0,)
+
+
+def test_rerun_skips_complete_tracks_and_other_settings_are_refused(synth_data, tiny_store):
+    report = run_extract(tiny_settings(synth_data, "val", tiny_store))
+    assert report.extracted == [] and report.skipped and not report.failed
+    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, "--audio-mode", "tokens"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "audio_encoder.mode" in done.stderr and "'window'" in done.stderr
+
+
+def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    tracks = scan(data, split="train").tracks
+    victim, broken = tracks[0], tracks[-1]
+    crop = sorted((data / victim.frames_dir).glob("*.jpg"))[3]
+    crop.write_bytes(b"\xff\xd8\xff\xe0garbage" * 20)
+    (data / broken.video).write_bytes(os.urandom(4096))
+    (data / "cropped_aligned" / broken.track).rename(data / "no-crops")  # corrupt video and no crops: cannot be read
+    out = tmp_path / "store"
+    done = subprocess.run([*DVA, "extract", "--data", str(data), "--split", "train", "--out", str(out), *TINY], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "corrupt JPEG" in done.stderr and broken.track in done.stderr
+    store = open_store(out)
+    summary = store.summary()["splits"]["train"]
+    assert broken.track in summary["failed"]
+    others = [t.track for t in tracks if t.video != broken.video]
+    assert all(store.is_complete("train", t) for t in others)
+    mask = store.read("train", victim.track, "visual_mask")
+    assert not mask[int(crop.stem) - 1]
+    info = json.loads(subprocess.run([*DVA, "info", str(out), "--json"], capture_output=True, text=True).stdout)
+    assert broken.track in info["splits"]["train"]["failed"]
+
+
+def test_kill_9_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
+    out = tmp_path / "killed"
+    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--batch-size", "8"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once at least one track is complete, mid-run
+        time.sleep(0.2)
+        try:
+            store = open_store(out)
+            complete = [t for t in store.tracks("train") if store.is_complete("train", t)]
+        except Exception:
+            continue
+        if complete:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    store = open_store(out)
+    assert len([t for t in store.tracks("train") if store.is_complete("train", t)]) < len(scan(synth_data, split="train").tracks)
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert_stores_equal(out, tiny_store, "train")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_extract_through_a_real_dask_scheduler_and_worker(synth_data, tiny_store, tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out = tmp_path / "dask"
+        done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--scheduler", address], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert_stores_equal(out, tiny_store, "train")
+    finally:
+        worker.terminate()
+        scheduler.terminate()
+        worker.wait(30)
+        scheduler.wait(30)
+
+
+def test_local_cluster_workers_and_hdf5_round_trip(synth_data, tiny_store, tmp_path):
+    out = tmp_path / "local"
+    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(out), *TINY, "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_stores_equal(out, tiny_store, "val")
+    h5 = tmp_path / "features.h5"
+    back = tmp_path / "back"
+    assert subprocess.run([*DVA, "convert", str(out), str(h5)], capture_output=True).returncode == 0
+    assert subprocess.run([*DVA, "convert", str(h5), str(back)], capture_output=True).returncode == 0
+    assert_stores_equal(h5, out, "val")
+    assert_stores_equal(back, out, "val")
