@@ -1,0 +1,85 @@
+"""`dva fit` / `dva predict` / `dva ablate` on a store extracted from the synthetic dataset."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dva.data.aff_wild2 import scan
+from dva.trainer.fit import FitSettings, fit, load_features, train
+
+QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=16)
+# Runs a dva command with the video decoders made unimportable: fit/predict/ablate must not need them.
+BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    command = [sys.executable, "-c", BLOCKED, "fit", "--features", str(tiny_store), "--out", str(out), "--json",
+               "--epochs", "6", "--patience", "6", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, json.loads(done.stdout)
+
+
+def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
+    out, best = run_dir
+    for name in ("config.json", "metrics.json", "best.pt", "curves.png", "traces.png", "va_plane.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"]["p_va"] == pytest.approx(best["p_va"])
+    assert best["p_va"] > 0.2  # a constant predictor scores 0
+    assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["fusion"] == "hierarchical" and config["store"]["visual_encoder"]["weights_sha256"]
+    assert list((out / "val_predictions").glob("*.txt"))
+
+
+def test_predict_writes_an_abaw_file_per_test_track_with_every_frame(run_dir, tiny_store, synth_data, tmp_path):
+    out, _ = run_dir
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "predict", "--run", str(out), "--features", str(tiny_store), "--split", "test", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for track in scan(synth_data, split="test").tracks:
+        lines = (tmp_path / f"{track.track}.txt").read_text().splitlines()
+        assert lines[0] == "valence,arousal"
+        assert len(lines) - 1 == track.n_video_frames
+        values = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
+        assert np.all(np.abs(values) <= 1) and values.std(axis=0).min() > 0
+
+
+def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_store):
+    features = load_features(str(tiny_store))
+    first = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
+    second = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
+    assert first.history == [{**row, "seconds": first.history[i]["seconds"]} for i, row in enumerate(second.history)]
+    np.testing.assert_array_equal(first.val_pred, second.val_pred)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "xattn", "gated", "hierarchical"])
+@pytest.mark.parametrize("prompt", ["none", "hard", "soft"])
+def test_every_fusion_and_prompt_variant_trains(tiny_store, fusion, prompt, request):
+    features = request.getfixturevalue("_features")
+    result = train(FitSettings(features=str(tiny_store), fusion=fusion, prompt=prompt, **{**QUICK, "epochs": 1}), features, progress=False)
+    assert np.isfinite(result.history[0]["loss"])
+
+
+@pytest.fixture(scope="module")
+def _features(tiny_store):
+    return load_features(str(tiny_store))
+
+
+def test_ablate_grid_from_one_load_resumes_and_runs_without_decoders(tiny_store, tmp_path):
+    out = tmp_path / "ablate"
+    command = [sys.executable, "-c", BLOCKED, "ablate", "--features", str(tiny_store), "--grid", "fusion=concat,hierarchical",
+               "--grid", "prompt=none,soft", "--set", "epochs=2", "--set", "hidden=32", "--set", "seq_len=32", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| fusion=")]
+    assert len(rows) == 4
+    assert (out / "results.md").is_file() and (out / "ablation.png").is_file()
+    assert len((out / "results.csv").read_text().splitlines()) == 5
+    again = subprocess.run(command, capture_output=True, text=True)  # everything done: nothing retrained
+    assert again.returncode == 0 and len((out / "results.csv").read_text().splitlines()) == 5
