@@ -1,0 +1,100 @@
+"""Training throughput: a whole epoch (index gathers + model) against the model alone on pre-gathered
+batches, and how epoch time grows with a store 1x, 4x, 16x larger. One run, side by side.
+
+    python benchmarks/fit.py [--frames 20000] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.fit import FitSettings, build_model, model_inputs
+from dva.trainer.losses import loss as compute_loss
+
+
+def fake_split(frames: int, visual_dim: int, audio_dim: int, track_len: int = 1500, seed: int = 0) -> SplitData:
+    """Random features in the store's shapes (throughput does not depend on their values)."""
+    rng = np.random.default_rng(seed)
+    offsets = np.arange(0, frames + 1, track_len)
+    if offsets[-1] != frames:
+        offsets = np.append(offsets, frames)
+    labels = torch.from_numpy(rng.uniform(-1, 1, (frames, 2)).astype(np.float32))
+    return SplitData(
+        "train", [f"t{i}" for i in range(len(offsets) - 1)], offsets,
+        torch.from_numpy(rng.normal(size=(frames, visual_dim)).astype(np.float32)), torch.ones(frames, dtype=torch.bool),
+        torch.from_numpy(rng.normal(size=(frames, audio_dim)).astype(np.float32)), torch.ones(frames, dtype=torch.bool),
+        labels, torch.ones(frames, dtype=torch.bool), [{}] * (len(offsets) - 1),
+    )
+
+
+def epoch(model, optimiser, settings, data, index, inside, pre_gathered=None) -> float:
+    """Seconds for one epoch; with pre_gathered batches only forward+backward+step is timed."""
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(index.shape[0], generator=generator)
+    batches = pre_gathered
+    sync = torch.cuda.synchronize if data.visual.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    steps = range(0, order.shape[0], settings.batch_size)
+    for i, b in enumerate(steps):
+        if batches is None:
+            chosen = order[b : b + settings.batch_size].to(data.visual.device)
+            batch = gather(data, index[chosen], inside[chosen])
+        else:
+            batch = batches[i]
+        out = model(**model_inputs(settings, batch))
+        value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.prompt)
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        optimiser.step()
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=20000)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--visual-dim", type=int, default=512)
+    parser.add_argument("--audio-dim", type=int, default=768)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    settings = FitSettings(prompt="none", device=args.device)
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, model: {settings.fusion} fusion, hidden {settings.hidden}, seq_len {settings.seq_len}")
+
+    rows = []
+    for scale in (1, 4, 16):
+        frames = args.frames * scale
+        data = fake_split(frames, args.visual_dim, args.audio_dim)
+        data = Normaliser.fit(data).apply(data).to(device)
+        index, inside = (t.to(device) for t in window_index(data.offsets, settings.seq_len, settings.stride))
+        model = build_model(settings, {}, args.visual_dim, args.audio_dim, device)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+        epoch(model, optimiser, settings, data, index[:64], inside[:64])  # warm-up
+        whole = epoch(model, optimiser, settings, data, index, inside)
+        if scale == 1:
+            generator = torch.Generator().manual_seed(0)
+            order = torch.randperm(index.shape[0], generator=generator).to(device)
+            pre = [gather(data, index[order[b : b + settings.batch_size]], inside[order[b : b + settings.batch_size]]) for b in range(0, order.shape[0], settings.batch_size)]
+            model_only = epoch(model, optimiser, settings, data, index, inside, pre_gathered=pre)
+            del pre
+        window_frames = index.shape[0] * settings.seq_len
+        rows.append((scale, frames, whole, window_frames / whole))
+        if scale == 1:
+            print(f"\nepoch with data path: {whole:.2f} s   model alone on pre-gathered batches: {model_only:.2f} s   data path share: {(whole - model_only) / whole:+.1%}")
+            print(f"training throughput: {window_frames / whole:,.0f} window-frames/s (model alone {window_frames / model_only:,.0f})\n")
+    print("| store size | frames | epoch s | window-frames/s | epoch time vs 1x |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for scale, frames, seconds, rate in rows:
+        print(f"| {scale}x | {frames:,} | {seconds:.2f} | {rate:,.0f} | {seconds / rows[0][2]:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

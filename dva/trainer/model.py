@@ -1,0 +1,103 @@
+"""The VA model, composed from settings: temporal encoders -> fusion -> regression and prompt heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dva.errors import ConfigError
+from dva.trainer.fusion import FUSIONS, Fusion
+from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, PromptHead
+from dva.trainer.soft_labels import N_REGIONS
+from dva.trainer.temporal import TemporalEncoder
+
+MODALITIES = ("visual", "audio")
+PROMPTS = ("none", "hard", "soft")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
+
+    modalities: tuple[str, ...] = ("visual", "audio")
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.1
+    fusion: str = "hierarchical"  # concat | xattn | gated | hierarchical (only used with two modalities)
+    heads: int = 4
+    prompt: str = "soft"  # none | hard | soft
+    n_ctx: int = 4
+    descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order
+
+    def validate(self) -> None:
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(m not in MODALITIES for m in self.modalities):
+            raise ConfigError(f"modalities must be visual, audio or both, not {self.modalities!r}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, not {self.prompt!r}")
+        if self.hidden < 1 or self.layers < 1 or self.heads < 1 or self.n_ctx < 0:
+            raise ConfigError("hidden, layers and heads must be at least 1, n_ctx at least 0")
+        if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for {self.fusion} fusion")
+        if len(self.descriptions) != N_REGIONS:
+            raise ConfigError(f"descriptions must hold {N_REGIONS} texts (one per region), got {len(self.descriptions)}")
+
+
+class VAModel(nn.Module):
+    """Per-frame valence-arousal from visual and/or audio features.
+
+    forward(visual [B, T, Dv] or None, audio [B, T, Da] or None, visual_mask bool [B, T] or None,
+    audio_mask bool [B, T] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}.
+    Masks: True = the frame's feature is valid; masked frames are zeroed before the projection
+    and ignored as attention keys. A modality not in settings.modalities is ignored if given.
+    clip_model: an open_clip model whose text tower the prompt head uses (needed unless
+    settings.prompt == "none"); tokenizer: see `PromptHead`.
+    """
+
+    def __init__(self, settings: ModelSettings, visual_dim: int, audio_dim: int, clip_model: nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        settings.validate()
+        self.settings = settings
+        dims = {"visual": visual_dim, "audio": audio_dim}
+        s = settings
+        self.encoders = nn.ModuleDict(
+            {m: TemporalEncoder(dims[m], s.hidden, s.layers, s.bidirectional, s.dropout) for m in s.modalities}
+        )
+        self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout) if len(s.modalities) == 2 else None
+        self.regression = nn.Linear(s.hidden, 2)
+        self.prompt_head = None
+        if s.prompt != "none":
+            if clip_model is None:
+                raise ValueError(f"VAModel: prompt={s.prompt!r} needs a clip_model for its text tower")
+            self.prompt_head = PromptHead(clip_model, s.descriptions, s.n_ctx, s.prompt, s.hidden, tokenizer=tokenizer)
+
+    def forward(
+        self,
+        visual: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        visual_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+    ) -> dict:
+        inputs = {"visual": (visual, visual_mask), "audio": (audio, audio_mask)}
+        streams, masks = {}, {}
+        for name, encoder in self.encoders.items():
+            x, mask = inputs[name]
+            if x is None:
+                raise ValueError(f"VAModel: this model uses {name} features, but {name}=None was given")
+            if mask is None:
+                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            mask = mask.bool()
+            # where(), not a product: missing frames may hold NaN, and NaN * 0 is NaN.
+            x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+            streams[name], masks[name] = encoder(x), mask
+        if self.fusion is not None:
+            fused = self.fusion(streams["visual"], streams["audio"], masks["visual"], masks["audio"])
+        else:
+            (fused,) = streams.values()
+        va = torch.tanh(self.regression(fused))
+        logits = self.prompt_head(fused) if self.prompt_head is not None else None
+        return {"va": va, "logits": logits}

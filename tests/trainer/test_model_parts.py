@@ -1,0 +1,259 @@
+"""Model parts: soft labels, CCC loss, temporal encoder, attention, fusion, the prompt head, the composed model."""
+
+import json
+
+import pytest
+import torch
+
+from dva.trainer.attention import CrossModalAttention
+from dva.trainer.fusion import FUSIONS
+from dva.trainer.losses import loss, masked_ccc, prompt_kl, va_loss
+from dva.trainer.model import ModelSettings, VAModel
+from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
+from dva.trainer.soft_labels import REGION_CENTRES, hard_labels, soft_labels
+from dva.trainer.temporal import TemporalEncoder
+
+TINY_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+B, T, DV, DA = 3, 8, 12, 10
+
+
+@pytest.fixture(scope="module")
+def clip_model(tmp_path_factory):
+    """A random-initialised tiny open_clip model, built the way the trainer builds one (create_model)."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip_config")
+    (folder / "dva-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    model = open_clip.create_model("dva-test-tiny-clip").eval()
+    model.dva_snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    return model
+
+
+def tokenize(texts):
+    import open_clip
+
+    return open_clip.tokenize(texts, context_length=77)
+
+
+def random_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    visual_mask = torch.rand(B, T, generator=g) > 0.25
+    audio_mask = torch.rand(B, T, generator=g) > 0.25
+    label_mask = torch.rand(B, T, generator=g) > 0.2
+    visual_mask[0, 0] = audio_mask[0, 1] = label_mask[0, 2] = False  # at least one of each masked
+    visual = torch.randn(B, T, DV, generator=g)
+    visual[~visual_mask] = float("nan")  # missing frames may hold anything
+    labels = torch.rand(B, T, 2, generator=g) * 2 - 1
+    labels[~label_mask] = float("nan")
+    return {
+        "visual": visual, "audio": torch.randn(B, T, DA, generator=g), "visual_mask": visual_mask,
+        "audio_mask": audio_mask, "labels": labels, "label_mask": label_mask,
+    }
+
+
+def inputs(batch):
+    return {k: batch[k] for k in ("visual", "audio", "visual_mask", "audio_mask")}
+
+
+# --- soft labels ---------------------------------------------------------------------------------
+
+
+def test_region_centres_are_a_3x3_grid_row_major_from_high_arousal_and_negative_valence():
+    assert REGION_CENTRES.shape == (9, 2)
+    assert torch.allclose(REGION_CENTRES[0], torch.tensor([-2 / 3, 2 / 3]))
+    assert torch.allclose(REGION_CENTRES[4], torch.tensor([0.0, 0.0]))
+    assert torch.allclose(REGION_CENTRES[2], torch.tensor([2 / 3, 2 / 3]))
+    assert torch.allclose(REGION_CENTRES[8], torch.tensor([2 / 3, -2 / 3]))
+    assert torch.equal(hard_labels(REGION_CENTRES), torch.eye(9))
+
+
+def test_soft_labels_sum_to_one_and_peak_at_the_nearest_centre():
+    y = torch.rand(4, 50, 2) * 2 - 1
+    q = soft_labels(y, 0.35)
+    assert q.shape == (4, 50, 9)
+    assert torch.allclose(q.sum(-1), torch.ones(4, 50), atol=1e-6)
+    assert torch.equal(q.argmax(-1), hard_labels(y).argmax(-1))
+    nearest = ((y[..., None, :] - REGION_CENTRES) ** 2).sum(-1).argmin(-1)
+    assert torch.equal(q.argmax(-1), nearest)
+
+
+def test_soft_labels_approach_one_hot_for_small_sigma_and_uniform_for_large():
+    y = torch.rand(200, 2) * 2 - 1
+    sharp = soft_labels(y, 0.01)
+    assert torch.isfinite(sharp).all()
+    assert torch.allclose(sharp, hard_labels(y), atol=1e-4)
+    flat = soft_labels(y, 100.0)
+    assert torch.allclose(flat, torch.full_like(flat, 1 / 9), atol=1e-4)
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+
+def test_ccc_of_identical_series_is_one_and_masked_positions_are_ignored():
+    x = torch.randn(2, 30)
+    mask = torch.rand(2, 30) > 0.3
+    assert masked_ccc(x, x.clone(), mask).item() == pytest.approx(1.0, abs=1e-6)
+    noisy = x.clone()
+    noisy[~mask] = torch.randn(int((~mask).sum()))  # only where masked out
+    assert masked_ccc(x, noisy, mask).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ccc_loss_gradient_is_correct():
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(2, 5, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    target = torch.randn(2, 5, 2, dtype=torch.float64, generator=g)
+    mask = torch.tensor([[True, True, False, True, True], [True, False, True, True, True]])
+    assert torch.autograd.gradcheck(lambda p: va_loss(p, target, mask), (pred,))
+    assert torch.autograd.gradcheck(lambda p: masked_ccc(p[..., 0], target[..., 0], mask), (pred,))
+
+
+def test_prompt_kl_is_zero_when_logits_match_the_labels_and_ignores_masked_frames():
+    y = torch.rand(2, 6, 2) * 2 - 1
+    q = soft_labels(y, 0.3)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert prompt_kl(q.log(), q, mask).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(2, 6, 9, requires_grad=True)
+    assert prompt_kl(logits, q, mask).item() > 0
+    mask[1, 3] = False
+    nan_q = q.clone()
+    nan_q[1, 3] = float("nan")
+    value = prompt_kl(logits, nan_q, mask)
+    value.backward()
+    assert value.item() == pytest.approx(prompt_kl(logits, q, mask).item())
+    assert torch.isfinite(logits.grad).all() and (logits.grad[1, 3] == 0).all()
+
+
+# --- parts ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_temporal_encoder_maps_frames_to_hidden(bidirectional):
+    encoder = TemporalEncoder(DV, 16, layers=2, bidirectional=bidirectional)
+    assert encoder(torch.randn(B, T, DV)).shape == (B, T, 16)
+
+
+def test_cross_attention_ignores_masked_keys_and_survives_all_masked_rows():
+    attention = CrossModalAttention(16, heads=2, dropout=0.0).eval()
+    v, a = torch.randn(2, T, 16), torch.randn(2, T, 16)
+    a_mask = torch.ones(2, T, dtype=torch.bool)
+    a_mask[0, :3] = False
+    a_mask[1] = False  # nothing to attend to
+    v_att, a_att = attention(v, a, None, a_mask)
+    assert v_att.shape == a_att.shape == (2, T, 16)
+    assert torch.isfinite(v_att).all() and torch.isfinite(a_att).all()
+    changed = a.clone()
+    changed[0, :3] = 100 * torch.randn(3, 16)
+    changed[1] = 100 * torch.randn(T, 16)
+    assert torch.allclose(attention(v, changed, None, a_mask)[0], v_att, atol=1e-6)
+
+
+# --- the prompt head -----------------------------------------------------------------------------
+
+
+def test_soft_prompts_with_no_context_equal_clip_encode_text(clip_model):
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=0, mode="soft", feature_dim=16)
+    with torch.no_grad():
+        ours = head.text_features()
+        clip = clip_model.encode_text(tokenize([f"{d}." for d in DEFAULT_DESCRIPTIONS]))
+    assert ours.shape == (9, TINY_CLIP["embed_dim"])
+    assert torch.allclose(ours, clip, atol=1e-5)
+
+
+def test_context_vectors_sit_after_sos_and_before_the_description(clip_model):
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=2, mode="soft", feature_dim=16)
+    word = tokenize(["x"])[0, 1]  # the token id of "x"
+    with torch.no_grad():
+        head.ctx.copy_(clip_model.token_embedding.weight[word].expand(2, -1))
+        ours = head.text_features()
+        clip = clip_model.encode_text(tokenize([f"x x {d}." for d in DEFAULT_DESCRIPTIONS]))
+    assert torch.allclose(ours, clip, atol=1e-5)
+
+
+def test_hard_prompts_are_the_fixed_template_through_clip(clip_model):
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, mode="hard", feature_dim=16)
+    with torch.no_grad():
+        clip = clip_model.encode_text(tokenize([HARD_TEMPLATE.format(d) for d in DEFAULT_DESCRIPTIONS]))
+    assert torch.allclose(head.text_features(), clip, atol=1e-5)
+    assert {name for name, _ in head.named_parameters()} == {"logit_scale", "project.weight", "project.bias"}
+
+
+# --- the composed model --------------------------------------------------------------------------
+
+CASES = [(("visual", "audio"), fusion, prompt) for fusion in FUSIONS for prompt in ("none", "hard", "soft")]
+CASES += [((modality,), "hierarchical", prompt) for modality in ("visual", "audio") for prompt in ("none", "hard", "soft")]
+
+
+def build(clip_model, modalities=("visual", "audio"), fusion="hierarchical", prompt="soft", **overrides):
+    settings = ModelSettings(modalities=modalities, fusion=fusion, prompt=prompt, hidden=16, heads=2, **overrides)
+    torch.manual_seed(0)
+    return VAModel(settings, DV, DA, clip_model=clip_model if prompt != "none" else None)
+
+
+@pytest.mark.parametrize("modalities,fusion,prompt", CASES)
+def test_every_variant_trains_one_step(clip_model, modalities, fusion, prompt):
+    model = build(clip_model, modalities, fusion, prompt)
+    batch = random_batch()
+    trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    assert not {id(p) for p in model.parameters() if p.requires_grad} & {id(p) for p in clip_model.parameters()}
+    assert not any(p.requires_grad for p in clip_model.parameters())
+    if prompt == "soft":
+        assert "prompt_head.ctx" in trainable
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+
+    model.train()
+    given = {**inputs(batch), "visual": batch["visual"] if "visual" in modalities else None,
+             "audio": batch["audio"] if "audio" in modalities else None}
+    out = model(**given)
+    assert out["va"].shape == (B, T, 2) and (out["va"].abs() < 1).all()
+    assert (out["logits"] is None) == (prompt == "none")
+    if out["logits"] is not None:
+        assert out["logits"].shape == (B, T, 9)
+    value = loss(out, batch["labels"], batch["label_mask"], sigma=0.35, lambda_prompt=0.5, prompt_mode=prompt)
+    assert torch.isfinite(value)
+    optimiser.zero_grad()
+    value.backward()
+    optimiser.step()
+
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.isfinite(p).all(), name
+            assert not torch.equal(p.detach(), trainable[name]), f"{name} did not change"
+    for name, tensor in clip_model.state_dict().items():
+        assert torch.equal(tensor, clip_model.dva_snapshot[name]), f"CLIP weight {name} changed"
+
+
+def test_masked_frames_do_not_influence_the_loss(clip_model):
+    model = build(clip_model, dropout=0.0).eval()
+    batch = random_batch(seed=2)
+
+    def objective(b):
+        out = model(**inputs(b))
+        return loss(out, b["labels"], b["label_mask"], sigma=0.35, lambda_prompt=0.5, prompt_mode="soft")
+
+    reference = objective(batch)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["visual"][~batch["visual_mask"]] = 1e3 * torch.randn(int((~batch["visual_mask"]).sum()), DV)
+    changed["audio"][~batch["audio_mask"]] = 1e3 * torch.randn(int((~batch["audio_mask"]).sum()), DA)
+    changed["labels"][~batch["label_mask"]] = torch.rand(int((~batch["label_mask"]).sum()), 2)
+    assert torch.isfinite(reference)
+    assert torch.allclose(objective(changed), reference, atol=1e-6)
+    # ...while a change at a valid frame does matter
+    changed["labels"][batch["label_mask"]] = torch.rand(int(batch["label_mask"].sum()), 2)
+    assert not torch.allclose(objective(changed), reference, atol=1e-6)
+
+
+def test_a_window_with_no_valid_audio_gives_finite_outputs_and_gradients(clip_model):
+    model = build(clip_model, fusion="hierarchical", prompt="none")
+    batch = random_batch()
+    batch["audio_mask"][1] = False
+    out = model(**inputs(batch))
+    value = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.5, "none")
+    value.backward()
+    assert torch.isfinite(out["va"]).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
