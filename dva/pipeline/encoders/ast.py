@@ -1,0 +1,146 @@
+"""AST audio encoder (transformers `ASTModel`): 16 kHz mono -> Kaldi fbank (128 mel, 10 ms) -> features.
+
+Two modes over the same fbank:
+- window: one AST pass per step, a `window`-second slice centred every `hop` seconds, padded
+  to the model's max_length as AST was trained (faithful, costly);
+- tokens: one AST pass per max_length segment; patch tokens are averaged over frequency, giving
+  one feature per time column (about 10 Hz at the usual time stride): many times cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dva.errors import EncoderError
+
+SAMPLE_RATE = 16000
+MEL_BINS = 128
+FRAME_SHIFT_S = 0.010
+FRAME_LENGTH_SAMPLES = 400  # 25 ms
+AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # ASTFeatureExtractor's defaults
+TINY_AST = "dva-tiny-ast"
+MODES = ("window", "tokens")
+
+
+def fbank(waveform: torch.Tensor) -> torch.Tensor:
+    """16 kHz mono waveform [N] -> log-mel fbank [frames, 128], exactly as ASTFeatureExtractor computes it
+    (not yet normalised). Fewer than 400 samples give zero frames."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    waveform = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    if waveform.numel() < FRAME_LENGTH_SAMPLES:
+        return torch.zeros(0, MEL_BINS)
+    return kaldi.fbank(waveform[None], sample_frequency=SAMPLE_RATE, window_type="hanning", num_mel_bins=MEL_BINS)
+
+
+def normalise(frames: torch.Tensor) -> torch.Tensor:
+    return (frames - AUDIOSET_MEAN) / (AUDIOSET_STD * 2)
+
+
+def load_ast(model: str, device: str = "cpu"):
+    """A frozen ASTModel: a hub id, a local directory, or 'dva-tiny-ast' (random init, seed 0)."""
+    from transformers import ASTConfig, ASTModel
+
+    if model == TINY_AST:
+        config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_mel_bins=MEL_BINS, max_length=128)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            ast = ASTModel(config)
+    else:
+        if ("/" not in model or model.startswith((".", "/", "~"))) and not Path(model).expanduser().is_dir():
+            raise EncoderError(f"--ast-model {model!r} is neither a local directory nor a hub id like MIT/ast-finetuned-audioset-10-10-0.4593")
+        try:
+            ast = ASTModel.from_pretrained(str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model)
+        except (OSError, ValueError) as exc:
+            raise EncoderError(
+                f"cannot load AST {model!r}: {str(exc).splitlines()[0][:200]} "
+                "(weights download once with network; offline, pass a local directory to --ast-model)"
+            ) from None
+    return ast.to(device).eval().requires_grad_(False)
+
+
+class AstEncoder:
+    """encode_waveform(16 kHz mono [N]) -> (features float32 [K, dim], step centres in seconds [K])."""
+
+    family = "ast"
+
+    def __init__(self, model: str = "MIT/ast-finetuned-audioset-10-10-0.4593", device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1):
+        from dva.pipeline.encoders import weights_sha256
+
+        if mode not in MODES:
+            raise EncoderError(f"--audio-mode must be window or tokens, not {mode!r}")
+        self.model_name, self.mode, self.window, self.hop = model, mode, float(window), float(hop)
+        self.device = torch.device(device)
+        self.model = load_ast(model, device)
+        config = self.model.config
+        self.max_length, self.dim = int(config.max_length), int(config.hidden_size)
+        self.patch, self.fstride, self.tstride = int(config.patch_size), int(config.frequency_stride), int(config.time_stride)
+        self.freq_patches = (MEL_BINS - self.patch) // self.fstride + 1
+        self.time_patches = (self.max_length - self.patch) // self.tstride + 1
+        self.sha256 = weights_sha256(self.model)
+
+    def provenance(self) -> dict:
+        return {
+            "family": self.family, "model": self.model_name, "mode": self.mode,
+            "window": self.window if self.mode == "window" else None, "hop": self.hop if self.mode == "window" else None,
+            "sample_rate": SAMPLE_RATE, "num_mel_bins": MEL_BINS, "frame_shift_ms": 10, "fbank": "torchaudio.compliance.kaldi, hanning",
+            "norm_mean": AUDIOSET_MEAN, "norm_std": AUDIOSET_STD, "max_length": self.max_length, "dim": self.dim,
+            "weights_sha256": self.sha256,
+        }
+
+    def _run(self, inputs: torch.Tensor):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model(input_values=inputs.to(self.device, non_blocking=True))
+
+    def _fit_length(self, frames: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (raw fbank, before normalising, as the extractor does) or cut to max_length."""
+        if frames.shape[0] < self.max_length:
+            frames = torch.nn.functional.pad(frames, (0, 0, 0, self.max_length - frames.shape[0]))
+        return normalise(frames[: self.max_length])
+
+    def encode_waveform(self, waveform, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
+        if wave.numel() == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        if self.mode == "window":
+            return self._encode_windows(wave, batch_size)
+        return self._encode_tokens(wave, batch_size)
+
+    def _encode_windows(self, wave: torch.Tensor, batch_size: int):
+        duration = wave.numel() / SAMPLE_RATE
+        steps = max(1, math.ceil(duration / self.hop - 1e-9))
+        half = int(round(self.window / 2 * SAMPLE_RATE))
+        frames = fbank(torch.nn.functional.pad(wave, (half, half)))  # frame j of the padded wave starts at j*10 ms - window/2
+        per_window = max(1, int((self.window * SAMPLE_RATE - FRAME_LENGTH_SAMPLES) // (FRAME_SHIFT_S * SAMPLE_RATE)) + 1)
+        centres = np.arange(steps, dtype=np.float64) * self.hop
+        starts = np.round(centres / FRAME_SHIFT_S).astype(int)
+        features = []
+        for b in range(0, steps, batch_size):  # windows are sliced lazily: a long video has thousands
+            batch = torch.stack([self._fit_length(frames[s : s + per_window]) for s in starts[b : b + batch_size]])
+            features.append(self._run(batch).pooler_output.float().cpu())
+        return torch.cat(features).numpy(), centres.astype(np.float32)
+
+    def _encode_tokens(self, wave: torch.Tensor, batch_size: int):
+        frames = fbank(wave)
+        total = frames.shape[0]
+        if total == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
+        segment_starts = list(range(0, total, self.max_length))
+        features, times = [], []
+        columns = np.arange(self.time_patches)
+        centre_frame = columns * self.tstride + self.patch / 2  # the patch's middle, in frames from the segment start
+        for b in range(0, len(segment_starts), batch_size):
+            starts = segment_starts[b : b + batch_size]
+            batch = torch.stack([self._fit_length(frames[s : s + self.max_length]) for s in starts])
+            tokens = self._run(batch).last_hidden_state[:, 2:].float()  # drop CLS and distillation tokens
+            # patches are frequency-major (ASTPatchEmbeddings transposes to [freq, time] before the conv)
+            tokens = tokens.reshape(len(starts), self.freq_patches, self.time_patches, self.dim).mean(dim=1)
+            for row, start in enumerate(starts):
+                keep = start + centre_frame < total  # columns whose centre lies inside the real audio
+                features.append(tokens[row, torch.from_numpy(keep)].cpu())
+                times.append((start + centre_frame[keep]) * FRAME_SHIFT_S + FRAME_LENGTH_SAMPLES / SAMPLE_RATE / 2)
+        return torch.cat(features).numpy(), np.concatenate(times).astype(np.float32)

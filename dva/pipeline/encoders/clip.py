@@ -1,0 +1,123 @@
+"""open_clip image encoder: any model/pretrained tag open_clip knows, or a local checkpoint file.
+
+Preprocessing runs on batches of uint8 tensors on the encoder's device and matches open_clip's
+own eval transform (resize the shortest side with bicubic + antialias, centre crop, normalise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from dva.errors import EncoderError
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architectures (dva-tiny-clip)
+_registered = False
+
+
+def _register_configs() -> None:
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
+    """A frozen open_clip model in eval mode. pretrained: a tag ("openai"), a checkpoint file, or None/"none"
+    for a random initialisation seeded with 0 (the same weights on every call)."""
+    import open_clip
+
+    _register_configs()
+    if pretrained is not None and pretrained.lower() in ("", "none"):
+        pretrained = None
+    if model not in open_clip.list_models():
+        raise EncoderError(f"unknown open_clip model {model!r}: see open_clip.list_models() (e.g. ViT-B-32, ViT-L-14) or use --preset tiny")
+    if pretrained is not None and not os.path.isfile(pretrained) and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)[:6]) or "none"
+        raise EncoderError(f"--clip-pretrained {pretrained!r} is neither a checkpoint file nor a tag of {model} (tags: {tags})")
+    try:
+        with torch.random.fork_rng(devices=[]), _quiet_logging(pretrained is None):
+            torch.manual_seed(0)  # random-init weights (tiny preset, timing runs) are the same every time
+            clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise EncoderError(
+            f"cannot load open_clip {model} / {pretrained}: {str(exc).splitlines()[0][:200]} "
+            "(weights download once with network; offline, pass a local checkpoint file to --clip-pretrained)"
+        ) from None
+    return clip.to(device).eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _quiet_logging(quiet: bool):
+    """open_clip logs a warning for every random-initialised model; that is the point of the tiny preset."""
+    previous = logging.root.manager.disable
+    if quiet:
+        logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+class ClipEncoder:
+    """encode(preprocess(uint8 [B, 3, H, W])) -> float32 [B, dim], the projected image embedding (not normalised)."""
+
+    family = "open_clip"
+
+    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "cpu"):
+        import open_clip
+
+        from dva.pipeline.encoders import weights_sha256
+
+        self.model_name, self.pretrained, self.device = model, pretrained, torch.device(device)
+        self.model = load_clip(model, pretrained, device)
+        cfg = open_clip.get_model_preprocess_cfg(self.model)
+        size = cfg.get("size", 224)
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self.mean = tuple(float(m) for m in cfg.get("mean"))
+        self.std = tuple(float(s) for s in cfg.get("std"))
+        self.interpolation = cfg.get("interpolation", "bicubic")
+        self.resize_mode = cfg.get("resize_mode", "shortest")
+        if self.resize_mode != "shortest":
+            raise EncoderError(f"open_clip {model}: resize_mode {self.resize_mode!r} is not supported by dva's tensor preprocessing yet")
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            self.dim = int(self.model.encode_image(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)).shape[-1])
+        self.sha256 = weights_sha256(self.model)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> normalised float [B, 3, S, S] on the device, like open_clip's eval transform."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        x = images.to(self.device, non_blocking=True).float()
+        mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
+        # PIL resizes uint8 pixels and rounds; do the same on floats so results agree.
+        x = F.resize(x, self.image_size, interpolation=mode, antialias=True).clamp_(0, 255).round_()
+        x = F.center_crop(x, [self.image_size, self.image_size])
+        return (x / 255.0 - self._mean) / self._std
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model.encode_image(pixels).float()
+
+    def provenance(self) -> dict:
+        return {
+            "family": self.family,
+            "model": self.model_name,
+            "pretrained": self.pretrained if self.pretrained not in ("", "none") else None,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "resize_mode": self.resize_mode,
+            "dim": self.dim,
+            "weights_sha256": self.sha256,
+        }
