@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-def write_video(path: Path, frames: int, fps: int = 25, audio: bool = True, size: int = 64, codec: str = "libx264") -> Path:
-    """A small real video: coloured frames, optional 16 kHz mono tone (AAC in mp4, PCM in avi)."""
-    import av
+def write_video(path: Path, frames: int, fps: int = 25, audio: bool = True, size: int = 64) -> Path:
+    """A small real video (.mp4: H.264 + AAC, .avi: mpeg4 + PCM) with changing grey frames and a 16 kHz tone."""
+    from dva.data.synth import write_video as write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=fps)
-        video.width = video.height = size
-        video.pix_fmt = "yuv420p"
-        sound = None
-        if audio:
-            sound = container.add_stream("aac" if path.suffix == ".mp4" else "pcm_s16le", rate=16000)
-            sound.layout = "mono"
-        for i in range(frames):
-            image = np.full((size, size, 3), (i * 7) % 255, dtype=np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        if sound is not None:
-            samples = int(16000 * frames / fps)
-            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 16000)).astype(np.float32)
-            fmt = "fltp" if path.suffix == ".mp4" else "s16"
-            for start in range(0, samples, 1024):
-                chunk = wave[start : start + 1024]
-                data = chunk[None, :] if fmt == "fltp" else (chunk * 32767).astype(np.int16)[None, :]
-                frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="mono")
-                frame.sample_rate = 16000
-                frame.pts = start
-                frame.time_base = Fraction(1, 16000)
-                for packet in sound.encode(frame):
-                    container.mux(packet)
-            for packet in sound.encode(None):
-                container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
-    return path
+    images = np.repeat((np.arange(frames) * 7 % 255).astype(np.uint8)[:, None, None, None], size * size * 3).reshape(frames, size, size, 3)
+    samples = int(16000 * frames / fps)
+    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 16000)).astype(np.float32) if audio else None
+    return write(path, images, fps, wave)
 
 
 def write_annotation(path: Path, lines: int, seed: int = 0) -> Path:

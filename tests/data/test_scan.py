@@ -12,7 +12,7 @@ from tests.conftest import write_annotation, write_video
 def test_scan_reads_every_quirk_of_a_release(tmp_path):
     """Older release naming: batch1/ and new_vids/ at the top, annotations/VA_Set, lower-case folders."""
     write_video(tmp_path / "batch1" / "12-30-640x360.mp4", frames=40, fps=25)  # the name lies about fps
-    write_video(tmp_path / "new_vids" / "duo.avi", frames=30, fps=24, codec="mpeg4")
+    write_video(tmp_path / "new_vids" / "duo.avi", frames=30, fps=24)
     write_video(tmp_path / "batch1" / "quiet.mp4", frames=20, fps=30, audio=False)
     labels = tmp_path / "annotations" / "VA_Set"
     write_annotation(labels / "Train_Set" / "12-30-640x360.txt", lines=43)  # 3 more lines than frames
