@@ -165,16 +165,16 @@ def plan_track(track: Track, root: Path) -> TrackPlan:
 def _read_crop(path: Path):
     """uint8 [3, H, W] or None when the crop is missing; raises ValueError when it is corrupt."""
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        data = path.read_bytes()
+        with Image.open(path) as image:
+            pixels = np.array(image.convert("RGB"))  # a writable copy for torch
     except FileNotFoundError:
         return None
-    try:
-        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:  # PIL's ways of saying "corrupt"
         raise ValueError(f"{path}: corrupt JPEG ({str(exc).splitlines()[0][:80]})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def _stack(images: list):

@@ -100,11 +100,11 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
 
 def test_kill_9_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
     out = tmp_path / "killed"
-    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--batch-size", "8"]
+    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once at least one track is complete, mid-run
-        time.sleep(0.2)
+        time.sleep(0.05)
         try:
             store = open_store(out)
             complete = [t for t in store.tracks("train") if store.is_complete("train", t)]
