@@ -84,7 +84,9 @@ def test_soft_labels_sum_to_one_and_peak_at_the_nearest_centre():
 
 
 def test_soft_labels_approach_one_hot_for_small_sigma_and_uniform_for_large():
-    y = torch.rand(200, 2) * 2 - 1
+    y = torch.rand(200, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    # a point on a region border is equally near two centres; keep points clear of the borders (+-1/3)
+    y = y[((y.abs() - 1 / 3).abs() > 0.02).all(dim=1)]
     sharp = soft_labels(y, 0.01)
     assert torch.isfinite(sharp).all()
     assert torch.allclose(sharp, hard_labels(y), atol=1e-4)
