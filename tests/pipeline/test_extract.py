@@ -155,3 +155,14 @@ def test_local_cluster_workers_and_hdf5_round_trip(synth_data, tiny_store, tmp_p
     assert subprocess.run([*DVA, "convert", str(h5), str(back)], capture_output=True).returncode == 0
     assert_stores_equal(h5, out, "val")
     assert_stores_equal(back, out, "val")
+
+
+def test_visual_source_video_decodes_frames_and_masks_rows_past_the_end(synth_data, tmp_path):
+    out = tmp_path / "frames"
+    report = run_extract(tiny_settings(synth_data, "train", out, visual_source="video"))
+    assert not report.failed
+    store = open_store(out)
+    assert store.attrs["preprocessing"]["visual_source"] == "video"
+    for track in scan(synth_data, split="train").tracks:
+        mask = store.read("train", track.track, "visual_mask")
+        np.testing.assert_array_equal(mask, np.arange(track.n_frames) < track.n_video_frames)
