@@ -58,6 +58,8 @@ class ExtractSettings:
             raise ConfigError("--batch-size must be at least 1")
         if not (self.audio_hop > 0 and self.audio_window > 0):
             raise ConfigError("--audio-hop and --audio-window must be positive")
+        if (self.workers or self.scheduler) and str(self.out).lower().endswith((".h5", ".hdf5")):
+            raise ConfigError("HDF5 has no concurrent writers: extract into a Zarr store with --workers/--scheduler, then `dva convert` it")
 
 
 @dataclass

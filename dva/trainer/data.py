@@ -15,6 +15,7 @@ import torch
 from dva.errors import ConfigError, StoreError
 
 AUDIO_ALIGNS = ("nearest", "linear")
+CHUNK = 65536  # rows per step when normalising, to bound temporary memory
 
 
 @dataclass
@@ -24,9 +25,9 @@ class SplitData:
     split: str
     tracks: list[str]
     offsets: np.ndarray  # int64 [n_tracks + 1]
-    visual: torch.Tensor  # float32 [N, Dv]
+    visual: torch.Tensor  # float16 [N, Dv] (as stored: Aff-Wild2's 2.8M frames stay within one GPU)
     visual_mask: torch.Tensor  # bool [N]
-    audio: torch.Tensor  # float32 [N, Da], aligned to frame times
+    audio: torch.Tensor  # float16 [N, Da], aligned to frame times
     audio_mask: torch.Tensor  # bool [N]
     labels: torch.Tensor  # float32 [N, 2], NaN where invalid or unlabelled
     label_mask: torch.Tensor  # bool [N]
@@ -81,9 +82,9 @@ def load_split(store, split: str, audio_align: str = "nearest") -> SplitData:
         arrays = store.read_track(split, name)
         frames = arrays["visual"].shape[0]
         audio, audio_mask = align_audio(arrays["audio"], arrays["audio_time"], arrays["frame_time"], audio_align)
-        parts["visual"].append(arrays["visual"].astype(np.float32))
+        parts["visual"].append(arrays["visual"].astype(np.float16, copy=False))
         parts["visual_mask"].append(arrays["visual_mask"].astype(bool))
-        parts["audio"].append(audio.astype(np.float32))
+        parts["audio"].append(audio.astype(np.float16))
         parts["audio_mask"].append(audio_mask)
         parts["labels"].append(arrays["labels"].astype(np.float32) if "labels" in arrays else np.full((frames, 2), np.nan, np.float32))
         attrs.append(store.track_attrs(split, name))
@@ -115,19 +116,35 @@ class Normaliser:
     @classmethod
     def fit(cls, data: SplitData) -> "Normaliser":
         def stats(values, mask):
-            rows = values[mask] if mask.any() else values[:1] * 0
-            return rows.mean(0), rows.std(0, unbiased=False).clamp_min(1e-4) if rows.shape[0] > 1 else torch.ones(values.shape[1])
+            """Mean and std over the valid rows, accumulated in float64 chunks (no float32 copy of the split)."""
+            total = torch.zeros(values.shape[1], dtype=torch.float64)
+            squares, count = torch.zeros_like(total), 0
+            for start in range(0, values.shape[0], CHUNK):
+                rows = values[start : start + CHUNK][mask[start : start + CHUNK]].double()
+                total, squares, count = total + rows.sum(0), squares + (rows * rows).sum(0), count + rows.shape[0]
+            if count < 2:
+                return torch.zeros(values.shape[1]), torch.ones(values.shape[1])
+            mean = total / count
+            return mean.float(), (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4).float()
 
         visual_mean, visual_std = stats(data.visual, data.visual_mask)
         audio_mean, audio_std = stats(data.audio, data.audio_mask)
         return cls(visual_mean, visual_std, audio_mean, audio_std)
 
     def apply(self, data: SplitData) -> SplitData:
-        """A normalised copy of data (the input is left as it was); masked rows become exactly zero."""
+        """A normalised float16 copy of data (the input is left as it was); masked rows become exactly zero."""
+
+        def normalise(values, mask, mean, std):
+            out = torch.empty(values.shape, dtype=torch.float16)
+            for start in range(0, values.shape[0], CHUNK):
+                part = slice(start, start + CHUNK)
+                out[part] = ((values[part].float() - mean) / std * mask[part, None]).half()
+            return out
+
         return dataclasses.replace(
             data,
-            visual=((data.visual - self.visual_mean) / self.visual_std) * data.visual_mask[:, None],
-            audio=((data.audio - self.audio_mean) / self.audio_std) * data.audio_mask[:, None],
+            visual=normalise(data.visual, data.visual_mask, self.visual_mean, self.visual_std),
+            audio=normalise(data.audio, data.audio_mask, self.audio_mean, self.audio_std),
         )
 
     @classmethod
@@ -167,9 +184,9 @@ def window_index(offsets: np.ndarray, seq_len: int, stride: int) -> tuple[torch.
 def gather(data: SplitData, index: torch.Tensor, inside: torch.Tensor) -> dict[str, torch.Tensor]:
     """A batch from window indices: every array as [B, L, ...]; masks also false outside the track."""
     return {
-        "visual": data.visual[index],
+        "visual": data.visual[index].float(),
         "visual_mask": data.visual_mask[index] & inside,
-        "audio": data.audio[index],
+        "audio": data.audio[index].float(),
         "audio_mask": data.audio_mask[index] & inside,
         "labels": data.labels[index],
         "label_mask": data.label_mask[index] & inside,

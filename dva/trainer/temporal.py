@@ -26,5 +26,9 @@ class TemporalEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, in_dim] -> [B, T, hidden]."""
-        out, _ = self.gru(self.project(x))
+        hidden = self.project(x)
+        # The GRU runs in float32 under autocast: bf16 RNN kernels are missing from older cuDNN
+        # builds, and this small GRU costs little next to attention.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out, _ = self.gru(hidden.float())
         return self.merge(out)

@@ -49,7 +49,8 @@ def test_normaliser_uses_valid_rows_and_zeroes_masked_ones():
     data = SplitData("train", ["t"], np.array([0, 50]), visual, visual_mask, torch.randn(50, 2), torch.ones(50, dtype=torch.bool), labels, torch.ones(50, dtype=torch.bool), [{}])
     normaliser = Normaliser.fit(data)
     normalised = normaliser.apply(data)
-    assert normalised.visual[visual_mask].mean(0).abs().max() < 1e-4
+    assert normalised.visual.dtype == torch.float16  # kept as stored: half the memory of float32
+    assert normalised.visual[visual_mask].float().mean(0).abs().max() < 2e-3
     assert normalised.visual[~visual_mask].abs().max() == 0
     assert data.visual[0, 0] == 1000.0  # the input is left as it was
     batch = gather(normalised, *window_index(data.offsets, 8, 8))
