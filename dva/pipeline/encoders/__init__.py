@@ -8,6 +8,9 @@ architectures built by the same code path as the real ones.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 PRESETS = {
     "default": {"clip_model": "ViT-B-32", "clip_pretrained": "openai", "ast_model": "MIT/ast-finetuned-audioset-10-10-0.4593"},
     "tiny": {"clip_model": "dva-tiny-clip", "clip_pretrained": None, "ast_model": "dva-tiny-ast"},
@@ -39,3 +42,16 @@ def weights_sha256(module) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_logging():
+    """Silence library logging while loading weights: open_clip warns about every random-initialised
+    model (the tiny preset's point) and hub clients log each failed download before raising, which
+    dva reports itself in one line."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)

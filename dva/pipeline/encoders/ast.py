@@ -53,8 +53,11 @@ def load_ast(model: str, device: str = "cpu"):
     else:
         if ("/" not in model or model.startswith((".", "/", "~"))) and not Path(model).expanduser().is_dir():
             raise EncoderError(f"--ast-model {model!r} is neither a local directory nor a hub id like MIT/ast-finetuned-audioset-10-10-0.4593")
+        from dva.pipeline.encoders import quiet_logging
+
         try:
-            ast = ASTModel.from_pretrained(str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model)
+            with quiet_logging():
+                ast = ASTModel.from_pretrained(str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model)
         except (OSError, ValueError) as exc:
             raise EncoderError(
                 f"cannot load AST {model!r}: {str(exc).splitlines()[0][:200]} "

@@ -6,8 +6,6 @@ own eval transform (resize the shortest side with bicubic + antialias, centre cr
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 
@@ -33,6 +31,8 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
     for a random initialisation seeded with 0 (the same weights on every call)."""
     import open_clip
 
+    from dva.pipeline.encoders import quiet_logging
+
     _register_configs()
     if pretrained is not None and pretrained.lower() in ("", "none"):
         pretrained = None
@@ -42,7 +42,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)[:6]) or "none"
         raise EncoderError(f"--clip-pretrained {pretrained!r} is neither a checkpoint file nor a tag of {model} (tags: {tags})")
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_logging(pretrained is None):
+        with torch.random.fork_rng(devices=[]), quiet_logging():
             torch.manual_seed(0)  # random-init weights (tiny preset, timing runs) are the same every time
             clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
@@ -51,18 +51,6 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
             "(weights download once with network; offline, pass a local checkpoint file to --clip-pretrained)"
         ) from None
     return clip.to(device).eval().requires_grad_(False)
-
-
-@contextlib.contextmanager
-def _quiet_logging(quiet: bool):
-    """open_clip logs a warning for every random-initialised model; that is the point of the tiny preset."""
-    previous = logging.root.manager.disable
-    if quiet:
-        logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
 
 
 class ClipEncoder:
