@@ -25,7 +25,7 @@ def main() -> None:
     from dva.data.aff_wild2 import scan
     from dva.data.synth import synth
     from dva.pipeline.encoders import PRESETS, build_audio, build_visual
-    from dva.pipeline.extract import ExtractSettings, _read_crop, plan_track, read_audio, run_extract
+    from dva.pipeline.extract import ExtractSettings, read_crop, plan_track, read_audio, run_extract
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip-model", default="ViT-B-32")
@@ -56,7 +56,7 @@ def main() -> None:
         for track in tracks:
             plan = plan_track(track, data)
             rows = [r for r in range(min(plan.rows, track.n_video_frames)) if (data / track.frames_dir / f"{r + 1:05d}.jpg").exists()]
-            images = [_read_crop(data / track.frames_dir / f"{r + 1:05d}.jpg") for r in rows]
+            images = [read_crop(data / track.frames_dir / f"{r + 1:05d}.jpg") for r in rows]
             batches += [torch.stack(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
             waves.append(read_audio(track, data))
             frames += plan.rows

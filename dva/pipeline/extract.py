@@ -164,7 +164,7 @@ def plan_track(track: Track, root: Path) -> TrackPlan:
     return TrackPlan(track, rows, frame_time, labels)
 
 
-def _read_crop(path: Path):
+def read_crop(path: Path):
     """uint8 [3, H, W] or None when the crop is missing; raises ValueError when it is corrupt."""
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -202,7 +202,7 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
 
             def load(row):
                 try:
-                    return _read_crop(folder / f"{row + 1:05d}.jpg")
+                    return read_crop(folder / f"{row + 1:05d}.jpg")
                 except ValueError as exc:
                     warnings.append(str(exc))
                     return None
