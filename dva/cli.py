@@ -126,6 +126,10 @@ def extract(
     workers: int = typer.Option(0, help="Start a local Dask cluster with N worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the work to a running Dask scheduler, e.g. tcp://host:8786."),
     overwrite: bool = typer.Option(False, help="Redo every track, complete or not."),
+    test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: Valence_Arousal_Estimation_Challenge_test_set_release.txt found in DATA)."),
+    sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA); its rows decide the test tracks' lengths."),
+    shard: Optional[str] = typer.Option(None, help="I/N: take only videos I, I+N, ... (0-based), for a job array's task I of N."),
+    claim_timeout: float = typer.Option(600.0, help="Seconds without a heartbeat before a claim of another process is taken over."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
     """Write CLIP and AST features of one split into the store (resumable)."""
@@ -142,7 +146,8 @@ def extract(
         ast_model=ast_model or named["ast_model"],
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, visual_source=visual_source,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
-        progress=not as_json,
+        progress=not as_json, test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None,
+        shard=shard, claim_timeout=claim_timeout,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings)
@@ -152,7 +157,8 @@ def extract(
         typer.echo(json.dumps(report.as_dict()))
     else:
         typer.echo(
-            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, {len(report.failed)} failed; "
+            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, "
+            f"{len(report.elsewhere)} done by another process, {len(report.failed)} failed; "
             f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {out}"
         )
     if report.failed:
