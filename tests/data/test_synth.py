@@ -14,7 +14,7 @@ from dva.metrics import ccc
 
 def test_same_seed_same_dataset(synth_data, tmp_path):
     again = tmp_path / "again"
-    synth(again, tracks=7, seconds=6.0, seed=3, progress=False)
+    synth(again, tracks=8, seconds=6.0, seed=3, progress=False)
     for relative in ("Annotations/VA_Estimation_Challenge/Train_Set", "cropped_aligned/synth_000_left", "videos/batch1"):
         comparison = filecmp.dircmp(synth_data / relative, again / relative)
         assert comparison.left_list and not comparison.diff_files and not comparison.left_only, relative
