@@ -1,9 +1,10 @@
 """`dva extract`: decode -> encode -> write, streamed, resumable, on one machine or a Dask cluster.
 
 Stages overlap: a background thread reads a track (JPEG crops or decord frames, and the
-16 kHz audio) into bounded queues while the caller's thread encodes, and another thread
-writes finished tracks to the store. Batches never span two tracks, so a track's arrays
-do not depend on which other tracks ran with it (a resumed store equals a clean one).
+16 kHz audio and frame times through PyAV in `media`) into bounded queues while the
+caller's thread encodes, and another thread writes finished tracks to the store. Batches
+never span two tracks, so a track's arrays do not depend on which other tracks ran with it
+(a resumed store equals a clean one).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dva import __version__
 from dva.data.aff_wild2 import Problem, Track, scan
 from dva.data.annotations import read_annotation
 from dva.errors import ConfigError, DataError, StoreError
+from dva.pipeline import media
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 AUDIO_MODES = ("window", "tokens")
@@ -183,7 +185,8 @@ def plan_track(track: Track, root: Path) -> TrackPlan:
         rows = labels.shape[0]
     else:  # test: the sample file's rows when the organisers gave one, else one row per video frame
         labels, rows = None, track.n_frames if track.n_frames is not None else track.n_video_frames
-    frame_time = (np.arange(rows, dtype=np.float64) / track.fps).astype(np.float32)
+    # the container's timestamps, not index / fps: some videos have a variable frame rate
+    frame_time = media.times_for_rows(media.frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
     return TrackPlan(track, rows, frame_time, labels)
 
 
@@ -250,17 +253,9 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
             raise DataError(f"{plan.track.video}: frames cannot be decoded ({str(exc).splitlines()[0][:120]})") from None
 
 
-def read_audio(track: Track, root: Path) -> np.ndarray:
-    """16 kHz mono float32 waveform [N]; empty when the video has no audio stream."""
-    if not track.has_audio:
-        return np.zeros(0, dtype=np.float32)
-    import decord
-
-    try:
-        reader = decord.AudioReader(str(root / track.video), ctx=decord.cpu(0), sample_rate=16000, mono=True)
-        return reader[:].asnumpy().reshape(-1).astype(np.float32)
-    except Exception as exc:  # decord raises DECORDError or RuntimeError on damaged audio
-        raise DataError(f"{track.video}: audio cannot be decoded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+def read_audio(track: Track, root: Path) -> media.Audio:
+    """The track's sound: `wave` float32 [N] at 16 kHz mono (empty without an audio stream), `start` on the frame clock."""
+    return media.read_audio(root / track.video) if track.has_audio else media.Audio()
 
 
 # --------------------------------------------------------------------------- the streamed pipeline
@@ -415,10 +410,11 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
                         frames_bar.update(len(rows))
                 elif kind == "audio":
                     if event[1] is not SAME_AUDIO:  # a pair's second track reuses the first one's sound
-                        wave = event[1]
-                        if wave.size == 0:
+                        sound = event[1]
+                        if sound.wave.size == 0:
                             report.warnings.append(f"{plan.track.video} has no audio stream, 0 audio rows")
-                        shared_audio = audio.encode_waveform(wave, batch_size=settings.batch_size)
+                        features, steps = audio.encode_waveform(sound.wave, batch_size=settings.batch_size)
+                        shared_audio = features, np.asarray(steps, dtype=np.float64) + sound.start  # onto the frame clock
                     audio_rows, audio_time = shared_audio
                 elif kind == "end":
                     arrays = {

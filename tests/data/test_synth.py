@@ -29,12 +29,13 @@ def test_bad_arguments_are_data_errors(synth_data, tmp_path):
 
 def _features(data, track):
     """Hand-made features per annotated frame: mean RGB of the crop; loudness and spectral centroid of the sound."""
-    import decord
     from PIL import Image
+
+    from dva.pipeline.media import read_audio
 
     labels = read_annotation(data / track.annotation)
     rows = min(labels.shape[0], track.n_video_frames)
-    wave = decord.AudioReader(str(data / track.video), sample_rate=16000, mono=True)[:].asnumpy().reshape(-1)
+    wave = read_audio(data / track.video).wave
     keep, visual, audio = [], [], []
     for i in range(rows):
         crop = data / track.frames_dir / f"{i + 1:05d}.jpg"
