@@ -22,7 +22,9 @@ DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
 
 
-def assert_stores_equal(a: Path, b: Path, split: str) -> None:
+def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> None:
+    """Array for array; exact=False allows one float16 step, for stores written with other torch thread counts
+    (the order in which a matmul accumulates differs, so a feature may differ in its last bit)."""
     left, right = open_store(a), open_store(b)
     assert left.tracks(split) == right.tracks(split)
     for track in left.tracks(split):
@@ -30,7 +32,10 @@ def assert_stores_equal(a: Path, b: Path, split: str) -> None:
         x, y = left.read_track(split, track), right.read_track(split, track)
         assert set(x) == set(y)
         for name in x:
-            np.testing.assert_array_equal(x[name], y[name], err_msg=f"{track}/{name}")
+            if exact or x[name].dtype != np.float16:
+                np.testing.assert_array_equal(x[name], y[name], err_msg=f"{track}/{name}")
+            else:
+                np.testing.assert_allclose(x[name].astype(np.float32), y[name].astype(np.float32), rtol=2e-3, atol=1e-4, err_msg=f"{track}/{name}")
 
 
 def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, tiny_store):
@@ -138,7 +143,7 @@ def test_extract_through_a_real_dask_scheduler_and_worker(synth_data, tiny_store
         out = tmp_path / "dask"
         done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--scheduler", address], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        assert_stores_equal(out, tiny_store, "train")
+        assert_stores_equal(out, tiny_store, "train", exact=False)  # single-threaded workers
     finally:
         worker.terminate()
         scheduler.terminate()
@@ -150,7 +155,7 @@ def test_local_cluster_workers_and_hdf5_round_trip(synth_data, tiny_store, tmp_p
     out = tmp_path / "local"
     done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(out), *TINY, "--workers", "2"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert_stores_equal(out, tiny_store, "val")
+    assert_stores_equal(out, tiny_store, "val", exact=False)  # single-threaded workers
     h5 = tmp_path / "features.h5"
     back = tmp_path / "back"
     assert subprocess.run([*DVA, "convert", str(out), str(h5)], capture_output=True).returncode == 0
