@@ -288,12 +288,16 @@ def ablate(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """A grid of fit variants from one load of the store; prints the results table."""
+    import warnings
+
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
     from dva.trainer.fit import settings_from
 
     base = settings_from(config, features=features, **parse_fixed(fixed))
-    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
+    with warnings.catch_warnings():  # e.g. an older results.csv set aside: one line each, when it happens
+        warnings.showwarning = lambda message, *_: warn(str(message))
+        summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
 
 
