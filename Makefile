@@ -21,6 +21,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/extract.py
 	$(VENV)/bin/python benchmarks/fit.py
 	$(VENV)/bin/python benchmarks/ablate.py
+	$(VENV)/bin/python benchmarks/audio_memory.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -67,7 +67,7 @@ def main() -> None:
             rows = [r for r in range(min(plan.rows, track.n_video_frames)) if (data / track.frames_dir / f"{r + 1:05d}.jpg").exists()]
             images = [read_crop(data / track.frames_dir / f"{r + 1:05d}.jpg") for r in rows]
             batches += [torch.stack(images[i : i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
-            waves.append(read_audio(track, data))
+            waves.append(read_audio(track, data).wave)
             frames += plan.rows
 
         def bound() -> float:

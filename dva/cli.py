@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from dva.errors import ConfigError, DvaError
+from dva.errors import ConfigError, DvaError, DvaWarning
 
 app = typer.Typer(
     help="Distance-aware soft prompt learning for multimodal valence-arousal estimation.",
@@ -25,17 +26,28 @@ app = typer.Typer(
 
 
 def user_errors(command):
-    """Turn a DvaError into one line on stderr and exit code 2 (bugs stay tracebacks)."""
+    """Turn a DvaError into one line on stderr and exit code 2 (bugs stay tracebacks), and every
+    DvaWarning into one `dva: warning:` line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except DvaError as exc:
-            typer.echo(f"dva: error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DvaWarning)
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except DvaError as exc:
+                typer.echo(f"dva: error: {exc}", err=True)
+                raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, DvaWarning):
+        warn(str(message))
+    else:  # a library's warning: as Python would print it
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def warn(message: str) -> None:
@@ -126,6 +138,10 @@ def extract(
     workers: int = typer.Option(0, help="Start a local Dask cluster with N worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the work to a running Dask scheduler, e.g. tcp://host:8786."),
     overwrite: bool = typer.Option(False, help="Redo every track, complete or not."),
+    test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: Valence_Arousal_Estimation_Challenge_test_set_release.txt found in DATA)."),
+    sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA); its rows decide the test tracks' lengths."),
+    shard: Optional[str] = typer.Option(None, help="I/N: take only videos I, I+N, ... (0-based), for a job array's task I of N."),
+    claim_timeout: float = typer.Option(600.0, help="Seconds without a heartbeat before a claim of another process is taken over."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
     """Write CLIP and AST features of one split into the store (resumable)."""
@@ -142,7 +158,8 @@ def extract(
         ast_model=ast_model or named["ast_model"],
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, visual_source=visual_source,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
-        progress=not as_json,
+        progress=not as_json, test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None,
+        shard=shard, claim_timeout=claim_timeout,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings)
@@ -152,7 +169,8 @@ def extract(
         typer.echo(json.dumps(report.as_dict()))
     else:
         typer.echo(
-            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, {len(report.failed)} failed; "
+            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, "
+            f"{len(report.elsewhere)} done by another process, {len(report.failed)} failed; "
             f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {out}"
         )
     if report.failed:
@@ -264,15 +282,23 @@ def predict(
     run: Path = typer.Option(..., help="Run directory written by `dva fit`."),
     features: str = typer.Option(..., help="Feature store holding the split to predict."),
     split: str = typer.Option("test", help="test or val."),
-    out: Path = typer.Option(..., help="Folder for one ABAW <track>.txt per track."),
+    out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track."),
+    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges)."),
+    sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
+    allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Write ABAW-format prediction files (one line per frame, every frame)."""
+    """Write the ABAW submission: every row of the organisers' sample file, in its order."""
     from dva.trainer.predict import predict as run_predict
 
-    summary = run_predict(run, features, split, out, device)
-    typer.echo(json.dumps(summary) if as_json else f"wrote {summary['tracks']} files ({summary['frames']} frames) to {out}")
+    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    if summary["check"]:
+        typer.echo(summary["check"])
+    typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
 
 
 @app.command()
@@ -288,16 +314,12 @@ def ablate(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """A grid of fit variants from one load of the store; prints the results table."""
-    import warnings
-
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
     from dva.trainer.fit import settings_from
 
     base = settings_from(config, features=features, **parse_fixed(fixed))
-    with warnings.catch_warnings():  # e.g. an older results.csv set aside: one line each, when it happens
-        warnings.showwarning = lambda message, *_: warn(str(message))
-        summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
+    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
 
 
@@ -318,7 +340,7 @@ def demo(
     typer.echo(markdown_table(result["ablation"]))
     typer.echo(f"full model: CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f} (best epoch {result['epoch']})")
     typer.echo("plots: " + ", ".join(result["plots"]))
-    typer.echo(f"test predictions (ABAW format): {result['predictions']}")
+    typer.echo(f"test submission (ABAW format, the sample file's rows): {result['predictions']}")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
             raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
     base = FitSettings(features=str(store), out=str(out / "runs" / "full"), epochs=epochs, patience=epochs, hidden=64, seq_len=64, stride=16)
     result, run_dir = fit(base, progress=progress)
-    predictions = out / "predictions" / "test"
+    predictions = out / "predictions" / "submission.txt"
     predict(run_dir, str(store), "test", predictions)
     summary = ablate(
         dataclasses.replace(base, out=str(out / "ablation")),

@@ -19,3 +19,8 @@ class EncoderError(DvaError):
 
 class ConfigError(DvaError):
     """A setting or flag value is invalid."""
+
+
+class DvaWarning(UserWarning):
+    """Something a user must know but that does not stop the command (a track left out, a row filled).
+    The CLI prints it as one `dva: warning:` line."""

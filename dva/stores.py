@@ -4,6 +4,9 @@ Layout (DESIGN.md): root attrs hold the encoders' provenance; `<split>/<track>/`
 arrays of one track and its attrs. A track's arrays are written first and `complete` is set
 last, so a run that dies never leaves a track marked complete. Nothing else in dva imports
 zarr or h5py.
+
+Opening costs the same per track whatever the split's size: `track_index` lists a split once
+and reads each track's attrs once; nothing else lists a split.
 """
 
 from __future__ import annotations
@@ -47,25 +50,38 @@ class Store:
         self._set_attrs(self._root(), attrs)
 
     def splits(self) -> list[str]:
-        return sorted(self._children(self._root()))
+        return sorted(name for name in self._children(self._root()) if not name.startswith("."))
 
     def ensure_split(self, split: str) -> None:
         """Create the split group up front, before concurrent writers add tracks to it."""
         self._group(split, create=True)
 
+    def split_attrs(self, split: str) -> dict:
+        """A split's own attrs (the test split records its track list and the organisers' sample file)."""
+        return self._get_attrs(self._group(split)) if self._has(split) else {}
+
+    def set_split_attrs(self, split: str, attrs: dict) -> None:
+        if attrs:
+            self._set_attrs(self._group(split, create=True), attrs)
+
     # --- tracks
+    def track_index(self, split: str) -> dict[str, dict]:
+        """{track: attrs} for every track of split, sorted by name, from one listing of the split.
+        A track whose metadata is being written by another process shows as {} (not complete)."""
+        return dict(sorted(self._track_index(split).items()))
+
     def tracks(self, split: str) -> list[str]:
-        if split not in self.splits():
-            return []
-        return sorted(self._children(self._group(split)))
+        return list(self.track_index(split))
 
     def track_attrs(self, split: str, track: str) -> dict:
         return self._get_attrs(self._group(f"{split}/{track}"))
 
+    def track_state(self, split: str, track: str) -> dict:
+        """One track's attrs, {} when the track is not in the store; never lists the split."""
+        return self.track_attrs(split, track) if self._has(f"{split}/{track}") else {}
+
     def is_complete(self, split: str, track: str) -> bool:
-        if track not in self.tracks(split):
-            return False
-        return bool(self.track_attrs(split, track).get("complete", False))
+        return bool(self.track_state(split, track).get("complete", False))
 
     def write_track(self, split: str, track: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
         """Replace the track with these arrays and attrs; `complete` is set last."""
@@ -78,12 +94,17 @@ class Store:
         self._set_attrs(group, {**attrs, "complete": False})
         for name, values in typed.items():
             self._write_array(group, name, values)
-        self._set_attrs(group, {"complete": True})
+        # what `dva info` reports, kept in the attrs so that it never has to open an array
+        rows = {name: int(values.shape[0]) for name, values in typed.items()}
+        valid = int((~np.isnan(typed["labels"]).any(axis=1)).sum()) if "labels" in typed else 0
+        self._set_attrs(group, {"rows": rows, "valid_labels": valid, "complete": True})
 
     def mark_failed(self, split: str, track: str, reason: str, attrs: dict | None = None) -> None:
+        import time
+
         self.delete_track(split, track)
         group = self._group(f"{split}/{track}", create=True)
-        self._set_attrs(group, {**(attrs or {}), "complete": False, "error": reason})
+        self._set_attrs(group, {**(attrs or {}), "complete": False, "error": reason, "failed_at": time.time()})
 
     def read(self, split: str, track: str, name: str) -> np.ndarray:
         return self._read_array(self._group(f"{split}/{track}"), name)
@@ -99,17 +120,16 @@ class Store:
         splits = {}
         for split in self.splits():
             part = {"tracks": 0, "complete": 0, "failed": {}, "incomplete": [], "frames": 0, "valid_labels": 0, "audio_rows": 0}
-            for track in self.tracks(split):
+            for track, track_attrs in self.track_index(split).items():
                 part["tracks"] += 1
-                track_attrs = self.track_attrs(split, track)
                 if track_attrs.get("complete"):
                     part["complete"] += 1
-                    group = self._group(f"{split}/{track}")
-                    part["frames"] += self._shape(group, "visual")[0]
-                    part["audio_rows"] += self._shape(group, "audio")[0]
-                    if "labels" in self._arrays(group):
-                        labels = self._read_array(group, "labels")
-                        part["valid_labels"] += int((~np.isnan(labels).any(axis=1)).sum())
+                    rows, valid = track_attrs.get("rows"), track_attrs.get("valid_labels")
+                    if rows is None:  # written before the counts were kept in the attrs
+                        rows, valid = self._counts(split, track)
+                    part["frames"] += rows.get("visual", 0)
+                    part["audio_rows"] += rows.get("audio", 0)
+                    part["valid_labels"] += valid
                 elif "error" in track_attrs:
                     part["failed"][track] = track_attrs["error"]
                 else:
@@ -122,6 +142,14 @@ class Store:
             "splits": splits,
             "bytes": self._bytes(),
         }
+
+    def _counts(self, split: str, track: str) -> tuple[dict, int]:
+        group = self._group(f"{split}/{track}")
+        rows = {name: self._shape(group, name)[0] for name in self._arrays(group)}
+        valid = 0
+        if "labels" in rows:
+            valid = int((~np.isnan(self._read_array(group, "labels")).any(axis=1)).sum())
+        return rows, valid
 
     def close(self) -> None:
         pass
@@ -165,6 +193,41 @@ class ZarrStore(Store):
     def _arrays(self, group) -> list[str]:
         return [name for name, _ in group.arrays()]
 
+    def splits(self) -> list[str]:
+        if "://" in self.path:
+            return super().splits()
+        # the file system, not zarr's listing: zarr warns about the claims folder (.claims) it does not know
+        return sorted(p.name for p in Path(self.path).iterdir() if not p.name.startswith(".") and (p / "zarr.json").is_file())
+
+    def _has(self, name: str) -> bool:
+        if "://" not in self.path:
+            return (Path(self.path) / name / "zarr.json").is_file()
+        return name in self._zarr_root
+
+    def _track_index(self, split: str) -> dict[str, dict]:
+        if "://" in self.path:
+            if not self._has(split):
+                return {}
+            return {name: dict(group.attrs) for name, group in self._zarr_root[split].groups()}
+        # a local store: one directory scan and one small JSON read per track, and tolerant of
+        # tracks that another process is creating or deleting right now
+        folder = Path(self.path) / split
+        if not folder.is_dir():
+            return {}
+        index = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                try:
+                    meta = json.loads((Path(entry.path) / "zarr.json").read_bytes())
+                except (FileNotFoundError, json.JSONDecodeError):
+                    index[entry.name] = {}
+                    continue
+                if meta.get("node_type") == "group":
+                    index[entry.name] = meta.get("attributes") or {}
+        return index
+
     def _get_attrs(self, group) -> dict:
         return dict(group.attrs)
 
@@ -186,8 +249,8 @@ class ZarrStore(Store):
         return tuple(group[name].shape)
 
     def delete_track(self, split: str, track: str) -> None:
-        if split in self._children(self._zarr_root) and track in self._children(self._zarr_root[split]):
-            del self._zarr_root[split][track]
+        if self._has(f"{split}/{track}"):
+            del self._zarr_root[f"{split}/{track}"]
 
     def _bytes(self) -> int:
         if "://" in self.path:
@@ -230,6 +293,16 @@ class HDF5Store(Store):
         import h5py
 
         return [name for name, item in group.items() if isinstance(item, h5py.Dataset)]
+
+    def _has(self, name: str) -> bool:
+        return name in self._file
+
+    def _track_index(self, split: str) -> dict[str, dict]:
+        import h5py
+
+        if split not in self._file:
+            return {}
+        return {name: self._get_attrs(item) for name, item in self._file[split].items() if isinstance(item, h5py.Group)}
 
     def _get_attrs(self, group) -> dict:
         return {key: json.loads(value) for key, value in group.attrs.items()}
@@ -274,11 +347,12 @@ def convert(src: str | Path, dst: str | Path, progress: bool = True) -> None:
         raise StoreError(f"{dst} already exists: choose a new path for the converted store")
     with open_store(src, "r") as source, open_store(dst, "a") as target:
         target.set_attrs(source.attrs)
-        jobs = [(split, track) for split in source.splits() for track in source.tracks(split)]
+        jobs = [(split, track, attrs) for split in source.splits() for track, attrs in source.track_index(split).items()]
         for split in source.splits():
             target.ensure_split(split)
-        for split, track in tqdm(jobs, desc="convert", unit="track", disable=not progress):
-            attrs = source.track_attrs(split, track)
+            target.set_split_attrs(split, source.split_attrs(split))
+        for split, track, attrs in tqdm(jobs, desc="convert", unit="track", disable=not progress):
+            attrs = {k: v for k, v in attrs.items() if k not in ("rows", "valid_labels")}
             if attrs.get("complete"):
                 target.write_track(split, track, source.read_track(split, track), {k: v for k, v in attrs.items() if k != "complete"})
             elif "error" in attrs:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ def synth_data(tmp_path_factory) -> Path:
     from dva.data.synth import synth
 
     out = tmp_path_factory.mktemp("synth") / "data"
-    synth(out, tracks=7, seconds=6.0, seed=3, progress=False)
+    synth(out, tracks=8, seconds=6.0, seed=3, progress=False)
     return out
 
 
@@ -59,3 +62,18 @@ def tiny_store(synth_data, tmp_path_factory) -> Path:
         report = run_extract(tiny_settings(synth_data, split, out))
         assert not report.failed, report.failed
     return out
+
+
+# Runs a dva command with the video decoders made unimportable: fit/predict/ablate must not need them.
+BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
+
+
+@pytest.fixture(scope="session")
+def run_dir(tiny_store, tmp_path_factory):
+    """`dva fit` on the tiny store, once per test session: (run directory, best metrics)."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    command = [sys.executable, "-c", BLOCKED, "fit", "--features", str(tiny_store), "--out", str(out), "--json",
+               "--epochs", "6", "--patience", "6", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, json.loads(done.stdout)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dva.data.annotations import read_annotation, read_test_list
+from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
 from dva.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,7 @@ class Track:
     split: str
     video: str  # relative to DATA
     subject: str | None
-    n_frames: int | None  # annotation lines; None for test tracks
+    n_frames: int | None  # annotation lines; for test tracks the sample file's rows, else None
     n_valid: int | None
     fps: float  # from the container
     has_audio: bool
@@ -64,11 +65,15 @@ class Problem:
 class ScanResult:
     tracks: list[Track]
     problems: list[Problem]
+    test_list: str | None = None  # the VA test list that named the test tracks
+    sample: SampleFile | None = None  # the organisers' sample submission: T and order of the test tracks
+    warnings: list[str] = field(default_factory=list)
 
 
-def scan(data: str | Path, split: str | None = None, progress: bool = False) -> ScanResult:
+def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None) -> ScanResult:
     """Scan DATA for the tracks of one split (or all splits when split is None).
 
+    test_list / sample override the VA test list and the organisers' sample file found in DATA.
     Raises DataError when DATA is missing or holds nothing usable; single bad tracks
     become `Problem`s.
     """
@@ -84,14 +89,11 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False) -> 
 
     candidates: list[tuple[str, str, Path | None]] = []  # (track, split, annotation file)
     problems: list[Problem] = []
+    test_phase = TestPhase(None, None, [])
     for name in wanted:
         if name == "test":
-            test_list = find_test_list(root)
-            if test_list is None:
-                if split == "test":
-                    raise DataError(f"{data}: no test list file (a .txt with 'test' in its name next to the VA annotations)")
-                continue
-            candidates += [(track, "test", None) for track in read_test_list(test_list)]
+            test_phase = find_test_phase(root, test_list, sample, required=split == "test")
+            candidates += [(track, "test", None) for track in test_phase.tracks]
         else:
             folder = find_annotation_dir(root, name)
             if folder is None:
@@ -103,11 +105,12 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False) -> 
     if not candidates:
         raise DataError(f"{data}: no VA annotation folders and no test list found")
 
-    crops_root = _child(root, "cropped_aligned")
+    crops_root = child_folder(root, "cropped_aligned")
     jobs = [(track, name, annotation) for track, name, annotation in candidates]
+    sample_rows = test_phase.sample.rows_per_track() if test_phase.sample else {}
 
     def probe(job):
-        return _make_track(root, videos, crops_root, *job)
+        return _make_track(root, videos, crops_root, *job, sample_rows=sample_rows.get(job[0]) if job[1] == "test" else None)
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         results = pool.map(probe, jobs)
@@ -118,16 +121,59 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False) -> 
         tracks = []
         for result in results:
             (tracks if isinstance(result, Track) else problems).append(result)
-    return ScanResult(tracks=tracks, problems=problems)
+    sample_file = test_phase.sample
+    return ScanResult(tracks, problems, str(test_phase.test_list) if test_phase.test_list else None, sample_file, test_phase.warnings)
 
 
-def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, track: str, split: str, annotation: Path | None):
+@dataclass(frozen=True)
+class TestPhase:
+    test_list: Path | None
+    sample: SampleFile | None
+    warnings: list[str]
+
+    @property
+    def tracks(self) -> list[str]:
+        """The list's tracks in its order; tracks only the sample names come after (the sample is what is scored)."""
+        listed = read_test_list(self.test_list) if self.test_list else []
+        extra = [t for t in self.sample.track_order() if t not in set(listed)] if self.sample else []
+        return listed + extra
+
+
+def find_test_phase(root: Path, test_list=None, sample=None, required: bool = True) -> TestPhase:
+    """The VA test list and sample file (given, or found in root); DataError when required and neither exists."""
+    for given, flag in ((test_list, "--test-list"), (sample, "--sample")):
+        if given is not None and not Path(given).is_file():
+            raise DataError(f"{flag} {given}: no such file")
+    list_path = Path(test_list) if test_list else find_va_test_list(root, _va_dirs(root))
+    sample_path = Path(sample) if sample else find_sample_file(root, _va_dirs(root))
+    sample_file = read_sample_file(sample_path) if sample_path else None
+    if list_path is None and sample_file is None:
+        if not required:
+            return TestPhase(None, None, [])
+        others = ", ".join(p.name for p in other_lists(root, _va_dirs(root))) or "none"
+        raise DataError(
+            f"{root}: no VA test list (Valence_Arousal_Estimation_Challenge_test_set_release.txt in {LIST_FOLDER}/ or the top folder; "
+            f"other test lists found: {others}); pass --test-list FILE"
+        )
+    warnings = []
+    if list_path is not None and sample_file is not None:
+        listed, sampled = read_test_list(list_path), set(sample_file.tracks)
+        missing = [t for t in listed if t not in sampled]
+        extra = [t for t in sample_file.track_order() if t not in set(listed)]
+        if missing:
+            warnings.append(f"{len(missing)} tracks of {list_path.name} are not in {sample_path.name} (extracted, not submitted): {', '.join(missing[:10])}")
+        if extra:
+            warnings.append(f"{len(extra)} tracks of {sample_path.name} are not in {list_path.name} (added: the sample decides the submission): {', '.join(extra[:10])}")
+    return TestPhase(list_path, sample_file, warnings)
+
+
+def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, track: str, split: str, annotation: Path | None, sample_rows: int | None = None):
     video_name, subject = split_subject(track, videos)
     where = annotation if annotation is not None else track
     if video_name is None:
         return Problem(track, split, f"{where}: no video named {track}.mp4/.avi (or {track.rsplit('_', 1)[0]}.mp4 for _left/_right) under videos/")
     video = videos[video_name]
-    n_frames = n_valid = None
+    n_frames, n_valid = sample_rows, None  # a test track's T comes from the sample file, when there is one
     if annotation is not None:
         try:
             labels = read_annotation(annotation)
@@ -191,7 +237,7 @@ def _first_line(exc: Exception) -> str:
     return text[0][:160] if text else type(exc).__name__
 
 
-def _child(folder: Path, name: str) -> Path | None:
+def child_folder(folder: Path, name: str) -> Path | None:
     """The child of folder called name, case-insensitively."""
     exact = folder / name
     if exact.is_dir():
@@ -210,7 +256,7 @@ def find_videos(root: Path) -> dict[str, Path]:
     for parts in VIDEO_DIRS:
         folder: Path | None = root
         for part in parts:
-            folder = _child(folder, part) if folder is not None else None
+            folder = child_folder(folder, part) if folder is not None else None
         if folder is None:
             continue
         for path in sorted(folder.iterdir()):
@@ -222,7 +268,7 @@ def find_videos(root: Path) -> dict[str, Path]:
 def _va_dirs(root: Path) -> list[Path]:
     """VA annotation folders: Annotations/VA_Estimation_Challenge, annotations/VA_Set, ..."""
     found = []
-    for annotations in (_child(root, "Annotations"), root):
+    for annotations in (child_folder(root, "Annotations"), root):
         if annotations is None:
             continue
         for child in sorted(annotations.iterdir()):
@@ -237,16 +283,7 @@ def _va_dirs(root: Path) -> list[Path]:
 def find_annotation_dir(root: Path, split: str) -> Path | None:
     for va_dir in _va_dirs(root):
         for name in SPLIT_DIR_NAMES[split]:
-            folder = _child(va_dir, name)
+            folder = child_folder(va_dir, name)
             if folder is not None:
                 return folder
-    return None
-
-
-def find_test_list(root: Path) -> Path | None:
-    """The test-set list: a .txt with 'test' in its name beside the VA annotations or at the top."""
-    for folder in [*_va_dirs(root), root]:
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() == ".txt" and "test" in path.name.lower():
-                return path
     return None

@@ -10,7 +10,10 @@ Quirks, all present with the defaults: a two-person video annotated as NAME_left
 (sharing one sound track, which carries the left person's VA), a video without an audio
 stream, an mpeg4 .avi, frame rates 30, 25 and 24, a file name that lies about its frame rate,
 a 44.1 kHz stereo sound track, -5 runs, annotations 3 lines longer and 4 lines shorter than
-the video, gaps in cropped_aligned, and a test list file.
+the video, gaps in cropped_aligned, the three challenges' test lists in
+names_of_videos_in_each_test_set/ (the Action Unit and Expression lists name other videos), and
+the organisers' VA sample file, whose rows for the first test video end 2 frames before the
+video does (the sample, not the decoded count, decides a test track's length).
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from dva.errors import DataError
 CROP = 112
 FRAME = 128  # video frames are 128 x 128 (two people: 256 x 128); the crop is the face region
 ANNOTATIONS = Path("Annotations") / "VA_Estimation_Challenge"
-TEST_LIST = "Valence_Arousal_Estimation_Challenge_test_set_release.txt"
+TEST_LISTS = "names_of_videos_in_each_test_set"
+VA_TEST_LIST = "Valence_Arousal_Estimation_Challenge_test_set_release.txt"
+OTHER_TEST_LISTS = ("Action_Unit_Detection_Challenge_test_set_release.txt", "Expression_Classification_Challenge_test_set_release.txt")
+SAMPLE_FILE = "CVPR_8th_ABAW_VA_test_set_sample.txt"
+SAMPLE_SHORTFALL = 2  # sample rows of the first test video: its decoded frames minus this
 FPS_CYCLE = (30, 25, 24)
 
 
@@ -186,7 +193,7 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
         raise DataError(f"{out} exists and is not empty: choose a new folder")
     rng = np.random.default_rng(seed)
     summary = []
-    test_names = []
+    test_names, sample_rows = [], []
     for plan in tqdm(plan_videos(tracks), desc="synth", unit="video", disable=not progress):
         n_frames = int(round(seconds * plan.fps))
         people = []
@@ -209,6 +216,8 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
             lines = n_frames + plan.line_delta
             if plan.split == "test":
                 test_names.append(track)
+                rows = n_frames - (SAMPLE_SHORTFALL if len(test_names) == 1 else 0)
+                sample_rows += [f"{track}/{frame:05d}.jpg,," for frame in range(1, rows + 1)]
             else:
                 folder = "Train_Set" if plan.split == "train" else "Validation_Set"
                 _write_annotation(out / ANNOTATIONS / folder / f"{track}.txt", valence, arousal, lines, plan.invalid_runs, rng)
@@ -216,6 +225,11 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
                 "track": track, "split": plan.split, "video": video.as_posix(), "subject": subject, "fps": plan.fps,
                 "n_video_frames": n_frames, "n_lines": None if plan.split == "test" else lines, "has_audio": audio is not None,
             })
-    (out / ANNOTATIONS).mkdir(parents=True, exist_ok=True)
-    (out / ANNOTATIONS / TEST_LIST).write_text("\n".join(test_names) + "\n")
+    lists = out / TEST_LISTS
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / VA_TEST_LIST).write_text("\n".join(test_names) + "\n")
+    others = [t["track"] for t in summary if t["split"] == "train"]  # other challenges test other videos
+    for name in OTHER_TEST_LISTS:
+        (lists / name).write_text("\n".join(others) + "\n")
+    (out / SAMPLE_FILE).write_text("\n".join(["image_location,valence,arousal", *sample_rows]) + "\n")
     return {"out": str(out), "tracks": summary}

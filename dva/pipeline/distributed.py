@@ -1,6 +1,8 @@
 """Scale-out of `dva extract` on dask.distributed: a LocalCluster (`--workers N`) or a running
-cluster (`--scheduler tcp://HOST:PORT`). One task per track; each worker builds its encoders
-once and writes its tracks straight into the shared store (tracks never share a Zarr node)."""
+cluster (`--scheduler tcp://HOST:PORT`). One task per video (a `_left`/`_right` pair is one
+task: its sound is encoded once); each worker builds its encoders once, claims the video like
+any other process, and writes its tracks straight into the shared store (tracks never share a
+Zarr node)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ def _worker_device() -> str:
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
-def extract_track_task(track, settings) -> dict:
-    """Runs on a worker: extract one track into the store; returns an ExtractReport dict."""
-    from dva.pipeline.extract import ExtractReport, build_encoders, extract_tracks
+def extract_unit_task(unit, settings, since: float) -> dict:
+    """Runs on a worker: extract one video's tracks into the store; returns an ExtractReport dict
+    plus "deferred": whether another process holds the video."""
+    from dva.pipeline.claims import claims_for
+    from dva.pipeline.extract import ExtractReport, build_encoders, extract_units
     from dva.stores import open_store
 
     device = settings.device or _worker_device()
@@ -39,15 +43,18 @@ def extract_track_task(track, settings) -> dict:
     visual, audio = _ENCODERS[key]
     report = ExtractReport(store=settings.out, split=settings.split)
     store = open_store(settings.out, mode="a")
+    claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
-        extract_tracks([track], Path(settings.data), store, settings, visual, audio, report)
+        deferred = extract_units([unit], Path(settings.data), store, settings, visual, audio, report, claims, since)
     finally:
+        claims.release_all()
         store.close()
-    return report.as_dict()
+    return {**report.as_dict(), "deferred": bool(deferred)}
 
 
-def extract_distributed(todo: list, settings, report) -> None:
-    """Spread the tracks over Dask workers and merge their reports into report."""
+def extract_distributed(units: list, settings, report, since: float) -> list:
+    """Spread the videos over Dask workers and merge their reports into report; returns the units
+    another process held (not done here)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
@@ -62,19 +69,23 @@ def extract_distributed(todo: list, settings, report) -> None:
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'} ({exc}); start one with `dask scheduler` and `dask worker`") from None
+    deferred = []
     try:
-        futures = client.map(extract_track_task, todo, settings=settings, pure=False)
-        tracks_by_key = {future.key: track for future, track in zip(futures, todo)}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract {settings.split}", unit="track", disable=not show_progress):
+        futures = client.map(extract_unit_task, units, settings=settings, since=since, pure=False)
+        units_by_key = {future.key: unit for future, unit in zip(futures, units)}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract {settings.split}", unit="video", disable=not show_progress):
             try:
                 part = future.result()
-            except Exception as exc:  # a worker died or a bug on a worker: that track fails alone
-                track = tracks_by_key[future.key]
+            except Exception as exc:  # a worker died or a bug on a worker: that video fails alone
                 reason = f"worker error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-                _mark_failed(settings, track, reason)
-                report.failed[track.track] = reason
+                for track in units_by_key[future.key]:
+                    _mark_failed(settings, track, reason)
+                    report.failed[track.track] = reason
                 continue
+            if part["deferred"]:
+                deferred.append(units_by_key[future.key])
             report.extracted += part["extracted"]
+            report.elsewhere += part["elsewhere"]
             report.failed.update(part["failed"])
             report.warnings += part["warnings"]
             report.frames += part["frames"]
@@ -82,6 +93,7 @@ def extract_distributed(todo: list, settings, report) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
+    return deferred
 
 
 def _local_workers(requested: int) -> int:

@@ -1,17 +1,20 @@
 """`dva extract`: decode -> encode -> write, streamed, resumable, on one machine or a Dask cluster.
 
 Stages overlap: a background thread reads a track (JPEG crops or decord frames, and the
-16 kHz audio) into bounded queues while the caller's thread encodes, and another thread
-writes finished tracks to the store. Batches never span two tracks, so a track's arrays
-do not depend on which other tracks ran with it (a resumed store equals a clean one).
+16 kHz audio and frame times through PyAV in `media`) into bounded queues while the
+caller's thread encodes, and another thread writes finished tracks to the store. Batches
+never span two tracks, so a track's arrays do not depend on which other tracks ran with it
+(a resumed store equals a clean one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import queue
+import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from dva import __version__
 from dva.data.aff_wild2 import Problem, Track, scan
 from dva.data.annotations import read_annotation
 from dva.errors import ConfigError, DataError, StoreError
+from dva.pipeline import media
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 AUDIO_MODES = ("window", "tokens")
@@ -48,6 +52,10 @@ class ExtractSettings:
     scheduler: str | None = None
     overwrite: bool = False
     progress: bool = True
+    test_list: str | None = None  # override the VA test list found in data
+    sample: str | None = None  # override the organisers' sample file found in data
+    shard: str | None = None  # "I/N": this process takes videos I, I+N, I+2N, ... (0-based)
+    claim_timeout: float = 600.0  # seconds without a heartbeat before another process takes a claim over
 
     def validate(self) -> None:
         if self.visual_source not in VISUAL_SOURCES:
@@ -60,6 +68,22 @@ class ExtractSettings:
             raise ConfigError("--audio-hop and --audio-window must be positive")
         if (self.workers or self.scheduler) and str(self.out).lower().endswith((".h5", ".hdf5")):
             raise ConfigError("HDF5 has no concurrent writers: extract into a Zarr store with --workers/--scheduler, then `dva convert` it")
+        if self.shard is not None:
+            parse_shard(self.shard)
+        if self.claim_timeout <= 0:
+            raise ConfigError("--claim-timeout must be positive")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N) with 0 <= I < N."""
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4 (the first of four shares)")
+    return i, n
 
 
 @dataclass
@@ -69,7 +93,8 @@ class ExtractReport:
     store: str
     split: str
     extracted: list[str] = dataclasses.field(default_factory=list)
-    skipped: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # complete before this run
+    elsewhere: list[str] = dataclasses.field(default_factory=list)  # done (or failed) by another process meanwhile
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     frames: int = 0
@@ -158,9 +183,10 @@ def plan_track(track: Track, root: Path) -> TrackPlan:
     if track.annotation is not None:
         labels = read_annotation(root / track.annotation)
         rows = labels.shape[0]
-    else:
-        labels, rows = None, track.n_video_frames  # test: one row per video frame
-    frame_time = (np.arange(rows, dtype=np.float64) / track.fps).astype(np.float32)
+    else:  # test: the sample file's rows when the organisers gave one, else one row per video frame
+        labels, rows = None, track.n_frames if track.n_frames is not None else track.n_video_frames
+    # the container's timestamps, not index / fps: some videos have a variable frame rate
+    frame_time = media.times_for_rows(media.frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
     return TrackPlan(track, rows, frame_time, labels)
 
 
@@ -227,17 +253,9 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
             raise DataError(f"{plan.track.video}: frames cannot be decoded ({str(exc).splitlines()[0][:120]})") from None
 
 
-def read_audio(track: Track, root: Path) -> np.ndarray:
-    """16 kHz mono float32 waveform [N]; empty when the video has no audio stream."""
-    if not track.has_audio:
-        return np.zeros(0, dtype=np.float32)
-    import decord
-
-    try:
-        reader = decord.AudioReader(str(root / track.video), ctx=decord.cpu(0), sample_rate=16000, mono=True)
-        return reader[:].asnumpy().reshape(-1).astype(np.float32)
-    except Exception as exc:  # decord raises DECORDError or RuntimeError on damaged audio
-        raise DataError(f"{track.video}: audio cannot be decoded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+def read_audio(track: Track, root: Path) -> media.Audio:
+    """The track's sound: `wave` float32 [N] at 16 kHz mono (empty without an audio stream), `start` on the frame clock."""
+    return media.read_audio(root / track.video) if track.has_audio else media.Audio()
 
 
 # --------------------------------------------------------------------------- the streamed pipeline
@@ -279,28 +297,76 @@ def _prefetch(iterator: Iterator, depth: int) -> Iterator:
         stop.set()
 
 
-def _read_tracks(tracks: list[Track], root: Path, source: str, batch_size: int, warnings: list) -> Iterator[tuple]:
-    """Events for the encoder stage: ("start", plan), ("visual", rows, batch), ("audio", wave), ("end",) or ("failed", track, reason)."""
+SAME_AUDIO = object()  # the audio event of a track that shares its video's sound with the track before it
+
+
+def video_units(tracks: list[Track]) -> list[list[Track]]:
+    """Tracks grouped by video, in first-seen order: a `_left`/`_right` pair is one unit of work, so
+    its shared sound is decoded and encoded once and one process claims both."""
+    units: dict[str, list[Track]] = {}
+    for track in tracks:
+        units.setdefault(track.video, []).append(track)
+    return list(units.values())
+
+
+def unit_key(unit: list[Track]) -> str:
+    return Path(unit[0].video).stem
+
+
+def settled(attrs: dict, since: float, overwrite: bool) -> bool:
+    """Whether a track needs no more work: complete (since this run began, with --overwrite), or failed since then."""
+    if attrs.get("complete"):
+        return not overwrite or attrs.get("extracted_at", 0.0) >= since
+    return "error" in attrs and attrs.get("failed_at", 0.0) >= since
+
+
+def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractSettings", claims, since: float, report: "ExtractReport", deferred: list) -> Iterator[tuple]:
+    """Events for the encoder stage, unit by unit: ("start", plan), ("visual", rows, batch), ("audio", wave or SAME_AUDIO),
+    ("end",) or ("failed", track, reason), then ("release", key). A unit another process holds goes to deferred."""
+    source = resolve_visual_source(settings)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for track in tracks:
-            try:
-                plan = plan_track(track, root)
-                yield ("start", plan)
-                for rows, batch in visual_batches(plan, root, source, batch_size, pool, warnings):
-                    yield ("visual", rows, batch)
-                yield ("audio", read_audio(track, root))
-                yield ("end",)
-            except DataError as exc:
-                yield ("failed", track, str(exc))
+        for unit in units:
+            key = unit_key(unit)
+            if not claims.try_claim(key):
+                deferred.append(unit)
+                continue
+            todo = []
+            for track in unit:  # look again now that the unit is ours: another process may have finished it
+                if settled(store.track_state(settings.split, track.track), since, settings.overwrite):
+                    report.elsewhere.append(track.track)
+                else:
+                    todo.append(track)
+            audio_video = None
+            for track in todo:
+                try:
+                    plan = plan_track(track, root)
+                    yield ("start", plan)
+                    for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings):
+                        yield ("visual", rows, batch)
+                    if audio_video == track.video:
+                        yield ("audio", SAME_AUDIO)
+                    else:
+                        yield ("audio", read_audio(track, root))
+                        audio_video = track.video
+                    yield ("end",)
+                except DataError as exc:
+                    audio_video = None
+                    yield ("failed", track, str(exc))
+            yield ("release", key)
 
 
-def extract_tracks(tracks: list[Track], root: Path, store, settings: ExtractSettings, visual, audio, report: ExtractReport, frames_bar=None, tracks_bar=None) -> None:
-    """Read, encode and write these tracks into store (split settings.split), overlapping the three stages."""
+def extract_units(units: list[list[Track]], root: Path, store, settings: ExtractSettings, visual, audio, report: ExtractReport, claims=None, since: float | None = None, frames_bar=None, tracks_bar=None) -> list[list[Track]]:
+    """Claim, read, encode and write these units (see `video_units`) into store (split settings.split), overlapping
+    the three stages. Returns the units another process holds (not done here)."""
     import torch
 
-    source = resolve_visual_source(settings)
+    from dva.pipeline.claims import NoClaims
+
+    claims = claims if claims is not None else NoClaims()
+    since = since if since is not None else time.time()
     to_write: queue.Queue = queue.Queue(maxsize=2)
     write_errors: list[BaseException] = []
+    deferred: list[list[Track]] = []
 
     def writer():
         while (job := to_write.get()) is not None:
@@ -308,12 +374,15 @@ def extract_tracks(tracks: list[Track], root: Path, store, settings: ExtractSett
             try:
                 if kind == "write":
                     arrays, attrs = payload
-                    store.write_track(settings.split, track.track, arrays, attrs)
+                    store.write_track(settings.split, track.track, arrays, {**attrs, "extracted_at": time.time()})
                     report.extracted.append(track.track)
                     report.frames += arrays["visual"].shape[0]
-                else:
+                elif kind == "failed":
                     store.mark_failed(settings.split, track.track, payload, track_attrs(track))
                     report.failed[track.track] = payload
+                else:  # "release": every track of the unit is written
+                    claims.release(payload)
+                    continue
             except BaseException as exc:  # re-raised by the main thread: a store that cannot be written is a real error
                 write_errors.append(exc)
             if tracks_bar is not None:
@@ -324,7 +393,7 @@ def extract_tracks(tracks: list[Track], root: Path, store, settings: ExtractSett
     plan = visual_rows = None
     try:
         with torch.inference_mode():
-            for event in _prefetch(_read_tracks(tracks, root, source, settings.batch_size, report.warnings), depth=4):
+            for event in _prefetch(_read_units(units, root, store, settings, claims, since, report, deferred), depth=4):
                 if write_errors:
                     raise write_errors[0]
                 kind = event[0]
@@ -340,10 +409,13 @@ def extract_tracks(tracks: list[Track], root: Path, store, settings: ExtractSett
                     if frames_bar is not None:
                         frames_bar.update(len(rows))
                 elif kind == "audio":
-                    wave = event[1]
-                    if wave.size == 0:
-                        report.warnings.append(f"{plan.track.track}: {plan.track.video} has no audio stream, 0 audio rows")
-                    audio_rows, audio_time = audio.encode_waveform(wave, batch_size=settings.batch_size)
+                    if event[1] is not SAME_AUDIO:  # a pair's second track reuses the first one's sound
+                        sound = event[1]
+                        if sound.wave.size == 0:
+                            report.warnings.append(f"{plan.track.video} has no audio stream, 0 audio rows")
+                        features, steps = audio.encode_waveform(sound.wave, batch_size=settings.batch_size)
+                        shared_audio = features, np.asarray(steps, dtype=np.float64) + sound.start  # onto the frame clock
+                    audio_rows, audio_time = shared_audio
                 elif kind == "end":
                     arrays = {
                         "visual": visual_rows,
@@ -361,70 +433,117 @@ def extract_tracks(tracks: list[Track], root: Path, store, settings: ExtractSett
                 elif kind == "failed":
                     to_write.put(("failed", event[1], event[2]))
                     plan = None
+                elif kind == "release":
+                    to_write.put(("release", None, event[1]))
     finally:
         to_write.put(None)
         writer_thread.join()
     if write_errors:
         raise write_errors[0]
+    return deferred
 
 
 def track_attrs(track: Track) -> dict:
     return {"video": track.video, "subject": track.subject, "fps": track.fps, "n_frames": track.n_frames, "has_audio": track.has_audio}
 
 
+def test_phase_attrs(result) -> dict:
+    """What the test split records of the organisers' files, so `dva predict` can write the submission from the store."""
+    attrs = {}
+    if result.test_list is not None:
+        attrs["test_list"] = {"path": str(Path(result.test_list).resolve()), "tracks": [t.track for t in result.tracks] + [p.track for p in result.problems]}
+    if result.sample is not None:
+        attrs["sample"] = {"path": result.sample.path, "sha256": result.sample.sha256, "rows": len(result.sample.locations), "tracks": result.sample.track_order()}
+    return attrs
+
+
 # --------------------------------------------------------------------------- one run
 
 
 def run_extract(settings: ExtractSettings) -> ExtractReport:
-    """Extract one split into the store; returns what happened (never raises for a single bad track)."""
+    """Extract one split into the store; returns what happened (never raises for a single bad track).
+
+    Several processes may run this on one store and split at once: each claims a video before
+    reading it, skips videos another process holds, then waits until every track of its share is
+    complete or failed (taking over the claims of processes that died)."""
+    from dva.pipeline.claims import POLL, claims_for
     from dva.stores import open_store
 
     settings.validate()
     root = Path(settings.data)
-    result = scan(root, split=settings.split, progress=settings.progress)
+    result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample)
     device = settings.device or default_device()
     visual, audio = build_encoders(settings, device if not (settings.workers or settings.scheduler) else "cpu")
     identity = store_identity(settings, visual, audio)
     store = open_store(settings.out, mode="a")
+    claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
-        if store.attrs.get("visual_encoder"):
-            check_compatible(store.attrs, identity, settings.out)
-        else:
-            store.set_attrs(identity)
-        store.ensure_split(settings.split)
-        report = ExtractReport(store=str(settings.out), split=settings.split)
-        for problem in result.problems:
-            _record_problem(store, settings.split, problem, report)
-        todo = []
-        for track in result.tracks:
-            if not settings.overwrite and store.is_complete(settings.split, track.track):
-                report.skipped.append(track.track)
+        with claims_for(store, "store", settings.claim_timeout).hold("metadata"):  # metadata edits by one process at a time
+            if store.attrs.get("visual_encoder"):
+                check_compatible(store.attrs, identity, settings.out)
             else:
-                todo.append(track)
+                store.set_attrs(identity)
+            store.ensure_split(settings.split)
+            wanted = test_phase_attrs(result) if settings.split == "test" else {}
+            if any(store.split_attrs(settings.split).get(k) != v for k, v in wanted.items()):
+                store.set_split_attrs(settings.split, wanted)
+        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=list(result.warnings))
+        since = time.time()
+        units = video_units(result.tracks)
+        if settings.shard is not None:
+            index, count = parse_shard(settings.shard)
+            units = sorted(units, key=unit_key)[index::count]
+            result = dataclasses.replace(result, problems=[p for p in result.problems if zlib.crc32(p.track.encode()) % count == index])
+        for problem in result.problems:
+            _record_problem(store, settings.split, problem, report, claims)
+        known = store.track_index(settings.split)  # one listing for the whole resume check
+        todo = []
+        for unit in units:
+            if not settings.overwrite and all(known.get(t.track, {}).get("complete") for t in unit):
+                report.skipped += [t.track for t in unit]
+            else:
+                todo.append(unit)
         started = time.perf_counter()
-        if settings.workers or settings.scheduler:
-            from dva.pipeline.distributed import extract_distributed
+        pending, waiting = todo, False
+        while pending:
+            if settings.workers or settings.scheduler:
+                from dva.pipeline.distributed import extract_distributed
 
-            del visual, audio  # the workers build their own
-            extract_distributed(todo, settings, report)
-        else:
-            _extract_here(todo, root, store, settings, visual, audio, report)
+                deferred = extract_distributed(pending, settings, report, since)
+            else:
+                deferred = _extract_here(pending, root, store, settings, visual, audio, report, claims, since)
+            pending = [u for u in deferred if not all(settled(store.track_state(settings.split, t.track), since, settings.overwrite) for t in u)]
+            report.elsewhere += [t.track for u in deferred if u not in pending for t in u]
+            if pending:
+                if not waiting and settings.progress:
+                    print(f"waiting for {sum(len(u) for u in pending)} tracks another process is extracting", file=sys.stderr)
+                waiting = True
+                time.sleep(POLL)
         report.seconds = time.perf_counter() - started
     finally:
+        claims.release_all()
         store.close()
     return report
 
 
-def _extract_here(todo, root, store, settings, visual, audio, report) -> None:
+def _extract_here(units, root, store, settings, visual, audio, report, claims, since) -> list:
     from tqdm import tqdm
 
-    total_frames = sum(track.n_frames if track.n_frames is not None else track.n_video_frames for track in todo)
-    with tqdm(total=len(todo), desc=f"extract {settings.split}", unit="track", disable=not settings.progress, position=0) as tracks_bar, tqdm(
+    tracks = [t for unit in units for t in unit]
+    total_frames = sum(track.n_frames if track.n_frames is not None else track.n_video_frames for track in tracks)
+    with tqdm(total=len(tracks), desc=f"extract {settings.split}", unit="track", disable=not settings.progress, position=0) as tracks_bar, tqdm(
         total=total_frames, desc="frames", unit="frame", disable=not settings.progress, position=1, leave=False
     ) as frames_bar:
-        extract_tracks(todo, root, store, settings, visual, audio, report, frames_bar, tracks_bar)
+        return extract_units(units, root, store, settings, visual, audio, report, claims, since, frames_bar, tracks_bar)
 
 
-def _record_problem(store, split: str, problem: Problem, report: ExtractReport) -> None:
-    store.mark_failed(split, problem.track, problem.reason)
+def _record_problem(store, split: str, problem: Problem, report: ExtractReport, claims) -> None:
+    """Record a track the scan left out as failed (once, by whichever process claims it)."""
     report.failed[problem.track] = problem.reason
+    if not claims.try_claim(problem.track):
+        return
+    try:
+        if store.track_state(split, problem.track).get("error") != problem.reason:
+            store.mark_failed(split, problem.track, problem.reason)
+    finally:
+        claims.release(problem.track)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.errors import ConfigError
+from dva.errors import ConfigError, DvaWarning
 from dva.trainer.fit import FitSettings, load_features, train
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
@@ -144,8 +144,8 @@ def set_aside_unkeyed(path: Path) -> None:
         aside = path.with_name(f"results.unkeyed{number}.csv")
     path.rename(aside)
     reason = "no key column" if "key" not in header else "other columns"
-    warnings.warn(f"{path} was written by another dva ({reason}): its rows cannot be matched to settings, "
-                  f"so every variant trains again (old rows kept in {aside.name})", stacklevel=3)
+    warnings.warn(DvaWarning(f"{path} was written by another dva ({reason}): its rows cannot be matched to settings, "
+                             f"so every variant trains again (old rows kept in {aside.name})"), stacklevel=3)
 
 
 def append_row(path: Path, row: dict) -> None:

@@ -32,6 +32,7 @@ class SplitData:
     labels: torch.Tensor  # float32 [N, 2], NaN where invalid or unlabelled
     label_mask: torch.Tensor  # bool [N]
     attrs: list[dict]  # per-track store attrs
+    left_out: dict[str, str] = dataclasses.field(default_factory=dict)  # track -> why it is not here (failed: ..., incomplete)
 
     @property
     def n_frames(self) -> int:
@@ -69,11 +70,15 @@ def align_audio(audio: np.ndarray, audio_time: np.ndarray, frame_time: np.ndarra
     return (1 - weight)[:, None] * audio[left] + weight[:, None] * audio[right], mask
 
 
-def load_split(store, split: str, audio_align: str = "nearest") -> SplitData:
-    """Read every complete track of split from an open store into CPU tensors."""
+def load_split(store, split: str, audio_align: str = "nearest", tracks: list[str] | None = None) -> SplitData:
+    """Read every complete track of split (or only these tracks, when they are complete) from an open store
+    into CPU tensors. The tracks left out (failed, incomplete) are named in `SplitData.left_out`."""
     if split not in store.splits():
         raise StoreError(f"{store.path} has no {split!r} split: run `dva extract --split {split}` into it first")
-    names = [t for t in store.tracks(split) if store.is_complete(split, t)]
+    index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
+    wanted = list(index) if tracks is None else [t for t in tracks if t in index]
+    names = [t for t in wanted if index[t].get("complete")]
+    left_out = {t: (f"failed: {index[t]['error']}" if "error" in index[t] else "incomplete") for t in wanted if not index[t].get("complete")}
     if not names:
         raise StoreError(f"{store.path}: no complete tracks in split {split!r}: run `dva extract --split {split}`")
     parts: dict[str, list] = {k: [] for k in ("visual", "visual_mask", "audio", "audio_mask", "labels")}
@@ -87,7 +92,7 @@ def load_split(store, split: str, audio_align: str = "nearest") -> SplitData:
         parts["audio"].append(audio.astype(np.float16))
         parts["audio_mask"].append(audio_mask)
         parts["labels"].append(arrays["labels"].astype(np.float32) if "labels" in arrays else np.full((frames, 2), np.nan, np.float32))
-        attrs.append(store.track_attrs(split, name))
+        attrs.append(index[name])
     lengths = [v.shape[0] for v in parts["visual"]]
     labels = torch.from_numpy(np.concatenate(parts["labels"]))
     return SplitData(
@@ -101,7 +106,24 @@ def load_split(store, split: str, audio_align: str = "nearest") -> SplitData:
         labels=labels,
         label_mask=~torch.isnan(labels).any(dim=1),
         attrs=attrs,
+        left_out=left_out,
     )
+
+
+def left_out_message(*splits: SplitData) -> str | None:
+    """One line naming every track of these splits that is not loaded (failed or incomplete), with counts;
+    None when nothing is left out. Figures on a split with left-out tracks cover only the others."""
+    parts = []
+    for data in splits:
+        if not data.left_out:
+            continue
+        failed = sum(reason.startswith("failed") for reason in data.left_out.values())
+        named = "; ".join(f"{track} ({reason})" for track, reason in data.left_out.items())
+        parts.append(
+            f"{data.split}: {len(data.left_out)} of {len(data.tracks) + len(data.left_out)} tracks left out "
+            f"({failed} failed, {len(data.left_out) - failed} incomplete; figures cover the other {len(data.tracks)}): {named}"
+        )
+    return " | ".join(parts) or None
 
 
 @dataclass

@@ -10,15 +10,16 @@ import dataclasses
 import json
 import time
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dva.errors import ConfigError
+from dva.errors import ConfigError, DvaWarning
 from dva.metrics import ccc, p_va
-from dva.trainer.data import Normaliser, SplitData, gather, load_split, window_index
+from dva.trainer.data import Normaliser, SplitData, gather, left_out_message, load_split, window_index
 
 MODALITIES = ("visual", "audio")
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
@@ -117,14 +118,19 @@ class Features:
 
 
 def load_features(store_path: str, audio_align: str = "nearest") -> Features:
+    """Train and val from the store; one DvaWarning names every failed or incomplete track left out."""
     from dva.stores import open_store
 
     store = open_store(store_path, mode="r")
     try:
         provenance = {k: store.attrs.get(k) for k in ("dva_version", "visual_encoder", "audio_encoder", "preprocessing")}
-        return Features(str(store_path), provenance, load_split(store, "train", audio_align), load_split(store, "val", audio_align))
+        features = Features(str(store_path), provenance, load_split(store, "train", audio_align), load_split(store, "val", audio_align))
     finally:
         store.close()
+    message = left_out_message(features.train, features.val)
+    if message:
+        warnings.warn(DvaWarning(message), stacklevel=2)
+    return features
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -290,7 +296,7 @@ def _better(new: float, old: float) -> bool:
 def write_run(result: FitResult, features: Features, out: Path) -> Path:
     """config.json, metrics.json, best.pt, val predictions (ABAW files) and plots under out."""
     from dva.trainer.plots import plot_run
-    from dva.trainer.predict import write_predictions
+    from dva.trainer.submission import write_per_track
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,10 +305,14 @@ def write_run(result: FitResult, features: Features, out: Path) -> Path:
         "store": {"path": features.store_path, **features.provenance},
         "train_tracks": features.train.tracks,
         "val_tracks": features.val.tracks,
+        "left_out": {"train": features.train.left_out, "val": features.val.left_out},
         "torch": torch.__version__,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    metrics = {"best": result.best, "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds}
+    metrics = {
+        "best": result.best, "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
+        "val_tracks": len(features.val.tracks), "val_left_out": features.val.left_out,
+    }
     (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
     torch.save(
         {
@@ -315,7 +325,7 @@ def write_run(result: FitResult, features: Features, out: Path) -> Path:
         },
         out / "best.pt",
     )
-    write_predictions(out / "val_predictions", features.val, result.val_pred)
+    write_per_track(out / "val_predictions", features.val.tracks, features.val.offsets, result.val_pred)
     plot_run(out, result.history, features.val, result.val_pred)
     return out
 

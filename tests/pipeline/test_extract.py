@@ -41,7 +41,7 @@ def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, ti
         assert sorted(store.tracks(split)) == sorted(t.track for t in tracks)
         for track in tracks:
             arrays = store.read_track(split, track.track)
-            rows = track.n_frames if split != "test" else track.n_video_frames
+            rows = track.n_frames if track.n_frames is not None else track.n_video_frames
             assert arrays["visual"].shape[0] == rows and arrays["visual"].dtype == np.float16
             assert arrays["visual_mask"].shape == (rows,) and arrays["frame_time"].shape == (rows,)
             np.testing.assert_allclose(arrays["frame_time"][1] - arrays["frame_time"][0], 1 / track.fps, rtol=1e-4)
@@ -130,8 +130,10 @@ def test_extract_through_a_real_dask_scheduler_and_worker(synth_data, tiny_store
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # scheduler and worker unpickle this checkout's dva, not whichever one the environment installed
+    here = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))}
+    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=here)
+    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=here)
     try:
         out = tmp_path / "dask"
         done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--scheduler", address], capture_output=True, text=True, timeout=300)
@@ -166,3 +168,55 @@ def test_visual_source_video_decodes_frames_and_masks_rows_past_the_end(synth_da
     for track in scan(synth_data, split="train").tracks:
         mask = store.read("train", track.track, "visual_mask")
         np.testing.assert_array_equal(mask, np.arange(track.n_frames) < track.n_video_frames)
+
+
+def test_two_concurrent_extracts_share_the_split_and_equal_a_clean_run(synth_data, tiny_store, tmp_path):
+    out = tmp_path / "shared"
+    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [process.communicate(timeout=300) for process in processes]
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    reports = [json.loads(stdout) for stdout, _ in results]
+    extracted = [track for report in reports for track in report["extracted"]]
+    assert sorted(extracted) == sorted(t.track for t in scan(synth_data, split="train").tracks)  # each track once
+    assert_stores_equal(out, tiny_store, "train")
+    assert not list((out / ".claims").rglob("*.claim"))  # every claim released
+
+
+def test_a_dead_process_claim_is_taken_over_and_shards_split_the_work(synth_data, tiny_store, tmp_path):
+    out = tmp_path / "sharded"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims = out / ".claims" / "train"
+    claims.mkdir(parents=True)
+    victim = scan(synth_data, split="train").tracks[0]
+    (claims / f"{Path(victim.video).stem}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "time": time.time(), "token": "x"}))
+    shares = []
+    for share in ("0/2", "1/2"):
+        done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json", "--shard", share], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        shares.append(set(json.loads(done.stdout)["extracted"]))
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert_stores_equal(out, tiny_store, "train")
+    bad = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--shard", "2/2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--shard" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_pair_decodes_and_encodes_its_shared_sound_once(synth_data, tmp_path, monkeypatch):
+    import dva.pipeline.extract as extract
+    from dva.pipeline.encoders.ast import AstEncoder
+
+    # spies, not fakes: the real decoder and encoder run, the test only counts their calls
+    read, encoded = [], []
+    real_read, real_encode = extract.read_audio, AstEncoder.encode_waveform
+    monkeypatch.setattr(extract, "read_audio", lambda track, root: read.append(track.track) or real_read(track, root))
+    monkeypatch.setattr(AstEncoder, "encode_waveform", lambda self, *a, **k: encoded.append(1) or real_encode(self, *a, **k))
+    report = run_extract(tiny_settings(synth_data, "train", tmp_path / "pair"))
+    tracks = scan(synth_data, split="train").tracks
+    videos = {t.video for t in tracks}
+    assert not report.failed and len(read) == len(videos) == len(encoded) < len(tracks)
+    assert "synth_000_right" not in read
+    store = open_store(tmp_path / "pair")
+    for name in ("audio", "audio_time"):
+        np.testing.assert_array_equal(store.read("train", "synth_000_left", name), store.read("train", "synth_000_right", name))

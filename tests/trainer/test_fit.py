@@ -10,19 +10,9 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.trainer.fit import FitSettings, fit, load_features, train
 
+from tests.conftest import BLOCKED
+
 QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=16)
-# Runs a dva command with the video decoders made unimportable: fit/predict/ablate must not need them.
-BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "full"
-    command = [sys.executable, "-c", BLOCKED, "fit", "--features", str(tiny_store), "--out", str(out), "--json",
-               "--epochs", "6", "--patience", "6", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return out, json.loads(done.stdout)
 
 
 def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
@@ -38,14 +28,15 @@ def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
     assert list((out / "val_predictions").glob("*.txt"))
 
 
-def test_predict_writes_an_abaw_file_per_test_track_with_every_frame(run_dir, tiny_store, synth_data, tmp_path):
+def test_predict_per_track_writes_an_abaw_file_per_test_track_with_every_row(run_dir, tiny_store, synth_data, tmp_path):
     out, _ = run_dir
-    done = subprocess.run([sys.executable, "-c", BLOCKED, "predict", "--run", str(out), "--features", str(tiny_store), "--split", "test", "--out", str(tmp_path)], capture_output=True, text=True)
+    command = [sys.executable, "-c", BLOCKED, "predict", "--run", str(out), "--features", str(tiny_store), "--split", "test", "--out", str(tmp_path), "--format", "per-track"]
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for track in scan(synth_data, split="test").tracks:
         lines = (tmp_path / f"{track.track}.txt").read_text().splitlines()
         assert lines[0] == "valence,arousal"
-        assert len(lines) - 1 == track.n_video_frames
+        assert len(lines) - 1 == track.n_frames  # the sample file's rows for this track
         values = np.array([[float(x) for x in line.split(",")] for line in lines[1:]])
         assert np.all(np.abs(values) <= 1) and values.std(axis=0).min() > 0
 

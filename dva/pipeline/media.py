@@ -1,0 +1,105 @@
+"""Containers opened for extraction: the sound as 16 kHz mono, and when each video frame plays.
+
+Everything here goes through PyAV (FFmpeg inside the wheel). decord's AudioReader is not
+used: it leaks its decoded buffer on every open, and its resampler delays 44.1/48 kHz
+sound by about 1 ms. Times are seconds on one clock, the *frame clock*: 0 is the
+presentation time of the first video frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dva.errors import DataError
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Audio:
+    """A track's sound: `wave` float32 [N] in [-1, 1] at 16 kHz mono; its first sample plays at `start` s (frame clock)."""
+
+    wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    start: float = 0.0
+
+
+def read_audio(path: str | Path) -> Audio:
+    """Decode the best audio stream of path to 16 kHz mono; an empty `Audio` when there is none.
+
+    Raises DataError (one line, naming the file) when the container or its sound cannot be decoded.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return Audio()
+            sound = container.streams.best("audio")
+            video = container.streams.best("video")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            chunks: list[np.ndarray] = []  # copies (to_ndarray stacks), never the frames themselves
+            first_audio = first_video = None
+            # One demux pass for both streams: the video packets give the clock's origin for free.
+            for packet in container.demux(*(s for s in (sound, video) if s is not None)):
+                if packet.stream is video:
+                    if packet.pts is not None and not packet.is_discard:
+                        time = float(packet.pts * packet.time_base)
+                        first_video = time if first_video is None else min(first_video, time)
+                    continue
+                for frame in packet.decode():
+                    if first_audio is None and frame.time is not None:
+                        first_audio = frame.time  # after the decoder dropped AAC priming samples
+                    chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # the resampler's tail
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"{path}: audio cannot be decoded ({_first_line(exc)})") from None
+    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
+    return Audio(wave=wave, start=(first_audio or 0.0) - (first_video or 0.0))
+
+
+def frame_times(path: str | Path) -> np.ndarray:
+    """Presentation time of every video frame, float64 [n_frames] seconds, ascending, the first at 0.
+
+    From the packets' timestamps (demuxed, not decoded), so variable frame rates come out right.
+    Raises DataError when the file cannot be read or its video packets carry no timestamps.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path}: no video stream")
+            video = container.streams.best("video")
+            # B-frames arrive in decode order: collect, then sort into presentation order.
+            ticks = [packet.pts for packet in container.demux(video) if packet.pts is not None and not packet.is_discard]
+            time_base = video.time_base
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"{path}: video timestamps cannot be read ({_first_line(exc)})") from None
+    if not ticks:
+        raise DataError(f"{path}: the video packets carry no timestamps")
+    ticks = np.sort(np.asarray(ticks, dtype=np.int64))
+    return (ticks - ticks[0]).astype(np.float64) * float(time_base)
+
+
+def times_for_rows(times: np.ndarray, rows: int, step: float) -> np.ndarray:
+    """float64 [rows]: times [n] cut to rows, or extended past the video's end by the median frame duration.
+
+    Annotations may have a few more lines than the video has frames; those rows are masked
+    elsewhere and only need increasing times. `step` is used when there are fewer than two frames.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if rows <= times.shape[0]:
+        return times[:rows]
+    if times.shape[0] >= 2 and np.median(np.diff(times)) > 0:
+        step = float(np.median(np.diff(times)))
+    last = times[-1] if times.shape[0] else -step
+    extra = last + step * np.arange(1, rows - times.shape[0] + 1)
+    return np.concatenate([times, extra])
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__

@@ -1,0 +1,96 @@
+"""Prediction files in the layouts ABAW accepts.
+
+- `submission` (ABAW 5 onwards): one file, header `image_location,valence,arousal`, then exactly
+  the organisers' sample file's rows in its order, each with a value in [-1, 1]. Without a sample
+  file: every frame of every listed track, in list order (`<track>/<NNNNN>.jpg`).
+- `per-track` (older challenges): one `<track>.txt` per track, header `valence,arousal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dva.data.test_set import SUBMISSION_HEADER, SampleFile
+
+FORMATS = ("submission", "per-track")
+
+
+def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray) -> list[Path]:
+    """One `<track>.txt` per track under out: header `valence,arousal`, one line per row, values in [-1, 1]."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, track in enumerate(tracks):
+        rows = np.clip(pred[offsets[i] : offsets[i + 1]], -1.0, 1.0)
+        path = out / f"{track}.txt"
+        path.write_text("\n".join(["valence,arousal"] + [f"{v:.6f},{a:.6f}" for v, a in rows]) + "\n")
+        written.append(path)
+    return written
+
+
+@dataclass
+class Submission:
+    """The rows of one submission file, and what was done to make them."""
+
+    locations: list[str]
+    values: np.ndarray  # float32 [rows, 2], clipped to [-1, 1]
+    filled: dict[str, int]  # track -> rows past its stored frames, given the track's last prediction
+    missing: list[str]  # tracks the sample (or list) asks for that have no predictions (their rows are left out)
+
+    def check(self, sample: SampleFile | None) -> str:
+        """One line: does this equal the sample's rows, in order, with finite values in [-1, 1]? Raises
+        ValueError when it does not (a bug: the rows were built from the sample)."""
+        finite = bool(np.isfinite(self.values).all()) and bool((np.abs(self.values) <= 1).all())
+        if not finite:
+            raise ValueError("submission holds values that are not finite or outside [-1, 1]")
+        if sample is None:
+            return f"{len(self.locations)} rows, every frame of {len(set(loc.split('/')[0] for loc in self.locations))} tracks in list order, all values finite in [-1, 1]"
+        if self.missing:
+            return f"{len(self.locations)} of the sample's {len(sample.locations)} rows (tracks missing: {', '.join(self.missing)}), in its order, all values finite in [-1, 1]"
+        if self.locations != sample.locations:
+            raise ValueError(f"submission rows differ from {sample.path}")
+        return f"checked against {Path(sample.path).name}: {len(self.locations)} rows, same order, all values finite in [-1, 1]"
+
+    def write(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [SUBMISSION_HEADER] + [f"{loc},{v:.6f},{a:.6f}" for loc, (v, a) in zip(self.locations, self.values)]
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)  # a reader never sees half a submission
+        return path
+
+
+def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str]) -> Submission:
+    """The submission rows: the sample's rows in its order (frame N of a track is its row N-1), or, without a
+    sample, every frame of every listed track in list order. Tracks with no predictions are named in `missing`."""
+    position = {track: i for i, track in enumerate(tracks)}
+    if sample is not None:
+        wanted_tracks, wanted_frames, locations = sample.tracks, sample.frames, sample.locations
+    else:
+        wanted_tracks, wanted_frames, locations = [], [], []
+        for track in listed:
+            if track in position:
+                i = position[track]
+                count = int(offsets[i + 1] - offsets[i])
+                wanted_tracks += [track] * count
+                wanted_frames += list(range(1, count + 1))
+                locations += [f"{track}/{frame:05d}.jpg" for frame in range(1, count + 1)]
+    missing = [t for t in dict.fromkeys(wanted_tracks if sample is not None else listed) if t not in position]
+    keep, rows, filled = [], [], {}
+    for k, (track, frame) in enumerate(zip(wanted_tracks, wanted_frames)):
+        i = position.get(track)
+        if i is None:
+            continue
+        start, stop = int(offsets[i]), int(offsets[i + 1])
+        row = start + frame - 1
+        if row >= stop:  # the store holds fewer frames than the sample asks for (extracted without the sample file)
+            filled[track] = filled.get(track, 0) + 1
+            row = stop - 1
+        keep.append(k)
+        rows.append(row)
+    values = np.clip(pred[np.asarray(rows, dtype=np.int64)], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
+    return Submission([locations[k] for k in keep], values, filled, missing)

@@ -1,0 +1,85 @@
+"""The ABAW submission: one file, exactly the organisers' sample rows in their order; nothing dropped in silence."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dva.data.synth import SAMPLE_FILE
+from dva.data.test_set import read_sample_file
+from dva.stores import open_store
+from tests.conftest import BLOCKED
+
+HEADER = "image_location,valence,arousal"
+
+
+def dva(*args):
+    return subprocess.run([sys.executable, "-c", BLOCKED, *map(str, args)], capture_output=True, text=True)
+
+
+def test_submission_has_the_sample_rows_in_order_and_is_checked(run_dir, tiny_store, synth_data, tmp_path):
+    run, _ = run_dir
+    done = dva("predict", "--run", run, "--features", tiny_store, "--split", "test", "--out", tmp_path / "sub.txt")
+    assert done.returncode == 0, done.stderr
+    assert f"checked against {SAMPLE_FILE}" in done.stdout and "same order" in done.stdout
+    lines = (tmp_path / "sub.txt").read_text().splitlines()
+    sample = read_sample_file(synth_data / SAMPLE_FILE)
+    assert lines[0] == HEADER and [line.split(",")[0] for line in lines[1:]] == sample.locations
+    values = np.array([[float(x) for x in line.split(",")[1:]] for line in lines[1:]])
+    assert np.isfinite(values).all() and np.abs(values).max() <= 1 and values.std(axis=0).min() > 0
+    # the sample's rows, not the decoded frames, decided the stored length of each test track
+    store = open_store(tiny_store)
+    for track, rows in sample.rows_per_track().items():
+        assert store.read("test", track, "visual").shape[0] == rows
+
+
+def test_another_sample_order_is_followed_row_for_row(run_dir, tiny_store, synth_data, tmp_path):
+    run, _ = run_dir
+    sample = read_sample_file(synth_data / SAMPLE_FILE)
+    reordered = list(reversed(sample.locations))  # rows in any order: each value goes to its own frame
+    path = tmp_path / "VA_test_set_sample.txt"
+    path.write_text(HEADER + "\n" + "\n".join(f"{loc},," for loc in reordered) + "\n")
+    assert dva("predict", "--run", run, "--features", tiny_store, "--out", tmp_path / "a.txt").returncode == 0
+    done = dva("predict", "--run", run, "--features", tiny_store, "--out", tmp_path / "b.txt", "--sample", path)
+    assert done.returncode == 0, done.stderr
+    a = {line.split(",")[0]: line for line in (tmp_path / "a.txt").read_text().splitlines()[1:]}
+    b = (tmp_path / "b.txt").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in b] == reordered and [a[line.split(",")[0]] for line in b] == b
+
+
+@pytest.fixture()
+def store_with_failures(tiny_store, tmp_path):
+    """A copy of the tiny store where one test track and one extra val track failed, as `dva extract` records them."""
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    with open_store(copy, "a") as store:
+        victim = store.tracks("test")[0]
+        store.mark_failed("test", victim, "videos/batch1/x.mp4: video cannot be decoded")
+        store.mark_failed("val", "ghost", "videos/batch2/ghost.mp4: video cannot be decoded")
+    return copy, victim
+
+
+def test_a_failed_test_track_refuses_the_submission_unless_allowed(run_dir, store_with_failures, tmp_path):
+    run, _ = run_dir
+    store, victim = store_with_failures
+    done = dva("predict", "--run", run, "--features", store, "--out", tmp_path / "sub.txt")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert victim in done.stderr and "cannot be decoded" in done.stderr and not (tmp_path / "sub.txt").exists()
+    done = dva("predict", "--run", run, "--features", store, "--out", tmp_path / "sub.txt", "--allow-incomplete", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "dva: warning:" in done.stderr and victim in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["missing"] == [victim]
+    assert not any(line.startswith(victim + "/") for line in (tmp_path / "sub.txt").read_text().splitlines())
+
+
+def test_fit_names_every_left_out_track_in_one_warning(store_with_failures, tmp_path):
+    store, _ = store_with_failures
+    done = dva("fit", "--features", store, "--out", tmp_path / "run", "--epochs", "1", "--hidden", "16", "--prompt", "none", "--json")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("dva: warning:")]
+    assert len(warnings) == 1 and "val: 1 of 3 tracks left out (1 failed" in warnings[0] and "ghost" in warnings[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val_left_out"] == {"ghost": "failed: videos/batch2/ghost.mp4: video cannot be decoded"}
