@@ -1,9 +1,10 @@
 """What the store buys: the cost of one ablation variant (a `dva fit` on cached features) against
 the cost of re-encoding the same frames, measured side by side in one run.
 
-    python benchmarks/ablate.py [--clip-model ViT-B-32] [--tracks 8] [--seconds 10] [--epochs 10]
+    python benchmarks/ablate.py [--clip-model ViT-B-32] [--tracks 8] [--seconds 10] [--epochs 10] [--quick]
 
 Random ViT-B-32 weights are fine for timing; the AST is the tiny preset unless --ast-model is given.
+--quick: tiny CLIP, 5 tracks x 2 s, one epoch; seconds, every code path.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import torch
+
+QUICK = dict(clip_model="dva-tiny-clip", tracks=5, seconds=2.0, epochs=1)
 
 
 def main() -> None:
@@ -29,7 +32,11 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
     args = parser.parse_args()
+    if args.quick:  # quick sizes become the defaults; flags given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         data, store = Path(tmp) / "data", Path(tmp) / "store"

@@ -4,10 +4,11 @@
 2. the encoders alone on pre-decoded tensors (the bound the pipeline can approach);
 3. a naive per-frame loop: PIL + open_clip's own transform, batch of one.
 
-    python benchmarks/extract.py [--clip-model ViT-B-32] [--device cpu] [--tracks 4] [--seconds 8]
+    python benchmarks/extract.py [--clip-model ViT-B-32] [--device cpu] [--tracks 5] [--seconds 8] [--quick]
 
 Random weights are fine for timing (`--clip-pretrained none`); the AST is the tiny preset in
-tokens mode unless --ast-model says otherwise. Also prints AST window vs tokens cost.
+tokens mode unless --ast-model says otherwise. Also prints AST window vs tokens cost (AST-base's
+config). --quick: tiny CLIP and AST, 5 tracks x 2 s, one repeat; seconds, every code path.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+QUICK = dict(clip_model="dva-tiny-clip", tracks=5, seconds=2.0, repeats=1, naive_frames=8, audio_seconds=1.0)
+
 
 def main() -> None:
     from dva.data.aff_wild2 import scan
     from dva.data.synth import synth
     from dva.pipeline.encoders import PRESETS, build_audio, build_visual
+    from dva.pipeline.encoders.ast import TINY_AST, load_ast
     from dva.pipeline.extract import ExtractSettings, read_crop, plan_track, read_audio, run_extract
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -34,11 +38,16 @@ def main() -> None:
     parser.add_argument("--audio-mode", default="tokens")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--tracks", type=int, default=4)
+    parser.add_argument("--tracks", type=int, default=5, help="synthetic tracks (at least 5; 4 of them in train)")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--repeats", type=int, default=3, help="pipeline/bound pairs; the medians are kept")
     parser.add_argument("--naive-frames", type=int, default=64)
     parser.add_argument("--audio-seconds", type=float, default=5.0, help="audio for the AST-base window vs tokens comparison")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
     args = parser.parse_args()
+    if args.quick:  # quick sizes become the defaults; flags given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     pretrained = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
@@ -81,7 +90,7 @@ def main() -> None:
             return report.seconds
 
         bound()  # warm-up (allocations, kernels)
-        pairs = [(pipeline(i), bound()) for i in range(3)]  # alternated: machine noise hits both alike
+        pairs = [(pipeline(i), bound()) for i in range(args.repeats)]  # alternated: machine noise hits both alike
         pipe_s, bound_s = (float(np.median(c)) for c in zip(*pairs))
 
         # 3. naive: PIL + open_clip's transform, one frame at a time
@@ -99,11 +108,12 @@ def main() -> None:
         naive_fps = len(crops) / (time.perf_counter() - start)
 
         # AST window vs tokens on the same sound, with a full-size AST (AST-base config, random weights,
-        # loaded from a local directory through the real loading path)
+        # loaded from a local directory through the real loading path); --quick uses the tiny AST
         from transformers import ASTConfig, ASTModel
 
         base_dir = Path(tmp) / "ast-base"
-        ASTModel(ASTConfig()).save_pretrained(base_dir)
+        (load_ast(TINY_AST) if args.quick else ASTModel(ASTConfig())).save_pretrained(base_dir)
+        ast_name = "tiny AST" if args.quick else "AST-base"
         clip_seconds = args.audio_seconds
         wave = np.concatenate(waves)[: int(clip_seconds * 16000)]
         costs = {}
@@ -120,7 +130,7 @@ def main() -> None:
     print(f"| dva extract pipeline (read + encode + write) | {frames / pipe_s:,.1f} | {bound_s / pipe_s:.2f} |")
     print(f"| encoders alone on pre-decoded tensors (bound) | {frames / bound_s:,.1f} | 1.00 |")
     print(f"| naive per-frame loop (PIL transform, batch of 1, visual only) | {naive_fps:,.1f} | {naive_fps / (frames / bound_s):.2f} |")
-    print(f"\nAST-base on {clip_seconds:.0f} s of audio: window mode (1 s windows every 0.1 s) {costs['window']:.2f} s, "
+    print(f"\n{ast_name} on {clip_seconds:.0f} s of audio: window mode (1 s windows every 0.1 s) {costs['window']:.2f} s, "
           f"tokens mode {costs['tokens']:.2f} s -> tokens is {costs['window'] / costs['tokens']:.0f}x cheaper")
 
 

@@ -1,7 +1,9 @@
 """Training throughput: a whole epoch (index gathers + model) against the model alone on pre-gathered
 batches, and how epoch time grows with a store 1x, 4x, 16x larger. One run, side by side.
 
-    python benchmarks/fit.py [--frames 20000] [--device cpu]
+    python benchmarks/fit.py [--frames 20000] [--device cpu] [--quick]
+
+--quick: 500 frames, hidden 16, one repeat; seconds, every code path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
 from dva.trainer.fit import FitSettings, build_model, model_inputs
 from dva.trainer.losses import loss as compute_loss
+
+QUICK = dict(frames=500, repeats=1, hidden=16)
 
 
 def fake_split(frames: int, visual_dim: int, audio_dim: int, track_len: int = 1500, seed: int = 0) -> SplitData:
@@ -64,9 +68,14 @@ def main() -> None:
     parser.add_argument("--visual-dim", type=int, default=512)
     parser.add_argument("--audio-dim", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=FitSettings.hidden, help="GRU and fusion width")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
     args = parser.parse_args()
+    if args.quick:  # quick sizes become the defaults; flags given explicitly still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     torch.manual_seed(0)
-    settings = FitSettings(prompt="none", device=args.device)
+    settings = FitSettings(prompt="none", hidden=args.hidden, device=args.device)
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, model: {settings.fusion} fusion, hidden {settings.hidden}, seq_len {settings.seq_len}")
 

@@ -1,25 +1,32 @@
 """`dva ablate`: a grid of `dva fit` variants x seeds from one load of the store.
 
-Results are appended to results.csv as each variant finishes, so a rerun skips what is
-done; results.md and ablation.png summarise mean +- std per variant, best first.
+Results are appended to results.csv as each variant finishes, each under a key made of every
+setting that produced it and the store it read, so a rerun skips exactly what is done and a
+rerun with other settings never reports old numbers as new ones; results.md and ablation.png
+summarise mean +- std per variant of the current plan, best first.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dva.errors import ConfigError
+from dva.errors import ConfigError, DvaWarning
 from dva.trainer.fit import FitSettings, load_features, train
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
-CSV_FIELDS = ("variant", "seed", "epoch", *METRICS, "seconds")
+CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")
+PROVENANCE = ("dva_version", "visual_encoder", "audio_encoder", "preprocessing")
+NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 
 
 def parse_value(key: str, text: str):
@@ -70,29 +77,75 @@ def variant_name(choice: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in choice.items()) or "base"
 
 
+def store_identity(path: str) -> dict:
+    """What decides a store's features: its provenance attrs and where it is (resolved)."""
+    from dva.stores import open_store
+
+    with open_store(path, "r") as store:
+        attrs = store.attrs
+    where = str(path) if "://" in str(path) else str(Path(path).resolve())
+    return {"path": where, **{name: attrs.get(name) for name in PROVENANCE}}
+
+
+def result_key(settings: FitSettings, store: dict) -> str:
+    """16 hex digits of sha256 over every setting that makes a result (see NOT_IN_KEY) and the store's identity."""
+    defaults = FitSettings()
+    values = {}
+    for name, value in dataclasses.asdict(settings).items():
+        if name in NOT_IN_KEY:
+            continue
+        if isinstance(getattr(defaults, name), float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # sigma = 1 in a TOML file is the same setting as --set sigma=1.0
+        values[name] = value
+    text = json.dumps({"settings": values, "store": store}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Job:
     variant: str
     seed: int
     settings: FitSettings
+    key: str
 
 
-def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int) -> list[Job]:
+def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict) -> list[Job]:
+    """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity)."""
     jobs = []
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
         for seed in range(base.seed, base.seed + seeds):
             settings = dataclasses.replace(base, **choice, seed=seed)
             settings.validate()
-            jobs.append(Job(variant_name(choice), seed, settings))
+            jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
 
 
-def read_done(path: Path) -> dict[tuple[str, int], dict]:
+def read_results(path: Path) -> dict[str, dict]:
+    """results.csv rows by key (a key written twice: the last row wins)."""
     if not path.is_file():
         return {}
-    with path.open() as handle:
-        return {(row["variant"], int(row["seed"])): row for row in csv.DictReader(handle)}
+    with path.open(newline="") as handle:
+        return {row["key"]: row for row in csv.DictReader(handle)}
+
+
+def set_aside_unkeyed(path: Path) -> None:
+    """A results.csv of an older dva (no key column) cannot tell which settings made its rows: move it
+    aside, warn in one line, and let every variant train again."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if tuple(header) == CSV_FIELDS:
+        return
+    aside, number = path.with_name("results.unkeyed.csv"), 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"results.unkeyed{number}.csv")
+    path.rename(aside)
+    reason = "no key column" if "key" not in header else "other columns"
+    warnings.warn(DvaWarning(f"{path} was written by another dva ({reason}): its rows cannot be matched to settings, "
+                             f"so every variant trains again (old rows kept in {aside.name})"), stacklevel=3)
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -107,11 +160,16 @@ def append_row(path: Path, row: dict) -> None:
 def run_job(job: Job, features_by_align: dict) -> dict:
     """Train one variant; the features were loaded once by the caller (or scattered to this worker)."""
     result = train(job.settings, features_by_align[job.settings.audio_align], progress=False)
-    return {"variant": job.variant, "seed": job.seed, **{k: result.best[k] for k in ("epoch", *METRICS)}, "seconds": round(result.seconds, 2)}
+    return {
+        "key": job.key, "variant": job.variant, "seed": job.seed,
+        **{k: result.best[k] for k in ("epoch", *METRICS)}, "seconds": round(result.seconds, 2),
+        "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
+    }
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True) -> list[dict]:
-    """Run every variant x seed not yet in out/results.csv; write the summaries; return the summary rows."""
+    """Run every variant x seed whose key is not yet in out/results.csv; write the summaries of this
+    plan's results (no other rows); return the summary rows."""
     from tqdm import tqdm
 
     if seeds < 1:
@@ -119,9 +177,10 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_csv = out / "results.csv"
-    jobs = plan_jobs(base, grid, seeds)
-    done = read_done(results_csv)
-    todo = [job for job in jobs if (job.variant, job.seed) not in done]
+    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, store_identity(base.features))}.values())
+    set_aside_unkeyed(results_csv)
+    done = read_results(results_csv)
+    todo = [job for job in jobs if job.key not in done]
     if todo:
         aligns = sorted({job.settings.audio_align for job in todo})
         features_by_align = {align: load_features(base.features, align) for align in aligns}
@@ -131,8 +190,9 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
             bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
             bar.update(1)
         bar.close()
-    wanted = {(job.variant, job.seed) for job in jobs}
-    rows = [row for key, row in read_done(results_csv).items() if key in wanted]
+    results = read_results(results_csv)
+    # named by this plan: the same settings may have been a differently named variant of an earlier grid
+    rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
     summary = summarise(rows)
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)

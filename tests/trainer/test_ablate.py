@@ -1,0 +1,70 @@
+"""`dva ablate` keys each result by every setting and the store: reruns train only what is new."""
+
+import csv
+
+import pytest
+from typer.testing import CliRunner
+
+from dva.trainer import ablate as ablate_module
+from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
+from dva.trainer.fit import FitSettings
+
+TINY = dict(epochs=1, patience=1, hidden=16, prompt="none", seq_len=32, stride=32, batch_size=16)
+
+
+def rows(out):
+    with (out / "results.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_same_ablation_twice_trains_nothing_the_second_time(tiny_store, tmp_path, monkeypatch):
+    base, grid = FitSettings(features=str(tiny_store), **TINY), {"fusion": ["concat", "gated"]}
+    first = ablate(base, grid, seeds=1, out=tmp_path, progress=False)
+    assert len(rows(tmp_path)) == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun of the same ablation must not load or train")
+
+    monkeypatch.setattr(ablate_module, "load_features", no_training)
+    monkeypatch.setattr(ablate_module, "train", no_training)
+    again = ablate(base, grid, seeds=1, out=tmp_path, progress=False)
+    assert again == first and len(rows(tmp_path)) == 2
+
+
+def test_another_set_value_trains_new_variants_and_shows_only_their_numbers(tiny_store, tmp_path):
+    grid = {"fusion": ["concat", "gated"]}
+    ablate(FitSettings(features=str(tiny_store), lr=1e-3, **TINY), grid, seeds=1, out=tmp_path, progress=False)
+    summary = ablate(FitSettings(features=str(tiny_store), lr=1e-2, **TINY), grid, seeds=1, out=tmp_path, progress=False)
+    written = rows(tmp_path)
+    assert len(written) == 4 and len({row["key"] for row in written}) == 4
+    new = {row["variant"]: float(row["p_va"]) for row in written[2:]}
+    assert {e["variant"]: e["p_va"] for e in summary} == pytest.approx(new, nan_ok=True)
+    assert all(e["seeds"] == 1 for e in summary)  # the lr=1e-3 rows are not mixed in
+    assert '"lr": 0.01' in written[2]["settings"] and '"lr": 0.001' in written[0]["settings"]
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("| fusion=") == 2
+
+
+def test_the_key_covers_settings_and_store_but_not_where_results_go(tiny_store, tmp_path):
+    store = store_identity(str(tiny_store))
+    base = FitSettings(features=str(tiny_store), **TINY)
+    key = result_key(base, store)
+    assert result_key(FitSettings(features=str(tiny_store) + "/", out="elsewhere", device="cpu", **TINY), store_identity(str(tiny_store) + "/")) == key
+    assert result_key(FitSettings(features=str(tiny_store), **{**TINY, "hidden": 8}), store) != key
+    assert result_key(base, {**store, "visual_encoder": {"model": "another"}}) != key
+    assert result_key(FitSettings(features=str(tiny_store), sigma=1, **TINY), store) == result_key(FitSettings(features=str(tiny_store), sigma=1.0, **TINY), store)
+    assert [job.seed for job in plan_jobs(base, {}, 2, store)] == [0, 1]
+
+
+def test_an_older_results_csv_without_keys_is_set_aside_with_one_warning_line(tiny_store, tmp_path):
+    from dva.cli import app
+
+    old = "variant,seed,epoch,ccc_v,ccc_a,p_va,seconds\nfusion=concat,0,1,0.9,0.9,0.9,1.0\n"
+    (tmp_path / "results.csv").write_text(old)
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "fusion=concat", *flags, "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    warning_lines = [line for line in result.stderr.splitlines() if line.startswith("dva: warning:")]
+    assert len(warning_lines) == 1 and "no key column" in warning_lines[0]
+    assert (tmp_path / "results.unkeyed.csv").read_text() == old
+    assert len(rows(tmp_path)) == 1 and rows(tmp_path)[0]["p_va"] != "0.9"  # retrained, the unkeyed 0.9 not reported
