@@ -78,13 +78,15 @@ def variant_name(choice: dict) -> str:
 
 
 def store_identity(path: str) -> dict:
-    """What decides a store's features: its provenance attrs and where it is (resolved)."""
+    """What decides a store's features: its provenance attrs, where it is (resolved), and which train/val
+    tracks are complete (finishing a failed track changes the results)."""
     from dva.stores import open_store
 
     with open_store(path, "r") as store:
         attrs = store.attrs
+        complete = {split: sorted(t for t, a in store.track_index(split).items() if a.get("complete")) for split in ("train", "val")}
     where = str(path) if "://" in str(path) else str(Path(path).resolve())
-    return {"path": where, **{name: attrs.get(name) for name in PROVENANCE}}
+    return {"path": where, **{name: attrs.get(name) for name in PROVENANCE}, "complete_tracks": complete}
 
 
 def result_key(settings: FitSettings, store: dict) -> str:
