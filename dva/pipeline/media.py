@@ -51,7 +51,7 @@ def read_audio(path: str | Path) -> Audio:
                     continue
                 for frame in packet.decode():
                     if first_audio is None and frame.time is not None:
-                        first_audio = frame.time  # after the decoder dropped AAC priming samples
+                        first_audio = frame.time  # priming the container marks (mp4 edit list) is already dropped
                     chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # the resampler's tail
     except (av.error.FFmpegError, OSError) as exc:
