@@ -85,6 +85,8 @@ def scan(
     result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty())
     for problem in result.problems:
         warn(f"[{problem.split}] {problem.track} left out: {problem.reason}")
+    for message in result.warnings:
+        warn(message)
     if as_json:
         for track in result.tracks:
             typer.echo(json.dumps(track.record()))
@@ -218,6 +220,8 @@ def info(
             typer.echo(f"         failed {track}: {reason}")
         for track in part["incomplete"]:
             typer.echo(f"         incomplete {track} (rerun `dva extract` to finish it)")
+        if part.get("sample"):
+            typer.echo(f"         sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
 
 
 @app.command()

@@ -134,6 +134,9 @@ class Store:
                     part["failed"][track] = track_attrs["error"]
                 else:
                     part["incomplete"].append(track)
+            recorded = self.split_attrs(split)
+            if "sample" in recorded:
+                part["sample"] = {k: recorded["sample"][k] for k in ("path", "rows", "sha256")}
             splits[split] = part
         return {
             "path": self.path,

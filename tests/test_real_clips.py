@@ -40,7 +40,17 @@ def real_data(tmp_path_factory) -> Path:
     write_annotation(labels / "Train_Set" / "bikes_left.txt", lines=250, seed=2)
     write_annotation(labels / "Train_Set" / "bikes_right.txt", lines=246, seed=3)
     write_annotation(labels / "Validation_Set" / "carphone_pristine.txt", lines=120, seed=4)
-    (labels / "test_set.txt").write_text("carphone_distorted\n")
+    # the test phase as released: three challenges' lists, and a sample file whose rows differ from the
+    # decoded frame counts (carphone_distorted decodes 120 frames, bunny_duo 132) and interleave the tracks
+    shutil.copy(clips / "bigbuckbunny.mp4", root / "videos" / "batch2" / "bunny_duo.mp4")
+    lists = root / "names_of_videos_in_each_test_set"
+    lists.mkdir()
+    (lists / "Action_Unit_Detection_Challenge_test_set_release.txt").write_text("bikes_left\nbikes_right\n")
+    (lists / "Expression_Classification_Challenge_test_set_release.txt").write_text("bigbuckbunny\n")
+    (lists / "Valence_Arousal_Estimation_Challenge_test_set_release.txt").write_text("carphone_distorted\nbunny_duo_left\nbunny_duo_right\n")
+    rows = [f"bunny_duo_right/{i:05d}.jpg,," for i in range(1, 131)] + [f"carphone_distorted/{i:05d}.jpg,," for i in range(1, 124)]
+    rows += [f"bunny_duo_left/{i:05d}.jpg,," for i in range(1, 131)]
+    (root / "CVPR_8th_ABAW_VA_test_set_sample.txt").write_text("image_location,valence,arousal\n" + "\n".join(rows) + "\n")
     return root
 
 
@@ -59,6 +69,8 @@ def test_real_clips_scan_as_released(real_data):
     assert tracks["bikes_left"].subject == "left" and tracks["bikes_right"].video == "videos/batch2/bikes.mp4"
     assert tracks["carphone_pristine"].fps == pytest.approx(29.97, abs=0.01) and not tracks["carphone_pristine"].has_audio
     assert tracks["carphone_distorted"].split == "test" and tracks["carphone_distorted"].n_video_frames == 120
+    assert tracks["carphone_distorted"].n_frames == 123 and tracks["bunny_duo_left"].n_frames == 130  # the sample's rows
+    assert {t.track for t in scan(real_data, split="test").tracks} == {"carphone_distorted", "bunny_duo_left", "bunny_duo_right"}
 
 
 def test_real_clips_land_in_the_store_with_the_right_shapes(real_data, real_store):
@@ -70,19 +82,25 @@ def test_real_clips_land_in_the_store_with_the_right_shapes(real_data, real_stor
     assert bunny["audio"].shape[0] > 40 and bunny["audio_time"][-1] < 5.4
     assert store.read("train", "bikes_right", "visual").shape[0] == 246
     assert store.read("val", "carphone_pristine", "audio").shape[0] == 0
-    assert store.read("test", "carphone_distorted", "visual").shape[0] == 120
+    phone = store.read_track("test", "carphone_distorted")
+    assert phone["visual"].shape[0] == 123 and phone["visual_mask"].tolist() == [True] * 120 + [False] * 3
+    assert phone["frame_time"][1] == pytest.approx(1 / 29.97, abs=1e-4) and np.all(np.diff(phone["frame_time"]) > 0)
+    for name in ("audio", "audio_time"):  # a two-person video's sound, encoded once, for both tracks
+        np.testing.assert_array_equal(store.read("test", "bunny_duo_left", name), store.read("test", "bunny_duo_right", name))
 
 
-def test_fit_predict_and_a_2x2_ablation_on_real_clips_without_decoders(real_store, tmp_path):
+def test_fit_predict_and_a_2x2_ablation_on_real_clips_without_decoders(real_data, real_store, tmp_path):
     run = tmp_path / "run"
     fit = subprocess.run([sys.executable, "-c", BLOCKED, "fit", "--features", str(real_store), "--out", str(run), "--epochs", "2", "--hidden", "32", "--json"], capture_output=True, text=True)
     assert fit.returncode == 0, fit.stderr
     metrics = json.loads((run / "metrics.json").read_text())["best"]
     assert {"ccc_v", "ccc_a", "p_va"} <= set(metrics)
-    predict = subprocess.run([sys.executable, "-c", BLOCKED, "predict", "--run", str(run), "--features", str(real_store), "--split", "test", "--out", str(tmp_path / "pred")], capture_output=True, text=True)
+    predict = subprocess.run([sys.executable, "-c", BLOCKED, "predict", "--run", str(run), "--features", str(real_store), "--split", "test", "--out", str(tmp_path / "sub.txt")], capture_output=True, text=True)
     assert predict.returncode == 0, predict.stderr
-    lines = (tmp_path / "pred" / "carphone_distorted.txt").read_text().splitlines()
-    assert lines[0] == "valence,arousal" and len(lines) == 121
+    assert "checked against CVPR_8th_ABAW_VA_test_set_sample.txt: 383 rows, same order" in predict.stdout
+    sample = (real_data / "CVPR_8th_ABAW_VA_test_set_sample.txt").read_text().splitlines()
+    lines = (tmp_path / "sub.txt").read_text().splitlines()
+    assert lines[0] == sample[0] and [line.split(",")[0] for line in lines[1:]] == [row.split(",")[0] for row in sample[1:]]
     ablate = subprocess.run([sys.executable, "-c", BLOCKED, "ablate", "--features", str(real_store), "--grid", "fusion=concat,hierarchical", "--grid", "prompt=none,soft",
                              "--set", "epochs=1", "--set", "hidden=32", "--out", str(tmp_path / "ablate")], capture_output=True, text=True)
     assert ablate.returncode == 0, ablate.stderr

@@ -140,7 +140,8 @@ def store_identity(settings: ExtractSettings, visual, audio) -> dict:
         "audio_encoder": audio.provenance(),
         "preprocessing": {
             "visual_source": resolve_visual_source(settings),
-            "frame_time": "line index / container fps",
+            "frame_time": "container timestamps (video packet pts), 0 at the first frame",
+            "audio_decoder": "PyAV, start offset applied on the frame clock",
             "audio_sample_rate": 16000,
             "audio_channels": "mono",
         },
