@@ -14,10 +14,9 @@ import pytest
 
 from dva.data.aff_wild2 import scan
 from dva.stores import open_store
-from tests.conftest import write_annotation
+from tests.conftest import BLOCKED, write_annotation
 
 DVA = [sys.executable, "-m", "dva.cli"]
-BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
 
 
 def _clips() -> Path:
