@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/fit.py
 	$(VENV)/bin/python benchmarks/ablate.py
 	$(VENV)/bin/python benchmarks/audio_memory.py
+	$(VENV)/bin/python benchmarks/store_open.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
