@@ -77,12 +77,14 @@ def synth(
 def scan(
     data: Path = typer.Argument(..., help="Aff-Wild2 dataset folder."),
     split: Optional[str] = typer.Option(None, help="train, val or test (default: all)."),
+    test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: found in DATA by its challenge name)."),
+    sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
 ):
     """Show what the pipeline sees: one record per track."""
     from dva.data.aff_wild2 import scan as scan_data
 
-    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty())
+    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample)
     for problem in result.problems:
         warn(f"[{problem.split}] {problem.track} left out: {problem.reason}")
     for message in result.warnings:
