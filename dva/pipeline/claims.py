@@ -83,6 +83,18 @@ class Claims:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def available(self, key: str) -> bool:
+        """Whether key could be claimed now: nobody holds it, or its holder is gone or silent too long."""
+        path = self._path(key)
+        try:
+            mtime = path.stat().st_mtime
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return True
+        except json.JSONDecodeError:
+            return False  # being written right now
+        return self._stale(record, mtime)
+
     def release(self, key: str) -> None:
         with self._lock:
             token = self.held.pop(key, None)
@@ -177,6 +189,9 @@ class NoClaims:
 
     def owner(self, key: str) -> None:
         return None
+
+    def available(self, key: str) -> bool:
+        return True
 
     def release(self, key: str) -> None:
         pass

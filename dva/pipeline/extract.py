@@ -494,6 +494,7 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
         if settings.shard is not None:
             index, count = parse_shard(settings.shard)
             units = sorted(units, key=unit_key)[index::count]
+            # tracks the scan left out have no video to share by: a stable hash of the name gives each one shard
             result = dataclasses.replace(result, problems=[p for p in result.problems if zlib.crc32(p.track.encode()) % count == index])
         for problem in result.problems:
             _record_problem(store, settings.split, problem, report, claims)
@@ -507,12 +508,14 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
         started = time.perf_counter()
         pending, waiting = todo, False
         while pending:
-            if settings.workers or settings.scheduler:
+            runnable = [u for u in pending if claims.available(unit_key(u))]  # held by a live process: wait, do not retry
+            deferred = [u for u in pending if u not in runnable]
+            if runnable and (settings.workers or settings.scheduler):
                 from dva.pipeline.distributed import extract_distributed
 
-                deferred = extract_distributed(pending, settings, report, since)
-            else:
-                deferred = _extract_here(pending, root, store, settings, visual, audio, report, claims, since)
+                deferred += extract_distributed(runnable, settings, report, since)
+            elif runnable:
+                deferred += _extract_here(runnable, root, store, settings, visual, audio, report, claims, since)
             pending = [u for u in deferred if not all(settled(store.track_state(settings.split, t.track), since, settings.overwrite) for t in u)]
             report.elsewhere += [t.track for u in deferred if u not in pending for t in u]
             if pending:
