@@ -45,6 +45,7 @@ class ExtractSettings:
     audio_mode: str = "window"
     audio_window: float = 1.0
     audio_hop: float = 0.1
+    audio_pad: bool = False  # window mode: pad each window to the AST's max_length instead of running it at its own length
     visual_source: str = "auto"
     batch_size: int = 64
     device: str | None = None
@@ -122,7 +123,7 @@ def build_encoders(settings: ExtractSettings, device: str):
     from dva.pipeline.encoders import build_audio, build_visual
 
     visual = build_visual(settings.clip_model, settings.clip_pretrained, device)
-    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop)
+    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
     return visual, audio
 
 
