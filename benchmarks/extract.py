@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tracks", type=int, default=5, help="small: synthetic tracks (at least 5; 4 of them in train)")
     parser.add_argument("--seconds", type=float, default=8.0, help="small: seconds per track")
-    parser.add_argument("--repeats", type=int, default=3, help="small: pipeline/bound pairs; the medians are kept")
+    parser.add_argument("--repeats", type=int, default=None, help="measurements alternated, medians kept (default: 3 small, 1 release)")
     parser.add_argument("--naive-frames", type=int, default=64)
     parser.add_argument("--audio-seconds", type=float, default=5.0, help="small: audio for the AST-base padded / native / tokens comparison")
     parser.add_argument("--minutes", type=float, default=1.0, help="release: minutes of video (30 fps) with sound")
@@ -61,6 +61,7 @@ def main() -> None:
     release = args.scale == "release"
     args.ast_model = args.ast_model or (AST_BASE if release else "dva-tiny-ast")
     args.audio_mode = args.audio_mode or ("window" if release else "tokens")
+    args.repeats = args.repeats or (1 if release else 3)
     args.pretrained = None if args.clip_pretrained.lower() == "none" else args.clip_pretrained
     with tempfile.TemporaryDirectory() as tmp:
         if args.ast_model == AST_BASE:
@@ -168,23 +169,31 @@ def ast_forms(args, wave: np.ndarray, tmp: Path) -> None:
 
     sync = synchronize(args.device)
     folder = "dva-tiny-ast" if args.quick else save_ast_base(tmp / "ast-base-forms")
-    forms = {"window, padded to 1024 frames (--audio-pad)": ("window", True), "window, native length (106 frames)": ("window", False), "tokens (one pass per 10.24 s)": ("tokens", False)}
-    costs, features = {}, {}
-    for name, (mode, pad) in forms.items():
-        encoder = build_audio(folder, args.device, mode, 1.0, 0.1, pad)
+    forms = {"padded": ("window", True), "native": ("window", False), "tokens": ("tokens", False)}
+    encoders = {name: build_audio(folder, args.device, mode, 1.0, 0.1, pad) for name, (mode, pad) in forms.items()}
+    timings, features = {name: [] for name in forms}, {}
+    for name, encoder in encoders.items():
         encoder.encode_waveform(wave[:16000], batch_size=16)  # warm-up
-        sync()
-        start = time.perf_counter()
-        features[name], _ = encoder.encode_waveform(wave, batch_size=16)
-        sync()
-        costs[name] = (time.perf_counter() - start) / (wave.size / 16000)
-    padded, native, _ = features.values()
+    for _ in range(args.repeats):  # the forms alternate: machine noise hits each alike
+        for name, encoder in encoders.items():
+            sync()
+            start = time.perf_counter()
+            features[name], _ = encoder.encode_waveform(wave, batch_size=16)
+            sync()
+            timings[name].append(time.perf_counter() - start)
+    costs = {name: float(np.median(t)) / (wave.size / 16000) for name, t in timings.items()}
+    padded, native = features["padded"], features["native"]
     cosine = (padded * native).sum(1) / (np.linalg.norm(padded, axis=1) * np.linalg.norm(native, axis=1))
     print(f"\n{'tiny AST' if args.quick else 'AST-base (random weights)'} on {wave.size / 16000:.0f} s of audio, {args.device}:\n")
     print("| audio mode | s per s of audio | cost vs native windows |")
     print("| --- | ---: | ---: |")
+    labels = {
+        "padded": f"window (1 s every 0.1 s), padded to {encoders['padded'].window_input} frames (--audio-pad)",
+        "native": f"window (1 s every 0.1 s), native length ({encoders['native'].window_input} frames)",
+        "tokens": f"tokens (one pass per {encoders['tokens'].max_length} frames, pooled per time column)",
+    }
     for name, cost in costs.items():
-        print(f"| {name} | {cost:.3f} | {cost / costs['window, native length (106 frames)']:.2f}x |")
+        print(f"| {labels[name]} | {cost:.3f} | {cost / costs['native']:.2f}x |")
     print(f"\npadded vs native window features, cosine similarity over {cosine.size} windows: mean {cosine.mean():.3f}, "
           f"median {np.median(cosine):.3f}, min {cosine.min():.3f}")
 
@@ -237,33 +246,43 @@ def release_scale(args, tmp: Path) -> None:
     print(f"device {args.device}, {len(tracks)} tracks, {frames} frames ({frames / 30 / 60:.1f} min at 30 fps), {visual.image_size}px {args.clip_model}, "
           f"{ast_name} ({form}), batch {args.batch_size}, {decode_workers()} decode threads, torch threads {torch.get_num_threads()}")
     plans = [plan_track(track, data) for track in tracks]
-    seconds = {}
-
-    def timed(name: str, work) -> object:
-        sync()
-        start = time.perf_counter()
-        result = work()
-        sync()
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-        return result
-
-    # each stage alone, on the output of the one before (held in memory: uint8 112 px is 38 KB a frame)
-    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-        batches = timed("decode", lambda: [b for plan in plans for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])])
     waves = [read_audio(track, data).wave for track in tracks]
-    audio.encode_waveform(waves[0][:16000])  # warm-up
-    with torch.inference_mode():
-        visual.encode(visual.preprocess(batches[0]))
-        for batch in batches:
-            pixels = timed("preprocess", lambda: visual.preprocess(batch))
-            timed("clip", lambda: visual.encode(pixels))
-        for wave in waves:
-            timed("ast", lambda: audio.encode_waveform(wave, batch_size=args.batch_size))
-    settings = ExtractSettings(data=str(data), split="train", out=str(tmp / "store"), clip_model=args.clip_model, clip_pretrained=args.pretrained, ast_model=args.ast_model,
-                               audio_mode=args.audio_mode, audio_pad=args.audio_pad, batch_size=args.batch_size, device=args.device, progress=False)
-    report = run_extract(settings)
-    assert not report.failed and report.frames == frames, report.failed
-    seconds["pipeline"] = report.seconds
+
+    def stages() -> dict:
+        """Seconds of each stage alone, on the output of the one before (held in memory: 38 KB a 112 px frame)."""
+        seconds = dict.fromkeys(("decode", "preprocess", "clip", "ast"), 0.0)
+
+        def timed(name: str, work) -> object:
+            sync()
+            start = time.perf_counter()
+            result = work()
+            sync()
+            seconds[name] += time.perf_counter() - start
+            return result
+
+        with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+            batches = timed("decode", lambda: [b for plan in plans for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])])
+        with torch.inference_mode():
+            for batch in batches:
+                pixels = timed("preprocess", lambda: visual.preprocess(batch))
+                timed("clip", lambda: visual.encode(pixels))
+            for wave in waves:
+                timed("ast", lambda: audio.encode_waveform(wave, batch_size=args.batch_size))
+        return seconds
+
+    def pipeline(i: int) -> float:
+        settings = ExtractSettings(data=str(data), split="train", out=str(tmp / f"store{i}"), clip_model=args.clip_model, clip_pretrained=args.pretrained,
+                                   ast_model=args.ast_model, audio_mode=args.audio_mode, audio_pad=args.audio_pad, batch_size=args.batch_size,
+                                   device=args.device, progress=False)
+        report = run_extract(settings)
+        assert not report.failed and report.frames == frames, report.failed
+        return report.seconds
+
+    with torch.inference_mode():  # warm-up (allocations, kernels)
+        visual.encode(visual.preprocess(torch.zeros(args.batch_size, 3, 112, 112, dtype=torch.uint8)))
+        audio.encode_waveform(waves[0][:16000])
+    runs = [{**stages(), "pipeline": pipeline(i)} for i in range(args.repeats)]  # alternated: machine noise hits both alike
+    seconds = {name: float(np.median([run[name] for run in runs])) for name in runs[0]}
 
     audio_seconds = sum(w.size for w in waves) / 16000
     serial = seconds["preprocess"] + seconds["clip"] + seconds["ast"]  # one device runs these one after the other
