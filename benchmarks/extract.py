@@ -182,8 +182,12 @@ def ast_forms(args, wave: np.ndarray, tmp: Path) -> None:
             sync()
             timings[name].append(time.perf_counter() - start)
     costs = {name: float(np.median(t)) / (wave.size / 16000) for name, t in timings.items()}
-    padded, native = features["padded"], features["native"]
-    cosine = (padded * native).sum(1) / (np.linalg.norm(padded, axis=1) * np.linalg.norm(native, axis=1))
+    padded, native = (features[name] / np.linalg.norm(features[name], axis=1, keepdims=True) for name in ("padded", "native"))
+    cosine = (padded * native).sum(1)
+
+    def follows(unit: np.ndarray) -> float:  # cosine of windows 1 s (10 hops) apart: near 1 when the features ignore the sound
+        return float((unit[:-10] * unit[10:]).sum(1).mean()) if len(unit) > 10 else float("nan")
+
     print(f"\n{'tiny AST' if args.quick else 'AST-base (random weights)'} on {wave.size / 16000:.0f} s of audio, {args.device}:\n")
     print("| audio mode | s per s of audio | cost vs native windows |")
     print("| --- | ---: | ---: |")
@@ -195,7 +199,8 @@ def ast_forms(args, wave: np.ndarray, tmp: Path) -> None:
     for name, cost in costs.items():
         print(f"| {labels[name]} | {cost:.3f} | {cost / costs['native']:.2f}x |")
     print(f"\npadded vs native window features, cosine similarity over {cosine.size} windows: mean {cosine.mean():.3f}, "
-          f"median {np.median(cosine):.3f}, min {cosine.min():.3f}")
+          f"median {np.median(cosine):.3f}, min {cosine.min():.3f}; windows 1 s apart, cosine within a form: padded {follows(padded):.3f}, "
+          f"native {follows(native):.3f}")
 
 
 # --------------------------------------------------------------------------- --scale release
