@@ -10,15 +10,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(ROOT.glob("benchmarks/*.py"))  # a new benchmark is covered (and must support --quick)
+VARIANTS = {"extract.py": [["--scale", "release"]]}  # more ways a script runs, each with --quick
+CASES = [(path, []) for path in BENCHMARKS] + [(path, extra) for path in BENCHMARKS for extra in VARIANTS.get(path.name, [])]
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=[path.name for path in BENCHMARKS])
-def test_benchmark_runs_quick_and_prints_its_table(script):
+@pytest.mark.parametrize("script, extra", CASES, ids=[" ".join([path.name, *extra]) for path, extra in CASES])
+def test_benchmark_runs_quick_and_prints_its_table(script, extra):
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),  # this checkout's dva
         "OMP_NUM_THREADS": "1",  # the speed is not under test; torch's thread pool spin-waits on a busy machine (5x slower)
     }
-    done = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--quick", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^\| .+ \|\n\| *-{3}", done.stdout, re.MULTILINE), f"no markdown table header in:\n{done.stdout}"

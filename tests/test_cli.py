@@ -50,3 +50,15 @@ def test_real_process_prints_no_traceback_and_help_is_fast():
     # --help must not import the heavy stack (torch, decord, open_clip)
     probe = "import sys; from dva.cli import app; assert not any(m in sys.modules for m in ('torch', 'decord', 'open_clip', 'zarr')), sorted(sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 0
+
+
+@pytest.mark.parametrize("flag, window_input", [([], "native"), (["--audio-pad"], "padded"), (["--no-audio-pad"], "native")])
+def test_audio_pad_flag_reaches_the_settings_and_the_encoders_provenance(monkeypatch, flag, window_input):
+    from dva.pipeline import extract
+
+    seen = []
+    monkeypatch.setattr(extract, "run_extract", lambda settings: seen.append(settings) or extract.ExtractReport(store=settings.out, split=settings.split))
+    code, _, stderr = run("extract", "--data", ".", "--split", "train", "--preset", "tiny", *flag)
+    assert code == 0, stderr
+    _, audio = extract.build_encoders(seen[0], "cpu")
+    assert audio.provenance()["window_input"] == window_input

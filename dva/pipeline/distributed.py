@@ -37,7 +37,7 @@ def extract_unit_task(unit, settings, since: float) -> dict:
     from dva.stores import open_store
 
     device = settings.device or _worker_device()
-    key = (settings.clip_model, settings.clip_pretrained, settings.ast_model, settings.audio_mode, settings.audio_window, settings.audio_hop, device)
+    key = (settings.clip_model, settings.clip_pretrained, settings.ast_model, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad, device)
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoders(settings, device)
     visual, audio = _ENCODERS[key]

@@ -10,6 +10,7 @@ never span two tracks, so a track's arrays do not depend on which other tracks r
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import sys
 import threading
@@ -45,6 +46,7 @@ class ExtractSettings:
     audio_mode: str = "window"
     audio_window: float = 1.0
     audio_hop: float = 0.1
+    audio_pad: bool = False  # window mode: pad each window to the AST's max_length instead of running it at its own length
     visual_source: str = "auto"
     batch_size: int = 64
     device: str | None = None
@@ -122,7 +124,7 @@ def build_encoders(settings: ExtractSettings, device: str):
     from dva.pipeline.encoders import build_audio, build_visual
 
     visual = build_visual(settings.clip_model, settings.clip_pretrained, device)
-    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop)
+    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
     return visual, audio
 
 
@@ -206,6 +208,12 @@ def read_crop(path: Path):
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
+def decode_workers() -> int:
+    """Threads decoding JPEG crops: one per usable core (PIL lets go of the GIL while it decodes), 2 to 16."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(16, cores or 1))
+
+
 def _stack(images: list):
     """Stack images of possibly different sizes into one uint8 batch (resized to the first one's size)."""
     import torch
@@ -215,8 +223,9 @@ def _stack(images: list):
     return torch.stack([img if img.shape[-2:] == size else resize(img, list(size), antialias=True) for img in images])
 
 
-def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, pool: ThreadPoolExecutor, warnings: list) -> Iterator[tuple[np.ndarray, object]]:
-    """Yield (row indices, uint8 [B,3,H,W]) for the rows that have a picture; rows not yielded stay masked."""
+def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, pool: ThreadPoolExecutor, warnings: list, pin: bool = False) -> Iterator[tuple[np.ndarray, object]]:
+    """Yield (row indices, uint8 [B,3,H,W]) for the rows that have a picture; rows not yielded stay masked.
+    pin: batches in page-locked memory, so that their copy to a CUDA device runs while the next one decodes."""
     usable = min(plan.rows, plan.track.n_video_frames)  # rows past the video's end are masked, never invented
     if source == "crops":
         if plan.track.frames_dir is None:
@@ -239,7 +248,8 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
                     images.append(image)
                     kept.append(row)
             if images:
-                yield np.asarray(kept), _stack(images)
+                batch = _stack(images)
+                yield np.asarray(kept), batch.pin_memory() if pin else batch
     else:
         import decord
         import torch
@@ -249,7 +259,8 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
             for start in range(0, usable, batch_size):
                 rows = np.arange(start, min(start + batch_size, usable))
                 frames = reader.get_batch(rows.tolist()).asnumpy()  # [B, H, W, 3] uint8
-                yield rows, torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+                batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+                yield rows, batch.pin_memory() if pin else batch
         except decord.DECORDError as exc:
             raise DataError(f"{plan.track.video}: frames cannot be decoded ({str(exc).splitlines()[0][:120]})") from None
 
@@ -324,8 +335,11 @@ def settled(attrs: dict, since: float, overwrite: bool) -> bool:
 def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractSettings", claims, since: float, report: "ExtractReport", deferred: list) -> Iterator[tuple]:
     """Events for the encoder stage, unit by unit: ("start", plan), ("visual", rows, batch), ("audio", wave or SAME_AUDIO),
     ("end",) or ("failed", track, reason), then ("release", key). A unit another process holds goes to deferred."""
+    import torch
+
     source = resolve_visual_source(settings)
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    pin = torch.cuda.is_available() and not str(settings.device or "cuda").startswith("cpu")  # the encoders run on a GPU
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         for unit in units:
             key = unit_key(unit)
             if not claims.try_claim(key):
@@ -342,7 +356,7 @@ def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractS
                 try:
                     plan = plan_track(track, root)
                     yield ("start", plan)
-                    for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings):
+                    for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings, pin):
                         yield ("visual", rows, batch)
                     if audio_video == track.video:
                         yield ("audio", SAME_AUDIO)

@@ -90,3 +90,50 @@ def test_empty_audio_gives_zero_rows_and_bad_ids_are_encoder_errors(tmp_path):
         build_audio(str(tmp_path / "no-such-dir"))
     with pytest.raises(EncoderError):
         build_audio(TINY["ast_model"], mode="frames")
+
+
+def _randomise_positions(encoder, seed: int = 0) -> None:
+    """AST initialises its positions and CLS/distillation tokens to zeros: random ones make position bugs visible."""
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = encoder.model.embeddings
+    for parameter in (embeddings.position_embeddings, embeddings.cls_token, embeddings.distillation_token):
+        parameter.copy_(torch.randn(parameter.shape, generator=generator))
+
+
+def test_native_forward_at_max_length_equals_ast_models_own_forward():
+    encoder = build_audio(TINY["ast_model"])
+    _randomise_positions(encoder)
+    inputs = torch.randn(3, encoder.max_length, 128, generator=torch.Generator().manual_seed(1))
+    expected = encoder.model(input_values=inputs).pooler_output
+    torch.testing.assert_close(encoder.pooled_native(inputs), expected, atol=1e-5, rtol=0)
+
+
+def test_native_window_takes_the_middle_time_positions():
+    """A 1 s window (98 fbank frames, run as 106: 10 time columns of the tiny AST's 12) equals an ASTModel built for
+    106 frames whose positions are the middle columns of the pretrained grid, picked here by index."""
+    from transformers import ASTModel
+
+    encoder = build_audio(TINY["ast_model"], window=1.0)
+    _randomise_positions(encoder)
+    assert (encoder.window_frames, encoder.window_input) == (98, 106)
+    config = encoder.model.config
+    short = ASTModel(type(config)(**{**config.to_dict(), "max_length": encoder.window_input})).eval()
+    state = encoder.model.state_dict()
+    full_columns, columns, rows = encoder.time_patches, 10, encoder.freq_patches
+    start = full_columns // 2 - columns // 2  # 1: columns 1..10 of 0..11
+    keep = [0, 1] + [2 + f * full_columns + c for f in range(rows) for c in range(start, start + columns)]
+    state["embeddings.position_embeddings"] = state["embeddings.position_embeddings"][:, keep]
+    short.load_state_dict(state)
+    inputs = torch.randn(2, encoder.window_input, 128, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(encoder.pooled_native(inputs), short(input_values=inputs).pooler_output, atol=1e-5, rtol=0)
+
+
+def test_padded_and_native_windows_are_recorded_and_give_the_same_steps():
+    native, padded = build_audio(TINY["ast_model"]), build_audio(TINY["ast_model"], pad=True)
+    assert native.provenance()["window_input"] == "native" and padded.provenance()["window_input"] == "padded"
+    assert build_audio(TINY["ast_model"], mode="tokens").provenance()["window_input"] is None
+    assert padded.window_input == padded.max_length
+    wave = np.random.default_rng(2).normal(0, 0.1, 16000 * 2).astype(np.float32)
+    (a, times_a), (b, times_b) = native.encode_waveform(wave), padded.encode_waveform(wave)
+    np.testing.assert_array_equal(times_a, times_b)
+    assert a.shape == b.shape and not np.allclose(a, b)  # the padding is attended to: the forms differ

@@ -24,11 +24,11 @@ def build_visual(model: str, pretrained: str | None, device: str = "cpu"):
     return ClipEncoder(model, pretrained, device)
 
 
-def build_audio(model: str, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1):
-    """An AST audio encoder: hub id, local directory or 'dva-tiny-ast'."""
+def build_audio(model: str, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
+    """An AST audio encoder: hub id, local directory or 'dva-tiny-ast'; pad: window mode pads each window to max_length."""
     from dva.pipeline.encoders.ast import AstEncoder
 
-    return AstEncoder(model, device, mode, window, hop)
+    return AstEncoder(model, device, mode, window, hop, pad)
 
 
 def weights_sha256(module) -> str:

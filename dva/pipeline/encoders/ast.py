@@ -1,8 +1,10 @@
 """AST audio encoder (transformers `ASTModel`): 16 kHz mono -> Kaldi fbank (128 mel, 10 ms) -> features.
 
 Two modes over the same fbank:
-- window: one AST pass per step, a `window`-second slice centred every `hop` seconds, padded
-  to the model's max_length as AST was trained (faithful, costly);
+- window: one AST pass per step, a `window`-second slice centred every `hop` seconds, run at its
+  own length (native: the patch grid shrinks and the time positional embeddings are the middle
+  columns of the pretrained grid, as the AST authors do for short inputs), or zero-padded to the
+  model's max_length (padded: the input shape AST was trained on, about 10x the cost for 1 s);
 - tokens: one AST pass per max_length segment; patch tokens are averaged over frequency, giving
   one feature per time column (about 10 Hz at the usual time stride): many times cheaper.
 """
@@ -24,6 +26,22 @@ FRAME_LENGTH_SAMPLES = 400  # 25 ms
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # ASTFeatureExtractor's defaults
 TINY_AST = "dva-tiny-ast"
 MODES = ("window", "tokens")
+
+
+def grid_length(frames: int, patch: int, stride: int) -> int:
+    """The shortest input length >= frames (and >= patch) that whole patches tile: patch + k * stride."""
+    return patch + max(0, math.ceil((frames - patch) / stride)) * stride
+
+
+def middle_positions(position_embeddings: torch.Tensor, freq_patches: int, time_patches: int) -> torch.Tensor:
+    """[1, 2 + F*T, H] pretrained positions -> [1, 2 + F*time_patches, H]: the two token positions, then the
+    middle time_patches columns of the [F, T] patch grid (frequency-major, as ASTPatchEmbeddings flattens),
+    starting at T//2 - time_patches//2 as in the AST authors' ast_models.py."""
+    tokens, grid = position_embeddings[:, :2], position_embeddings[:, 2:]
+    total = grid.shape[1] // freq_patches
+    start = total // 2 - time_patches // 2
+    grid = grid.reshape(1, freq_patches, total, -1)[:, :, start : start + time_patches]
+    return torch.cat([tokens, grid.reshape(1, freq_patches * time_patches, -1)], dim=1)
 
 
 def fbank(waveform: torch.Tensor) -> torch.Tensor:
@@ -71,12 +89,12 @@ class AstEncoder:
 
     family = "ast"
 
-    def __init__(self, model: str = "MIT/ast-finetuned-audioset-10-10-0.4593", device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1):
+    def __init__(self, model: str = "MIT/ast-finetuned-audioset-10-10-0.4593", device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
         from dva.pipeline.encoders import weights_sha256
 
         if mode not in MODES:
             raise EncoderError(f"--audio-mode must be window or tokens, not {mode!r}")
-        self.model_name, self.mode, self.window, self.hop = model, mode, float(window), float(hop)
+        self.model_name, self.mode, self.window, self.hop, self.pad = model, mode, float(window), float(hop), bool(pad)
         self.device = torch.device(device)
         self.model = load_ast(model, device)
         config = self.model.config
@@ -84,26 +102,50 @@ class AstEncoder:
         self.patch, self.fstride, self.tstride = int(config.patch_size), int(config.frequency_stride), int(config.time_stride)
         self.freq_patches = (MEL_BINS - self.patch) // self.fstride + 1
         self.time_patches = (self.max_length - self.patch) // self.tstride + 1
+        self.window_frames = max(1, int((self.window * SAMPLE_RATE - FRAME_LENGTH_SAMPLES) // (FRAME_SHIFT_S * SAMPLE_RATE)) + 1)
+        # fbank frames one window pass sees: its own length rounded up to whole patches (98 -> 106 for 1 s), or max_length
+        self.window_input = self.max_length if self.pad else min(self.max_length, grid_length(self.window_frames, self.patch, self.tstride))
         self.sha256 = weights_sha256(self.model)
 
     def provenance(self) -> dict:
         return {
             "family": self.family, "model": self.model_name, "mode": self.mode,
             "window": self.window if self.mode == "window" else None, "hop": self.hop if self.mode == "window" else None,
+            "window_input": ("padded" if self.pad else "native") if self.mode == "window" else None,
             "sample_rate": SAMPLE_RATE, "num_mel_bins": MEL_BINS, "frame_shift_ms": 10, "fbank": "torchaudio.compliance.kaldi, hanning",
             "norm_mean": AUDIOSET_MEAN, "norm_std": AUDIOSET_STD, "max_length": self.max_length, "dim": self.dim,
             "weights_sha256": self.sha256,
         }
 
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
     def _run(self, inputs: torch.Tensor):
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.inference_mode(), self._autocast():
             return self.model(input_values=inputs.to(self.device, non_blocking=True))
 
-    def _fit_length(self, frames: torch.Tensor) -> torch.Tensor:
-        """Zero-pad (raw fbank, before normalising, as the extractor does) or cut to max_length."""
-        if frames.shape[0] < self.max_length:
-            frames = torch.nn.functional.pad(frames, (0, 0, 0, self.max_length - frames.shape[0]))
-        return normalise(frames[: self.max_length])
+    def pooled_native(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalised fbank [B, L, 128] (L <= max_length) -> pooled features float32 [B, dim] on the CPU, computed as
+        `ASTModel` computes pooler_output, but on the patch grid of L frames with the middle time positions."""
+        embeddings = self.model.embeddings
+        # transformers 5 keeps the layers on the model, 4.x in model.encoder.layer (whose layers return tuples)
+        layers = self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
+        with torch.inference_mode(), self._autocast():
+            patches = embeddings.patch_embeddings(inputs.to(self.device, non_blocking=True))  # [B, F*t, dim]
+            positions = middle_positions(embeddings.position_embeddings, self.freq_patches, patches.shape[1] // self.freq_patches)
+            tokens = torch.cat([embeddings.cls_token, embeddings.distillation_token], dim=1).expand(len(patches), -1, -1)
+            hidden = torch.cat([tokens, patches], dim=1) + positions  # dropout is off in eval mode
+            for layer in layers:
+                hidden = layer(hidden)
+                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            hidden = self.model.layernorm(hidden)
+            return ((hidden[:, 0] + hidden[:, 1]) / 2).float().cpu()  # the CLS and distillation tokens, as ASTModel pools
+
+    def _fit_length(self, frames: torch.Tensor, length: int) -> torch.Tensor:
+        """Zero-pad (raw fbank, before normalising, as the extractor does) or cut to length."""
+        if frames.shape[0] < length:
+            frames = torch.nn.functional.pad(frames, (0, 0, 0, length - frames.shape[0]))
+        return normalise(frames[:length])
 
     def encode_waveform(self, waveform, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
@@ -118,13 +160,12 @@ class AstEncoder:
         steps = max(1, math.ceil(duration / self.hop - 1e-9))
         half = int(round(self.window / 2 * SAMPLE_RATE))
         frames = fbank(torch.nn.functional.pad(wave, (half, half)))  # frame j of the padded wave starts at j*10 ms - window/2
-        per_window = max(1, int((self.window * SAMPLE_RATE - FRAME_LENGTH_SAMPLES) // (FRAME_SHIFT_S * SAMPLE_RATE)) + 1)
         centres = np.arange(steps, dtype=np.float64) * self.hop
         starts = np.round(centres / FRAME_SHIFT_S).astype(int)
         features = []
         for b in range(0, steps, batch_size):  # windows are sliced lazily: a long video has thousands
-            batch = torch.stack([self._fit_length(frames[s : s + per_window]) for s in starts[b : b + batch_size]])
-            features.append(self._run(batch).pooler_output.float().cpu())
+            batch = torch.stack([self._fit_length(frames[s : s + self.window_frames], self.window_input) for s in starts[b : b + batch_size]])
+            features.append(self._run(batch).pooler_output.float().cpu() if self.pad else self.pooled_native(batch))
         return torch.cat(features).numpy(), centres.astype(np.float32)
 
     def _encode_tokens(self, wave: torch.Tensor, batch_size: int):
@@ -138,7 +179,7 @@ class AstEncoder:
         centre_frame = columns * self.tstride + self.patch / 2  # the patch's middle, in frames from the segment start
         for b in range(0, len(segment_starts), batch_size):
             starts = segment_starts[b : b + batch_size]
-            batch = torch.stack([self._fit_length(frames[s : s + self.max_length]) for s in starts])
+            batch = torch.stack([self._fit_length(frames[s : s + self.max_length], self.max_length) for s in starts])
             tokens = self._run(batch).last_hidden_state[:, 2:].float()  # drop CLS and distillation tokens
             # patches are frequency-major (ASTPatchEmbeddings transposes to [freq, time] before the conv)
             tokens = tokens.reshape(len(starts), self.freq_patches, self.time_patches, self.dim).mean(dim=1)
