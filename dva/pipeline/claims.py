@@ -85,15 +85,8 @@ class Claims:
 
     def available(self, key: str) -> bool:
         """Whether key could be claimed now: nobody holds it, or its holder is gone or silent too long."""
-        path = self._path(key)
-        try:
-            mtime = path.stat().st_mtime
-            record = json.loads(path.read_text())
-        except FileNotFoundError:
-            return True
-        except json.JSONDecodeError:
-            return False  # being written right now
-        return self._stale(record, mtime)
+        look = self._look(self._path(key))
+        return look is None or self._stale(*look)
 
     def release(self, key: str) -> None:
         with self._lock:
@@ -127,22 +120,33 @@ class Claims:
         finally:
             self.release(key)
 
+    @staticmethod
+    def _look(path: Path) -> tuple[dict, float] | None:
+        """(record, mtime) of the claim at path, None when there is none; a torn record reads as {}."""
+        try:
+            mtime = path.stat().st_mtime
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(text), mtime
+        except json.JSONDecodeError:
+            return {}, mtime
+
     def _stale(self, record: dict, mtime: float) -> bool:
-        if time.time() - mtime > self.timeout:
+        age = time.time() - mtime
+        if age > self.timeout:
             return True
+        if not record:  # being written right now, or torn by a crash: its age alone decides
+            return age >= 5.0
         return record.get("host") == self.host and record.get("pid") != self.pid and not _alive(record.get("pid"))
 
     def _take_over_if_stale(self, path: Path) -> bool:
         """True when the claim at path is gone or was stale and has been removed (the caller retries)."""
-        try:
-            mtime = path.stat().st_mtime
-            record = json.loads(path.read_text())
-        except FileNotFoundError:
+        look = self._look(path)
+        if look is None:
             return True
-        except json.JSONDecodeError:
-            if time.time() - path.stat().st_mtime < 5.0:  # being written right now
-                return False
-            record = {}  # torn by a crash: its age alone says it is stale
+        record, mtime = look
         if not self._stale(record, mtime):
             return False
         grave = path.with_name(f"{path.name}.{uuid.uuid4().hex}.stale")

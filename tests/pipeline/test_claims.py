@@ -39,3 +39,12 @@ def test_release_never_removes_a_claim_that_was_taken_over(tmp_path):
     (tmp_path / "v.claim").write_text(json.dumps({"host": "h", "pid": 1, "time": 0, "token": "someone else"}))
     claims.release("v")
     assert (tmp_path / "v.claim").exists()
+
+
+def test_a_claim_torn_by_a_crash_is_taken_over_once_it_is_old(tmp_path):
+    claims = Claims(tmp_path)
+    (tmp_path / "t.claim").write_text('{"host": "h", "pi')
+    assert not claims.available("t")  # as young as a claim being written
+    old = time.time() - 10
+    os.utime(tmp_path / "t.claim", (old, old))
+    assert claims.available("t") and claims.try_claim("t")
