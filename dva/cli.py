@@ -136,7 +136,7 @@ def extract(
     audio_mode: str = typer.Option("window", help="window: one AST pass per step; tokens: one pass per segment, pooled patch tokens (much cheaper)."),
     audio_window: float = typer.Option(1.0, help="Seconds of audio per step (window mode)."),
     audio_hop: float = typer.Option(0.1, help="Seconds between audio steps (window mode)."),
-    audio_pad: bool = typer.Option(False, help="Window mode: pad each window to the AST's 1024 frames as it was trained (about 10x the cost) instead of running it at its own length."),
+    audio_pad: bool = typer.Option(False, help="Window mode: pad each 1 s window to the AST's input length in training (1024 frames, about 10x the cost) instead of running it at its own length."),
     visual_source: str = typer.Option("auto", help="crops (cropped_aligned/), video (decoded frames) or auto (crops when the folder exists)."),
     batch_size: int = typer.Option(64, help="Frames (or audio windows) per encoder batch."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
