@@ -147,9 +147,11 @@ def extract(
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA); its rows decide the test tracks' lengths."),
     shard: Optional[str] = typer.Option(None, help="I/N: take only videos I, I+N, ... (0-based), for a job array's task I of N."),
     claim_timeout: float = typer.Option(600.0, help="Seconds without a heartbeat before a claim of another process is taken over."),
+    only: Optional[str] = typer.Option(None, help="visual or audio: make that modality's feature set only."),
+    name: Optional[str] = typer.Option(None, help="Name of the feature set (with --only; default: derived from the encoder, e.g. clip-ViT-B-32-openai)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
-    """Write CLIP and AST features of one split into the store (resumable)."""
+    """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched)."""
     from dva.pipeline.encoders import PRESETS
     from dva.pipeline.extract import ExtractSettings, run_extract
 
@@ -164,7 +166,7 @@ def extract(
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad, visual_source=visual_source,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
         progress=not as_json, test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None,
-        shard=shard, claim_timeout=claim_timeout,
+        shard=shard, claim_timeout=claim_timeout, only=only, name=name,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings)
@@ -210,21 +212,37 @@ def info(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    visual, audio = summary.get("visual_encoder") or {}, summary.get("audio_encoder") or {}
     typer.echo(f"store   {summary['path']} ({summary['format']}, {summary['bytes'] / 1e6:.1f} MB, dva {summary.get('dva_version')})")
-    typer.echo(f"visual  {visual.get('model')} / {visual.get('pretrained')}  dim {visual.get('dim')}  sha256 {str(visual.get('weights_sha256'))[:12]}")
-    typer.echo(f"audio   {audio.get('model')}  mode {audio.get('mode')}  dim {audio.get('dim')}  sha256 {str(audio.get('weights_sha256'))[:12]}")
+    if summary["layout"] == 1:
+        typer.echo(f"format 1 (dva 0.1: one visual and one audio set): run `dva upgrade {summary['path']}` to turn it into feature sets")
+        return
+    for name, info in summary["feature_sets"].items():
+        encoder = info.get("encoder") or {}
+        typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {_rate(info)}  {encoder.get('family', 'imported')} {encoder.get('model') or info.get('source', '')}")
     for split, part in summary["splits"].items():
-        typer.echo(
-            f"{split:<6} {part['complete']}/{part['tracks']} tracks complete, {part['frames']} frames, "
-            f"{part['valid_labels']} valid labels, {part['audio_rows']} audio rows, {len(part['failed'])} failed"
-        )
-        for track, reason in part["failed"].items():
-            typer.echo(f"         failed {track}: {reason}")
-        for track in part["incomplete"]:
-            typer.echo(f"         incomplete {track} (rerun `dva extract` to finish it)")
+        typer.echo(f"{split:<6}  {part['tracks']} tracks, {part['frames']} frames, {part['valid_labels']} valid labels")
+        for name, coverage in part["sets"].items():
+            typer.echo(f"        {name:<28} {coverage['complete']}/{part['tracks']} complete, {coverage['rows']} rows, {len(coverage['failed'])} failed")
+            for track, reason in list(coverage["failed"].items())[:10]:
+                typer.echo(f"          failed {track}: {reason}")
+            if len(coverage["failed"]) > 10:
+                typer.echo(f"          ... {len(coverage['failed']) - 10} more failed (dva info --json lists them)")
+            if coverage["incomplete"]:
+                typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva extract` to finish)")
         if part.get("sample"):
-            typer.echo(f"         sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
+            typer.echo(f"        sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
+
+
+def _rate(info: dict) -> str:
+    """How often a set has a row: every frame (visual), or steps per second (audio)."""
+    if info["modality"] == "visual":
+        return "per frame"
+    encoder = info.get("encoder") or {}
+    if info.get("rate"):
+        return f"{info['rate']:g}/s"
+    if encoder.get("hop"):
+        return f"{1 / encoder['hop']:g}/s"
+    return "per segment token" if encoder.get("mode") == "tokens" else "rate ?"
 
 
 @app.command()
@@ -238,6 +256,21 @@ def convert(
 
     convert_store(src, dst)
     typer.echo(f"converted {src} -> {dst}")
+
+
+@app.command()
+@user_errors
+def upgrade(
+    store: str = typer.Argument(..., help="A store written by dva 0.1 (format 1)."),
+):
+    """Turn a dva 0.1 store (one visual and one audio array per track) into feature sets, in place (resumable)."""
+    from dva.stores import open_store, upgrade as upgrade_store
+    from dva.pipeline.encoders.naming import format_1_set_names
+
+    with open_store(store, mode="r") as opened:
+        names = format_1_set_names(opened.attrs)
+    count = upgrade_store(store, names)
+    typer.echo(f"upgraded {count} tracks of {store}: feature sets {names['visual']} (visual) and {names['audio']} (audio)")
 
 
 @app.command()
@@ -267,6 +300,9 @@ def fit(
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="cuda, cpu, ... (default: cuda when present)."),
     audio_align: Optional[str] = typer.Option(None, help="nearest or linear interpolation of audio steps to frame times."),
+    visual_features: Optional[str] = typer.Option(None, help="Visual feature set(s) of the store, NAME[,NAME] (default: its only one)."),
+    audio_features: Optional[str] = typer.Option(None, help="Audio feature set(s) of the store, NAME[,NAME] (default: its only one)."),
+    text_tower: Optional[str] = typer.Option(None, help="MODEL/PRETRAINED of the CLIP text tower for the prompt head (default: the store's CLIP set)."),
     as_json: bool = typer.Option(False, "--json", help="Print the best metrics as JSON."),
 ):
     """Train on the train split, select on val, write the run directory."""

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from dva.errors import StoreError
-from dva.stores import convert, open_store
+from dva.stores import complete_sets, convert, open_store, upgrade, why_not_usable
+
+VISUAL, AUDIO = "clip-m-random", "ast-window"
+SETS = {VISUAL: {"modality": "visual", "dim": 8, "encoder": {"family": "clip", "model": "m", "mean": (0.1, 0.2)}},
+        AUDIO: {"modality": "audio", "dim": 6, "encoder": {"family": "ast", "model": "a"}}}
 
 
 def track_arrays(frames=50, seed=0, audio_rows=20):
@@ -21,43 +25,70 @@ def track_arrays(frames=50, seed=0, audio_rows=20):
     }
 
 
+def add_sets(store):
+    for name, info in SETS.items():
+        store.add_feature_set(name, info)
+
+
+def write_track(store, split, track, arrays, attrs):
+    """A track with both sets, as `dva extract` writes it."""
+    store.create_track(split, track, {"frame_time": arrays["frame_time"], "labels": arrays["labels"]}, attrs)
+    store.write_set(split, track, VISUAL, "visual", {"data": arrays["visual"], "mask": arrays["visual_mask"]})
+    store.write_set(split, track, AUDIO, "audio", {"data": arrays["audio"], "time": arrays["audio_time"]})
+
+
 @pytest.mark.parametrize("name", ["store", "store.h5"])
 def test_round_trip_of_arrays_and_attrs(tmp_path, name):
     path = tmp_path / name
     with open_store(path, "a") as store:
-        store.set_attrs({"visual_encoder": {"model": "m", "mean": (0.1, 0.2)}, "dva_version": "0"})
+        store.set_attrs({"dva_version": "0"})
+        add_sets(store)
         store.ensure_split("train")
-        store.write_track("train", "a", track_arrays(), {"fps": 25.0, "subject": None, "video": "videos/batch1/a.mp4"})
-        store.write_track("train", "quiet", track_arrays(audio_rows=0), {"fps": 30.0, "subject": "left"})
+        write_track(store, "train", "a", track_arrays(), {"fps": 25.0, "subject": None, "video": "videos/batch1/a.mp4"})
+        write_track(store, "train", "quiet", track_arrays(audio_rows=0), {"fps": 30.0, "subject": "left"})
     with open_store(path) as store:
-        assert store.attrs["visual_encoder"] == {"model": "m", "mean": [0.1, 0.2]}
+        assert store.feature_sets()[VISUAL]["encoder"] == {"family": "clip", "model": "m", "mean": [0.1, 0.2]}
         assert store.tracks("train") == ["a", "quiet"] and store.is_complete("train", "a")
         arrays, expected = store.read_track("train", "a"), track_arrays()
-        assert arrays["visual"].dtype == np.float16 and arrays["visual_mask"].dtype == bool and arrays["labels"].dtype == np.float32
-        np.testing.assert_allclose(arrays["visual"], expected["visual"].astype(np.float16))
+        assert arrays[f"{VISUAL}/data"].dtype == np.float16 and arrays[f"{VISUAL}/mask"].dtype == bool and arrays["labels"].dtype == np.float32
+        np.testing.assert_allclose(arrays[f"{VISUAL}/data"], expected["visual"].astype(np.float16))
         np.testing.assert_array_equal(arrays["labels"], expected["labels"])  # NaN where invalid survives
-        assert store.read("train", "quiet", "audio").shape == (0, 6)
+        assert store.read("train", "quiet", f"{AUDIO}/data").shape == (0, 6)
         assert store.track_attrs("train", "quiet")["subject"] == "left"
         assert store.track_attrs("train", "a")["subject"] is None
 
 
-def test_a_write_that_fails_half_way_leaves_the_track_not_complete(tmp_path):
+def test_a_set_that_fails_half_way_is_not_complete_and_the_other_set_stays(tmp_path, monkeypatch):
     with open_store(tmp_path / "s", "a") as store:
-        arrays = track_arrays()
-        arrays["audio"] = np.array([["not", "numbers"]])  # fails to convert after the group exists
-        with pytest.raises(ValueError):
-            store.write_track("train", "a", arrays, {})
-        assert not store.is_complete("train", "a")
+        add_sets(store)
+        write_track(store, "train", "a", track_arrays(), {})
+        with pytest.raises(ValueError):  # bad values are refused before anything is touched
+            store.write_set("train", "a", AUDIO, "audio", {"data": np.array([["not", "numbers"]]), "time": np.zeros(1)})
+        assert store.is_complete("train", "a")
+        write_array = store._write_array
+
+        def disk_full_at_time(group, name, values):  # a fake write error (a full disk) after the set's data landed
+            if name == "time":
+                raise OSError("No space left on device")
+            write_array(group, name, values)
+
+        monkeypatch.setattr(store, "_write_array", disk_full_at_time)
+        with pytest.raises(OSError):
+            store.write_set("train", "a", AUDIO, "audio", {"data": np.ones((3, 6)), "time": np.zeros(3)})
+        state = store.track_state("train", "a")
+        assert complete_sets(state) == {VISUAL} and not store.is_complete("train", "a")
+        assert why_not_usable(state, [VISUAL, AUDIO]) == f"incomplete ({AUDIO})" and why_not_usable(state, [VISUAL]) is None
 
 
-def test_failed_tracks_are_reported_and_convert_round_trips(tmp_path):
+def test_failed_sets_are_reported_and_convert_round_trips(tmp_path):
     with open_store(tmp_path / "s", "a") as store:
         store.set_attrs({"dva_version": "0"})
-        store.write_track("val", "a", track_arrays(), {"fps": 25.0})
-        store.mark_failed("val", "b", "videos/b.mp4: video cannot be decoded")
+        add_sets(store)
+        write_track(store, "val", "a", track_arrays(), {"fps": 25.0})
+        store.mark_failed("val", "b", "videos/b.mp4: video cannot be decoded", list(SETS))
         summary = store.summary()["splits"]["val"]
-    assert summary["failed"] == {"b": "videos/b.mp4: video cannot be decoded"}
-    assert summary["complete"] == 1 and summary["frames"] == 50 and summary["valid_labels"] == 46
+    assert summary["sets"][VISUAL]["failed"] == {"b": "videos/b.mp4: video cannot be decoded"}
+    assert summary["sets"][AUDIO]["complete"] == 1 and summary["frames"] == 50 and summary["valid_labels"] == 46
     convert(tmp_path / "s", tmp_path / "s.h5", progress=False)
     convert(tmp_path / "s.h5", tmp_path / "back", progress=False)
     with open_store(tmp_path / "s") as a, open_store(tmp_path / "back") as b:
@@ -66,6 +97,41 @@ def test_failed_tracks_are_reported_and_convert_round_trips(tmp_path):
             np.testing.assert_array_equal(values, b.read_track("val", "a")[name])
     with pytest.raises(StoreError, match="already exists"):
         convert(tmp_path / "s", tmp_path / "back", progress=False)
+
+
+def write_format_1(path, tracks):
+    """A store laid out as dva 0.1 wrote it (one visual and one audio array at each track's root), through the
+    store's primitives because today's API no longer writes that layout."""
+    with open_store(path, "a") as store:
+        store.set_attrs({"dva_version": "0.1.0", "visual_encoder": {"family": "clip", "model": "m", "pretrained": None, "dim": 8},
+                         "audio_encoder": {"family": "ast", "model": "MIT/ast-finetuned-audioset-10-10-0.4593", "mode": "window", "dim": 6},
+                         "preprocessing": {"visual_source": "crops", "frame_time": "index / fps", "audio_sample_rate": 16000}})
+        for i, track in enumerate(tracks):
+            group = store._group(f"train/{track}", create=True)
+            for name, values in track_arrays(seed=i).items():
+                store._write_array(group, name, np.asarray(values).astype({"visual": np.float16, "audio": np.float16, "visual_mask": bool}.get(name, np.float32)))
+            store._set_attrs(group, {"fps": 25.0, "complete": True})
+        store._set_attrs(store._group("train/broken", create=True), {"complete": False, "error": "videos/broken.mp4: cannot be decoded"})
+
+
+@pytest.mark.parametrize("name", ["old", "old.h5"])
+def test_a_dva_0_1_store_is_refused_in_one_line_then_upgraded_in_place(tmp_path, name):
+    path = tmp_path / name
+    write_format_1(path, ["a", "b"])
+    with open_store(path) as store, pytest.raises(StoreError, match="dva upgrade"):
+        store.feature_sets()
+    names = {"visual": "clip-m-random", "audio": "ast-window"}
+    assert upgrade(path, names, progress=False) == 3
+    with open_store(path) as store:
+        assert store.layout == 2 and set(store.feature_sets()) == set(names.values())
+        assert "visual_encoder" not in store.attrs and store.attrs["timeline"] == {"frame_time": "index / fps"}
+        assert store.is_complete("train", "a") and not store.is_complete("train", "broken")
+        assert store.summary()["splits"]["train"]["sets"]["ast-window"]["failed"] == {"broken": "videos/broken.mp4: cannot be decoded"}
+        arrays = store.read_track("train", "b")
+        assert set(arrays) == {"frame_time", "labels", "clip-m-random/data", "clip-m-random/mask", "ast-window/data", "ast-window/time"}
+        np.testing.assert_allclose(arrays["ast-window/data"], track_arrays(seed=1)["audio"].astype(np.float16))
+    with pytest.raises(StoreError, match="not a dva 0.1 store"):
+        upgrade(path, names, progress=False)
 
 
 def test_missing_store_is_a_store_error(tmp_path):
@@ -78,13 +144,14 @@ def test_missing_store_is_a_store_error(tmp_path):
 def _write_tracks(path, names):
     with open_store(path, "a") as store:
         for name in names:
-            store.write_track("train", name, track_arrays(seed=int(name[1:])), {"fps": 25.0})
+            write_track(store, "train", name, track_arrays(seed=int(name[1:])), {"fps": 25.0})
 
 
 def test_concurrent_writers_of_different_tracks_never_corrupt_the_store(tmp_path):
     path = tmp_path / "s"
     with open_store(path, "a") as store:
         store.set_attrs({"dva_version": "0"})
+        add_sets(store)
         store.ensure_split("train")
     context = multiprocessing.get_context("spawn")
     groups = [[f"t{i}" for i in range(w, 24, 4)] for w in range(4)]
@@ -95,7 +162,7 @@ def test_concurrent_writers_of_different_tracks_never_corrupt_the_store(tmp_path
         process.join(60)
         assert process.exitcode == 0
     with open_store(path) as store:
-        assert len(store.tracks("train")) == 24 and store.attrs == {"dva_version": "0"}
+        assert len(store.tracks("train")) == 24 and store.attrs["dva_version"] == "0"
         for i in range(24):
             assert store.is_complete("train", f"t{i}")
-            np.testing.assert_allclose(store.read("train", f"t{i}", "visual"), track_arrays(seed=i)["visual"].astype(np.float16))
+            np.testing.assert_allclose(store.read("train", f"t{i}", f"{VISUAL}/data"), track_arrays(seed=i)["visual"].astype(np.float16))

@@ -33,28 +33,29 @@ def extract_unit_task(unit, settings, since: float) -> dict:
     """Runs on a worker: extract one video's tracks into the store; returns an ExtractReport dict
     plus "deferred": whether another process holds the video."""
     from dva.pipeline.claims import claims_for
-    from dva.pipeline.extract import ExtractReport, build_encoders, extract_units
+    from dva.pipeline.extract import ExtractReport, build_encoders, encoder_key, extract_units, feature_sets
     from dva.stores import open_store
 
     device = settings.device or _worker_device()
-    key = (settings.clip_model, settings.clip_pretrained, settings.ast_model, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad, device)
+    key = (encoder_key(settings), device)
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoders(settings, device)
     visual, audio = _ENCODERS[key]
+    sets = {info["modality"]: name for name, info in feature_sets(settings, visual, audio).items()}
     report = ExtractReport(store=settings.out, split=settings.split)
     store = open_store(settings.out, mode="a")
     claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
-        deferred = extract_units([unit], Path(settings.data), store, settings, visual, audio, report, claims, since)
+        deferred = extract_units([unit], Path(settings.data), store, settings, sets, visual, audio, report, claims, since)
     finally:
         claims.release_all()
         store.close()
     return {**report.as_dict(), "deferred": bool(deferred)}
 
 
-def extract_distributed(units: list, settings, report, since: float) -> list:
+def extract_distributed(units: list, settings, sets: list[str], report, since: float) -> list:
     """Spread the videos over Dask workers and merge their reports into report; returns the units
-    another process held (not done here)."""
+    another process held (not done here). sets: the names of the feature sets this run makes."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
@@ -79,7 +80,7 @@ def extract_distributed(units: list, settings, report, since: float) -> list:
             except Exception as exc:  # a worker died or a bug on a worker: that video fails alone
                 reason = f"worker error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
                 for track in units_by_key[future.key]:
-                    _mark_failed(settings, track, reason)
+                    _mark_failed(settings, track, reason, sets)
                     report.failed[track.track] = reason
                 continue
             if part["deferred"]:
@@ -102,13 +103,13 @@ def _local_workers(requested: int) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else max(1, requested)
 
 
-def _mark_failed(settings, track, reason: str) -> None:
+def _mark_failed(settings, track, reason: str, sets: list[str]) -> None:
     from dva.pipeline.extract import track_attrs
     from dva.stores import open_store
 
     store = open_store(settings.out, mode="a")
     try:
-        store.mark_failed(settings.split, track.track, reason, track_attrs(track))
+        store.mark_failed(settings.split, track.track, reason, sets, track_attrs(track))
     finally:
         store.close()
 

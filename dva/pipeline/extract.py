@@ -28,9 +28,12 @@ from dva.data.aff_wild2 import Problem, Track, scan
 from dva.data.annotations import read_annotation
 from dva.errors import ConfigError, DataError, StoreError
 from dva.pipeline import media
+from dva.stores import MODALITIES, check_set_name, complete_sets, set_differences, set_errors
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 AUDIO_MODES = ("window", "tokens")
+# how frame times are made: shared by every feature set of a store, so a store never mixes two clocks
+TIMELINE = {"frame_time": "container timestamps (video packet pts), 0 at the first frame", "audio_start": "PyAV, start offset applied on the frame clock"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class ExtractSettings:
     sample: str | None = None  # override the organisers' sample file found in data
     shard: str | None = None  # "I/N": this process takes videos I, I+N, I+2N, ... (0-based)
     claim_timeout: float = 600.0  # seconds without a heartbeat before another process takes a claim over
+    only: str | None = None  # "visual" or "audio": make one feature set, not both
+    name: str | None = None  # the feature set's name (with --only); default: derived from the encoder
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (self.only,) if self.only else MODALITIES
 
     def validate(self) -> None:
         if self.visual_source not in VISUAL_SOURCES:
@@ -74,6 +83,15 @@ class ExtractSettings:
             parse_shard(self.shard)
         if self.claim_timeout <= 0:
             raise ConfigError("--claim-timeout must be positive")
+        if self.only is not None and self.only not in MODALITIES:
+            raise ConfigError(f"--only must be visual or audio, not {self.only!r}")
+        if self.name is not None:
+            if self.only is None:
+                raise ConfigError("--name names one feature set: use it with --only visual or --only audio")
+            try:
+                check_set_name(self.name)
+            except StoreError as exc:
+                raise ConfigError(f"--name {exc}") from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -120,12 +138,22 @@ def default_device() -> str:
 
 
 def build_encoders(settings: ExtractSettings, device: str):
-    """(visual encoder, audio encoder) for these settings on device."""
+    """(visual encoder, audio encoder) for these settings on device; None for a modality left out by --only."""
     from dva.pipeline.encoders import build_audio, build_visual
 
-    visual = build_visual(settings.clip_model, settings.clip_pretrained, device)
-    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
+    visual = build_visual(settings.clip_model, settings.clip_pretrained, device) if "visual" in settings.modalities else None
+    audio = None
+    if "audio" in settings.modalities:
+        audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
     return visual, audio
+
+
+ENCODER_FIELDS = ("only", "name", "clip_model", "clip_pretrained", "ast_model", "audio_mode", "audio_window", "audio_hop", "audio_pad")
+
+
+def encoder_key(settings: ExtractSettings) -> tuple:
+    """The settings that decide which encoders `build_encoders` makes (a Dask worker builds them once per key)."""
+    return tuple(getattr(settings, name) for name in ENCODER_FIELDS)
 
 
 def resolve_visual_source(settings: ExtractSettings) -> str:
@@ -134,39 +162,29 @@ def resolve_visual_source(settings: ExtractSettings) -> str:
     return "crops" if (Path(settings.data) / "cropped_aligned").is_dir() else "video"
 
 
-def store_identity(settings: ExtractSettings, visual, audio) -> dict:
-    """Root attrs that decide whether a store can take more tracks from these settings."""
-    return {
-        "dva_version": __version__,
-        "visual_encoder": visual.provenance(),
-        "audio_encoder": audio.provenance(),
-        "preprocessing": {
-            "visual_source": resolve_visual_source(settings),
-            "frame_time": "container timestamps (video packet pts), 0 at the first frame",
-            "audio_decoder": "PyAV, start offset applied on the frame clock",
-            "audio_sample_rate": 16000,
-            "audio_channels": "mono",
-        },
-    }
+def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
+    """{name: info} of the feature sets this run makes: what decides whether a store's set can take more tracks."""
+    sets = {}
+    for modality, encoder in (("visual", visual), ("audio", audio)):
+        if encoder is None:
+            continue
+        if modality == "visual":
+            preprocessing = {"visual_source": resolve_visual_source(settings)}
+        else:
+            preprocessing = {"audio_decoder": "PyAV", "audio_sample_rate": 16000, "audio_channels": "mono"}
+        provenance = encoder.provenance()
+        name = settings.name or encoder.set_name()
+        sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
+    return sets
 
 
-def check_compatible(existing: dict, wanted: dict, store_path: str) -> None:
-    """Refuse to mix encoder settings in one store; say exactly what differs."""
-    differences = []
-    for section in ("visual_encoder", "audio_encoder", "preprocessing"):
-        old, new = existing.get(section) or {}, wanted[section]
-        for key in sorted(set(old) | set(new)):
-            if _jsonable(old.get(key)) != _jsonable(new.get(key)):
-                differences.append(f"{section}.{key}: store has {old.get(key)!r}, this run has {new.get(key)!r}")
-    if differences:
-        shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
-        raise StoreError(f"{store_path} was made with other encoder settings ({shown}): pass the same flags, or --out a new store")
-
-
-def _jsonable(value):
-    import json
-
-    return json.loads(json.dumps(value))
+def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_path: str) -> None:
+    """A set name already in the store must mean the same encoder settings: refuse otherwise, saying exactly what differs."""
+    for name, info in wanted.items():
+        differences = set_differences(existing[name], info) if name in existing else []
+        if differences:
+            shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+            raise StoreError(f"{store_path} already has a feature set {name!r} made with other settings (store != this run: {shown}): pass the same flags, or --name another set")
 
 
 # --------------------------------------------------------------------------- reading one track
@@ -325,16 +343,21 @@ def unit_key(unit: list[Track]) -> str:
     return Path(unit[0].video).stem
 
 
-def settled(attrs: dict, since: float, overwrite: bool) -> bool:
-    """Whether a track needs no more work: complete (since this run began, with --overwrite), or failed since then."""
-    if attrs.get("complete"):
-        return not overwrite or attrs.get("extracted_at", 0.0) >= since
-    return "error" in attrs and attrs.get("failed_at", 0.0) >= since
+def settled(attrs: dict, sets, since: float, overwrite: bool) -> bool:
+    """Whether a track needs no more work for these feature sets: each complete (since this run began, with
+    --overwrite), or failed since then."""
+    done, errors, done_at = complete_sets(attrs), set_errors(attrs), attrs.get("done_at") or {}
+    for name in sets:
+        fresh = done_at.get(name, 0.0) >= since
+        if not ((name in done and (fresh or not overwrite)) or (name in errors and fresh)):
+            return False
+    return True
 
 
-def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractSettings", claims, since: float, report: "ExtractReport", deferred: list) -> Iterator[tuple]:
+def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractSettings", sets: dict[str, str], claims, since: float, report: "ExtractReport", deferred: list) -> Iterator[tuple]:
     """Events for the encoder stage, unit by unit: ("start", plan), ("visual", rows, batch), ("audio", wave or SAME_AUDIO),
-    ("end",) or ("failed", track, reason), then ("release", key). A unit another process holds goes to deferred."""
+    ("end",) or ("failed", track, reason), then ("release", key). A unit another process holds goes to deferred.
+    sets maps each modality this run makes to its feature-set name; the other modality is not read."""
     import torch
 
     source = resolve_visual_source(settings)
@@ -347,7 +370,7 @@ def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractS
                 continue
             todo = []
             for track in unit:  # look again now that the unit is ours: another process may have finished it
-                if settled(store.track_state(settings.split, track.track), since, settings.overwrite):
+                if settled(store.track_state(settings.split, track.track), sets.values(), since, settings.overwrite):
                     report.elsewhere.append(track.track)
                 else:
                     todo.append(track)
@@ -356,9 +379,12 @@ def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractS
                 try:
                     plan = plan_track(track, root)
                     yield ("start", plan)
-                    for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings, pin):
-                        yield ("visual", rows, batch)
-                    if audio_video == track.video:
+                    if "visual" in sets:
+                        for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings, pin):
+                            yield ("visual", rows, batch)
+                    if "audio" not in sets:
+                        pass
+                    elif audio_video == track.video:
                         yield ("audio", SAME_AUDIO)
                     else:
                         yield ("audio", read_audio(track, root))
@@ -370,9 +396,10 @@ def _read_units(units: list[list[Track]], root: Path, store, settings: "ExtractS
             yield ("release", key)
 
 
-def extract_units(units: list[list[Track]], root: Path, store, settings: ExtractSettings, visual, audio, report: ExtractReport, claims=None, since: float | None = None, frames_bar=None, tracks_bar=None) -> list[list[Track]]:
+def extract_units(units: list[list[Track]], root: Path, store, settings: ExtractSettings, sets: dict[str, str], visual, audio, report: ExtractReport, claims=None, since: float | None = None, frames_bar=None, tracks_bar=None) -> list[list[Track]]:
     """Claim, read, encode and write these units (see `video_units`) into store (split settings.split), overlapping
-    the three stages. Returns the units another process holds (not done here)."""
+    the three stages; sets maps each modality to make to its feature-set name (its encoder is visual or audio).
+    Returns the units another process holds (not done here)."""
     import torch
 
     from dva.pipeline.claims import NoClaims
@@ -388,12 +415,16 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
             kind, track, payload = job
             try:
                 if kind == "write":
-                    arrays, attrs = payload
-                    store.write_track(settings.split, track.track, arrays, {**attrs, "extracted_at": time.time()})
-                    report.extracted.append(track.track)
-                    report.frames += arrays["visual"].shape[0]
+                    own, made, attrs = payload
+                    reason = write_track_sets(store, settings.split, track.track, own, made, attrs, settings.overwrite)
+                    if reason is None:
+                        report.extracted.append(track.track)
+                        report.frames += own["frame_time"].shape[0]
+                    else:
+                        store.mark_failed(settings.split, track.track, reason, list(sets.values()), track_attrs(track))
+                        report.failed[track.track] = reason
                 elif kind == "failed":
-                    store.mark_failed(settings.split, track.track, payload, track_attrs(track))
+                    store.mark_failed(settings.split, track.track, payload, list(sets.values()), track_attrs(track))
                     report.failed[track.track] = payload
                 else:  # "release": every track of the unit is written
                     claims.release(payload)
@@ -405,17 +436,18 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
 
     writer_thread = threading.Thread(target=writer, daemon=True)
     writer_thread.start()
-    plan = visual_rows = None
+    plan = None
     try:
         with torch.inference_mode():
-            for event in _prefetch(_read_units(units, root, store, settings, claims, since, report, deferred), depth=4):
+            for event in _prefetch(_read_units(units, root, store, settings, sets, claims, since, report, deferred), depth=4):
                 if write_errors:
                     raise write_errors[0]
                 kind = event[0]
                 if kind == "start":
-                    plan = event[1]
-                    visual_rows = np.zeros((plan.rows, visual.dim), dtype=np.float16)
-                    visual_mask = np.zeros(plan.rows, dtype=bool)
+                    plan, made = event[1], {}
+                    if visual is not None:
+                        visual_rows = np.zeros((plan.rows, visual.dim), dtype=np.float16)
+                        visual_mask = np.zeros(plan.rows, dtype=bool)
                 elif kind == "visual":
                     rows, batch = event[1], event[2]
                     features = visual.encode(visual.preprocess(batch))
@@ -429,21 +461,15 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
                         if sound.wave.size == 0:
                             report.warnings.append(f"{plan.track.video} has no audio stream, 0 audio rows")
                         features, steps = audio.encode_waveform(sound.wave, batch_size=settings.batch_size)
-                        shared_audio = features, np.asarray(steps, dtype=np.float64) + sound.start  # onto the frame clock
-                    audio_rows, audio_time = shared_audio
+                        shared_audio = np.asarray(features, dtype=np.float16).reshape(-1, audio.dim), (np.asarray(steps, dtype=np.float64) + sound.start).astype(np.float32)
+                    made[sets["audio"]] = ("audio", dict(zip(("data", "time"), shared_audio)))  # onto the frame clock
                 elif kind == "end":
-                    arrays = {
-                        "visual": visual_rows,
-                        "visual_mask": visual_mask,
-                        "frame_time": plan.frame_time,
-                        "audio": np.asarray(audio_rows, dtype=np.float16).reshape(-1, audio.dim),
-                        "audio_time": np.asarray(audio_time, dtype=np.float32),
-                    }
-                    if plan.labels is not None:
-                        arrays["labels"] = plan.labels
-                    to_write.put(("write", plan.track, (arrays, {**track_attrs(plan.track), "n_frames": plan.rows})))
+                    if visual is not None:
+                        made[sets["visual"]] = ("visual", {"data": visual_rows, "mask": visual_mask})
+                    own = {"frame_time": plan.frame_time, **({"labels": plan.labels} if plan.labels is not None else {})}
+                    to_write.put(("write", plan.track, (own, made, {**track_attrs(plan.track), "n_frames": plan.rows})))
                     if frames_bar is not None:
-                        frames_bar.update(plan.rows - int(visual_mask.sum()))
+                        frames_bar.update(plan.rows - (int(visual_mask.sum()) if visual is not None else 0))
                     plan = None
                 elif kind == "failed":
                     to_write.put(("failed", event[1], event[2]))
@@ -456,6 +482,25 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
     if write_errors:
         raise write_errors[0]
     return deferred
+
+
+def write_track_sets(store, split: str, track: str, own: dict, made: dict[str, tuple], attrs: dict, overwrite: bool) -> str | None:
+    """Write a track's feature sets (made: name -> (modality, arrays)), creating the track (its frame times and
+    labels) when it is new. Returns None, or why the track cannot take them: its other sets were made for
+    another number of rows (the annotation or sample file changed since)."""
+    rows = int(own["frame_time"].shape[0])
+    state = store.track_state(split, track)
+    if state.get("rows") != rows:
+        others = sorted(complete_sets(state) - set(made))
+        if others and not overwrite:
+            return (f"the store holds {state.get('rows')} rows for {track} ({', '.join(others)}), this run has {rows} "
+                    f"(its annotation or the sample file changed): re-extract with --overwrite, which drops {', '.join(others)}")
+        store.create_track(split, track, own, attrs)
+    elif overwrite:
+        store.replace_track_arrays(split, track, own)
+    for name, (modality, arrays) in made.items():
+        store.write_set(split, track, name, modality, arrays)
+    return None
 
 
 def track_attrs(track: Track) -> dict:
@@ -489,15 +534,22 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample)
     device = settings.device or default_device()
     visual, audio = build_encoders(settings, device if not (settings.workers or settings.scheduler) else "cpu")
-    identity = store_identity(settings, visual, audio)
+    made = feature_sets(settings, visual, audio)
+    sets = {info["modality"]: name for name, info in made.items()}
     store = open_store(settings.out, mode="a")
     claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
         with claims_for(store, "store", settings.claim_timeout).hold("metadata"):  # metadata edits by one process at a time
-            if store.attrs.get("visual_encoder"):
-                check_compatible(store.attrs, identity, settings.out)
-            else:
-                store.set_attrs(identity)
+            existing = store.feature_sets()  # refuses a dva 0.1 store, naming `dva upgrade`
+            check_compatible(existing, made, settings.out)
+            timeline = store.attrs.get("timeline")
+            if timeline is not None and timeline.get("frame_time") != TIMELINE["frame_time"]:
+                raise StoreError(f"{settings.out} was made with another frame clock ({timeline}): extract into a new --out")
+            if timeline is None:
+                store.set_attrs({"dva_version": __version__, "format": 2, "timeline": TIMELINE})
+            for name, info in made.items():
+                if name not in existing:
+                    store.add_feature_set(name, info)
             store.ensure_split(settings.split)
             wanted = test_phase_attrs(result) if settings.split == "test" else {}
             if any(store.split_attrs(settings.split).get(k) != v for k, v in wanted.items()):
@@ -511,11 +563,11 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
             # tracks the scan left out have no video to share by: a stable hash of the name gives each one shard
             result = dataclasses.replace(result, problems=[p for p in result.problems if zlib.crc32(p.track.encode()) % count == index])
         for problem in result.problems:
-            _record_problem(store, settings.split, problem, report, claims)
+            _record_problem(store, settings.split, problem, list(made), report, claims)
         known = store.track_index(settings.split)  # one listing for the whole resume check
         todo = []
         for unit in units:
-            if not settings.overwrite and all(known.get(t.track, {}).get("complete") for t in unit):
+            if not settings.overwrite and all(set(made) <= complete_sets(known.get(t.track, {})) for t in unit):
                 report.skipped += [t.track for t in unit]
             else:
                 todo.append(unit)
@@ -527,10 +579,10 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
             if runnable and (settings.workers or settings.scheduler):
                 from dva.pipeline.distributed import extract_distributed
 
-                deferred += extract_distributed(runnable, settings, report, since)
+                deferred += extract_distributed(runnable, settings, list(made), report, since)
             elif runnable:
-                deferred += _extract_here(runnable, root, store, settings, visual, audio, report, claims, since)
-            pending = [u for u in deferred if not all(settled(store.track_state(settings.split, t.track), since, settings.overwrite) for t in u)]
+                deferred += _extract_here(runnable, root, store, settings, sets, visual, audio, report, claims, since)
+            pending = [u for u in deferred if not all(settled(store.track_state(settings.split, t.track), made, since, settings.overwrite) for t in u)]
             report.elsewhere += [t.track for u in deferred if u not in pending for t in u]
             if pending:
                 if not waiting and settings.progress:
@@ -544,7 +596,7 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     return report
 
 
-def _extract_here(units, root, store, settings, visual, audio, report, claims, since) -> list:
+def _extract_here(units, root, store, settings, sets, visual, audio, report, claims, since) -> list:
     from tqdm import tqdm
 
     tracks = [t for unit in units for t in unit]
@@ -552,16 +604,17 @@ def _extract_here(units, root, store, settings, visual, audio, report, claims, s
     with tqdm(total=len(tracks), desc=f"extract {settings.split}", unit="track", disable=not settings.progress, position=0) as tracks_bar, tqdm(
         total=total_frames, desc="frames", unit="frame", disable=not settings.progress, position=1, leave=False
     ) as frames_bar:
-        return extract_units(units, root, store, settings, visual, audio, report, claims, since, frames_bar, tracks_bar)
+        return extract_units(units, root, store, settings, sets, visual, audio, report, claims, since, frames_bar, tracks_bar)
 
 
-def _record_problem(store, split: str, problem: Problem, report: ExtractReport, claims) -> None:
+def _record_problem(store, split: str, problem: Problem, sets: list[str], report: ExtractReport, claims) -> None:
     """Record a track the scan left out as failed (once, by whichever process claims it)."""
     report.failed[problem.track] = problem.reason
     if not claims.try_claim(problem.track):
         return
     try:
-        if store.track_state(split, problem.track).get("error") != problem.reason:
-            store.mark_failed(split, problem.track, problem.reason)
+        errors = set_errors(store.track_state(split, problem.track))
+        if any(errors.get(name) != problem.reason for name in sets):
+            store.mark_failed(split, problem.track, problem.reason, sets)
     finally:
         claims.release(problem.track)

@@ -25,7 +25,7 @@ from dva.trainer.fit import FitSettings, load_features, train
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
 CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")
-PROVENANCE = ("dva_version", "visual_encoder", "audio_encoder", "preprocessing")
+DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 
 
@@ -47,7 +47,7 @@ def parse_value(key: str, text: str):
             return float(text)
     except ValueError:
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
-    return text.replace("+", ",") if key == "modalities" else text  # visual+audio means both
+    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features") else text  # A+B means both
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -78,15 +78,15 @@ def variant_name(choice: dict) -> str:
 
 
 def store_identity(path: str) -> dict:
-    """What decides a store's features: its provenance attrs, where it is (resolved), and which train/val
-    tracks are complete (finishing a failed track changes the results)."""
-    from dva.stores import open_store
+    """What decides a store's features: its feature sets' provenance, its frame clock, where it is (resolved),
+    and which train/val tracks have which sets complete (finishing a failed track changes the results)."""
+    from dva.stores import complete_sets, open_store
 
     with open_store(path, "r") as store:
-        attrs = store.attrs
-        complete = {split: sorted(t for t, a in store.track_index(split).items() if a.get("complete")) for split in ("train", "val")}
+        sets, timeline = store.feature_sets(), store.attrs.get("timeline")
+        complete = {split: {t: sorted(complete_sets(a)) for t, a in store.track_index(split).items() if complete_sets(a)} for split in ("train", "val")}
     where = str(path) if "://" in str(path) else str(Path(path).resolve())
-    return {"path": where, **{name: attrs.get(name) for name in PROVENANCE}, "complete_tracks": complete}
+    return {"path": where, "feature_sets": sets, "timeline": timeline, "complete_sets": complete}
 
 
 def result_key(settings: FitSettings, store: dict) -> str:
@@ -159,9 +159,13 @@ def append_row(path: Path, row: dict) -> None:
         writer.writerow({k: row[k] for k in CSV_FIELDS})
 
 
-def run_job(job: Job, features_by_align: dict) -> dict:
+def data_key(settings: FitSettings) -> tuple:
+    return tuple(getattr(settings, name) for name in DATA_KEYS)
+
+
+def run_job(job: Job, features_by_data: dict) -> dict:
     """Train one variant; the features were loaded once by the caller (or scattered to this worker)."""
-    result = train(job.settings, features_by_align[job.settings.audio_align], progress=False)
+    result = train(job.settings, features_by_data[data_key(job.settings)], progress=False)
     return {
         "key": job.key, "variant": job.variant, "seed": job.seed,
         **{k: result.best[k] for k in ("epoch", *METRICS)}, "seconds": round(result.seconds, 2),
@@ -184,10 +188,13 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
     if todo:
-        aligns = sorted({job.settings.audio_align for job in todo})
-        features_by_align = {align: load_features(base.features, align) for align in aligns}
+        # one load per choice of features, shared by every variant that trains on it (both modalities: some variants use one)
+        used: dict[tuple, set] = {}
+        for job in todo:
+            used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
+        features_by_data = {key: load_features(base.features, *key, modalities=tuple(sorted(m))) for key, m in used.items()}
         bar = tqdm(total=len(todo), desc="ablate", unit="variant", disable=not progress)
-        for row in _run_all(todo, features_by_align, workers):
+        for row in _run_all(todo, features_by_data, workers):
             append_row(results_csv, row)
             bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
             bar.update(1)
@@ -201,15 +208,15 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     return summary
 
 
-def _run_all(todo: list[Job], features_by_align: dict, workers: int):
+def _run_all(todo: list[Job], features_by_data: dict, workers: int):
     if workers <= 0:
         for job in todo:
-            yield run_job(job, features_by_align)
+            yield run_job(job, features_by_data)
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        shared = client.scatter(features_by_align, broadcast=True)  # one copy per worker, not per task
+        shared = client.scatter(features_by_data, broadcast=True)  # one copy per worker, not per task
         futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
         for future in as_completed(futures):
             yield future.result()

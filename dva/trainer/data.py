@@ -70,30 +70,69 @@ def align_audio(audio: np.ndarray, audio_time: np.ndarray, frame_time: np.ndarra
     return (1 - weight)[:, None] * audio[left] + weight[:, None] * audio[right], mask
 
 
-def load_split(store, split: str, audio_align: str = "nearest", tracks: list[str] | None = None) -> SplitData:
-    """Read every complete track of split (or only these tracks, when they are complete) from an open store
-    into CPU tensors. The tracks left out (failed, incomplete) are named in `SplitData.left_out`."""
+def choose_sets(available: dict[str, dict], visual: str | None, audio: str | None, modalities, store_path: str) -> dict[str, list[str]]:
+    """The feature sets to train on, per modality: the names given (comma-separated), or the store's only set of
+    that modality; none for a modality the model does not use. One-line errors name what the store has."""
+    chosen = {}
+    for modality, given in (("visual", visual), ("audio", audio)):
+        have = [name for name, info in available.items() if info.get("modality") == modality]
+        if given:
+            names = [n.strip() for n in str(given).replace("+", ",").split(",") if n.strip()]
+            for name in names:
+                if name not in have:
+                    where = f"its {modality} sets are {', '.join(have)}" if have else f"it has no {modality} set"
+                    raise ConfigError(f"--{modality}-features {name}: {store_path} has no such {modality} feature set ({where})")
+            chosen[modality] = names
+        elif modality not in modalities:
+            chosen[modality] = []
+        elif len(have) == 1:
+            chosen[modality] = have
+        elif not have:
+            raise ConfigError(f"{store_path} has no {modality} feature set: extract one (dva extract --only {modality}), import one (dva import), or train with --modalities {'audio' if modality == 'visual' else 'visual'}")
+        else:
+            raise ConfigError(f"{store_path} has {len(have)} {modality} feature sets ({', '.join(have)}): choose with --{modality}-features NAME[,NAME]")
+    return chosen
+
+
+def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None) -> SplitData:
+    """Read every track of split whose chosen feature sets (sets: modality -> names, see `choose_sets`) are
+    complete (or only these tracks) from an open store into CPU tensors. Several sets of one modality are
+    concatenated along features (normalisation is per feature, so each keeps its own); a frame is valid for a
+    modality when every one of its sets has it. The tracks left out are named in `SplitData.left_out`."""
+    from dva.stores import why_not_usable
+
     if split not in store.splits():
         raise StoreError(f"{store.path} has no {split!r} split: run `dva extract --split {split}` into it first")
     index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
     wanted = list(index) if tracks is None else [t for t in tracks if t in index]
-    names = [t for t in wanted if index[t].get("complete")]
-    left_out = {t: (f"failed: {index[t]['error']}" if "error" in index[t] else "incomplete") for t in wanted if not index[t].get("complete")}
+    needed = [*sets["visual"], *sets["audio"]]
+    reasons = {t: why_not_usable(index[t], needed) for t in wanted}
+    names = [t for t in wanted if reasons[t] is None]
+    left_out = {t: reason for t, reason in reasons.items() if reason is not None}
     if not names:
-        raise StoreError(f"{store.path}: no complete tracks in split {split!r}: run `dva extract --split {split}`")
+        raise StoreError(f"{store.path}: no track of split {split!r} has {', '.join(needed) or 'any feature set'} complete: run `dva extract --split {split}`")
+    dims = {name: int(store.feature_sets()[name]["dim"]) for name in needed}
     parts: dict[str, list] = {k: [] for k in ("visual", "visual_mask", "audio", "audio_mask", "labels")}
     attrs = []
     for name in names:
-        arrays = store.read_track(split, name)
-        frames = arrays["visual"].shape[0]
-        audio, audio_mask = align_audio(arrays["audio"], arrays["audio_time"], arrays["frame_time"], audio_align)
-        parts["visual"].append(arrays["visual"].astype(np.float16, copy=False))
-        parts["visual_mask"].append(arrays["visual_mask"].astype(bool))
-        parts["audio"].append(audio.astype(np.float16))
-        parts["audio_mask"].append(audio_mask)
-        parts["labels"].append(arrays["labels"].astype(np.float32) if "labels" in arrays else np.full((frames, 2), np.nan, np.float32))
+        frame_time = store.read(split, name, "frame_time")
+        frames = frame_time.shape[0]
+        for modality in ("visual", "audio"):
+            columns, mask = [], np.ones(frames, dtype=bool) if sets[modality] else np.zeros(frames, dtype=bool)
+            for set_name in sets[modality]:
+                arrays = store.read_set(split, name, set_name, modality)
+                if modality == "visual":
+                    values, valid = arrays["data"], arrays["mask"].astype(bool)
+                else:
+                    values, valid = align_audio(arrays["data"].reshape(-1, dims[set_name]), arrays["time"], frame_time, audio_align)
+                columns.append(values.astype(np.float16, copy=False))
+                mask &= valid
+            parts[modality].append(np.concatenate(columns, axis=1) if columns else np.zeros((frames, 0), np.float16))
+            parts[f"{modality}_mask"].append(mask)
+        labels = store.read(split, name, "labels") if index[name].get("labelled") else None
+        parts["labels"].append(labels.astype(np.float32) if labels is not None else np.full((frames, 2), np.nan, np.float32))
         attrs.append(index[name])
-    lengths = [v.shape[0] for v in parts["visual"]]
+    lengths = [v.shape[0] for v in parts["labels"]]
     labels = torch.from_numpy(np.concatenate(parts["labels"]))
     return SplitData(
         split=split,

@@ -19,7 +19,7 @@ import torch
 
 from dva.errors import ConfigError, DvaWarning
 from dva.metrics import ccc, p_va
-from dva.trainer.data import Normaliser, SplitData, gather, left_out_message, load_split, window_index
+from dva.trainer.data import Normaliser, SplitData, choose_sets, gather, left_out_message, load_split, window_index
 
 MODALITIES = ("visual", "audio")
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
@@ -54,6 +54,9 @@ class FitSettings:
     device: str | None = None
     audio_align: str = "nearest"
     descriptions: tuple[str, ...] | None = None  # nine region texts; None = the circumplex defaults
+    visual_features: str | None = None  # feature-set names, comma-separated; None = the store's only visual set
+    audio_features: str | None = None  # likewise for audio
+    text_tower: str | None = None  # MODEL/PRETRAINED of the prompt head's CLIP text tower; None = the store's CLIP set
 
     def validate(self) -> None:
         chosen = self.modality_list
@@ -109,28 +112,61 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
 
 @dataclass
 class Features:
-    """The store's train and val splits on the CPU, read once (ablations share them)."""
+    """The store's train and val splits on the CPU, read once (ablations share them), from the chosen feature sets."""
 
     store_path: str
-    provenance: dict
+    provenance: dict  # dva_version, timeline, feature_sets {name: info} of the chosen sets, sets {modality: [names]}, text_towers
     train: SplitData
     val: SplitData
 
 
-def load_features(store_path: str, audio_align: str = "nearest") -> Features:
-    """Train and val from the store; one DvaWarning names every failed or incomplete track left out."""
+def load_features(store_path: str, audio_align: str = "nearest", visual_features: str | None = None, audio_features: str | None = None, modalities=MODALITIES) -> Features:
+    """Train and val from the chosen feature sets of the store (see `choose_sets`); one DvaWarning names every
+    failed or incomplete track left out."""
     from dva.stores import open_store
 
     store = open_store(store_path, mode="r")
     try:
-        provenance = {k: store.attrs.get(k) for k in ("dva_version", "visual_encoder", "audio_encoder", "preprocessing")}
-        features = Features(str(store_path), provenance, load_split(store, "train", audio_align), load_split(store, "val", audio_align))
+        available = store.feature_sets()
+        sets = choose_sets(available, visual_features, audio_features, modalities, store_path)
+        provenance = {
+            "dva_version": store.attrs.get("dva_version"), "timeline": store.attrs.get("timeline"),
+            "feature_sets": {name: available[name] for names in sets.values() for name in names}, "sets": sets,
+            "text_towers": clip_text_towers(available, sets),
+        }
+        features = Features(str(store_path), provenance, load_split(store, "train", sets, audio_align), load_split(store, "val", sets, audio_align))
     finally:
         store.close()
     message = left_out_message(features.train, features.val)
     if message:
         warnings.warn(DvaWarning(message), stacklevel=2)
     return features
+
+
+def features_for(settings: "FitSettings") -> Features:
+    return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.modality_list)
+
+
+def clip_text_towers(available: dict, sets: dict) -> list[dict]:
+    """The store's CLIP sets as text towers for the prompt head, the chosen visual sets first."""
+    clip_sets = [name for name in sets["visual"] if available[name]["encoder"].get("family") == "clip"]
+    clip_sets += [name for name, info in available.items() if info.get("modality") == "visual" and info.get("encoder", {}).get("family") == "clip" and name not in clip_sets]
+    return [{"model": available[n]["encoder"]["model"], "pretrained": available[n]["encoder"].get("pretrained"), "from_set": n} for n in clip_sets]
+
+
+def text_tower_for(settings: "FitSettings", provenance: dict) -> dict | None:
+    """{"model", "pretrained"} of the CLIP whose text tower the prompt head uses: --text-tower MODEL/PRETRAINED, else the
+    one a checkpoint recorded, else the store's CLIP set (the chosen visual one first); None with --prompt none."""
+    if settings.prompt == "none":
+        return None
+    if settings.text_tower:
+        model, _, pretrained = str(settings.text_tower).partition("/")
+        return {"model": model, "pretrained": pretrained or None}
+    if provenance.get("text_tower"):
+        return provenance["text_tower"]
+    if provenance.get("text_towers"):
+        return provenance["text_towers"][0]
+    raise ConfigError("the prompt head needs a CLIP text tower and the store has no CLIP feature set: pass --text-tower MODEL/PRETRAINED (e.g. ViT-B-32/openai) or --prompt none")
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -142,15 +178,15 @@ def resolve_device(requested: str | None) -> torch.device:
 
 
 def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
-    """The model for these settings; the prompt head gets the frozen text tower of the store's own CLIP."""
+    """The model for these settings; the prompt head gets the frozen CLIP text tower `text_tower_for` names."""
     from dva.trainer.model import VAModel
 
     clip_model = None
     if settings.prompt != "none":
         from dva.pipeline.encoders.clip import load_clip
 
-        visual_encoder = provenance.get("visual_encoder") or {}
-        clip_model = load_clip(visual_encoder["model"], visual_encoder.get("pretrained"), device=str(device))
+        tower = text_tower_for(settings, provenance)
+        clip_model = load_clip(tower["model"], tower.get("pretrained"), device=str(device))
     return VAModel(settings.model_settings(), visual_dim, audio_dim, clip_model=clip_model).to(device)
 
 
@@ -321,7 +357,7 @@ def write_run(result: FitResult, features: Features, out: Path) -> Path:
             "normaliser": result.normaliser.state(),
             "visual_dim": features.train.visual.shape[1],
             "audio_dim": features.train.audio.shape[1],
-            "provenance": features.provenance,
+            "provenance": {**features.provenance, "text_tower": text_tower_for(result.settings, features.provenance)},
         },
         out / "best.pt",
     )
@@ -343,6 +379,6 @@ def _finite(value):
 
 def fit(settings: FitSettings, progress: bool = True) -> tuple[FitResult, Path]:
     """Load the store, train, write the run directory."""
-    features = load_features(settings.features, settings.audio_align)
+    features = features_for(settings)
     result = train(settings, features, progress=progress)
     return result, write_run(result, features, Path(settings.out))

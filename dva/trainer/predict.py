@@ -29,9 +29,26 @@ def load_run(run: Path, device=None):
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     settings = settings_from(**{**checkpoint["settings"], "device": device})
     device = resolve_device(device)
-    model = build_model(settings, checkpoint["provenance"], checkpoint["visual_dim"], checkpoint["audio_dim"], device)
+    provenance = run_provenance(checkpoint["provenance"])
+    model = build_model(settings, provenance, checkpoint["visual_dim"], checkpoint["audio_dim"], device)
     model.load_state_dict(checkpoint["state"], strict=False)
-    return settings, model, Normaliser.from_state(checkpoint["normaliser"]), checkpoint["provenance"]
+    return settings, model, Normaliser.from_state(checkpoint["normaliser"]), provenance
+
+
+def run_provenance(provenance: dict) -> dict:
+    """A checkpoint's provenance in today's terms: a run trained on a dva 0.1 store names its two encoders,
+    which `dva upgrade` turns into feature sets of the same names."""
+    if "feature_sets" in provenance:
+        return provenance
+    from dva.pipeline.encoders.naming import format_1_set_names
+    from dva.stores import format_1_sets
+
+    names = format_1_set_names(provenance)
+    visual = provenance.get("visual_encoder") or {}
+    return {
+        **provenance, "feature_sets": format_1_sets(provenance, names), "sets": {m: [names[m]] for m in names},
+        "text_tower": {"model": visual.get("model"), "pretrained": visual.get("pretrained")},
+    }
 
 
 def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
@@ -54,7 +71,7 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
     """Predict every listed track of split and write `out` (a file, or a folder for per-track); returns
     {"tracks", "frames", "rows", "out", "check", "missing"}. Raises DataError naming the tracks a
     submission would miss, unless allow_incomplete."""
-    from dva.stores import open_store
+    from dva.stores import open_store, sets_mismatch, why_not_usable
     from dva.trainer.data import load_split
     from dva.trainer.fit import predict_frames
 
@@ -65,22 +82,22 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
     settings, model, normaliser, provenance = load_run(run, device)
     store = open_store(features, mode="r")
     try:
-        wanted = provenance.get("visual_encoder"), provenance.get("audio_encoder")
-        have = store.attrs.get("visual_encoder"), store.attrs.get("audio_encoder")
-        if have != wanted:
-            raise ConfigError(f"{features} was extracted with other encoders than the store {run} was trained on; extract with the same flags")
+        mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
+        if mismatch:
+            raise ConfigError(f"{run} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
         if split not in store.splits():
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
         sample_file = resolve_sample(store, split, sample)
         index = store.track_index(split)
         listed = sample_file.track_order() if sample_file else store.split_attrs(split).get("test_list", {}).get("tracks") or list(index)
-        unusable = {t: ("missing from the store" if t not in index else f"failed: {index[t]['error']}" if "error" in index[t] else "incomplete") for t in listed if not index.get(t, {}).get("complete")}
+        needed = list(provenance["feature_sets"])
+        unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
         if unusable:
             named = "; ".join(f"{t} ({why})" for t, why in list(unusable.items())[:10]) + (f"; and {len(unusable) - 10} more" if len(unusable) > 10 else "")
             if not allow_incomplete:
                 raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
             warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)
-        data = load_split(store, split, settings.audio_align, tracks=[t for t in listed if t not in unusable])
+        data = load_split(store, split, provenance["sets"], settings.audio_align, tracks=[t for t in listed if t not in unusable])
     finally:
         store.close()
     data = normaliser.apply(data).to(next(model.parameters()).device)

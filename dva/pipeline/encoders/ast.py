@@ -107,6 +107,11 @@ class AstEncoder:
         self.window_input = self.max_length if self.pad else min(self.max_length, grid_length(self.window_frames, self.patch, self.tstride))
         self.sha256 = weights_sha256(self.model)
 
+    def set_name(self) -> str:
+        from dva.pipeline.encoders.naming import set_name
+
+        return set_name(self.provenance())
+
     def provenance(self) -> dict:
         return {
             "family": self.family, "model": self.model_name, "mode": self.mode,

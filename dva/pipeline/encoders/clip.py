@@ -96,6 +96,11 @@ class ClipEncoder:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             return self.model.encode_image(pixels).float()
 
+    def set_name(self) -> str:
+        from dva.pipeline.encoders.naming import set_name
+
+        return set_name(self.provenance())
+
     def provenance(self) -> dict:
         return {
             "family": self.family,
@@ -109,3 +114,4 @@ class ClipEncoder:
             "dim": self.dim,
             "weights_sha256": self.sha256,
         }
+
