@@ -149,8 +149,10 @@ def features_for(settings: "FitSettings") -> Features:
 
 def clip_text_towers(available: dict, sets: dict) -> list[dict]:
     """The store's CLIP sets as text towers for the prompt head, the chosen visual sets first."""
-    clip_sets = [name for name in sets["visual"] if available[name]["encoder"].get("family") == "clip"]
-    clip_sets += [name for name, info in available.items() if info.get("modality") == "visual" and info.get("encoder", {}).get("family") == "clip" and name not in clip_sets]
+    from dva.pipeline.encoders.naming import is_clip
+
+    clip_sets = [name for name in sets["visual"] if is_clip(available[name].get("encoder") or {})]
+    clip_sets += [name for name, info in available.items() if info.get("modality") == "visual" and is_clip(info.get("encoder") or {}) and name not in clip_sets]
     return [{"model": available[n]["encoder"]["model"], "pretrained": available[n]["encoder"].get("pretrained"), "from_set": n} for n in clip_sets]
 
 

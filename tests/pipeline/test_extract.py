@@ -20,6 +20,7 @@ from tests.conftest import tiny_settings
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
+VISUAL, AUDIO = "clip-dva-tiny-clip-random", "ast-dva-tiny-ast-window"  # the tiny preset's feature sets
 
 
 def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> None:
@@ -30,8 +31,7 @@ def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> Non
     for track in left.tracks(split):
         assert left.is_complete(split, track) and right.is_complete(split, track), track
         x, y = left.read_track(split, track), right.read_track(split, track)
-        assert set(x) == set(y)
-        for name in x:
+        for name in set(x) & set(y):
             if exact or x[name].dtype != np.float16:
                 np.testing.assert_array_equal(x[name], y[name], err_msg=f"{track}/{name}")
             else:
@@ -40,12 +40,17 @@ def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> Non
 
 def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, tiny_store):
     store = open_store(tiny_store)
-    assert store.attrs["visual_encoder"]["model"] and store.attrs["audio_encoder"]["weights_sha256"]
+    sets = store.feature_sets()
+    assert set(sets) == {VISUAL, AUDIO} and store.attrs["format"] == 2
+    assert sets[VISUAL]["encoder"]["model"] == "dva-tiny-clip" and sets[AUDIO]["encoder"]["weights_sha256"]
+    assert sets[VISUAL]["preprocessing"]["visual_source"] == "crops" and sets[AUDIO]["modality"] == "audio"
     for split in ("train", "val", "test"):
         tracks = scan(synth_data, split=split).tracks
         assert sorted(store.tracks(split)) == sorted(t.track for t in tracks)
         for track in tracks:
-            arrays = store.read_track(split, track.track)
+            stored = store.read_track(split, track.track)
+            arrays = {"visual": stored[f"{VISUAL}/data"], "visual_mask": stored[f"{VISUAL}/mask"], "audio": stored[f"{AUDIO}/data"],
+                      "audio_time": stored[f"{AUDIO}/time"], **{k: stored[k] for k in ("frame_time", "labels") if k in stored}}
             rows = track.n_frames if track.n_frames is not None else track.n_video_frames
             assert arrays["visual"].shape[0] == rows and arrays["visual"].dtype == np.float16
             assert arrays["visual_mask"].shape == (rows,) and arrays["frame_time"].shape == (rows,)
@@ -71,12 +76,56 @@ def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, ti
                 assert arrays["audio"].shape[0] == 0 and arrays["audio_time"].shape == (0,)
 
 
-def test_rerun_skips_complete_tracks_and_other_settings_are_refused(synth_data, tiny_store):
+def test_rerun_skips_complete_tracks_and_a_set_name_with_other_settings_is_refused(synth_data, tiny_store):
     report = run_extract(tiny_settings(synth_data, "val", tiny_store))
     assert report.extracted == [] and report.skipped and not report.failed
-    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, "--audio-mode", "tokens"], capture_output=True, text=True)
+    same_name = ["--only", "audio", "--name", AUDIO, "--audio-mode", "tokens"]
+    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, *same_name], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "audio_encoder.mode" in done.stderr and "'window'" in done.stderr
+    assert "encoder.mode" in done.stderr and "'window' != 'tokens'" in done.stderr and AUDIO in done.stderr
+    lonely = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, "--name", "x"], capture_output=True, text=True)
+    assert lonely.returncode == 2 and "--only" in lonely.stderr
+
+
+def _set_checksums(store_path: Path, split: str, names) -> dict[str, str]:
+    """sha256 of every file of these sets' arrays and of the tracks' own arrays (their bytes on disk)."""
+    import hashlib
+
+    sums = {}
+    for track_dir in sorted((store_path / split).iterdir()):
+        for part in (*names, "frame_time", "labels"):
+            for path in sorted((track_dir / part).rglob("*")) if (track_dir / part).exists() else []:
+                if path.is_file():
+                    sums[str(path.relative_to(store_path))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+def test_a_second_encoder_adds_a_set_and_never_rewrites_the_first(synth_data, tiny_store, tmp_path):
+    out = tmp_path / "two"
+    shutil.copytree(tiny_store, out)
+    before = _set_checksums(out, "val", [VISUAL, AUDIO])
+    report = run_extract(tiny_settings(synth_data, "val", out, only="audio", audio_mode="tokens"))
+    assert not report.failed and sorted(report.extracted) == sorted(open_store(tiny_store).tracks("val"))
+    assert _set_checksums(out, "val", [VISUAL, AUDIO]) == before and len(before) > 20
+    store = open_store(out)
+    tokens = "ast-dva-tiny-ast-tokens"
+    assert set(store.feature_sets()) == {VISUAL, AUDIO, tokens} and store.feature_sets()[tokens]["encoder"]["mode"] == "tokens"
+    info = store.summary()["splits"]["val"]["sets"]
+    assert info[tokens]["complete"] == info[VISUAL]["complete"] == len(store.tracks("val"))
+    assert_stores_equal(out, tiny_store, "val")  # the sets both stores have are equal
+    again = run_extract(tiny_settings(synth_data, "val", out, only="audio", audio_mode="tokens"))
+    assert again.extracted == [] and again.skipped  # the same encoder resumes
+
+
+def test_only_visual_makes_one_set_and_reads_no_sound(synth_data, tmp_path, monkeypatch):
+    import dva.pipeline.extract as extract
+
+    monkeypatch.setattr(extract, "read_audio", lambda track, root: pytest.fail("--only visual decoded audio"))
+    report = run_extract(tiny_settings(synth_data, "val", tmp_path / "v", only="visual", name="faces"))
+    store = open_store(tmp_path / "v")
+    assert not report.failed and list(store.feature_sets()) == ["faces"]
+    track = store.tracks("val")[0]
+    assert set(store.read_track("val", track)) == {"frame_time", "labels", "faces/data", "faces/mask"}
 
 
 def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tmp_path):
@@ -94,13 +143,13 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     assert "Traceback" not in done.stderr and "corrupt JPEG" in done.stderr and broken.track in done.stderr
     store = open_store(out)
     summary = store.summary()["splits"]["train"]
-    assert broken.track in summary["failed"]
+    assert broken.track in summary["sets"][VISUAL]["failed"] and broken.track in summary["sets"][AUDIO]["failed"]
     others = [t.track for t in tracks if t.video != broken.video]
     assert all(store.is_complete("train", t) for t in others)
-    mask = store.read("train", victim.track, "visual_mask")
+    mask = store.read("train", victim.track, f"{VISUAL}/mask")
     assert not mask[int(crop.stem) - 1]
     info = json.loads(subprocess.run([*DVA, "info", str(out), "--json"], capture_output=True, text=True).stdout)
-    assert broken.track in info["splits"]["train"]["failed"]
+    assert broken.track in info["splits"]["train"]["sets"][VISUAL]["failed"]
 
 
 def test_kill_9_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
@@ -169,9 +218,9 @@ def test_visual_source_video_decodes_frames_and_masks_rows_past_the_end(synth_da
     report = run_extract(tiny_settings(synth_data, "train", out, visual_source="video"))
     assert not report.failed
     store = open_store(out)
-    assert store.attrs["preprocessing"]["visual_source"] == "video"
+    assert store.feature_sets()[VISUAL]["preprocessing"]["visual_source"] == "video"
     for track in scan(synth_data, split="train").tracks:
-        mask = store.read("train", track.track, "visual_mask")
+        mask = store.read("train", track.track, f"{VISUAL}/mask")
         np.testing.assert_array_equal(mask, np.arange(track.n_frames) < track.n_video_frames)
 
 
@@ -223,5 +272,5 @@ def test_a_pair_decodes_and_encodes_its_shared_sound_once(synth_data, tmp_path, 
     assert not report.failed and len(read) == len(videos) == len(encoded) < len(tracks)
     assert "synth_000_right" not in read
     store = open_store(tmp_path / "pair")
-    for name in ("audio", "audio_time"):
+    for name in (f"{AUDIO}/data", f"{AUDIO}/time"):
         np.testing.assert_array_equal(store.read("train", "synth_000_left", name), store.read("train", "synth_000_right", name))

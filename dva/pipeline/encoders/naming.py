@@ -6,6 +6,12 @@ from __future__ import annotations
 from pathlib import PurePath
 
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
+CLIP_FAMILIES = ("clip", "open_clip")  # provenance says open_clip: the library that built it
+
+
+def is_clip(provenance: dict) -> bool:
+    """Whether a set's encoder is a CLIP image tower (whose text tower the prompt head can use)."""
+    return provenance.get("family") in CLIP_FAMILIES
 
 
 def safe_name(text: str) -> str:
@@ -16,7 +22,7 @@ def safe_name(text: str) -> str:
 def set_name(provenance: dict) -> str:
     """clip-ViT-B-32-openai, ast-window, ast-tokens, ast-<model>-window-padded, ..."""
     family, model = provenance.get("family", "encoder"), str(provenance.get("model"))
-    if family == "clip":
+    if family in CLIP_FAMILIES:
         pretrained = provenance.get("pretrained") or "random"
         return safe_name(f"clip-{model}-{PurePath(str(pretrained)).name}")
     if family == "ast":
