@@ -41,17 +41,22 @@ def track_arrays(frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 def grow_store(path: Path, tracks: int, frames: int, rng: np.random.Generator) -> None:
-    """Add tracks to the store until it holds `tracks`; every fifth track goes to val (80/20 at every size)."""
+    """Add tracks to the store until it holds `tracks`; every fifth track goes to val (80/20 at every size).
+    Each track has one visual and one audio feature set, as one `dva extract` writes them."""
     with open_store(path, "a") as store:
         if not store.attrs:
-            store.set_attrs({"dva_version": dva.__version__, "visual_encoder": {"model": "benchmark", "dim": 512},
-                             "audio_encoder": {"model": "benchmark", "dim": 768}, "preprocessing": {}})
+            store.set_attrs({"dva_version": dva.__version__})
+            store.add_feature_set("visual", {"modality": "visual", "dim": 512, "encoder": {"family": "benchmark"}, "preprocessing": {}})
+            store.add_feature_set("audio", {"modality": "audio", "dim": 768, "encoder": {"family": "benchmark"}, "preprocessing": {}})
             for split in ("train", "val"):
                 store.ensure_split(split)
         have = sum(len(store.tracks(split)) for split in ("train", "val"))
         for i in range(have, tracks):
             attrs = {"video": f"videos/batch1/track_{i:04d}.mp4", "subject": None, "fps": 25.0, "n_frames": frames, "has_audio": True}
-            store.write_track("val" if i % 5 == 4 else "train", f"track_{i:04d}", track_arrays(frames, rng), attrs)
+            split, track, arrays = "val" if i % 5 == 4 else "train", f"track_{i:04d}", track_arrays(frames, rng)
+            store.create_track(split, track, {"frame_time": arrays["frame_time"], "labels": arrays["labels"]}, attrs)
+            store.write_set(split, track, "visual", "visual", {"data": arrays["visual"], "mask": arrays["visual_mask"]})
+            store.write_set(split, track, "audio", "audio", {"data": arrays["audio"], "time": arrays["audio_time"]})
 
 
 def time_info(path: Path) -> float:

@@ -39,6 +39,16 @@ def synth_data(tmp_path_factory) -> Path:
     return out
 
 
+TINY_VISUAL, TINY_AUDIO = "clip-dva-tiny-clip-random", "ast-dva-tiny-ast-window"  # the tiny preset's feature-set names
+
+
+def by_modality(store, split: str, track: str, visual: str = TINY_VISUAL, audio: str = TINY_AUDIO) -> dict:
+    """A track's arrays under plain names (visual, visual_mask, audio, audio_time, frame_time, labels)."""
+    stored = store.read_track(split, track, [visual, audio])
+    return {"visual": stored[f"{visual}/data"], "visual_mask": stored[f"{visual}/mask"], "audio": stored[f"{audio}/data"],
+            "audio_time": stored[f"{audio}/time"], **{k: stored[k] for k in ("frame_time", "labels") if k in stored}}
+
+
 def tiny_settings(data: Path, split: str, out: Path, **overrides):
     from dva.pipeline.encoders import PRESETS
     from dva.pipeline.extract import ExtractSettings

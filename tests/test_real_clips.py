@@ -14,7 +14,7 @@ import pytest
 
 from dva.data.aff_wild2 import scan
 from dva.stores import open_store
-from tests.conftest import BLOCKED, write_annotation
+from tests.conftest import BLOCKED, TINY_AUDIO, TINY_VISUAL, by_modality, write_annotation
 
 DVA = [sys.executable, "-m", "dva.cli"]
 
@@ -74,17 +74,17 @@ def test_real_clips_scan_as_released(real_data):
 
 def test_real_clips_land_in_the_store_with_the_right_shapes(real_data, real_store):
     store = open_store(real_store)
-    assert store.attrs["preprocessing"]["visual_source"] == "video"
-    bunny = store.read_track("train", "bigbuckbunny")
+    assert store.feature_sets()[TINY_VISUAL]["preprocessing"]["visual_source"] == "video"
+    bunny = by_modality(store, "train", "bigbuckbunny")
     assert bunny["visual"].shape[0] == 135 and bunny["visual_mask"].tolist() == [True] * 132 + [False] * 3
     assert np.isnan(bunny["labels"][20:35]).all() and not np.isnan(bunny["labels"][:20]).any()
     assert bunny["audio"].shape[0] > 40 and bunny["audio_time"][-1] < 5.4
-    assert store.read("train", "bikes_right", "visual").shape[0] == 246
-    assert store.read("val", "carphone_pristine", "audio").shape[0] == 0
-    phone = store.read_track("test", "carphone_distorted")
+    assert store.read("train", "bikes_right", f"{TINY_VISUAL}/data").shape[0] == 246
+    assert store.read("val", "carphone_pristine", f"{TINY_AUDIO}/data").shape[0] == 0
+    phone = by_modality(store, "test", "carphone_distorted")
     assert phone["visual"].shape[0] == 123 and phone["visual_mask"].tolist() == [True] * 120 + [False] * 3
     assert phone["frame_time"][1] == pytest.approx(1 / 29.97, abs=1e-4) and np.all(np.diff(phone["frame_time"]) > 0)
-    for name in ("audio", "audio_time"):  # a two-person video's sound, encoded once, for both tracks
+    for name in (f"{TINY_AUDIO}/data", f"{TINY_AUDIO}/time"):  # a two-person video's sound, encoded once, for both tracks
         np.testing.assert_array_equal(store.read("test", "bunny_duo_left", name), store.read("test", "bunny_duo_right", name))
 
 

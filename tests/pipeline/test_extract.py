@@ -16,11 +16,11 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.pipeline.extract import run_extract
 from dva.stores import open_store
-from tests.conftest import tiny_settings
+from tests.conftest import TINY_AUDIO, TINY_VISUAL, by_modality, tiny_settings
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
-VISUAL, AUDIO = "clip-dva-tiny-clip-random", "ast-dva-tiny-ast-window"  # the tiny preset's feature sets
+VISUAL, AUDIO = TINY_VISUAL, TINY_AUDIO
 
 
 def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> None:
@@ -48,9 +48,7 @@ def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, ti
         tracks = scan(synth_data, split=split).tracks
         assert sorted(store.tracks(split)) == sorted(t.track for t in tracks)
         for track in tracks:
-            stored = store.read_track(split, track.track)
-            arrays = {"visual": stored[f"{VISUAL}/data"], "visual_mask": stored[f"{VISUAL}/mask"], "audio": stored[f"{AUDIO}/data"],
-                      "audio_time": stored[f"{AUDIO}/time"], **{k: stored[k] for k in ("frame_time", "labels") if k in stored}}
+            arrays = by_modality(store, split, track.track)
             rows = track.n_frames if track.n_frames is not None else track.n_video_frames
             assert arrays["visual"].shape[0] == rows and arrays["visual"].dtype == np.float16
             assert arrays["visual_mask"].shape == (rows,) and arrays["frame_time"].shape == (rows,)

@@ -11,7 +11,7 @@ from dva.errors import DataError
 from dva.pipeline.extract import run_extract
 from dva.pipeline.media import frame_times, read_audio, times_for_rows
 from dva.stores import open_store
-from tests.conftest import tiny_settings, write_annotation
+from tests.conftest import TINY_AUDIO, by_modality, tiny_settings, write_annotation
 from tests.test_real_clips import _clips
 
 RATE = 16000
@@ -180,7 +180,7 @@ def timed_store(tmp_path_factory):
 
 def test_extract_stores_the_timestamps_of_a_variable_frame_rate_video(timed_store):
     _, out, seconds = timed_store
-    stored = open_store(out).read_track("train", "vfr")
+    stored = by_modality(open_store(out), "train", "vfr")
     np.testing.assert_allclose(stored["frame_time"][:40], seconds, atol=1e-3)
     assert np.all(np.diff(stored["frame_time"]) > 0)  # the 2 rows past the end too
     assert stored["visual_mask"].tolist() == [True] * 40 + [False] * 2
@@ -189,7 +189,7 @@ def test_extract_stores_the_timestamps_of_a_variable_frame_rate_video(timed_stor
 def test_extract_stores_late_sound_at_its_time(timed_store):
     root, out, _ = timed_store
     store = open_store(out)
-    late, plain = store.read("train", "late", "audio_time"), store.read("train", "plain", "audio_time")
+    late, plain = store.read("train", "late", f"{TINY_AUDIO}/time"), store.read("train", "plain", f"{TINY_AUDIO}/time")
     start = read_audio(root / "videos" / "batch1" / "late.mp4").start
     assert start > 0.4 and read_audio(root / "videos" / "batch1" / "plain.mp4").start == 0.0
     n = min(late.shape[0], plain.shape[0])

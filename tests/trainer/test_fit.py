@@ -10,7 +10,7 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.trainer.fit import FitSettings, fit, load_features, train
 
-from tests.conftest import BLOCKED
+from tests.conftest import BLOCKED, TINY_VISUAL
 
 QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=16)
 
@@ -24,7 +24,7 @@ def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
     assert best["p_va"] > 0.2  # a constant predictor scores 0
     assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
     config = json.loads((out / "config.json").read_text())
-    assert config["settings"]["fusion"] == "hierarchical" and config["store"]["visual_encoder"]["weights_sha256"]
+    assert config["settings"]["fusion"] == "hierarchical" and config["store"]["feature_sets"][TINY_VISUAL]["encoder"]["weights_sha256"]
     assert list((out / "val_predictions").glob("*.txt"))
 
 

@@ -11,7 +11,7 @@ import pytest
 from dva.data.synth import SAMPLE_FILE
 from dva.data.test_set import read_sample_file
 from dva.stores import open_store
-from tests.conftest import BLOCKED
+from tests.conftest import BLOCKED, TINY_VISUAL
 
 HEADER = "image_location,valence,arousal"
 
@@ -33,7 +33,7 @@ def test_submission_has_the_sample_rows_in_order_and_is_checked(run_dir, tiny_st
     # the sample's rows, not the decoded frames, decided the stored length of each test track
     store = open_store(tiny_store)
     for track, rows in sample.rows_per_track().items():
-        assert store.read("test", track, "visual").shape[0] == rows
+        assert store.read("test", track, f"{TINY_VISUAL}/data").shape[0] == rows
 
 
 def test_another_sample_order_is_followed_row_for_row(run_dir, tiny_store, synth_data, tmp_path):
@@ -57,8 +57,9 @@ def store_with_failures(tiny_store, tmp_path):
     shutil.copytree(tiny_store, copy)
     with open_store(copy, "a") as store:
         victim = store.tracks("test")[0]
-        store.mark_failed("test", victim, "videos/batch1/x.mp4: video cannot be decoded")
-        store.mark_failed("val", "ghost", "videos/batch2/ghost.mp4: video cannot be decoded")
+        sets = list(store.feature_sets())
+        store.mark_failed("test", victim, "videos/batch1/x.mp4: video cannot be decoded", sets)
+        store.mark_failed("val", "ghost", "videos/batch2/ghost.mp4: video cannot be decoded", sets)
     return copy, victim
 
 
