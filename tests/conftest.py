@@ -74,6 +74,24 @@ def tiny_store(synth_data, tmp_path_factory) -> Path:
     return out
 
 
+TOKENS = "ast-dva-tiny-ast-tokens"  # a second audio set: the tiny AST in tokens mode
+
+
+@pytest.fixture(scope="session")
+def two_audio_store(tiny_store, synth_data, tmp_path_factory) -> Path:
+    """A copy of the tiny store with a second audio set (AST tokens mode) added for train and val by `--only audio`."""
+    import shutil
+
+    from dva.pipeline.extract import run_extract
+
+    out = tmp_path_factory.mktemp("stores") / "two-audio"
+    shutil.copytree(tiny_store, out)
+    for split in ("train", "val"):
+        report = run_extract(tiny_settings(synth_data, split, out, only="audio", audio_mode="tokens"))
+        assert not report.failed and report.extracted, report
+    return out
+
+
 # Runs a dva command with the video decoders made unimportable: fit/predict/ablate must not need them.
 BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
 
