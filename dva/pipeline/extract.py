@@ -123,8 +123,8 @@ def build_encoders(settings: ExtractSettings, device: str):
     """(visual encoder, audio encoder) for these settings on device."""
     from dva.pipeline.encoders import build_audio, build_visual
 
-    visual = build_visual(settings.clip_model, settings.clip_pretrained, device)
-    audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
+    visual = build_visual("clip", settings.clip_model, settings.clip_pretrained, device)
+    audio = build_audio("ast", settings.ast_model, device, mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad)
     return visual, audio
 
 
