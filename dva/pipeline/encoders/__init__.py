@@ -2,7 +2,8 @@
 
 An encoder answers four things: how to build it (name, weights or path, device), how to
 preprocess a batch, how to encode a batch, and its provenance for the store's attrs.
-Visual families: clip (open_clip); audio families: ast. A new family is one new module imported below.
+Visual families: clip (open_clip), hf (transformers image backbones); audio families: ast,
+wav2vec2 (wav2vec2, HuBERT, WavLM). A new family is one new module imported below.
 `--preset tiny` is one more named configuration: small random-initialised (seeded)
 architectures of every family, built by the same code path as the real ones.
 
@@ -11,7 +12,7 @@ Importing this package does not import torch: the family modules import it when 
 
 from __future__ import annotations
 
-from dva.pipeline.encoders import ast, clip  # noqa: F401  (each registers its family)
+from dva.pipeline.encoders import ast, clip, hf, wav2vec2  # noqa: F401  (each registers its family)
 from dva.pipeline.encoders.base import (
     AudioEncoder,
     VisualEncoder,
@@ -27,15 +28,17 @@ __all__ = [
     "quiet_logging", "register_encoder", "weights_sha256",
 ]
 
-VISUAL_FAMILIES = families("visual")
-AUDIO_FAMILIES = families("audio")
+VISUAL_FAMILIES = families("visual")  # ("clip", "hf")
+AUDIO_FAMILIES = families("audio")  # ("ast", "wav2vec2")
 
 PRESETS = {
     "default": {
         "clip_model": "ViT-B-32", "clip_pretrained": "openai", "ast_model": ast.DEFAULT_AST,
+        "hf_model": hf.DEFAULT_HF, "wav2vec2_model": wav2vec2.DEFAULT_WAV2VEC2,
     },
     "tiny": {
         "clip_model": "dva-tiny-clip", "clip_pretrained": None, "ast_model": ast.TINY_AST,
+        "hf_model": hf.TINY_HF, "wav2vec2_model": wav2vec2.TINY_WAV2VEC2,
     },
 }
 
@@ -49,7 +52,7 @@ def build_visual(family: str, model: str, pretrained: str | None = None, device:
 def build_audio(family: str, model: str, device: str = "cpu", *, mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False, layer: str | int = "mean") -> AudioEncoder:
     """A frozen audio encoder of a registered family (model: name, hub id or local directory). Options:
     mode (ast: window | tokens), window and hop in seconds (the audio steps), pad (ast window mode),
-    layer (a hidden-state index or "mean"); each family takes those it names and ignores the rest."""
+    layer (wav2vec2: a hidden-state index or "mean"); each family takes those it names and ignores the rest."""
     cls = encoder_class("audio", family)
     given = {"mode": mode, "window": window, "hop": hop, "pad": pad, "layer": layer}
     return cls(model, device, **{name: value for name, value in given.items() if name in cls.options})
