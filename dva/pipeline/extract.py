@@ -40,9 +40,14 @@ class ExtractSettings:
     data: str
     split: str
     out: str = "stores"
+    visual_encoder: str = "clip"  # a family of dva.pipeline.encoders.VISUAL_FAMILIES
+    audio_encoder: str = "ast"  # a family of AUDIO_FAMILIES
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"
+    hf_model: str = "google/vit-base-patch16-224-in21k"
     ast_model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
+    wav2vec2_model: str = "facebook/wav2vec2-base"
+    audio_layer: str = "mean"  # wav2vec2: a hidden-state index, or "mean" of them all
     audio_mode: str = "window"
     audio_window: float = 1.0
     audio_hop: float = 0.1
@@ -60,6 +65,14 @@ class ExtractSettings:
     claim_timeout: float = 600.0  # seconds without a heartbeat before another process takes a claim over
 
     def validate(self) -> None:
+        from dva.pipeline.encoders import AUDIO_FAMILIES, VISUAL_FAMILIES
+
+        if self.visual_encoder not in VISUAL_FAMILIES:
+            raise ConfigError(f"--visual-encoder must be one of {', '.join(VISUAL_FAMILIES)}, not {self.visual_encoder!r}")
+        if self.audio_encoder not in AUDIO_FAMILIES:
+            raise ConfigError(f"--audio-encoder must be one of {', '.join(AUDIO_FAMILIES)}, not {self.audio_encoder!r}")
+        if not (str(self.audio_layer) == "mean" or str(self.audio_layer).isdigit()):
+            raise ConfigError(f"--audio-layer must be 'mean' or a hidden-state index 0, 1, 2, ..., not {self.audio_layer!r}")
         if self.visual_source not in VISUAL_SOURCES:
             raise ConfigError(f"--visual-source must be one of {', '.join(VISUAL_SOURCES)}, not {self.visual_source!r}")
         if self.audio_mode not in AUDIO_MODES:
@@ -120,11 +133,16 @@ def default_device() -> str:
 
 
 def build_encoders(settings: ExtractSettings, device: str):
-    """(visual encoder, audio encoder) for these settings on device."""
+    """(visual encoder, audio encoder) of the settings' families on device; each family reads its own model field."""
     from dva.pipeline.encoders import build_audio, build_visual
 
-    visual = build_visual("clip", settings.clip_model, settings.clip_pretrained, device)
-    audio = build_audio("ast", settings.ast_model, device, mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad)
+    visual_model = {"clip": settings.clip_model, "hf": settings.hf_model}
+    audio_model = {"ast": settings.ast_model, "wav2vec2": settings.wav2vec2_model}
+    visual = build_visual(settings.visual_encoder, visual_model.get(settings.visual_encoder, ""), settings.clip_pretrained, device)
+    audio = build_audio(
+        settings.audio_encoder, audio_model.get(settings.audio_encoder, ""), device,
+        mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad, layer=settings.audio_layer,
+    )
     return visual, audio
 
 

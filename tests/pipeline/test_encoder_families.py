@@ -300,3 +300,35 @@ def test_hf_bad_ids_are_encoder_errors(tmp_path):
     with pytest.raises(EncoderError, match="--hf-model"):
         build_visual("hf", "vit-base")
 
+
+# --------------------------------------------------------------------------- extract settings -> encoders
+
+
+def test_extract_settings_pick_the_families_and_each_reads_its_own_model_field():
+    from dva.pipeline.extract import ExtractSettings, build_encoders
+
+    settings = ExtractSettings(data=".", split="train", visual_encoder="hf", audio_encoder="wav2vec2", audio_layer="1", **{
+        key: TINY[key] for key in ("clip_model", "clip_pretrained", "ast_model", "hf_model", "wav2vec2_model")})
+    settings.validate()
+    visual, audio = build_encoders(settings, "cpu")
+    assert (visual.family, visual.provenance()["model"]) == ("hf", TINY["hf_model"])
+    assert (audio.family, audio.provenance()["model"], audio.provenance()["layer"]) == ("wav2vec2", TINY["wav2vec2_model"], 1)
+    default_families = ExtractSettings(data=".", split="train", clip_model=TINY["clip_model"], clip_pretrained=None, ast_model=TINY["ast_model"])
+    assert [encoder.family for encoder in build_encoders(default_families, "cpu")] == ["clip", "ast"]
+
+
+@pytest.mark.parametrize("field, value", [("visual_encoder", "dino"), ("audio_encoder", "whisper"), ("audio_layer", "-1"), ("audio_layer", "last")])
+def test_extract_settings_refuse_an_unknown_family_or_layer(field, value):
+    from dva.errors import ConfigError
+    from dva.pipeline.extract import ExtractSettings
+
+    with pytest.raises(ConfigError, match=field.replace("_", "-")):
+        ExtractSettings(data=".", split="train", **{field: value}).validate()
+
+
+def test_a_store_extracts_with_the_hf_and_wav2vec2_families(synth_data, tmp_path):
+    from dva.pipeline.extract import run_extract
+    from tests.conftest import tiny_settings
+
+    report = run_extract(tiny_settings(synth_data, "val", tmp_path / "store", visual_encoder="hf", audio_encoder="wav2vec2", hf_model=TINY["hf_model"], wav2vec2_model=TINY["wav2vec2_model"]))
+    assert report.extracted and not report.failed and report.frames > 0
