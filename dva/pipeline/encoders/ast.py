@@ -12,12 +12,11 @@ Two modes over the same fbank:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from dva.errors import EncoderError
-from dva.pipeline.encoders.base import AudioEncoder, basename, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, register_encoder, set_name, weights_sha256
 
 SAMPLE_RATE = 16000
 MEL_BINS = 128
@@ -74,16 +73,9 @@ def load_ast(model: str, device: str = "cpu"):
             torch.manual_seed(0)
             ast = ASTModel(config)
     else:
-        if ("/" not in model or model.startswith((".", "/", "~"))) and not Path(model).expanduser().is_dir():
-            raise EncoderError(f"--ast-model {model!r} is neither a local directory nor a hub id like MIT/ast-finetuned-audioset-10-10-0.4593")
-        try:
-            with quiet_logging():
-                ast = ASTModel.from_pretrained(str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model)
-        except (OSError, ValueError) as exc:
-            raise EncoderError(
-                f"cannot load AST {model!r}: {str(exc).splitlines()[0][:200]} "
-                "(weights download once with network; offline, pass a local directory to --ast-model)"
-            ) from None
+        source = local_or_hub(model, "--ast-model", DEFAULT_AST)
+        with loading("AST", model, "--ast-model"):
+            ast = ASTModel.from_pretrained(source)
     return ast.to(device).eval().requires_grad_(False)
 
 
