@@ -92,8 +92,10 @@ class Wav2Vec2Encoder(AudioEncoder):
         import torch
 
         self.layer = parse_layer(layer)
-        if not (window > 0 and hop > 0 and chunk > 0 and context >= 0):
+        if not (window > 0 and hop > 0):
             raise EncoderError("--audio-window and --audio-hop must be positive")
+        if not (chunk > 0 and context >= 0):
+            raise ValueError(f"chunk must be positive and context not negative, not {chunk}, {context}")
         self.model_name, self.window, self.hop = model, float(window), float(hop)
         self.device = torch.device(device)
         self.model, extractor = load_wav2vec2(model, device)
