@@ -19,6 +19,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/extract.py
+	$(VENV)/bin/python benchmarks/encoders.py
 	$(VENV)/bin/python benchmarks/fit.py
 	$(VENV)/bin/python benchmarks/ablate.py
 	$(VENV)/bin/python benchmarks/audio_memory.py

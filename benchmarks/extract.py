@@ -102,8 +102,8 @@ def small_scale(args, tmp: Path) -> None:
     data = tmp / "data"
     synth(data, tracks=args.tracks, seconds=args.seconds, seed=0, progress=False)
     tracks = scan(data, split="train").tracks
-    visual = build_visual(args.clip_model, args.pretrained, args.device)
-    audio = build_audio(args.ast_model, args.device, args.audio_mode, 1.0, 0.1)
+    visual = build_visual("clip", args.clip_model, args.pretrained, args.device)
+    audio = build_audio("ast", args.ast_model, args.device, mode=args.audio_mode, window=1.0, hop=0.1)
     print(f"device {args.device}, visual {args.clip_model} ({visual.image_size}px), audio {Path(args.ast_model).name} ({args.audio_mode}), "
           f"{len(tracks)} train tracks, torch threads {torch.get_num_threads()}")
 
@@ -170,7 +170,7 @@ def ast_forms(args, wave: np.ndarray, tmp: Path) -> None:
     sync = synchronize(args.device)
     folder = "dva-tiny-ast" if args.quick else save_ast_base(tmp / "ast-base-forms")
     forms = {"padded": ("window", True), "native": ("window", False), "tokens": ("tokens", False)}
-    encoders = {name: build_audio(folder, args.device, mode, 1.0, 0.1, pad) for name, (mode, pad) in forms.items()}
+    encoders = {name: build_audio("ast", folder, args.device, mode=mode, window=1.0, hop=0.1, pad=pad) for name, (mode, pad) in forms.items()}
     timings, features = {name: [] for name in forms}, {}
     for name, encoder in encoders.items():
         encoder.encode_waveform(wave[:16000], batch_size=16)  # warm-up
@@ -244,8 +244,8 @@ def release_scale(args, tmp: Path) -> None:
     write_release_like(data, args.minutes, args.track_minutes)
     tracks = scan(data, split="train").tracks
     frames = sum(t.n_video_frames for t in tracks)
-    visual = build_visual(args.clip_model, args.pretrained, args.device)
-    audio = build_audio(args.ast_model, args.device, args.audio_mode, 1.0, 0.1, args.audio_pad)
+    visual = build_visual("clip", args.clip_model, args.pretrained, args.device)
+    audio = build_audio("ast", args.ast_model, args.device, mode=args.audio_mode, window=1.0, hop=0.1, pad=args.audio_pad)
     form = f"{args.audio_mode}" + (f", {'padded' if args.audio_pad else 'native'}" if args.audio_mode == "window" else "")
     ast_name = "AST-base" if Path(args.ast_model).name == AST_BASE else Path(args.ast_model).name
     print(f"device {args.device}, {len(tracks)} tracks, {frames} frames ({frames / 30 / 60:.1f} min at 30 fps), {visual.image_size}px {args.clip_model}, "

@@ -31,7 +31,6 @@ from dva.pipeline import media
 from dva.stores import MODALITIES, check_set_name, complete_sets, set_differences, set_errors
 
 VISUAL_SOURCES = ("auto", "crops", "video")
-AUDIO_MODES = ("window", "tokens")
 # how frame times are made: shared by every feature set of a store, so a store never mixes two clocks
 TIMELINE = {"frame_time": "container timestamps (video packet pts), 0 at the first frame", "audio_start": "PyAV, start offset applied on the frame clock"}
 
@@ -43,9 +42,14 @@ class ExtractSettings:
     data: str
     split: str
     out: str = "stores"
+    visual_encoder: str = "clip"  # a family of dva.pipeline.encoders.VISUAL_FAMILIES
+    audio_encoder: str = "ast"  # a family of AUDIO_FAMILIES
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"
+    hf_model: str = "google/vit-base-patch16-224-in21k"
     ast_model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
+    wav2vec2_model: str = "facebook/wav2vec2-base"
+    audio_layer: str = "mean"  # wav2vec2: a hidden-state index, or "mean" of them all
     audio_mode: str = "window"
     audio_window: float = 1.0
     audio_hop: float = 0.1
@@ -69,6 +73,15 @@ class ExtractSettings:
         return (self.only,) if self.only else MODALITIES
 
     def validate(self) -> None:
+        from dva.pipeline.encoders import AUDIO_FAMILIES, VISUAL_FAMILIES
+        from dva.pipeline.encoders.ast import MODES as AUDIO_MODES
+
+        if self.visual_encoder not in VISUAL_FAMILIES:
+            raise ConfigError(f"--visual-encoder must be one of {', '.join(VISUAL_FAMILIES)}, not {self.visual_encoder!r}")
+        if self.audio_encoder not in AUDIO_FAMILIES:
+            raise ConfigError(f"--audio-encoder must be one of {', '.join(AUDIO_FAMILIES)}, not {self.audio_encoder!r}")
+        if not (str(self.audio_layer) == "mean" or str(self.audio_layer).isdigit()):
+            raise ConfigError(f"--audio-layer must be 'mean' or a hidden-state index 0, 1, 2, ..., not {self.audio_layer!r}")
         if self.visual_source not in VISUAL_SOURCES:
             raise ConfigError(f"--visual-source must be one of {', '.join(VISUAL_SOURCES)}, not {self.visual_source!r}")
         if self.audio_mode not in AUDIO_MODES:
@@ -138,17 +151,27 @@ def default_device() -> str:
 
 
 def build_encoders(settings: ExtractSettings, device: str):
-    """(visual encoder, audio encoder) for these settings on device; None for a modality left out by --only."""
+    """(visual encoder, audio encoder) of the settings' families on device, each family reading its own model
+    field; None for a modality left out by --only."""
     from dva.pipeline.encoders import build_audio, build_visual
 
-    visual = build_visual(settings.clip_model, settings.clip_pretrained, device) if "visual" in settings.modalities else None
-    audio = None
+    visual_model = {"clip": settings.clip_model, "hf": settings.hf_model}
+    audio_model = {"ast": settings.ast_model, "wav2vec2": settings.wav2vec2_model}
+    visual = audio = None
+    if "visual" in settings.modalities:
+        visual = build_visual(settings.visual_encoder, visual_model.get(settings.visual_encoder, ""), settings.clip_pretrained, device)
     if "audio" in settings.modalities:
-        audio = build_audio(settings.ast_model, device, settings.audio_mode, settings.audio_window, settings.audio_hop, settings.audio_pad)
+        audio = build_audio(
+            settings.audio_encoder, audio_model.get(settings.audio_encoder, ""), device,
+            mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad, layer=settings.audio_layer,
+        )
     return visual, audio
 
 
-ENCODER_FIELDS = ("only", "name", "clip_model", "clip_pretrained", "ast_model", "audio_mode", "audio_window", "audio_hop", "audio_pad")
+ENCODER_FIELDS = (
+    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "hf_model", "ast_model", "wav2vec2_model",
+    "audio_mode", "audio_window", "audio_hop", "audio_pad", "audio_layer",
+)
 
 
 def encoder_key(settings: ExtractSettings) -> tuple:

@@ -13,11 +13,11 @@ TINY = PRESETS["tiny"]
 
 @pytest.fixture(scope="module")
 def clip():
-    return build_visual(TINY["clip_model"], TINY["clip_pretrained"])
+    return build_visual("clip", TINY["clip_model"], TINY["clip_pretrained"])
 
 
 def test_tiny_clip_is_seeded_and_encodes_batches(clip):
-    again = build_visual(TINY["clip_model"], TINY["clip_pretrained"])
+    again = build_visual("clip", TINY["clip_model"], TINY["clip_pretrained"])
     assert again.sha256 == clip.sha256 and clip.provenance()["weights_sha256"] == clip.sha256
     images = torch.randint(0, 256, (5, 3, 112, 112), dtype=torch.uint8)
     features = clip.encode(clip.preprocess(images))
@@ -47,15 +47,15 @@ def test_tensor_preprocessing_matches_open_clip_transform(clip, shape):
 
 def test_unknown_clip_model_or_missing_checkpoint_is_an_encoder_error(tmp_path):
     with pytest.raises(EncoderError, match="unknown open_clip model"):
-        build_visual("ViT-Huge-Nonexistent", None)
+        build_visual("clip", "ViT-Huge-Nonexistent", None)
     with pytest.raises(EncoderError, match="neither a checkpoint file nor a tag"):
-        build_visual("ViT-B-32", str(tmp_path / "missing.pt"))
+        build_visual("clip", "ViT-B-32", str(tmp_path / "missing.pt"))
 
 
 def test_clip_loads_a_local_checkpoint_file(clip, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save(clip.model.state_dict(), path)
-    loaded = build_visual(TINY["clip_model"], str(path))
+    loaded = build_visual("clip", TINY["clip_model"], str(path))
     assert loaded.sha256 == clip.sha256 and loaded.provenance()["pretrained"] == str(path)
 
 
@@ -69,7 +69,7 @@ def test_fbank_equals_the_ast_feature_extractor():
 
 @pytest.mark.parametrize("mode", ["window", "tokens"])
 def test_ast_steps_cover_the_audio_in_time_order(mode):
-    encoder = build_audio(TINY["ast_model"], "cpu", mode, window=1.0, hop=0.1)
+    encoder = build_audio("ast", TINY["ast_model"], "cpu", mode=mode, window=1.0, hop=0.1)
     wave = np.random.default_rng(1).normal(0, 0.1, int(16000 * 7.5)).astype(np.float32)
     features, times = encoder.encode_waveform(wave, batch_size=8)
     assert features.shape == (times.shape[0], encoder.dim) and np.isfinite(features).all()
@@ -78,18 +78,18 @@ def test_ast_steps_cover_the_audio_in_time_order(mode):
         assert times.shape[0] == 75
     else:
         assert 60 <= times.shape[0] <= 75  # ~10 Hz: one feature per 10-frame time column
-    again, _ = build_audio(TINY["ast_model"], "cpu", mode).encode_waveform(wave, batch_size=32)
+    again, _ = build_audio("ast", TINY["ast_model"], "cpu", mode=mode).encode_waveform(wave, batch_size=32)
     np.testing.assert_allclose(features, again, atol=1e-5)  # seeded weights; batch size does not matter
 
 
 def test_empty_audio_gives_zero_rows_and_bad_ids_are_encoder_errors(tmp_path):
-    encoder = build_audio(TINY["ast_model"])
+    encoder = build_audio("ast", TINY["ast_model"])
     features, times = encoder.encode_waveform(np.zeros(0, np.float32))
     assert features.shape == (0, encoder.dim) and times.shape == (0,)
     with pytest.raises(EncoderError):
-        build_audio(str(tmp_path / "no-such-dir"))
+        build_audio("ast", str(tmp_path / "no-such-dir"))
     with pytest.raises(EncoderError):
-        build_audio(TINY["ast_model"], mode="frames")
+        build_audio("ast", TINY["ast_model"], mode="frames")
 
 
 def _randomise_positions(encoder, seed: int = 0) -> None:
@@ -101,7 +101,7 @@ def _randomise_positions(encoder, seed: int = 0) -> None:
 
 
 def test_native_forward_at_max_length_equals_ast_models_own_forward():
-    encoder = build_audio(TINY["ast_model"])
+    encoder = build_audio("ast", TINY["ast_model"])
     _randomise_positions(encoder)
     inputs = torch.randn(3, encoder.max_length, 128, generator=torch.Generator().manual_seed(1))
     expected = encoder.model(input_values=inputs).pooler_output
@@ -113,7 +113,7 @@ def test_native_window_takes_the_middle_time_positions():
     106 frames whose positions are the middle columns of the pretrained grid, picked here by index."""
     from transformers import ASTModel
 
-    encoder = build_audio(TINY["ast_model"], window=1.0)
+    encoder = build_audio("ast", TINY["ast_model"], window=1.0)
     _randomise_positions(encoder)
     assert (encoder.window_frames, encoder.window_input) == (98, 106)
     config = encoder.model.config
@@ -129,9 +129,9 @@ def test_native_window_takes_the_middle_time_positions():
 
 
 def test_padded_and_native_windows_are_recorded_and_give_the_same_steps():
-    native, padded = build_audio(TINY["ast_model"]), build_audio(TINY["ast_model"], pad=True)
+    native, padded = build_audio("ast", TINY["ast_model"]), build_audio("ast", TINY["ast_model"], pad=True)
     assert native.provenance()["window_input"] == "native" and padded.provenance()["window_input"] == "padded"
-    assert build_audio(TINY["ast_model"], mode="tokens").provenance()["window_input"] is None
+    assert build_audio("ast", TINY["ast_model"], mode="tokens").provenance()["window_input"] is None
     assert padded.window_input == padded.max_length
     wave = np.random.default_rng(2).normal(0, 0.1, 16000 * 2).astype(np.float32)
     (a, times_a), (b, times_b) = native.encode_waveform(wave), padded.encode_waveform(wave)

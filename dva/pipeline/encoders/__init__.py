@@ -1,57 +1,58 @@
-"""Encoders, one module per family, chosen by name.
+"""Encoders, one module per family, registered by name (see `base.register_encoder`).
 
 An encoder answers four things: how to build it (name, weights or path, device), how to
 preprocess a batch, how to encode a batch, and its provenance for the store's attrs.
+Visual families: clip (open_clip), hf (transformers image backbones); audio families: ast,
+wav2vec2 (wav2vec2, HuBERT, WavLM). A new family is one new module imported below.
 `--preset tiny` is one more named configuration: small random-initialised (seeded)
-architectures built by the same code path as the real ones.
+architectures of every family, built by the same code path as the real ones.
+
+Importing this package does not import torch: the family modules import it when they build.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+from dva.pipeline.encoders import ast, clip, hf, wav2vec2  # noqa: F401  (each registers its family)
+from dva.pipeline.encoders.base import (
+    AudioEncoder,
+    VisualEncoder,
+    encoder_class,
+    families,
+    quiet_logging,
+    register_encoder,
+    weights_sha256,
+)
+
+__all__ = [
+    "AUDIO_FAMILIES", "PRESETS", "VISUAL_FAMILIES", "AudioEncoder", "VisualEncoder", "build_audio", "build_visual",
+    "quiet_logging", "register_encoder", "weights_sha256",
+]
+
+VISUAL_FAMILIES = families("visual")  # ("clip", "hf")
+AUDIO_FAMILIES = families("audio")  # ("ast", "wav2vec2")
 
 PRESETS = {
-    "default": {"clip_model": "ViT-B-32", "clip_pretrained": "openai", "ast_model": "MIT/ast-finetuned-audioset-10-10-0.4593"},
-    "tiny": {"clip_model": "dva-tiny-clip", "clip_pretrained": None, "ast_model": "dva-tiny-ast"},
+    "default": {
+        "clip_model": "ViT-B-32", "clip_pretrained": "openai", "ast_model": ast.DEFAULT_AST,
+        "hf_model": hf.DEFAULT_HF, "wav2vec2_model": wav2vec2.DEFAULT_WAV2VEC2,
+    },
+    "tiny": {
+        "clip_model": "dva-tiny-clip", "clip_pretrained": None, "ast_model": ast.TINY_AST,
+        "hf_model": hf.TINY_HF, "wav2vec2_model": wav2vec2.TINY_WAV2VEC2,
+    },
 }
 
 
-def build_visual(model: str, pretrained: str | None, device: str = "cpu"):
-    """An open_clip image encoder: model name, pretrained tag or checkpoint path (None = random init)."""
-    from dva.pipeline.encoders.clip import ClipEncoder
-
-    return ClipEncoder(model, pretrained, device)
-
-
-def build_audio(model: str, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
-    """An AST audio encoder: hub id, local directory or 'dva-tiny-ast'; pad: window mode pads each window to max_length."""
-    from dva.pipeline.encoders.ast import AstEncoder
-
-    return AstEncoder(model, device, mode, window, hop, pad)
+def build_visual(family: str, model: str, pretrained: str | None = None, device: str = "cpu") -> VisualEncoder:
+    """A frozen image encoder of a registered family: model is a name, hub id or local path; pretrained a
+    tag or checkpoint file where the family has them (clip; None = random init, seeded), else ignored."""
+    return encoder_class("visual", family)(model, pretrained, device)
 
 
-def weights_sha256(module) -> str:
-    """sha256 over every tensor of the state dict, in key order: the identity of the weights."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def quiet_logging():
-    """Silence library logging while loading weights: open_clip warns about every random-initialised
-    model (the tiny preset's point) and hub clients log each failed download before raising, which
-    dva reports itself in one line."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
+def build_audio(family: str, model: str, device: str = "cpu", *, mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False, layer: str | int = "mean") -> AudioEncoder:
+    """A frozen audio encoder of a registered family (model: name, hub id or local directory). Options:
+    mode (ast: window | tokens), window and hop in seconds (the audio steps), pad (ast window mode),
+    layer (wav2vec2: a hidden-state index or "mean"); each family takes those it names and ignores the rest."""
+    cls = encoder_class("audio", family)
+    given = {"mode": mode, "window": window, "hop": hop, "pad": pad, "layer": layer}
+    return cls(model, device, **{name: value for name, value in given.items() if name in cls.options})

@@ -12,18 +12,18 @@ Two modes over the same fbank:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from dva.errors import EncoderError
+from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, register_encoder, set_name, weights_sha256
 
 SAMPLE_RATE = 16000
 MEL_BINS = 128
 FRAME_SHIFT_S = 0.010
 FRAME_LENGTH_SAMPLES = 400  # 25 ms
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # ASTFeatureExtractor's defaults
+DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
 TINY_AST = "dva-tiny-ast"
 MODES = ("window", "tokens")
 
@@ -37,6 +37,8 @@ def middle_positions(position_embeddings: torch.Tensor, freq_patches: int, time_
     """[1, 2 + F*T, H] pretrained positions -> [1, 2 + F*time_patches, H]: the two token positions, then the
     middle time_patches columns of the [F, T] patch grid (frequency-major, as ASTPatchEmbeddings flattens),
     starting at T//2 - time_patches//2 as in the AST authors' ast_models.py."""
+    import torch
+
     tokens, grid = position_embeddings[:, :2], position_embeddings[:, 2:]
     total = grid.shape[1] // freq_patches
     start = total // 2 - time_patches // 2
@@ -47,6 +49,7 @@ def middle_positions(position_embeddings: torch.Tensor, freq_patches: int, time_
 def fbank(waveform: torch.Tensor) -> torch.Tensor:
     """16 kHz mono waveform [N] -> log-mel fbank [frames, 128], exactly as ASTFeatureExtractor computes it
     (not yet normalised). Fewer than 400 samples give zero frames."""
+    import torch
     import torchaudio.compliance.kaldi as kaldi
 
     waveform = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
@@ -61,6 +64,7 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
 
 def load_ast(model: str, device: str = "cpu"):
     """A frozen ASTModel: a hub id, a local directory, or 'dva-tiny-ast' (random init, seed 0)."""
+    import torch
     from transformers import ASTConfig, ASTModel
 
     if model == TINY_AST:
@@ -69,28 +73,20 @@ def load_ast(model: str, device: str = "cpu"):
             torch.manual_seed(0)
             ast = ASTModel(config)
     else:
-        if ("/" not in model or model.startswith((".", "/", "~"))) and not Path(model).expanduser().is_dir():
-            raise EncoderError(f"--ast-model {model!r} is neither a local directory nor a hub id like MIT/ast-finetuned-audioset-10-10-0.4593")
-        from dva.pipeline.encoders import quiet_logging
-
-        try:
-            with quiet_logging():
-                ast = ASTModel.from_pretrained(str(Path(model).expanduser()) if Path(model).expanduser().is_dir() else model)
-        except (OSError, ValueError) as exc:
-            raise EncoderError(
-                f"cannot load AST {model!r}: {str(exc).splitlines()[0][:200]} "
-                "(weights download once with network; offline, pass a local directory to --ast-model)"
-            ) from None
+        source = local_or_hub(model, "--ast-model", DEFAULT_AST)
+        with loading("AST", model, "--ast-model"):
+            ast = ASTModel.from_pretrained(source)
     return ast.to(device).eval().requires_grad_(False)
 
 
-class AstEncoder:
+@register_encoder("audio", "ast")
+class AstEncoder(AudioEncoder):
     """encode_waveform(16 kHz mono [N]) -> (features float32 [K, dim], step centres in seconds [K])."""
 
-    family = "ast"
+    options = ("mode", "window", "hop", "pad")
 
-    def __init__(self, model: str = "MIT/ast-finetuned-audioset-10-10-0.4593", device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
-        from dva.pipeline.encoders import weights_sha256
+    def __init__(self, model: str = DEFAULT_AST, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
+        import torch
 
         if mode not in MODES:
             raise EncoderError(f"--audio-mode must be window or tokens, not {mode!r}")
@@ -107,11 +103,6 @@ class AstEncoder:
         self.window_input = self.max_length if self.pad else min(self.max_length, grid_length(self.window_frames, self.patch, self.tstride))
         self.sha256 = weights_sha256(self.model)
 
-    def set_name(self) -> str:
-        from dva.pipeline.encoders.naming import set_name
-
-        return set_name(self.provenance())
-
     def provenance(self) -> dict:
         return {
             "family": self.family, "model": self.model_name, "mode": self.mode,
@@ -122,16 +113,33 @@ class AstEncoder:
             "weights_sha256": self.sha256,
         }
 
+    def set_name(self) -> str:
+        return self.name_for(self.provenance())
+
+    @staticmethod
+    def name_for(provenance: dict) -> str:
+        """ast-<mode> for the default model (ast-window, ast-tokens), ast-<model basename>-<mode> for another;
+        -padded when window mode pads (also for the provenance a dva 0.1 store recorded)."""
+        model = [] if provenance["model"] == DEFAULT_AST else [basename(provenance["model"])]
+        mode = provenance.get("mode", "window")
+        return set_name("ast", *model, mode, *(["padded"] if mode == "window" and provenance.get("window_input") == "padded" else []))
+
     def _autocast(self):
+        import torch
+
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
     def _run(self, inputs: torch.Tensor):
+        import torch
+
         with torch.inference_mode(), self._autocast():
             return self.model(input_values=inputs.to(self.device, non_blocking=True))
 
     def pooled_native(self, inputs: torch.Tensor) -> torch.Tensor:
         """Normalised fbank [B, L, 128] (L <= max_length) -> pooled features float32 [B, dim] on the CPU, computed as
         `ASTModel` computes pooler_output, but on the patch grid of L frames with the middle time positions."""
+        import torch
+
         embeddings = self.model.embeddings
         # transformers 5 keeps the layers on the model, 4.x in model.encoder.layer (whose layers return tuples)
         layers = self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
@@ -148,11 +156,15 @@ class AstEncoder:
 
     def _fit_length(self, frames: torch.Tensor, length: int) -> torch.Tensor:
         """Zero-pad (raw fbank, before normalising, as the extractor does) or cut to length."""
+        import torch
+
         if frames.shape[0] < length:
             frames = torch.nn.functional.pad(frames, (0, 0, 0, length - frames.shape[0]))
         return normalise(frames[:length])
 
     def encode_waveform(self, waveform, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         wave = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(-1)
         if wave.numel() == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
@@ -161,6 +173,8 @@ class AstEncoder:
         return self._encode_tokens(wave, batch_size)
 
     def _encode_windows(self, wave: torch.Tensor, batch_size: int):
+        import torch
+
         duration = wave.numel() / SAMPLE_RATE
         steps = max(1, math.ceil(duration / self.hop - 1e-9))
         half = int(round(self.window / 2 * SAMPLE_RATE))
@@ -174,6 +188,8 @@ class AstEncoder:
         return torch.cat(features).numpy(), centres.astype(np.float32)
 
     def _encode_tokens(self, wave: torch.Tensor, batch_size: int):
+        import torch
+
         frames = fbank(wave)
         total = frames.shape[0]
         if total == 0:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from dva.errors import EncoderError
+from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, set_name, weights_sha256
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architectures (dva-tiny-clip)
 _registered = False
@@ -30,8 +29,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
     """A frozen open_clip model in eval mode. pretrained: a tag ("openai"), a checkpoint file, or None/"none"
     for a random initialisation seeded with 0 (the same weights on every call)."""
     import open_clip
-
-    from dva.pipeline.encoders import quiet_logging
+    import torch
 
     _register_configs()
     if pretrained is not None and pretrained.lower() in ("", "none"):
@@ -53,15 +51,13 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
     return clip.to(device).eval().requires_grad_(False)
 
 
-class ClipEncoder:
+@register_encoder("visual", "clip")
+class ClipEncoder(VisualEncoder):
     """encode(preprocess(uint8 [B, 3, H, W])) -> float32 [B, dim], the projected image embedding (not normalised)."""
-
-    family = "open_clip"
 
     def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "cpu"):
         import open_clip
-
-        from dva.pipeline.encoders import weights_sha256
+        import torch
 
         self.model_name, self.pretrained, self.device = model, pretrained, torch.device(device)
         self.model = load_clip(model, pretrained, device)
@@ -80,7 +76,7 @@ class ClipEncoder:
             self.dim = int(self.model.encode_image(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)).shape[-1])
         self.sha256 = weights_sha256(self.model)
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, S, S] on the device, like open_clip's eval transform."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
@@ -92,14 +88,11 @@ class ClipEncoder:
         x = F.center_crop(x, [self.image_size, self.image_size])
         return (x / 255.0 - self._mean) / self._std
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels):
+        import torch
+
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             return self.model.encode_image(pixels).float()
-
-    def set_name(self) -> str:
-        from dva.pipeline.encoders.naming import set_name
-
-        return set_name(self.provenance())
 
     def provenance(self) -> dict:
         return {
@@ -114,4 +107,14 @@ class ClipEncoder:
             "dim": self.dim,
             "weights_sha256": self.sha256,
         }
+
+    def set_name(self) -> str:
+        return self.name_for(self.provenance())
+
+    @staticmethod
+    def name_for(provenance: dict) -> str:
+        """clip-<model>-<pretrained tag, checkpoint file name, or "random">, e.g. clip-ViT-B-32-openai
+        (also for the provenance a dva 0.1 store recorded)."""
+        pretrained = provenance.get("pretrained")
+        return set_name("clip", provenance["model"], basename(pretrained) if pretrained else "random")
 
