@@ -74,12 +74,13 @@ def tiny_store(synth_data, tmp_path_factory) -> Path:
     return out
 
 
-TOKENS = "ast-dva-tiny-ast-tokens"  # a second audio set: the tiny AST in tokens mode
+WAV2VEC2 = "dva-tiny-wav2vec2-layermean"  # a second audio set: the tiny wav2vec2, mean of its hidden states
 
 
 @pytest.fixture(scope="session")
 def two_audio_store(tiny_store, synth_data, tmp_path_factory) -> Path:
-    """A copy of the tiny store with a second audio set (AST tokens mode) added for train and val by `--only audio`."""
+    """A copy of the tiny store with a second audio set (wav2vec2 family) added for train and val by a second
+    `dva extract --only audio`."""
     import shutil
 
     from dva.pipeline.extract import run_extract
@@ -87,7 +88,7 @@ def two_audio_store(tiny_store, synth_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "two-audio"
     shutil.copytree(tiny_store, out)
     for split in ("train", "val"):
-        report = run_extract(tiny_settings(synth_data, split, out, only="audio", audio_mode="tokens"))
+        report = run_extract(tiny_settings(synth_data, split, out, only="audio", audio_encoder="wav2vec2", wav2vec2_model="dva-tiny-wav2vec2"))
         assert not report.failed and report.extracted, report
     return out
 

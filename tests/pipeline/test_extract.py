@@ -16,7 +16,7 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.pipeline.extract import run_extract
 from dva.stores import open_store
-from tests.conftest import TINY_AUDIO, TINY_VISUAL, TOKENS, by_modality, tiny_settings
+from tests.conftest import TINY_AUDIO, TINY_VISUAL, WAV2VEC2, by_modality, tiny_settings
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
@@ -103,12 +103,12 @@ def test_a_second_encoder_adds_a_set_and_never_rewrites_the_first(synth_data, ti
         before = _set_checksums(tiny_store, split, [VISUAL, AUDIO])
         assert _set_checksums(two_audio_store, split, [VISUAL, AUDIO]) == before and len(before) > 20
     store = open_store(two_audio_store)
-    assert set(store.feature_sets()) == {VISUAL, AUDIO, TOKENS} and store.feature_sets()[TOKENS]["encoder"]["mode"] == "tokens"
+    assert set(store.feature_sets()) == {VISUAL, AUDIO, WAV2VEC2} and store.feature_sets()[WAV2VEC2]["encoder"]["family"] == "wav2vec2"
     info = store.summary()["splits"]["val"]["sets"]
-    assert info[TOKENS]["complete"] == info[VISUAL]["complete"] == len(store.tracks("val"))
-    assert store.summary()["splits"]["test"]["sets"][TOKENS]["complete"] == 0  # test was not extracted with it
+    assert info[WAV2VEC2]["complete"] == info[VISUAL]["complete"] == len(store.tracks("val"))
+    assert store.summary()["splits"]["test"]["sets"][WAV2VEC2]["complete"] == 0  # test was not extracted with it
     assert_stores_equal(two_audio_store, tiny_store, "val")  # the sets both stores have are equal
-    again = run_extract(tiny_settings(synth_data, "val", two_audio_store, only="audio", audio_mode="tokens"))
+    again = run_extract(tiny_settings(synth_data, "val", two_audio_store, only="audio", audio_encoder="wav2vec2", wav2vec2_model="dva-tiny-wav2vec2"))
     assert again.extracted == [] and again.skipped  # the same encoder resumes
 
 
