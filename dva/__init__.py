@@ -1,3 +1,3 @@
 """dva: distance-aware soft prompt learning for multimodal valence-arousal estimation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

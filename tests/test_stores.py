@@ -166,3 +166,20 @@ def test_concurrent_writers_of_different_tracks_never_corrupt_the_store(tmp_path
         for i in range(24):
             assert store.is_complete("train", f"t{i}")
             np.testing.assert_allclose(store.read("train", f"t{i}", f"{VISUAL}/data"), track_arrays(seed=i)["visual"].astype(np.float16))
+
+
+def test_dva_upgrade_names_the_sets_as_extract_would_and_fit_says_to_run_it(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "old"
+    write_format_1(path, ["a"])
+    dva = [sys.executable, "-m", "dva.cli"]
+    refused = subprocess.run([*dva, "fit", "--features", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert refused.returncode == 2 and f"dva upgrade {path}" in refused.stderr and "Traceback" not in refused.stderr
+    info = subprocess.run([*dva, "info", str(path)], capture_output=True, text=True)
+    assert info.returncode == 0 and "dva upgrade" in info.stdout
+    done = subprocess.run([*dva, "upgrade", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open_store(path) as store:
+        assert set(store.feature_sets()) == {"clip-m-random", "ast-window"}  # the names `dva extract` gives these encoders
