@@ -388,6 +388,7 @@ def demo(
         typer.echo(json.dumps(result))
         return
     typer.echo(markdown_table(result["ablation"]))
+    typer.echo(markdown_table(result["feature_sets"]))
     typer.echo(f"full model: CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f} (best epoch {result['epoch']})")
     typer.echo("plots: " + ", ".join(result["plots"]))
     typer.echo(f"test submission (ABAW format, the sample file's rows): {result['predictions']}")

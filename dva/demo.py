@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEMO_TRACKS = 10
 DEMO_SECONDS = 20.0
+DEMO_AUDIO_SETS = ("ast-dva-tiny-ast-tokens", "dva-tiny-wav2vec2-layermean")  # what the tiny preset's AST (tokens) and wav2vec2 are called
 
 
 def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: float = DEMO_SECONDS, epochs: int = 15) -> dict:
@@ -23,16 +24,17 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     if not data.is_dir():
         synth(data, tracks=tracks, seconds=seconds, seed=0, progress=progress)
     tiny = PRESETS["tiny"]
-    for split in ("train", "val", "test"):
-        report = run_extract(
-            ExtractSettings(
-                data=str(data), split=split, out=str(store), clip_model=tiny["clip_model"], clip_pretrained=tiny["clip_pretrained"],
-                ast_model=tiny["ast_model"], audio_mode="tokens", batch_size=64, progress=progress,
-            )
-        )
-        if report.failed:
-            raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
-    base = FitSettings(features=str(store), out=str(out / "runs" / "full"), epochs=epochs, patience=epochs, hidden=64, seq_len=64, stride=16)
+    common = dict(data=str(data), out=str(store), clip_model=tiny["clip_model"], clip_pretrained=tiny["clip_pretrained"], ast_model=tiny["ast_model"],
+                  wav2vec2_model=tiny["wav2vec2_model"], batch_size=64, progress=progress)
+    # two extractions into one store: CLIP + AST, then a second audio set (wav2vec2 family) that the ablation compares
+    runs = [dict(audio_mode="tokens"), dict(only="audio", audio_encoder="wav2vec2")]
+    for options in runs:
+        for split in ("train", "val", "test"):
+            report = run_extract(ExtractSettings(split=split, **common, **options))
+            if report.failed:
+                raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
+    ast_set, wav2vec2_set = DEMO_AUDIO_SETS
+    base = FitSettings(features=str(store), out=str(out / "runs" / "full"), epochs=epochs, patience=epochs, hidden=64, seq_len=64, stride=16, audio_features=ast_set)
     result, run_dir = fit(base, progress=progress)
     predictions = out / "predictions" / "submission.txt"
     predict(run_dir, str(store), "test", predictions)
@@ -41,10 +43,15 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
         {"modalities": ["visual", "audio", "visual,audio"], "prompt": ["none", "soft"]},
         seeds=1, out=out / "ablation", progress=progress,
     )
+    feature_sets = ablate(
+        dataclasses.replace(base, out=str(out / "ablation-features"), prompt="none"),
+        {"audio_features": [ast_set, wav2vec2_set]}, seeds=1, out=out / "ablation-features", progress=progress,
+    )
     return {
         **{k: result.best[k] for k in ("ccc_v", "ccc_a", "p_va", "epoch")},
         "run": str(run_dir),
         "plots": [str(run_dir / name) for name in ("curves.png", "traces.png", "va_plane.png")] + [str(out / "ablation" / "ablation.png")],
         "predictions": str(predictions),
         "ablation": summary,
+        "feature_sets": feature_sets,
     }

@@ -10,6 +10,7 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.trainer.fit import FitSettings, fit, load_features, train
 
+from dva.demo import DEMO_AUDIO_SETS
 from tests.conftest import BLOCKED, TINY_VISUAL
 
 QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=16)
@@ -98,6 +99,8 @@ def test_demo_runs_end_to_end_and_fusion_beats_each_modality(tmp_path):
     scores = {row["variant"]: row["p_va"] for row in result["ablation"]}
     fused = scores["modalities=visual,audio prompt=soft"]
     assert fused > scores["modalities=visual prompt=soft"] and fused > scores["modalities=audio prompt=soft"]
+    compared = [row["variant"] for row in result["feature_sets"]]  # two audio sets of one store, one row each
+    assert sorted(compared) == sorted(f"audio_features={name}" for name in DEMO_AUDIO_SETS)
     assert all((tmp_path / "demo" / "runs" / "full" / name).is_file() for name in ("curves.png", "traces.png", "va_plane.png"))
 
 
