@@ -76,6 +76,7 @@ class ImportReport:
     held: list[str] = dataclasses.field(default_factory=list)  # another process held the track: re-run to add it
     without_file: list[str] = dataclasses.field(default_factory=list)  # the set stays incomplete for these
     unknown_files: list[str] = dataclasses.field(default_factory=list)  # no such track in the split: skipped
+    not_extracted: dict[str, str] = dataclasses.field(default_factory=dict)  # track -> why extract could not make it (no frame times): skipped
     warnings: list[str] = dataclasses.field(default_factory=list)
     rows: int = 0
     seconds: float = 0.0
@@ -262,9 +263,10 @@ def run_import(settings: ImportSettings) -> ImportReport:
         index = store.track_index(settings.split)
         report.unknown_files = [files[t].name for t in files if t not in index]
         report.without_file = [t for t in index if t not in files]
-        busy = [t for t in files if t in index and "rows" not in index[t]]  # being created by another process right now
-        matched = [t for t in files if t in index and t not in busy]
-        if not matched and not busy:
+        busy = [t for t in files if t in index and not index[t]]  # being created by another process right now
+        report.not_extracted = {t: _failure(index[t]) for t in files if t in index and index[t] and "rows" not in index[t]}
+        matched = [t for t in files if t in index and t not in busy and t not in report.not_extracted]
+        if not matched and not busy and not report.not_extracted:
             raise DataError(f"{folder}: none of its {len(files)} files names a track of split {settings.split} (files {_names(list(files), 3)}; tracks {_names(list(index), 3)})")
         problems: list[str] = []
         dims: dict[str, int] = {}
@@ -273,7 +275,7 @@ def run_import(settings: ImportSettings) -> ImportReport:
             path = files[track]
             raw = path.read_bytes()
             digest.update(raw)  # every file of the split's tracks, in name order: a resumed import has the same digest
-            if track in busy:
+            if track in busy or track in report.not_extracted:
                 continue
             try:
                 arrays = read_file(path, settings.modality, settings.rate, raw)
@@ -291,7 +293,7 @@ def run_import(settings: ImportSettings) -> ImportReport:
                     problems.append(f"{files[track]}: {width} features per row, the other files have {dim}")
         if problems:
             raise DataError(problems[0] + _more(problems[1:], "problems"))
-        info = set_info(settings, dim, len(matched) + len(busy), digest.hexdigest()) if dims else None
+        info = set_info(settings, dim, len(matched) + len(busy) + len(report.not_extracted), digest.hexdigest()) if dims else None
         if info is not None:
             merged_info(existing, settings, info, index)
 
@@ -299,8 +301,11 @@ def run_import(settings: ImportSettings) -> ImportReport:
         report.warnings.append(f"{len(report.unknown_files)} files name no track of split {settings.split} in the store, skipped: {_names(report.unknown_files)}")
     if report.without_file:
         report.warnings.append(f"{len(report.without_file)} of {len(index)} tracks of {settings.split} have no file in {folder}, {settings.name} stays incomplete for them: {_names(report.without_file)}")
+    if report.not_extracted:
+        shown = [f"{t} ({reason})" for t, reason in report.not_extracted.items()]
+        report.warnings.append(f"{len(shown)} files are for tracks `dva extract` could not make (the store has no frame times for them), skipped: {_names(shown)}")
     report.held += busy
-    if info is None:  # every file's track is being created by another process: nothing to write yet
+    if info is None:  # no file's track can take a set now: nothing to write
         return _finish(report, started)
 
     # --- the writes: the set's info, then track by track, each under its video's claim
@@ -354,6 +359,11 @@ def _write_track(store, settings: ImportSettings, track: str, path: Path, checke
     store.write_set(settings.split, track, settings.name, settings.modality, arrays)
     report.imported.append(track)
     report.rows += int(arrays["data"].shape[0])
+
+
+def _failure(attrs: dict) -> str:
+    errors = attrs.get("error")
+    return "; ".join(sorted(set(errors.values()))) if isinstance(errors, dict) and errors else "no frame times"
 
 
 def _names(names: list[str], limit: int = SHOWN) -> str:

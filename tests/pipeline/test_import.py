@@ -203,21 +203,26 @@ def test_files_for_unknown_tracks_and_tracks_without_files_are_named_in_warnings
     (folder / f"{dropped}.npy").unlink()
     np.save(folder / "nosuch_track.npy", np.zeros((5, 64), np.float32))
     (folder / "README.txt").write_text("made with my encoder\n")
+    with open_store(store, "a") as opened:  # a track the scan left out: extract recorded it failed, with no frame times
+        opened.mark_failed("train", "ghost", "video cannot be opened", [TINY_VISUAL, TINY_AUDIO], {"video": "videos/batch1/ghost.mp4"})
+    np.save(folder / "ghost.npy", np.zeros((5, 64), np.float32))
     code, out, err = dva_import(store, "train", folder, "--rate", "10")
     assert code == 0, err
     report = json.loads(out)
     assert report["unknown_files"] == ["nosuch_track.npy"] and report["without_file"] == [dropped]
+    assert report["not_extracted"] == {"ghost": "video cannot be opened"}
     assert sorted(report["imported"]) == sorted(set(files) - {dropped})
     warnings = [line for line in err.splitlines() if line.startswith("dva: warning:")]
-    assert len(warnings) == 3, err
+    assert len(warnings) == 4, err
+    assert any("1 files are for tracks `dva extract` could not make" in w and "ghost (video cannot be opened)" in w for w in warnings)
     assert any("1 files name no track of split train in the store, skipped: nosuch_track.npy" in w for w in warnings)
-    assert any(f"1 of 4 tracks of train have no file in {folder}, {NAME} stays incomplete for them: {dropped}" in w for w in warnings)
+    assert any(f"1 of 5 tracks of train have no file in {folder}, {NAME} stays incomplete for them: {dropped}" in w for w in warnings)
     assert any("README.txt" in w for w in warnings)
     with open_store(store) as opened:
         index = opened.track_index("train")
         assert why_not_usable(index[dropped], [NAME]) == f"incomplete ({NAME})"
         assert all(why_not_usable(index[t], [NAME]) is None for t in report["imported"])
-        assert opened.feature_sets()[NAME]["sources"]["train"]["files"] == 3
+        assert opened.feature_sets()[NAME]["sources"]["train"]["files"] == 4  # ghost.npy is counted: a resumed import has the same digest
     code, shown, _ = dva("info", store)
     assert "rerun `dva import` to finish" in shown
 
