@@ -202,6 +202,34 @@ def _print_warnings(warnings: list[str], limit: int = 5) -> None:
         warn(f"... {len(corrupt) - limit} more corrupt JPEGs masked ({len(corrupt)} in all)")
 
 
+@app.command("import")
+@user_errors
+def import_(
+    folder: Path = typer.Argument(..., help="One <track>.npy or <track>.npz per track of the split."),
+    store: str = typer.Option(..., help="Feature store (Zarr directory or .h5 file) that already holds the split's tracks."),
+    split: str = typer.Option(..., help="train, val or test."),
+    name: str = typer.Option(..., help="Name of the feature set, e.g. my-wavlm (a new one, or the same set for another split)."),
+    modality: str = typer.Option(..., help="visual ([T, D]: one row per annotation line, .npz may add mask) or audio ([K, D] rows in time)."),
+    rate: Optional[float] = typer.Option(None, help="Audio: rows per second, row k at k / HZ s on the frame clock (or give a time array in each .npz)."),
+    overwrite: bool = typer.Option(False, help="Rewrite tracks already complete for the set (needed when the files changed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
+):
+    """Add a feature set computed elsewhere to the store, with its provenance; every file is checked before anything is written."""
+    from dva.pipeline.import_features import ImportSettings, run_import
+
+    settings = ImportSettings(store=store, split=split, name=name, modality=modality, folder=str(folder), rate=rate, overwrite=overwrite, progress=not as_json)
+    report = run_import(settings)
+    for message in report.warnings:
+        warn(message)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(
+            f"{split}: {len(report.imported)} tracks imported into {name}, {len(report.skipped)} already complete, "
+            f"{len(report.held)} held by another process, {len(report.without_file)} without a file; {report.rows} rows -> {store}"
+        )
+
+
 @app.command()
 @user_errors
 def info(
@@ -225,7 +253,7 @@ def info(
         return
     for name, info in summary["feature_sets"].items():
         encoder = info.get("encoder") or {}
-        typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {_rate(info)}  {encoder.get('family', 'imported')} {encoder.get('model') or info.get('source', '')}")
+        typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {_rate(info)}  {encoder.get('family', 'imported')} {encoder.get('model') or _sources(info)}")
     for split, part in summary["splits"].items():
         typer.echo(f"{split:<6}  {part['tracks']} tracks, {part['frames']} frames, {part['valid_labels']} valid labels")
         for name, coverage in part["sets"].items():
@@ -235,7 +263,7 @@ def info(
             if len(coverage["failed"]) > 10:
                 typer.echo(f"          ... {len(coverage['failed']) - 10} more failed (dva info --json lists them)")
             if coverage["incomplete"]:
-                typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva extract` to finish)")
+                typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva {_maker(summary['feature_sets'][name])}` to finish)")
         if part.get("sample"):
             typer.echo(f"        sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
 
@@ -249,7 +277,22 @@ def _rate(info: dict) -> str:
         return f"{info['rate']:g}/s"
     if encoder.get("hop"):
         return f"{1 / encoder['hop']:g}/s"
+    if (info.get("preprocessing") or {}).get("rate") == "time arrays":
+        return "time arrays"
     return "per segment token" if encoder.get("mode") == "tokens" else "rate ?"
+
+
+def _maker(info: dict) -> str:
+    """The command that adds a set's tracks: import for an imported set, extract for the others."""
+    return "import" if (info.get("encoder") or {}).get("family") == "imported" else "extract"
+
+
+def _sources(info: dict) -> str:
+    """Where an imported set came from: "from DIR (train, val), DIR2 (test)"; '' for an extracted one."""
+    by_path: dict[str, list[str]] = {}
+    for split, source in (info.get("sources") or {}).items():
+        by_path.setdefault(source.get("path", "?"), []).append(split)
+    return ("from " + ", ".join(f"{path} ({', '.join(splits)})" for path, splits in by_path.items())) if by_path else ""
 
 
 @app.command()
