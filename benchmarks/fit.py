@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.fit import FitSettings, build_model, model_inputs
+from dva.trainer.evaluate import build_model, model_inputs
 from dva.trainer.losses import loss as compute_loss
+from dva.trainer.settings import FitSettings
 
 QUICK = dict(frames=500, repeats=1, hidden=16)
 

@@ -272,7 +272,7 @@ def fit(
     """Train on the train split, select on val, write the run directory."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
     from dva.trainer.fit import fit as run_fit
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
     settings = settings_from(config, **flags)
     result, run_dir = run_fit(settings, progress=not as_json)
@@ -323,7 +323,7 @@ def ablate(
     """A grid of fit variants from one load of the store; prints the results table."""
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
     base = settings_from(config, features=features, **parse_fixed(fixed))
     summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)

@@ -15,8 +15,9 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     from dva.pipeline.encoders import PRESETS
     from dva.pipeline.extract import ExtractSettings, run_extract
     from dva.trainer.ablate import ablate
-    from dva.trainer.fit import FitSettings, fit
+    from dva.trainer.fit import fit
     from dva.trainer.predict import predict
+    from dva.trainer.settings import FitSettings
 
     out = Path(out)
     data, store = out / "data", out / "stores" / "tiny"

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.trainer.fit import FitSettings, load_features, train
+from dva.trainer.fit import load_features, train
+from dva.trainer.settings import FitSettings
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
 CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")

@@ -8,13 +8,11 @@ import torch
 from torch import nn
 
 from dva.errors import ConfigError
-from dva.trainer.fusion import FUSIONS, Fusion
+from dva.trainer.fusion import Fusion
 from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, PromptHead
+from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS
 from dva.trainer.soft_labels import N_REGIONS
 from dva.trainer.temporal import TemporalEncoder
-
-MODALITIES = ("visual", "audio")
-PROMPTS = ("none", "hard", "soft")
 
 
 @dataclass(frozen=True)

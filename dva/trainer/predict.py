@@ -15,23 +15,8 @@ import torch
 
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError
+from dva.trainer.run_dir import load_run
 from dva.trainer.submission import FORMATS, build_submission, write_per_track
-
-
-def load_run(run: Path, device=None):
-    """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
-    from dva.trainer.data import Normaliser
-    from dva.trainer.fit import build_model, resolve_device, settings_from
-
-    checkpoint_path = Path(run) / "best.pt"
-    if not checkpoint_path.is_file():
-        raise ConfigError(f"{run}: no best.pt here; pass a run directory written by `dva fit`")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    settings = settings_from(**{**checkpoint["settings"], "device": device})
-    device = resolve_device(device)
-    model = build_model(settings, checkpoint["provenance"], checkpoint["visual_dim"], checkpoint["audio_dim"], device)
-    model.load_state_dict(checkpoint["state"], strict=False)
-    return settings, model, Normaliser.from_state(checkpoint["normaliser"]), checkpoint["provenance"]
 
 
 def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
@@ -56,7 +41,7 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
     submission would miss, unless allow_incomplete."""
     from dva.stores import open_store
     from dva.trainer.data import load_split
-    from dva.trainer.fit import predict_frames
+    from dva.trainer.evaluate import predict_frames
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from dva.trainer import ablate as ablate_module
 from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
-from dva.trainer.fit import FitSettings
+from dva.trainer.settings import FitSettings
 
 TINY = dict(epochs=1, patience=1, hidden=16, prompt="none", seq_len=32, stride=32, batch_size=16)
 

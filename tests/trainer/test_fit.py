@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dva.data.aff_wild2 import scan
-from dva.trainer.fit import FitSettings, fit, load_features, train
+from dva.trainer.fit import fit, load_features, train
+from dva.trainer.settings import FitSettings
 
 from tests.conftest import BLOCKED
 
@@ -78,7 +79,7 @@ def test_ablate_grid_from_one_load_resumes_and_runs_without_decoders(tiny_store,
 
 def test_config_file_holds_settings_and_flags_override_it(tmp_path):
     from dva.errors import ConfigError
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
     config = tmp_path / "fit.toml"
     config.write_text('fusion = "gated"\nsigma = 0.2\ndescriptions = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]\n')

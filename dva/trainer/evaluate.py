@@ -1,0 +1,87 @@
+"""What `dva fit` and `dva predict` share: building the model, per-frame prediction, evaluation.
+
+fit -> evaluate and predict -> run_dir -> evaluate; nothing here imports either of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dva.errors import ConfigError
+from dva.metrics import ccc, p_va
+from dva.trainer.data import SplitData, gather, window_index
+from dva.trainer.settings import FitSettings
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {requested}: no CUDA device here; use --device cpu")
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
+    """The model for these settings; the prompt head gets the frozen text tower of the store's own CLIP."""
+    from dva.trainer.model import VAModel
+
+    clip_model = None
+    if settings.prompt != "none":
+        from dva.pipeline.encoders.clip import load_clip
+
+        visual_encoder = provenance.get("visual_encoder") or {}
+        clip_model = load_clip(visual_encoder["model"], visual_encoder.get("pretrained"), device=str(device))
+    return VAModel(settings.model_settings(), visual_dim, audio_dim, clip_model=clip_model).to(device)
+
+
+def model_inputs(settings: FitSettings, batch: dict) -> dict:
+    chosen = settings.modality_list
+    return {
+        "visual": batch["visual"] if "visual" in chosen else None,
+        "audio": batch["audio"] if "audio" in chosen else None,
+        "visual_mask": batch["visual_mask"],
+        "audio_mask": batch["audio_mask"],
+    }
+
+
+@torch.no_grad()
+def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64) -> np.ndarray:
+    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data, overlapping windows averaged."""
+    model.eval()
+    device = data.visual.device
+    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
+    index, inside = index.to(device), inside.to(device)
+    total = torch.zeros(data.n_frames, 2, device=device)
+    count = torch.zeros(data.n_frames, 1, device=device)
+    for start in range(0, index.shape[0], batch_size):
+        rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
+        with autocast(device):
+            va = model(**model_inputs(settings, gather(data, rows, valid)))["va"].float()
+        weights = valid[..., None].float()
+        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
+        count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
+    return (total / count.clamp_min(1)).cpu().numpy()
+
+
+def evaluate(pred: np.ndarray, data: SplitData) -> dict:
+    """ABAW's CCC over all valid frames concatenated, and per track."""
+    labels = data.labels.cpu().numpy()
+    result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
+    result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
+    result["per_track"] = {}
+    for i, track in enumerate(data.tracks):
+        part = data.track_slice(i)
+        result["per_track"][track] = {
+            "frames": int(part.stop - part.start),
+            "valid": int(data.label_mask[part].sum()),
+            "ccc_v": ccc(pred[part, 0], labels[part, 0]),
+            "ccc_a": ccc(pred[part, 1], labels[part, 1]),
+        }
+    return result
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
