@@ -54,7 +54,7 @@ def epoch(model, optimiser, settings, data, index, inside, pre_gathered=None) ->
         else:
             batch = batches[i]
         out = model(**model_inputs(settings, batch))
-        value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.prompt)
+        value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
         optimiser.step()

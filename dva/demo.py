@@ -39,7 +39,7 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     predict(run_dir, str(store), "test", predictions)
     summary = ablate(
         dataclasses.replace(base, out=str(out / "ablation")),
-        {"modalities": ["visual", "audio", "visual,audio"], "prompt": ["none", "soft"]},
+        {"modalities": ["visual", "audio", "visual,audio"], "prompt": ["none", "learnable"]},
         seeds=1, out=out / "ablation", progress=progress,
     )
     return {

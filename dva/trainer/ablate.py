@@ -22,7 +22,7 @@ import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
 from dva.trainer.fit import load_features, train
-from dva.trainer.settings import FitSettings
+from dva.trainer.settings import CHOICES, FitSettings, check_choice
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
 CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")
@@ -48,6 +48,8 @@ def parse_value(key: str, text: str):
             return float(text)
     except ValueError:
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
+    if key in CHOICES:
+        check_choice(key, text)
     return text.replace("+", ",") if key == "modalities" else text  # visual+audio means both
 
 

@@ -11,7 +11,7 @@ import torch
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
 from dva.trainer.data import SplitData, gather, window_index
-from dva.trainer.settings import FitSettings
+from dva.trainer.settings import STITCHES, FitSettings
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -45,23 +45,41 @@ def model_inputs(settings: FitSettings, batch: dict) -> dict:
     }
 
 
+def stitch_weights(how: str, seq_len: int) -> torch.Tensor:
+    """float32 [seq_len]: the weight of each window position when overlapping windows are averaged.
+
+    mean: all 1. hann: sin^2(pi (i + 1/2) / seq_len), highest at the window's centre (where the GRU
+    has seen the most context) and small but never zero at its ends, so a track's first and last
+    frames, which only a window's end covers, still get a prediction."""
+    if how not in STITCHES:
+        raise ConfigError(f"--stitch must be one of {', '.join(STITCHES)}, not {how!r}")
+    if how == "mean":
+        return torch.ones(seq_len)
+    return torch.sin(torch.pi * (torch.arange(seq_len, dtype=torch.float64) + 0.5) / seq_len).pow(2).float()
+
+
 @torch.no_grad()
 def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64) -> np.ndarray:
-    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data, overlapping windows averaged."""
+    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
+    frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
+    for the whole pass."""
     model.eval()
     device = data.visual.device
     index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
     index, inside = index.to(device), inside.to(device)
+    position = stitch_weights(settings.stitch, settings.seq_len).to(device)
     total = torch.zeros(data.n_frames, 2, device=device)
     count = torch.zeros(data.n_frames, 1, device=device)
+    with autocast(device):
+        text = model.text_features()
     for start in range(0, index.shape[0], batch_size):
         rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
         with autocast(device):
-            va = model(**model_inputs(settings, gather(data, rows, valid)))["va"].float()
-        weights = valid[..., None].float()
+            va = model(**model_inputs(settings, gather(data, rows, valid)), text=text)["va"].float()
+        weights = (valid.float() * position)[..., None]
         total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
-    return (total / count.clamp_min(1)).cpu().numpy()
+    return (total / torch.where(count > 0, count, torch.ones_like(count))).cpu().numpy()  # hann weights sum to < 1 at track ends
 
 
 def evaluate(pred: np.ndarray, data: SplitData) -> dict:

@@ -94,7 +94,7 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
                 out = model(**model_inputs(settings, batch))
             value = compute_loss(
                 {k: (v.float() if v is not None else None) for k, v in out.items()},
-                batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.prompt,
+                batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
             )
             optimiser.zero_grad(set_to_none=True)
             value.backward()

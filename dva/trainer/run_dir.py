@@ -97,13 +97,13 @@ def load_run(run: Path, device=None):
     """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
     from dva.trainer.data import Normaliser
     from dva.trainer.evaluate import build_model, resolve_device
-    from dva.trainer.settings import settings_from
+    from dva.trainer.settings import settings_from, upgrade_settings
 
     checkpoint_path = Path(run) / CHECKPOINT
     if not checkpoint_path.is_file():
         raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    settings = settings_from(**{**checkpoint["settings"], "device": device})
+    settings = settings_from(**{**upgrade_settings(checkpoint["settings"]), "device": device})
     device = resolve_device(device)
     model = build_model(settings, checkpoint["provenance"], checkpoint["visual_dim"], checkpoint["audio_dim"], device)
     load_state_strictly(model, checkpoint["state"], str(checkpoint_path))

@@ -14,7 +14,13 @@ from dva.errors import ConfigError
 
 MODALITIES = ("visual", "audio")
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
-PROMPTS = ("none", "hard", "soft")
+PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
+LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest
+READOUTS = ("regression", "prompt", "blend")  # where the prediction comes from (prompt: sum_k p_k c_k)
+STITCHES = ("mean", "hann")  # how overlapping evaluation windows are averaged
+CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES}
+# dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
+OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class FitSettings:
     out: str = "runs/fit"
     modalities: str = "visual,audio"
     fusion: str = "hierarchical"
-    prompt: str = "soft"
+    prompt: str = "learnable"
     n_ctx: int = 4
     sigma: float = 0.35
     lambda_prompt: float = 0.5
@@ -45,15 +51,18 @@ class FitSettings:
     device: str | None = None
     audio_align: str = "nearest"
     descriptions: tuple[str, ...] | None = None  # nine region texts; None = the circumplex defaults
+    labels: str = "soft"
+    readout: str = "regression"
+    stitch: str = "hann"
 
     def validate(self) -> None:
         chosen = self.modality_list
         if not chosen or any(m not in MODALITIES for m in chosen):
             raise ConfigError(f"--modalities must be visual, audio or visual,audio, not {self.modalities!r}")
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"--prompt must be one of {', '.join(PROMPTS)}, not {self.prompt!r}")
+        for name in CHOICES:
+            check_choice(name, getattr(self, name))
+        if self.readout != "regression" and self.prompt == "none":
+            raise ConfigError(f"--readout {self.readout} reads the prompt head: use --prompt fixed or learnable, or --readout regression")
         if self.descriptions is not None and len(self.descriptions) != 9:
             raise ConfigError(f"descriptions must hold nine texts (one per region), got {len(self.descriptions)}")
         for name in ("epochs", "batch_size", "hidden", "layers", "seq_len", "stride"):
@@ -75,6 +84,25 @@ class FitSettings:
         if self.descriptions is not None:
             values["descriptions"] = tuple(self.descriptions)
         return ModelSettings(**values)
+
+
+def check_choice(name: str, value) -> None:
+    """ConfigError unless value is one of the choices of setting name (see CHOICES)."""
+    if name == "prompt" and value in OLD_PROMPTS:
+        new = OLD_PROMPTS[value]
+        raise ConfigError(f"--prompt {value} set the text and the labels at once; use --prompt {new['prompt']} --labels {new['labels']}")
+    if value not in CHOICES[name]:
+        raise ConfigError(f"--{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+
+
+def upgrade_settings(values: dict) -> dict:
+    """Settings saved by an older dva, as this one reads them: --prompt hard/soft split into --prompt and
+    --labels, and windows stitched as they were then (a plain mean)."""
+    values = dict(values)
+    if values.get("prompt") in OLD_PROMPTS:
+        values.update(OLD_PROMPTS[values["prompt"]])
+    values.setdefault("stitch", "mean")
+    return values
 
 
 def settings_from(config: Path | None = None, **flags) -> FitSettings:

@@ -68,3 +68,17 @@ def test_an_older_results_csv_without_keys_is_set_aside_with_one_warning_line(ti
     assert len(warning_lines) == 1 and "no key column" in warning_lines[0]
     assert (tmp_path / "results.unkeyed.csv").read_text() == old
     assert len(rows(tmp_path)) == 1 and rows(tmp_path)[0]["p_va"] != "0.9"  # retrained, the unkeyed 0.9 not reported
+
+
+def test_labels_and_readout_are_separate_axes_six_rows(tiny_store, tmp_path):
+    from dva.cli import app
+
+    flags = [f"--set={key}={value}" for key, value in {**TINY, "prompt": "learnable"}.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "labels=soft,hard",
+                                      "--grid", "readout=regression,prompt,blend", *flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("| labels=")]
+    assert len(table) == 6
+    assert {line.split(" |")[0][2:] for line in table} == {f"labels={l} readout={r}" for l in ("soft", "hard") for r in ("regression", "prompt", "blend")}
+    written = rows(tmp_path)
+    assert len({row["p_va"] for row in written}) == 6  # six different models, not one reported six times

@@ -51,7 +51,7 @@ def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_st
 
 
 @pytest.mark.parametrize("fusion", ["concat", "xattn", "gated", "hierarchical"])
-@pytest.mark.parametrize("prompt", ["none", "hard", "soft"])
+@pytest.mark.parametrize("prompt", ["none", "fixed", "learnable"])
 def test_every_fusion_and_prompt_variant_trains(tiny_store, fusion, prompt, request):
     features = request.getfixturevalue("_features")
     result = train(FitSettings(features=str(tiny_store), fusion=fusion, prompt=prompt, **{**QUICK, "epochs": 1}), features, progress=False)
@@ -66,7 +66,7 @@ def _features(tiny_store):
 def test_ablate_grid_from_one_load_resumes_and_runs_without_decoders(tiny_store, tmp_path):
     out = tmp_path / "ablate"
     command = [sys.executable, "-c", BLOCKED, "ablate", "--features", str(tiny_store), "--grid", "fusion=concat,hierarchical",
-               "--grid", "prompt=none,soft", "--set", "epochs=2", "--set", "hidden=32", "--set", "seq_len=32", "--out", str(out)]
+               "--grid", "prompt=none,learnable", "--set", "epochs=2", "--set", "hidden=32", "--set", "seq_len=32", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| fusion=")]
@@ -97,8 +97,8 @@ def test_demo_runs_end_to_end_and_fusion_beats_each_modality(tmp_path):
     result = json.loads(done.stdout)
     assert result["p_va"] >= 0.5
     scores = {row["variant"]: row["p_va"] for row in result["ablation"]}
-    fused = scores["modalities=visual,audio prompt=soft"]
-    assert fused > scores["modalities=visual prompt=soft"] and fused > scores["modalities=audio prompt=soft"]
+    fused = scores["modalities=visual,audio prompt=learnable"]
+    assert fused > scores["modalities=visual prompt=learnable"] and fused > scores["modalities=audio prompt=learnable"]
     assert all((tmp_path / "demo" / "runs" / "full" / name).is_file() for name in ("curves.png", "traces.png", "va_plane.png"))
 
 

@@ -44,3 +44,17 @@ def test_a_checkpoint_that_does_not_match_its_model_is_refused_by_name(run_dir, 
     with pytest.raises(RunError, match="does not match") as error:
         load_run(copy, device="cpu")
     assert (key if tamper != "add" else "head.extra") in str(error.value)
+
+
+def test_a_run_of_dva_0_1_still_loads_with_its_prompt_split_into_two_settings(run_dir, tmp_path):
+    out, _ = run_dir
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    checkpoint = torch.load(copy / CHECKPOINT, map_location="cpu", weights_only=False)
+    old = {k: v for k, v in checkpoint["settings"].items() if k not in ("labels", "readout", "stitch")}
+    checkpoint["settings"] = {**old, "prompt": "hard"}
+    del checkpoint["state"]["prompt_head.ctx"]  # fixed prompts have no context vectors
+    torch.save(checkpoint, copy / CHECKPOINT)
+    settings, model, _, _ = load_run(copy, device="cpu")
+    assert (settings.prompt, settings.labels, settings.readout, settings.stitch) == ("fixed", "hard", "regression", "mean")
+    assert model.prompt_head.text_encoder is None
