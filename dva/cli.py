@@ -270,20 +270,37 @@ def fit(
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="cuda, cpu, ... (default: cuda when present)."),
     audio_align: Optional[str] = typer.Option(None, help="nearest or linear interpolation of audio steps to frame times."),
-    as_json: bool = typer.Option(False, "--json", help="Print the best metrics as JSON."),
+    train_splits: Optional[str] = typer.Option(None, help="train (select the epoch on val) or train,val (a final fit: every --epochs, the last kept, nothing held out)."),
+    schedule: Optional[str] = typer.Option(None, help="Learning rate after the warmup: constant or cosine (down to 0 at the last epoch)."),
+    warmup: Optional[float] = typer.Option(None, help="Fraction of the training steps over which the learning rate rises linearly from 0."),
+    folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
-    """Train on the train split, select on val, write the run directory."""
+    """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.settings import settings_from
 
     settings = settings_from(config, **flags)
-    result, run_dir = run_fit(settings, progress=not as_json)
-    best = result.best
-    if as_json:
-        typer.echo(json.dumps({**best, "run": str(run_dir)}))
-    else:
-        typer.echo(f"best epoch {best['epoch']}: CCC_V {best['ccc_v']:.4f}  CCC_A {best['ccc_a']:.4f}  P_VA {best['p_va']:.4f}  -> {run_dir}")
+    report = run_fit(settings, progress=not as_json)
+    typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
+
+
+def report_lines(report: dict) -> list[str]:
+    """What `dva fit` prints: one line per figure, each named by what it is."""
+    lines = []
+    for name in ("oof", "oof_smoothed", "oof_last", "best_val", "best_val_smoothed", "final"):
+        figure = report.get(name)
+        if not figure:
+            continue
+        if figure.get("p_va") is None:
+            lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
+            continue
+        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
+        lines.append(f"{name:<18} {epoch}: CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}")
+    lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
+    lines.append(f"-> {report['run']}")
+    return lines
 
 
 @app.command()

@@ -34,7 +34,8 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
         if report.failed:
             raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
     base = FitSettings(features=str(store), out=str(out / "runs" / "full"), epochs=epochs, patience=epochs, hidden=64, seq_len=64, stride=16)
-    result, run_dir = fit(base, progress=progress)
+    report = fit(base, progress=progress)
+    run_dir = Path(report["run"])
     predictions = out / "predictions" / "submission.txt"
     predict(run_dir, str(store), "test", predictions)
     summary = ablate(
@@ -43,7 +44,7 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
         seeds=1, out=out / "ablation", progress=progress,
     )
     return {
-        **{k: result.best[k] for k in ("ccc_v", "ccc_a", "p_va", "epoch")},
+        **{k: report["best_val"][k] for k in ("ccc_v", "ccc_a", "p_va", "epoch")},
         "run": str(run_dir),
         "plots": [str(run_dir / name) for name in ("curves.png", "traces.png", "va_plane.png")] + [str(out / "ablation" / "ablation.png")],
         "predictions": str(predictions),

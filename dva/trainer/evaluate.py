@@ -10,8 +10,8 @@ import torch
 
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
-from dva.trainer.data import SplitData, gather, window_index
-from dva.trainer.settings import STITCHES, FitSettings
+from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -58,13 +58,29 @@ def stitch_weights(how: str, seq_len: int) -> torch.Tensor:
     return torch.sin(torch.pi * (torch.arange(seq_len, dtype=torch.float64) + 0.5) / seq_len).pow(2).float()
 
 
+def normaliser_on(normaliser: Normaliser, device) -> Normaliser:
+    return Normaliser(**{name: value.to(device) for name, value in vars(normaliser).items()})
+
+
+def normalise_batch(batch: dict, normaliser: Normaliser) -> dict:
+    """A gathered batch with its features normalised (normaliser on the batch's device); frames masked in
+    the batch become exactly zero. Normalising per batch, not per split, lets every fold and ablation
+    variant share one copy of the raw features."""
+    out = dict(batch)
+    for name in ("visual", "audio"):
+        mean, std = getattr(normaliser, f"{name}_mean"), getattr(normaliser, f"{name}_std")
+        out[name] = (batch[name].float() - mean) / std * batch[f"{name}_mask"][..., None]
+    return out
+
+
 @torch.no_grad()
-def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64) -> np.ndarray:
+def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64, normaliser: Normaliser | None = None) -> np.ndarray:
     """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
     frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
-    for the whole pass."""
+    for the whole pass. normaliser: applied to each batch (None: data is normalised already)."""
     model.eval()
     device = data.visual.device
+    normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
     index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
     index, inside = index.to(device), inside.to(device)
     position = stitch_weights(settings.stitch, settings.seq_len).to(device)
@@ -74,8 +90,11 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
         text = model.text_features()
     for start in range(0, index.shape[0], batch_size):
         rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
+        batch = gather(data, rows, valid)
+        if normaliser is not None:
+            batch = normalise_batch(batch, normaliser)
         with autocast(device):
-            va = model(**model_inputs(settings, gather(data, rows, valid)), text=text)["va"].float()
+            va = model(**model_inputs(settings, batch), text=text)["va"].float()
         weights = (valid.float() * position)[..., None]
         total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
@@ -85,8 +104,7 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
 def evaluate(pred: np.ndarray, data: SplitData) -> dict:
     """ABAW's CCC over all valid frames concatenated, and per track."""
     labels = data.labels.cpu().numpy()
-    result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
-    result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
+    result = evaluate_frames(pred, data)
     result["per_track"] = {}
     for i, track in enumerate(data.tracks):
         part = data.track_slice(i)
@@ -96,6 +114,53 @@ def evaluate(pred: np.ndarray, data: SplitData) -> dict:
             "ccc_v": ccc(pred[part, 0], labels[part, 0]),
             "ccc_a": ccc(pred[part, 1], labels[part, 1]),
         }
+    return result
+
+
+def smooth(pred: np.ndarray, data: SplitData, seconds: float) -> np.ndarray:
+    """pred [N, 2] with a centred Gaussian of standard deviation `seconds` applied along each track of data
+    (sigma in frames = seconds x the track's fps; weights renormalised at the track's ends, so an end
+    is not pulled towards zero). seconds 0 returns pred unchanged."""
+    if seconds < 0:
+        raise ConfigError(f"--smooth must be 0 or more seconds, not {seconds}")
+    if seconds == 0:
+        return pred
+    out = np.array(pred, dtype=np.float32, copy=True)
+    for i in range(len(data.tracks)):
+        part = data.track_slice(i)
+        out[part] = gaussian_smooth(pred[part], seconds * float(data.attrs[i]["fps"]))
+    return out
+
+
+def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """values [T, C] -> [T, C]: a centred Gaussian (sigma in rows), normalised by the weight inside the track."""
+    frames = values.shape[0]
+    if sigma <= 0 or frames < 2:
+        return values
+    radius = int(np.ceil(3 * sigma))
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-(taps**2) / (2 * sigma * sigma))
+    weight = np.convolve(np.ones(frames), kernel)[radius : radius + frames]
+    columns = [np.convolve(values[:, c].astype(np.float64), kernel)[radius : radius + frames] / weight for c in range(values.shape[1])]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
+    """The smoothing width (seconds) with the best P_VA of pred on data (ties: the smaller width), and the
+    P_VA of every width tried: {"seconds", "p_va_by_seconds": {str(seconds): p_va}}."""
+    scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data)["p_va"] for s in choices}
+    best = min(choices)
+    for seconds, score in sorted(scores.items()):
+        if np.isfinite(score) and (not np.isfinite(scores[best]) or score > scores[best]):
+            best = seconds
+    return {"seconds": float(best), "p_va_by_seconds": {str(s): v for s, v in scores.items()}}
+
+
+def evaluate_frames(pred: np.ndarray, data: SplitData) -> dict:
+    """CCC_V, CCC_A and P_VA over all valid frames of data concatenated (no per-track figures)."""
+    labels = data.labels.cpu().numpy()
+    result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
+    result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
     return result
 
 

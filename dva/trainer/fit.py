@@ -6,6 +6,8 @@ live on the training device; the model never sees an encoder.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,9 +18,13 @@ import torch
 
 from dva.errors import DvaWarning
 from dva.trainer.data import Normaliser, SplitData, gather, left_out_message, load_split, window_index
-from dva.trainer.evaluate import autocast, build_model, evaluate, model_inputs, predict_frames, resolve_device
-from dva.trainer.run_dir import load_state_strictly, trainable_state, write_run
+from dva.trainer.evaluate import (
+    autocast, build_model, choose_smoothing, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
+    resolve_device,
+)
+from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_run
 from dva.trainer.settings import FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
+from dva.trainer.tracks import concat_splits, track_rows
 
 
 @dataclass
@@ -49,18 +55,41 @@ def load_features(store_path: str, audio_align: str = "nearest") -> Features:
 
 @dataclass
 class FitResult:
+    """One trained model and what it scored. Figures are named by what they are: `best` was selected on the
+    held-out tracks (best_val), `final` is the last epoch (not selected); both None without held-out tracks."""
+
     settings: FitSettings
-    best: dict  # epoch, ccc_v, ccc_a, p_va
+    best: dict | None  # epoch, ccc_v, ccc_a, p_va at the epoch kept (selected on the held-out tracks)
     history: list[dict]
-    val_pred: np.ndarray
+    val_pred: np.ndarray | None  # [held-out frames, 2] of the model kept
     per_track: dict
     model: torch.nn.Module
     normaliser: Normaliser
     seconds: float
+    final: dict | None = None  # epoch, ccc_v, ccc_a, p_va of the last epoch (no selection)
+    last_pred: np.ndarray | None = None  # [held-out frames, 2] of the last epoch
+    smoothing: dict | None = None  # choose_smoothing on the held-out tracks, with "selected_on"
+    held: SplitData | None = None  # the held-out tracks val_pred covers (None: none held out)
+    train_tracks: list[str] = dataclasses.field(default_factory=list)
+    held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
-    """Train one model on features.train, keep the epoch with the best val P_VA."""
+    """Train one model on the splits of settings.train_splits; with val held out, keep the epoch with the
+    best val P_VA, otherwise the last epoch."""
+    splits = settings.train_split_list
+    parts = {"train": features.train, "val": features.val}
+    data = parts[splits[0]] if len(splits) == 1 else concat_splits(*(parts[s] for s in splits))
+    held = parts[settings.held_out] if settings.held_out else None
+    return train_on(settings, features.provenance, data, None, held, progress=progress, held_name=settings.held_out)
+
+
+def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tracks, held: SplitData | None,
+             progress: bool = True, held_name: str | None = None) -> FitResult:
+    """Train one model on the tracks train_tracks (indices into data.tracks; None: all) of data. With held
+    (other tracks, never trained on) the epoch with the best held-out P_VA is kept and the smoothing width
+    chosen on it; without, every epoch runs and the last is kept. data and held may already be on the
+    training device (then nothing is copied); the features are normalised per batch."""
     from tqdm import tqdm
 
     from dva.trainer.losses import loss as compute_loss
@@ -69,18 +98,24 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     device = resolve_device(settings.device)
-    normaliser = Normaliser.fit(features.train)
-    train_data = normaliser.apply(features.train).to(device)
-    val_data = normaliser.apply(features.val).to(device)
-    model = build_model(settings, features.provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
+    chosen = list(range(len(data.tracks))) if train_tracks is None else [int(i) for i in train_tracks]
+    rows = torch.from_numpy(track_rows(data.offsets, chosen))
+    normaliser = Normaliser.fit(dataclasses.replace(data, visual_mask=data.visual_mask.cpu() & rows, audio_mask=data.audio_mask.cpu() & rows))
+    train_data = on_device(data, device)
+    held_data = on_device(held, device) if held is not None else None
+    model = build_model(settings, provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
     index, inside = window_index(train_data.offsets, settings.seq_len, settings.stride)
-    index, inside = index.to(device), inside.to(device)
+    keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
+    index, inside = index[keep].to(device), inside[keep].to(device)
     keep = (train_data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
     index, inside = index[keep], inside[keep]
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = -(-index.shape[0] // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
-    history, best, best_state, stale = [], None, None, 0
+    step_normaliser = normaliser_on(normaliser, device)
+    history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -88,8 +123,8 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
         epoch_start, losses = time.perf_counter(), []
         order = torch.randperm(index.shape[0], generator=generator).to(device)
         for start in range(0, order.shape[0], settings.batch_size):
-            chosen = order[start : start + settings.batch_size]
-            batch = gather(train_data, index[chosen], inside[chosen])
+            chosen_windows = order[start : start + settings.batch_size]
+            batch = normalise_batch(gather(train_data, index[chosen_windows], inside[chosen_windows]), step_normaliser)
             with autocast(device):
                 out = model(**model_inputs(settings, batch))
             value = compute_loss(
@@ -100,26 +135,59 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
             value.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimiser.step()
+            scheduler.step()
             losses.append(value.detach())
-        scores = evaluate(predict_frames(model, settings, val_data), val_data)
-        row = {
-            "epoch": epoch,
-            "loss": float(torch.stack(losses).mean()) if losses else float("nan"),
-            "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"], "p_va": scores["p_va"],
-            "seconds": time.perf_counter() - epoch_start,
-        }
+        row = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else float("nan"), "lr": scheduler.get_last_lr()[0]}
+        if held_data is not None:
+            last_pred = predict_frames(model, settings, held_data, normaliser=normaliser)
+            row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
+        row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", p_va=f"{row['p_va']:.3f}")
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"p_va": f"{row['p_va']:.3f}"} if "p_va" in row else {}))
+        if held_data is None:
+            continue
         if best is None or _better(row["p_va"], best["p_va"]):
-            best, best_state, stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p_va")}, trainable_state(model), 0
+            best, best_state, best_pred, stale = {k: row[k] for k in FIGURE_KEYS}, trainable_state(model), last_pred, 0
         else:
             stale += 1
             if stale >= settings.patience:
                 break
-    load_state_strictly(model, best_state, "the best epoch's state")
-    val_pred = predict_frames(model, settings, val_data)
-    final = evaluate(val_pred, val_data)
-    return FitResult(settings, best, history, val_pred, final["per_track"], model, normaliser, time.perf_counter() - started)
+    final = {k: history[-1][k] for k in FIGURE_KEYS if k in history[-1]} if held_data is not None else None
+    smoothing, per_track = None, {}
+    if held_data is not None:
+        load_state_strictly(model, best_state, "the best epoch's state")
+        per_track = evaluate(best_pred, held_data)["per_track"]
+        smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
+    return FitResult(
+        settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
+        final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
+    )
+
+
+FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int):
+    """step -> learning-rate factor: linear from 0 over the first `warmup` fraction of the steps, then 1
+    (constant) or half a cosine down to 0 at the last step (cosine)."""
+    warmup_steps = int(round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def on_device(data: SplitData, device) -> SplitData:
+    """data on device: itself when it is there already, else a copy (the caller's data is left where it is)."""
+    if data.visual.device == torch.device(device):
+        return data
+    return dataclasses.replace(data).to(device)
 
 
 def _better(new: float, old: float) -> bool:
@@ -128,8 +196,10 @@ def _better(new: float, old: float) -> bool:
     return bool(new > old)
 
 
-def fit(settings: FitSettings, progress: bool = True) -> tuple[FitResult, Path]:
-    """Load the store, train, write the run directory."""
+def fit(settings: FitSettings, progress: bool = True) -> dict:
+    """Load the store, train (one run, or settings.folds folds), write the run directory; returns its summary:
+    {"run", "figures": {name: what it is}, and each figure by name (best_val, final, oof, ...)}."""
     features = load_features(settings.features, settings.audio_align)
     result = train(settings, features, progress=progress)
-    return result, write_run(result, features, Path(settings.out))
+    out = write_run(result, features, Path(settings.out))
+    return run_summary(out)

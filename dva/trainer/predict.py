@@ -68,8 +68,8 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
         data = load_split(store, split, settings.audio_align, tracks=[t for t in listed if t not in unusable])
     finally:
         store.close()
-    data = normaliser.apply(data).to(next(model.parameters()).device)
-    pred = predict_frames(model, settings, data)
+    data = data.to(next(model.parameters()).device)
+    pred = predict_frames(model, settings, data, normaliser=normaliser)
     if fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, pred)
         return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable)}

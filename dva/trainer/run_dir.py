@@ -21,9 +21,10 @@ CHECKPOINT = "best.pt"
 
 
 def trainable_state(model: torch.nn.Module) -> dict:
-    """The state worth saving: everything but the frozen CLIP weights (rebuilt from the store's provenance)."""
+    """The state worth saving: everything but the frozen CLIP weights (rebuilt from the store's provenance).
+    A copy: on the CPU `.cpu()` would share storage with the live weights, which training goes on changing."""
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in frozen}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k not in frozen}
 
 
 def load_state_strictly(model: torch.nn.Module, state: dict, source: str) -> None:
@@ -44,7 +45,7 @@ def load_state_strictly(model: torch.nn.Module, state: dict, source: str) -> Non
 
 
 def write_run(result, features, out: Path) -> Path:
-    """config.json, metrics.json, best.pt, val predictions (ABAW files) and plots under out.
+    """config.json, metrics.json, best.pt, held-out predictions (ABAW files) and plots under out.
 
     result: a `dva.trainer.fit.FitResult`; features: the `dva.trainer.fit.Features` it was trained on."""
     from dva.trainer.plots import plot_run
@@ -52,20 +53,18 @@ def write_run(result, features, out: Path) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    held = result.held
     config = {
         "settings": dataclasses.asdict(result.settings),
         "store": {"path": features.store_path, **features.provenance},
-        "train_tracks": features.train.tracks,
-        "val_tracks": features.val.tracks,
+        "train_tracks": result.train_tracks,
+        "val_tracks": held.tracks if held is not None else [],
+        "held_out": result.held_name,
         "left_out": {"train": features.train.left_out, "val": features.val.left_out},
         "torch": torch.__version__,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    metrics = {
-        "best": result.best, "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
-        "val_tracks": len(features.val.tracks), "val_left_out": features.val.left_out,
-    }
-    (out / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
+    (out / "metrics.json").write_text(json.dumps(finite(run_metrics(result, features)), indent=2))
     torch.save(
         {
             "settings": dataclasses.asdict(result.settings),
@@ -77,9 +76,50 @@ def write_run(result, features, out: Path) -> Path:
         },
         out / CHECKPOINT,
     )
-    write_per_track(out / "val_predictions", features.val.tracks, features.val.offsets, result.val_pred)
-    plot_run(out, result.history, features.val, result.val_pred)
+    if held is not None:
+        write_per_track(out / "val_predictions", held.tracks, held.offsets, result.val_pred)
+    plot_run(out, result.history, held, result.val_pred)
     return out
+
+
+def run_metrics(result, features) -> dict:
+    """metrics.json of one run: every figure under the name of what it is, and a line saying so."""
+    from dva.trainer.evaluate import evaluate_frames, smooth
+
+    held, name = result.held, result.held_name or "the held-out tracks"
+    metrics: dict = {"train_splits": result.settings.train_splits, "held_out": result.held_name}
+    if held is None:
+        last = result.history[-1]
+        metrics["figures"] = {"final": "the last epoch (no selection); nothing was held out, so it has no score"}
+        metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], "ccc_v": None, "ccc_a": None, "p_va": None}
+        metrics["smooth_seconds"] = 0.0
+        metrics["smoothing"] = {"seconds": 0.0, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
+    else:
+        seconds = result.smoothing["seconds"]
+        metrics["figures"] = {
+            "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
+            "final": f"the last epoch, scored on {name} (not selected)",
+            "best_val_smoothed": f"best_val after {seconds} s of smoothing, the width that scored best on {name} (selected on it too)",
+        }
+        metrics["best_val"] = result.best
+        metrics["final"] = result.final
+        metrics["best_val_smoothed"] = {"epoch": result.best["epoch"], **evaluate_frames(smooth(result.val_pred, held, seconds), held), "smooth_seconds": seconds}
+        metrics["smooth_seconds"] = seconds
+        metrics["smoothing"] = result.smoothing
+    metrics.update({
+        "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
+        "val_tracks": len(held.tracks) if held is not None else 0, "val_left_out": features.val.left_out,
+    })
+    return metrics
+
+
+SUMMARY = ("figures", "oof", "oof_smoothed", "oof_last", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
+
+
+def run_summary(out: Path) -> dict:
+    """The figures of a run (or folds) directory's metrics.json, and "run": where it is."""
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    return {"run": str(out), **{k: metrics[k] for k in SUMMARY if k in metrics}}
 
 
 def finite(value):

@@ -18,7 +18,10 @@ PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-writt
 LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest
 READOUTS = ("regression", "prompt", "blend")  # where the prediction comes from (prompt: sum_k p_k c_k)
 STITCHES = ("mean", "hann")  # how overlapping evaluation windows are averaged
-CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES}
+SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva fit` chooses from on held-out tracks
+SCHEDULES = ("constant", "cosine")
+TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
+CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -54,6 +57,10 @@ class FitSettings:
     labels: str = "soft"
     readout: str = "regression"
     stitch: str = "hann"
+    train_splits: str = "train"
+    schedule: str = "constant"
+    warmup: float = 0.0
+    folds: int = 0
 
     def validate(self) -> None:
         chosen = self.modality_list
@@ -70,6 +77,24 @@ class FitSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.sigma <= 0 or self.lr <= 0:
             raise ConfigError("--sigma and --lr must be positive")
+        splits = self.train_split_list
+        if not splits or any(s not in TRAIN_SPLITS for s in splits) or len(set(splits)) != len(splits):
+            raise ConfigError(f"--train-splits must be train, val or train,val, not {self.train_splits!r}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"--warmup is a fraction of the training steps in [0, 1), not {self.warmup}")
+        if self.folds < 0 or self.folds == 1:
+            raise ConfigError(f"--folds must be 0 (no folds) or at least 2, not {self.folds}")
+        if self.folds and splits != ("train",):
+            raise ConfigError("--folds cuts train and val together into folds; leave --train-splits out")
+
+    @property
+    def train_split_list(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.train_splits.split(",") if s.strip())
+
+    @property
+    def held_out(self) -> str | None:
+        """The split that selects the epoch: val, unless it is trained on (then none: the last epoch is kept)."""
+        return None if "val" in self.train_split_list else "val"
 
     @property
     def modality_list(self) -> tuple[str, ...]:

@@ -17,12 +17,14 @@ QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=
 
 
 def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
-    out, best = run_dir
+    out, report = run_dir
     for name in ("config.json", "metrics.json", "best.pt", "curves.png", "traces.png", "va_plane.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["best"]["p_va"] == pytest.approx(best["p_va"])
-    assert best["p_va"] > 0.2  # a constant predictor scores 0
+    assert metrics["best_val"]["p_va"] == pytest.approx(report["best_val"]["p_va"])
+    assert report["best_val"]["p_va"] > 0.2  # a constant predictor scores 0
+    assert metrics["final"]["epoch"] == metrics["epochs"][-1]["epoch"] and metrics["final"]["p_va"] == pytest.approx(metrics["epochs"][-1]["p_va"])
+    assert set(report["figures"]) == {"best_val", "final", "best_val_smoothed"}  # every figure says what it is
     assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["fusion"] == "hierarchical" and config["store"]["visual_encoder"]["weights_sha256"]

@@ -58,3 +58,13 @@ def test_a_run_of_dva_0_1_still_loads_with_its_prompt_split_into_two_settings(ru
     settings, model, _, _ = load_run(copy, device="cpu")
     assert (settings.prompt, settings.labels, settings.readout, settings.stitch) == ("fixed", "hard", "regression", "mean")
     assert model.prompt_head.text_encoder is None
+
+
+def test_a_saved_state_is_a_copy_that_later_training_does_not_change():
+    from dva.trainer.run_dir import trainable_state
+
+    model = torch.nn.Linear(2, 2)
+    state = trainable_state(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(state["weight"], model.weight)
