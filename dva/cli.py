@@ -289,7 +289,7 @@ def fit(
 def report_lines(report: dict) -> list[str]:
     """What `dva fit` prints: one line per figure, each named by what it is."""
     lines = []
-    for name in ("oof", "oof_smoothed", "oof_last", "best_val", "best_val_smoothed", "final"):
+    for name in ("oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
         figure = report.get(name)
         if not figure:
             continue
@@ -336,6 +336,7 @@ def ablate(
     fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
+    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold P_VA instead of best_val."),
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md and ablation.png."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes."),
     as_json: bool = typer.Option(False, "--json"),
@@ -345,7 +346,8 @@ def ablate(
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
     from dva.trainer.settings import settings_from
 
-    base = settings_from(config, features=features, **parse_fixed(fixed))
+    values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
+    base = settings_from(config, **values)
     summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
 

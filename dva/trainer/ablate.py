@@ -3,7 +3,8 @@
 Results are appended to results.csv as each variant finishes, each under a key made of every
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
 rerun with other settings never reports old numbers as new ones; results.md and ablation.png
-summarise mean +- std per variant of the current plan, best first.
+summarise mean +- std per variant of the current plan, best first. Each row says which figure it is:
+`best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.trainer.fit import load_features, train
+from dva.trainer.fit import load_features, train, train_folds
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
-CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")
+CSV_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
+           "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 PROVENANCE = ("dva_version", "visual_encoder", "audio_encoder", "preprocessing")
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 
@@ -122,6 +125,8 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
         for seed in range(base.seed, base.seed + seeds):
             settings = dataclasses.replace(base, **choice, seed=seed)
             settings.validate()
+            if settings.held_out is None and not settings.folds:
+                raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
 
@@ -164,10 +169,19 @@ def append_row(path: Path, row: dict) -> None:
 
 def run_job(job: Job, features_by_align: dict) -> dict:
     """Train one variant; the features were loaded once by the caller (or scattered to this worker)."""
-    result = train(job.settings, features_by_align[job.settings.audio_align], progress=False)
+    from dva.trainer.evaluate import evaluate_frames
+
+    features = features_by_align[job.settings.audio_align]
+    if job.settings.folds:
+        folds = train_folds(job.settings, features, progress=False, plain=False)
+        figure, epoch = "oof", "/".join(str(run.best["epoch"]) for run in folds.runs)
+        scores, seconds = evaluate_frames(folds.oof_pred, folds.pooled), folds.seconds
+    else:
+        result = train(job.settings, features, progress=False)
+        figure, epoch, scores, seconds = "best_val", result.best["epoch"], result.best, result.seconds
     return {
-        "key": job.key, "variant": job.variant, "seed": job.seed,
-        **{k: result.best[k] for k in ("epoch", *METRICS)}, "seconds": round(result.seconds, 2),
+        "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
+        **{k: scores[k] for k in METRICS}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
     }
 
@@ -225,7 +239,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
-        entry = {"variant": variant, "seeds": len(group)}
+        entry = {"variant": variant, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
         for metric in METRICS:
             values = np.array([float(r[metric]) if r[metric] not in ("", None) else math.nan for r in group])
             entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
@@ -235,10 +249,12 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    lines = ["| variant | seeds | CCC_V | CCC_A | P_VA |", "| --- | ---: | ---: | ---: | ---: |"]
+    figures = sorted({e["figure"] for e in summary})
+    caption = "ranked by the mean P_VA over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
+    lines = [caption, "", "| variant | seeds | figure | CCC_V | CCC_A | P_VA |", "| --- | ---: | --- | ---: | ---: | ---: |"]
     for e in summary:
         cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in METRICS]
-        lines.append(f"| {e['variant']} | {e['seeds']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -256,7 +272,9 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
         errors = [e[metric + "_std"] for e in summary][::-1]
         ax.barh(y + offset, values, height=0.25, xerr=errors, label=metric.upper().replace("_", " "))
     ax.set_yticks(y, names)
-    ax.set(xlabel="validation score (mean ± std over seeds)", title="ablation")
+    figures = "/".join(sorted({e["figure"] for e in summary}))
+    seeds = sorted({e["seeds"] for e in summary})
+    ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} P_VA")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

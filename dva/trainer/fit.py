@@ -22,9 +22,9 @@ from dva.trainer.evaluate import (
     autocast, build_model, choose_smoothing, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
     resolve_device,
 )
-from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_run
+from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
 from dva.trainer.settings import FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
-from dva.trainer.tracks import concat_splits, track_rows
+from dva.trainer.tracks import concat_splits, select_tracks, track_rows
 
 
 @dataclass
@@ -167,6 +167,50 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
 FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
 
 
+@dataclass
+class FoldsResult:
+    """K fold runs over the tracks of train and val together, and their out-of-fold predictions."""
+
+    settings: FitSettings
+    pooled: SplitData  # train and val, every track (on the CPU)
+    fold_of: list[int]  # the fold of each pooled track
+    runs: list[FitResult]  # fold k: trained on the other folds, its epoch selected on fold k
+    oof_pred: np.ndarray  # [pooled frames, 2]: each track predicted by the run that did not train on it
+    oof_last: np.ndarray  # the same from each fold's last epoch (no selection)
+    plain: FitResult | None = None  # the plain fit (train -> select on val), for comparison
+    seconds: float = 0.0
+
+
+def train_folds(settings: FitSettings, features: Features, progress: bool = True, plain: bool = True) -> FoldsResult:
+    """settings.folds runs over train+val cut by video (see `dva.trainer.folds.assign_folds`), each with its
+    epoch and smoothing selected on its own held-out fold; plain: also the plain fit (train, select on val)."""
+    from tqdm import tqdm
+
+    from dva.trainer.folds import assign_folds, fold_members
+
+    started = time.perf_counter()
+    k = settings.folds
+    pooled = concat_splits(features.train, features.val)
+    fold_of = assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), k, settings.seed)
+    members = fold_members(fold_of, k)
+    device = resolve_device(settings.device)
+    on = on_device(pooled, device)  # one copy on the device for every fold
+    oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
+    oof_last = oof_pred.copy()
+    runs = []
+    for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress):
+        held = select_tracks(on, members[fold], split=f"fold-{fold}")
+        trained_on = [i for f in range(k) if f != fold for i in members[f]]
+        result = train_on(settings, features.provenance, on, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
+        if held.visual.device.type != "cpu":  # what the run directory is written from stays off the device
+            result.held = select_tracks(pooled, members[fold], split=f"fold-{fold}")
+        rows = track_rows(pooled.offsets, members[fold], ordered=True)
+        oof_pred[rows], oof_last[rows] = result.val_pred, result.last_pred
+        runs.append(result)
+    plain_result = train(dataclasses.replace(settings, folds=0), features, progress=False) if plain else None
+    return FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain_result, time.perf_counter() - started)
+
+
 def lr_factor(schedule: str, warmup: float, total_steps: int):
     """step -> learning-rate factor: linear from 0 over the first `warmup` fraction of the steps, then 1
     (constant) or half a cosine down to 0 at the last step (cosine)."""
@@ -200,6 +244,8 @@ def fit(settings: FitSettings, progress: bool = True) -> dict:
     """Load the store, train (one run, or settings.folds folds), write the run directory; returns its summary:
     {"run", "figures": {name: what it is}, and each figure by name (best_val, final, oof, ...)}."""
     features = load_features(settings.features, settings.audio_align)
+    if settings.folds:
+        return run_summary(write_folds(train_folds(settings, features, progress=progress), features, Path(settings.out)))
     result = train(settings, features, progress=progress)
     out = write_run(result, features, Path(settings.out))
     return run_summary(out)

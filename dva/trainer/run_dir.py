@@ -113,7 +113,64 @@ def run_metrics(result, features) -> dict:
     return metrics
 
 
-SUMMARY = ("figures", "oof", "oof_smoothed", "oof_last", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
+def write_folds(result, features, out: Path) -> Path:
+    """A folds directory: fold-0 ... fold-{K-1} (each a run directory), plain/ (the plain fit, when there is
+    one), folds.json (which tracks in which fold), oof_predictions/ (ABAW files) and metrics.json with the
+    out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
+    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
+    from dva.trainer.folds import FOLDS_FILE
+    from dva.trainer.submission import write_per_track
+    from dva.trainer.tracks import select_tracks, track_rows
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    k, pooled = result.settings.folds, result.pooled
+    runs = [write_run(run, features, out / f"fold-{fold}") for fold, run in enumerate(result.runs)]
+    if result.plain is not None:
+        write_run(result.plain, features, out / "plain")
+    folds = {
+        "folds": k, "seed": result.settings.seed, "runs": [run.name for run in runs],
+        "tracks": [[t for t, f in zip(pooled.tracks, result.fold_of) if f == fold] for fold in range(k)],
+        "fold_of": dict(zip(pooled.tracks, result.fold_of)),
+    }
+    (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
+    write_per_track(out / "oof_predictions", pooled.tracks, pooled.offsets, result.oof_pred)
+    smoothing = {**choose_smoothing(result.oof_pred, pooled), "selected_on": "the out-of-fold predictions"}
+    seconds = smoothing["seconds"]
+    val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
+    val_data = select_tracks(pooled, val)
+    val_rows = track_rows(pooled.offsets, val, ordered=True)
+    metrics = {
+        "folds": k,
+        "figures": {
+            "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
+                   "each fold's epoch was selected on its own held-out fold (the standard)",
+            "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
+            "oof_smoothed": f"oof after {seconds} s of smoothing, the width that scored best on the out-of-fold predictions (selected on them)",
+            "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
+            "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
+        },
+        "oof": {**evaluate_frames(result.oof_pred, pooled), "folds": k},
+        "oof_last": {**evaluate_frames(result.oof_last, pooled), "folds": k},
+        "oof_smoothed": {**evaluate_frames(smooth(result.oof_pred, pooled, seconds), pooled), "folds": k, "smooth_seconds": seconds},
+        "oof_val": {**evaluate_frames(result.oof_pred[val_rows], val_data), "folds": k},
+        "plain_best_val": result.plain.best if result.plain is not None else None,
+        "smooth_seconds": seconds,
+        "smoothing": smoothing,
+        "per_fold": [
+            {"fold": fold, "run": runs[fold].name, "tracks": len(folds["tracks"][fold]), "frames": int(run.held.n_frames),
+             "best_val": run.best, "final": run.final}
+            for fold, run in enumerate(result.runs)
+        ],
+        "tracks": len(pooled.tracks), "frames": pooled.n_frames, "seconds": result.seconds, "left_out": pooled.left_out,
+    }
+    if result.plain is None:
+        del metrics["figures"]["plain_best_val"], metrics["plain_best_val"]
+    (out / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
+    return out
+
+
+SUMMARY = ("figures", "oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
 
 
 def run_summary(out: Path) -> dict:

@@ -23,14 +23,15 @@ def _per_frame(data: SplitData) -> list[str]:
 
 
 def concat_splits(*splits: SplitData) -> SplitData:
-    """One SplitData holding every track of these splits in order (a copy), named like "train+val"."""
+    """One SplitData holding every track of these splits in order (a copy), named like "train+val"; each
+    track's attrs gain "split": the split it came from."""
     first = splits[0]
     lengths = np.concatenate([np.diff(s.offsets) for s in splits])
     values = {name: torch.cat([getattr(s, name) for s in splits]) for name in _per_frame(first)}
     left_out = {track: reason for s in splits for track, reason in s.left_out.items()}
     return dataclasses.replace(
         first, split="+".join(s.split for s in splits), tracks=[t for s in splits for t in s.tracks],
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), attrs=[a for s in splits for a in s.attrs],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), attrs=[{**a, "split": a.get("split", s.split)} for s in splits for a in s.attrs],
         left_out=left_out, **values,
     )
 

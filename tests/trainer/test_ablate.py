@@ -3,6 +3,8 @@
 import csv
 
 import pytest
+
+from dva.errors import ConfigError
 from typer.testing import CliRunner
 
 from dva.trainer import ablate as ablate_module
@@ -82,3 +84,24 @@ def test_labels_and_readout_are_separate_axes_six_rows(tiny_store, tmp_path):
     assert {line.split(" |")[0][2:] for line in table} == {f"labels={l} readout={r}" for l in ("soft", "hard") for r in ("regression", "prompt", "blend")}
     written = rows(tmp_path)
     assert len({row["p_va"] for row in written}) == 6  # six different models, not one reported six times
+
+
+def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_path):
+    from dva.cli import app
+
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--folds", "2", "--seeds", "2", "--grid", "fusion=gated",
+                                      *flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "oof: out of fold" in result.stdout and "ranked by" in result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("| fusion=gated")]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1:3] == ["2", "oof"]
+    written = rows(tmp_path)
+    assert [row["figure"] for row in written] == ["oof", "oof"] and len(written[0]["epoch"].split("/")) == 2
+    assert float(cells[-1].split(" ± ")[1]) > 0  # two seeds, two different fold cuts and models
+
+
+def test_ablate_refuses_a_grid_with_nothing_held_out(tiny_store, tmp_path):
+    with pytest.raises(ConfigError, match="held-out figure"):
+        ablate(FitSettings(features=str(tiny_store), train_splits="train,val", **TINY), {}, seeds=1, out=tmp_path, progress=False)
