@@ -306,25 +306,27 @@ def report_lines(report: dict) -> list[str]:
 @app.command()
 @user_errors
 def predict(
-    run: Path = typer.Option(..., help="Run directory written by `dva fit`."),
+    run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean)."),
     features: str = typer.Option(..., help="Feature store holding the split to predict."),
     split: str = typer.Option("test", help="test or val."),
     out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track."),
     format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
+    smooth: Optional[float] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping (default: the width `dva fit` chose on held-out tracks; 0: none)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Write the ABAW submission: every row of the organisers' sample file, in its order."""
     from dva.trainer.predict import predict as run_predict
 
-    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete)
+    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
         typer.echo(json.dumps(summary))
         return
     if summary["check"]:
         typer.echo(summary["check"])
+    typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {summary['smooth_seconds']:g} s ({summary['smoothing']})")
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
 
 

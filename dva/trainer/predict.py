@@ -1,4 +1,8 @@
-"""`dva predict`: the ABAW submission from a run directory and a store.
+"""`dva predict`: the ABAW submission from one or more run directories (an ensemble) and a store.
+
+The runs' per-frame predictions are averaged (a folds directory stands for its fold runs), then smoothed
+by a centred Gaussian along each track (the width `dva fit` chose on held-out tracks, or --smooth),
+then clipped to [-1, 1]. The runs must have been trained on the same kind of features.
 
 The test split of the store remembers the organisers' files it was extracted with (the VA test
 list and the sample submission); the submission has exactly the sample's rows in its order. A
@@ -11,11 +15,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError
-from dva.trainer.run_dir import load_run
+from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs
 from dva.trainer.submission import FORMATS, build_submission, write_per_track
 
 
@@ -35,19 +39,30 @@ def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile |
     return found
 
 
-def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None, allow_incomplete: bool = False) -> dict:
-    """Predict every listed track of split and write `out` (a file, or a folder for per-track); returns
-    {"tracks", "frames", "rows", "out", "check", "missing"}. Raises DataError naming the tracks a
-    submission would miss, unless allow_incomplete."""
+def predict(run: Path | list[Path], features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None,
+            allow_incomplete: bool = False, smooth: float | None = None) -> dict:
+    """Predict every listed track of split with the ensemble of run (one path or several: run or folds
+    directories) and write `out` (a file, or a folder for per-track); smooth: seconds of Gaussian smoothing
+    (None: what `dva fit` recorded). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
+    "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
+    allow_incomplete; RunError when the runs were trained on different kinds of features."""
     from dva.stores import open_store
     from dva.trainer.data import load_split
-    from dva.trainer.evaluate import predict_frames
+    from dva.trainer.evaluate import predict_frames, resolve_device
+    from dva.trainer.evaluate import smooth as smooth_frames
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "submission" and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder: the submission is one file (e.g. {Path(out) / 'predictions.txt'}), or use --format per-track")
-    settings, model, normaliser, provenance = load_run(run, device)
+    given = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
+    if not given:
+        raise ConfigError("pass at least one --run")
+    runs = [path for path in given for path in run_dirs(path)]
+    provenance = check_compatible(runs)
+    seconds, smoothing = smoothing_width(given, smooth)
+    aligns = {path: read_checkpoint(path)["settings"].get("audio_align", "nearest") for path in runs}
+    run = given[0]
     store = open_store(features, mode="r")
     try:
         wanted = provenance.get("visual_encoder"), provenance.get("audio_encoder")
@@ -65,14 +80,21 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
             if not allow_incomplete:
                 raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
             warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)
-        data = load_split(store, split, settings.audio_align, tracks=[t for t in listed if t not in unusable])
+        data_by_align = {align: load_split(store, split, align, tracks=[t for t in listed if t not in unusable]) for align in sorted(set(aligns.values()))}
     finally:
         store.close()
-    data = data.to(next(model.parameters()).device)
-    pred = predict_frames(model, settings, data, normaliser=normaliser)
+    total = None
+    for path in runs:  # one model in memory at a time
+        settings, model, normaliser, _ = load_run(path, device)
+        data = data_by_align[settings.audio_align].to(resolve_device(device))
+        pred = predict_frames(model, settings, data, normaliser=normaliser).astype(np.float64)
+        total = pred if total is None else total + pred
+        del model
+    pred = smooth_frames((total / len(runs)).astype(np.float32), data, seconds)  # after the ensemble, before clipping
+    ensemble = {"runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
     if fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, pred)
-        return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable)}
+        return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable), **ensemble}
     submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed)
     check = submission.check(sample_file)
     if submission.filled:
@@ -81,4 +103,19 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
             f"prediction ({', '.join(list(submission.filled)[:5])}): extract {split} with the sample file so its rows decide each track's length"
         ), stacklevel=2)
     submission.write(out)
-    return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable)}
+    return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable), **ensemble}
+
+
+def smoothing_width(given: list[Path], smooth: float | None) -> tuple[float, str]:
+    """(seconds, where the width came from): smooth when given, else the width `dva fit` recorded for the given
+    run or folds directories (their median, with a warning, when they recorded different widths)."""
+    if smooth is not None:
+        if smooth < 0:
+            raise ConfigError(f"--smooth must be 0 or more seconds, not {smooth}")
+        return float(smooth), "--smooth"
+    recorded = [recorded_smoothing(path) for path in given]
+    if len(set(recorded)) == 1:
+        return recorded[0], "chosen by dva fit on held-out tracks"
+    median = float(np.median(recorded))
+    warnings.warn(DvaWarning(f"the runs recorded different smoothing widths ({', '.join(f'{s:g} s' for s in recorded)}): using their median, {median:g} s; pass --smooth to choose"), stacklevel=3)
+    return median, "median of the widths dva fit chose"

@@ -190,6 +190,14 @@ def finite(value):
     return value
 
 
+def read_checkpoint(run: Path) -> dict:
+    """best.pt of a run directory, on the CPU."""
+    checkpoint_path = Path(run) / CHECKPOINT
+    if not checkpoint_path.is_file():
+        raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
+    return torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+
+
 def load_run(run: Path, device=None):
     """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
     from dva.trainer.data import Normaliser
@@ -197,11 +205,59 @@ def load_run(run: Path, device=None):
     from dva.trainer.settings import settings_from, upgrade_settings
 
     checkpoint_path = Path(run) / CHECKPOINT
-    if not checkpoint_path.is_file():
-        raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(run)
     settings = settings_from(**{**upgrade_settings(checkpoint["settings"]), "device": device})
     device = resolve_device(device)
     model = build_model(settings, checkpoint["provenance"], checkpoint["visual_dim"], checkpoint["audio_dim"], device)
     load_state_strictly(model, checkpoint["state"], str(checkpoint_path))
     return settings, model, Normaliser.from_state(checkpoint["normaliser"]), checkpoint["provenance"]
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """The run directories a path stands for: itself (a run directory), or a folds directory's fold runs."""
+    from dva.trainer.folds import FOLDS_FILE
+
+    path = Path(path)
+    if (path / FOLDS_FILE).is_file():
+        return [path / name for name in json.loads((path / FOLDS_FILE).read_text())["runs"]]
+    if (path / CHECKPOINT).is_file():
+        return [path]
+    raise RunError(f"{path}: neither a run directory ({CHECKPOINT}) nor a folds directory ({FOLDS_FILE}); pass what `dva fit` wrote")
+
+
+def recorded_smoothing(path: Path) -> float:
+    """The smoothing width (seconds) `dva fit` chose for a run or folds directory; 0 for runs of a dva that chose none."""
+    metrics = Path(path) / "metrics.json"
+    value = json.loads(metrics.read_text()).get("smooth_seconds") if metrics.is_file() else None
+    return float(value or 0.0)
+
+
+IGNORED_IN_PROVENANCE = ("dva_version",)  # which dva wrote the store does not change its features
+
+
+def provenance_difference(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Where two stores' provenance differ, as "key.sub: A vs B" lines (none: the same features)."""
+    differences = []
+    for key in sorted(set(a) | set(b)):
+        if not prefix and key in IGNORED_IN_PROVENANCE:
+            continue
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            differences += provenance_difference(left, right, f"{prefix}{key}.")
+        elif left != right:
+            differences.append(f"{prefix}{key}: {left} vs {right}")
+    return differences
+
+
+def check_compatible(runs: list[Path]) -> dict:
+    """RunError naming the difference unless every run was trained on features of the same kind (the store's
+    provenance and feature widths); returns the first run's checkpoint provenance."""
+    first = read_checkpoint(runs[0])
+    for run in runs[1:]:
+        other = read_checkpoint(run)
+        differences = provenance_difference(first["provenance"], other["provenance"])
+        differences += [f"{dim}: {first[dim]} vs {other[dim]}" for dim in ("visual_dim", "audio_dim") if first[dim] != other[dim]]
+        if differences:
+            shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+            raise RunError(f"{runs[0]} and {run} were trained on different features ({shown}): an ensemble needs runs of one kind of store")
+    return first["provenance"]

@@ -3,10 +3,9 @@
 import csv
 
 import pytest
-
-from dva.errors import ConfigError
 from typer.testing import CliRunner
 
+from dva.errors import ConfigError
 from dva.trainer import ablate as ablate_module
 from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
 from dva.trainer.settings import FitSettings

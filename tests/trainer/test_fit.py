@@ -25,6 +25,8 @@ def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
     assert report["best_val"]["p_va"] > 0.2  # a constant predictor scores 0
     assert metrics["final"]["epoch"] == metrics["epochs"][-1]["epoch"] and metrics["final"]["p_va"] == pytest.approx(metrics["epochs"][-1]["p_va"])
     assert set(report["figures"]) == {"best_val", "final", "best_val_smoothed"}  # every figure says what it is
+    assert metrics["smooth_seconds"] == metrics["smoothing"]["seconds"] in (0.0, 0.1, 0.2, 0.4, 0.8) and metrics["smoothing"]["selected_on"] == "val"
+    assert metrics["best_val_smoothed"]["p_va"] == pytest.approx(max(metrics["smoothing"]["p_va_by_seconds"].values()))
     assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["fusion"] == "hierarchical" and config["store"]["visual_encoder"]["weights_sha256"]
