@@ -369,7 +369,7 @@ def demo(
         typer.echo(json.dumps(result))
         return
     typer.echo(markdown_table(result["ablation"]))
-    typer.echo(f"full model: CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f} (best epoch {result['epoch']})")
+    typer.echo(f"full model, best_val (epoch {result['epoch']} selected on val, scored on val): CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f}")
     typer.echo("plots: " + ", ".join(result["plots"]))
     typer.echo(f"test submission (ABAW format, the sample file's rows): {result['predictions']}")
 

@@ -104,3 +104,22 @@ def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_
 def test_ablate_refuses_a_grid_with_nothing_held_out(tiny_store, tmp_path):
     with pytest.raises(ConfigError, match="held-out figure"):
         ablate(FitSettings(features=str(tiny_store), train_splits="train,val", **TINY), {}, seeds=1, out=tmp_path, progress=False)
+
+
+def test_the_chart_has_error_bars_over_seeds_and_names_its_figure(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from dva.trainer.ablate import plot_summary, summarise
+
+    drawn, titles = [], []
+    real_barh, real_set = Axes.barh, Axes.set
+    monkeypatch.setattr(Axes, "barh", lambda self, *a, **k: drawn.append(k.get("xerr")) or real_barh(self, *a, **k))
+    monkeypatch.setattr(Axes, "set", lambda self, **k: titles.append(k) or real_set(self, **k))
+    rows = [{"variant": "v", "figure": "oof", "ccc_v": c, "ccc_a": c, "p_va": c} for c in (0.5, 0.7)]
+    plot_summary(tmp_path / "chart.png", summarise(rows))
+    assert (tmp_path / "chart.png").is_file() and len(drawn) == 3
+    assert all(errors == [pytest.approx(0.1)] for errors in drawn)  # std over the two seeds
+    assert any("oof" in k.get("title", "") and "2 seeds" in k.get("xlabel", "") for k in titles)
