@@ -167,17 +167,22 @@ def append_row(path: Path, row: dict) -> None:
         writer.writerow({k: row[k] for k in CSV_FIELDS})
 
 
-def run_job(job: Job, features_by_align: dict) -> dict:
-    """Train one variant; the features were loaded once by the caller (or scattered to this worker)."""
-    from dva.trainer.evaluate import evaluate_frames
+def run_job(job: Job, features_by_align: dict, devices: list[str] | None = None) -> dict:
+    """Train one variant; the features were loaded once by the caller (or scattered to this worker) and go
+    to the training device once per process (devices: those of the Dask workers, see `plan_workers`)."""
+    from dva.trainer.evaluate import evaluate_frames, resolve_device
+    from dva.trainer.workers import features_on, worker_device
 
-    features = features_by_align[job.settings.audio_align]
-    if job.settings.folds:
-        folds = train_folds(job.settings, features, progress=False, plain=False)
+    settings = job.settings
+    if devices is not None:
+        settings = dataclasses.replace(settings, device=worker_device(devices))
+    features = features_on(features_by_align[settings.audio_align], str(resolve_device(settings.device)))
+    if settings.folds:
+        folds = train_folds(settings, features, progress=False, plain=False)
         figure, epoch = "oof", "/".join(str(run.best["epoch"]) for run in folds.runs)
         scores, seconds = evaluate_frames(folds.oof_pred, folds.pooled), folds.seconds
     else:
-        result = train(job.settings, features, progress=False)
+        result = train(settings, features, progress=False)
         figure, epoch, scores, seconds = "best_val", result.best["epoch"], result.best, result.seconds
     return {
         "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
@@ -203,12 +208,17 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     if todo:
         aligns = sorted({job.settings.audio_align for job in todo})
         features_by_align = {align: load_features(base.features, align) for align in aligns}
+        from dva.trainer.workers import forget_features
+
         bar = tqdm(total=len(todo), desc="ablate", unit="variant", disable=not progress)
-        for row in _run_all(todo, features_by_align, workers):
-            append_row(results_csv, row)
-            bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
-            bar.update(1)
-        bar.close()
+        try:
+            for row in _run_all(todo, features_by_align, workers):
+                append_row(results_csv, row)
+                bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
+                bar.update(1)
+        finally:
+            bar.close()
+            forget_features()
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
@@ -225,9 +235,12 @@ def _run_all(todo: list[Job], features_by_align: dict, workers: int):
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        shared = client.scatter(features_by_align, broadcast=True)  # one copy per worker, not per task
-        futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
+    from dva.trainer.workers import gpu_count, plan_workers
+
+    processes, threads, devices = plan_workers(workers, todo[0].settings.device, gpu_count())
+    with LocalCluster(n_workers=processes, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        shared = client.scatter(features_by_align, broadcast=True)  # one copy per worker process, not per task
+        futures = [client.submit(run_job, job, shared, devices, pure=False) for job in todo]
         for future in as_completed(futures):
             yield future.result()
 

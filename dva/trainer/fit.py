@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +36,17 @@ class Features:
     provenance: dict
     train: SplitData
     val: SplitData
+    _pooled: SplitData | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def pooled(self) -> SplitData:
+        """train and val as one SplitData (train's tracks first), made once."""
+        if self._pooled is None:
+            self._pooled = concat_splits(self.train, self.val)
+        return self._pooled
+
+    def to(self, device) -> "Features":
+        """A Features on device (the splits copied there unless they are there already); self is left as it is."""
+        return dataclasses.replace(self, train=on_device(self.train, device), val=on_device(self.val, device), _pooled=None)
 
 
 def load_features(store_path: str, audio_align: str = "nearest") -> Features:
@@ -79,7 +91,7 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
     best val P_VA, otherwise the last epoch."""
     splits = settings.train_split_list
     parts = {"train": features.train, "val": features.val}
-    data = parts[splits[0]] if len(splits) == 1 else concat_splits(*(parts[s] for s in splits))
+    data = parts[splits[0]] if len(splits) == 1 else features.pooled()
     held = parts[settings.held_out] if settings.held_out else None
     return train_on(settings, features.provenance, data, None, held, progress=progress, held_name=settings.held_out)
 
@@ -95,15 +107,16 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     from dva.trainer.losses import loss as compute_loss
 
     settings.validate()
-    torch.manual_seed(settings.seed)
-    np.random.seed(settings.seed)
     device = resolve_device(settings.device)
     chosen = list(range(len(data.tracks))) if train_tracks is None else [int(i) for i in train_tracks]
     rows = torch.from_numpy(track_rows(data.offsets, chosen))
     normaliser = Normaliser.fit(dataclasses.replace(data, visual_mask=data.visual_mask.cpu() & rows, audio_mask=data.audio_mask.cpu() & rows))
     train_data = on_device(data, device)
     held_data = on_device(held, device) if held is not None else None
-    model = build_model(settings, provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
+    with MODEL_INIT:  # threads of one ablation worker share torch's global RNG: seed and build as one step
+        torch.manual_seed(settings.seed)
+        np.random.seed(settings.seed)
+        model = build_model(settings, provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
     index, inside = window_index(train_data.offsets, settings.seq_len, settings.stride)
     keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
     index, inside = index[keep].to(device), inside[keep].to(device)
@@ -165,6 +178,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
 
 
 FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
+MODEL_INIT = threading.Lock()
 
 
 @dataclass
@@ -190,7 +204,7 @@ def train_folds(settings: FitSettings, features: Features, progress: bool = True
 
     started = time.perf_counter()
     k = settings.folds
-    pooled = concat_splits(features.train, features.val)
+    pooled = features.pooled()
     fold_of = assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), k, settings.seed)
     members = fold_members(fold_of, k)
     device = resolve_device(settings.device)
