@@ -278,7 +278,7 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
     import matplotlib.pyplot as plt
 
     names = [e["variant"] for e in summary][::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
     y = np.arange(len(names))
     for offset, metric in zip((-0.25, 0, 0.25), METRICS):
         values = [e[metric] for e in summary][::-1]
@@ -288,7 +288,7 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
     figures = "/".join(sorted({e["figure"] for e in summary}))
     seeds = sorted({e["seeds"] for e in summary})
     ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} P_VA")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars start at 0 and fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

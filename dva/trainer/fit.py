@@ -1,4 +1,5 @@
-"""`dva fit`: train on the store's train split, select on val, write the run directory.
+"""`dva fit`: train on the store's train split and select the epoch on val; or K folds over train and
+val together (out-of-fold figures); or a fixed number of epochs on chosen splits (a final fit).
 
 Plain PyTorch, one loop you can read: batches are index gathers into tensors that already
 live on the training device; the model never sees an encoder.
