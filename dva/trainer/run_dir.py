@@ -222,7 +222,7 @@ def run_dirs(path: Path) -> list[Path]:
         return [path / name for name in json.loads((path / FOLDS_FILE).read_text())["runs"]]
     if (path / CHECKPOINT).is_file():
         return [path]
-    raise RunError(f"{path}: neither a run directory ({CHECKPOINT}) nor a folds directory ({FOLDS_FILE}); pass what `dva fit` wrote")
+    raise RunError(f"{path}: no {CHECKPOINT} (a run directory) or {FOLDS_FILE} (a folds directory) here; pass a directory `dva fit` wrote")
 
 
 def recorded_smoothing(path: Path) -> float:
