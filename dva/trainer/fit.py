@@ -29,6 +29,9 @@ from dva.trainer.settings import FitSettings, settings_from  # noqa: F401  (sett
 from dva.trainer.tracks import concat_splits, select_tracks, track_rows
 
 
+POOLING = threading.Lock()
+
+
 @dataclass
 class Features:
     """The store's train and val splits on the CPU, read once (ablations share them)."""
@@ -41,8 +44,9 @@ class Features:
 
     def pooled(self) -> SplitData:
         """train and val as one SplitData (train's tracks first), made once."""
-        if self._pooled is None:
-            self._pooled = concat_splits(self.train, self.val)
+        with POOLING:  # threads of an ablation worker share one Features
+            if self._pooled is None:
+                self._pooled = concat_splits(self.train, self.val)
         return self._pooled
 
     def to(self, device) -> "Features":
@@ -111,7 +115,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     device = resolve_device(settings.device)
     chosen = list(range(len(data.tracks))) if train_tracks is None else [int(i) for i in train_tracks]
     rows = torch.from_numpy(track_rows(data.offsets, chosen))
-    normaliser = Normaliser.fit(dataclasses.replace(data, visual_mask=data.visual_mask.cpu() & rows, audio_mask=data.audio_mask.cpu() & rows))
+    on_data = rows.to(data.visual.device)
+    normaliser = Normaliser.fit(dataclasses.replace(data, visual_mask=data.visual_mask & on_data, audio_mask=data.audio_mask & on_data))
     train_data = on_device(data, device)
     held_data = on_device(held, device) if held is not None else None
     with MODEL_INIT:  # threads of one ablation worker share torch's global RNG: seed and build as one step
@@ -217,8 +222,7 @@ def train_folds(settings: FitSettings, features: Features, progress: bool = True
         held = select_tracks(on, members[fold], split=f"fold-{fold}")
         trained_on = [i for f in range(k) if f != fold for i in members[f]]
         result = train_on(settings, features.provenance, on, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
-        if held.visual.device.type != "cpu":  # what the run directory is written from stays off the device
-            result.held = select_tracks(pooled, members[fold], split=f"fold-{fold}")
+        result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device
         rows = track_rows(pooled.offsets, members[fold], ordered=True)
         oof_pred[rows], oof_last[rows] = result.val_pred, result.last_pred
         runs.append(result)
@@ -244,9 +248,14 @@ def lr_factor(schedule: str, warmup: float, total_steps: int):
 
 def on_device(data: SplitData, device) -> SplitData:
     """data on device: itself when it is there already, else a copy (the caller's data is left where it is)."""
-    if data.visual.device == torch.device(device):
+    if data.visual.device == actual_device(device):
         return data
     return dataclasses.replace(data).to(device)
+
+
+def actual_device(device) -> torch.device:
+    """The device tensors sent to `device` land on ("cuda" -> cuda:0, the current one)."""
+    return torch.empty(0, device=device).device
 
 
 def _better(new: float, old: float) -> bool:

@@ -42,9 +42,9 @@ def worker_device(devices: list[str]) -> str:
 def features_on(features, device: str):
     """features (a `dva.trainer.fit.Features`) with train and val on device, moved once per worker process
     and device and then shared by every variant and thread that runs there."""
-    import torch
+    from dva.trainer.fit import actual_device
 
-    key = (id(features), str(torch.device(device)))
+    key = (id(features), str(actual_device(device)))
     with _LOCK:
         if key not in _ON_DEVICE:
             _ON_DEVICE[key] = (features, features.to(device))

@@ -85,3 +85,8 @@ def test_the_width_chosen_is_the_one_that_scores_best_and_none_for_clean_predict
     chosen = choose_smoothing(noisy, data)
     assert chosen["seconds"] > 0 and chosen["p_va_by_seconds"][str(chosen["seconds"])] == max(chosen["p_va_by_seconds"].values())
     assert choose_smoothing(truth, data)["seconds"] == 0.0
+
+
+def test_a_negative_smoothing_width_is_refused(run_dir, tiny_store, tmp_path):
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt"), "--smooth", "-1"])
+    assert result.exit_code == 2 and "--smooth must be 0 or more seconds" in result.stderr

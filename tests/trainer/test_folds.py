@@ -67,3 +67,13 @@ def test_fit_folds_writes_a_run_per_fold_and_every_track_out_of_fold_once(folds_
     assert {"oof", "oof_last", "oof_smoothed", "oof_val", "plain_best_val"} <= set(metrics["figures"]) <= set(metrics)
     assert [entry["fold"] for entry in metrics["per_fold"]] == [0, 1, 2] and all(entry["best_val"]["p_va"] is not None for entry in metrics["per_fold"])
     assert metrics["smooth_seconds"] in (0.0, 0.1, 0.2, 0.4, 0.8) and (out / "plain" / "best.pt").is_file()
+
+
+def test_more_folds_than_the_store_has_videos_is_one_line_exit_2(tiny_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    result = CliRunner().invoke(app, ["fit", "--features", str(tiny_store), "--out", str(tmp_path / "cv"), "--folds", "9"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "only 5 videos" in result.stderr and not (tmp_path / "cv").exists()
