@@ -23,7 +23,8 @@ def main() -> None:
     from dva.data.synth import synth
     from dva.pipeline.encoders import PRESETS
     from dva.pipeline.extract import ExtractSettings, run_extract
-    from dva.trainer.fit import FitSettings, load_features, train
+    from dva.trainer.fit import load_features, train
+    from dva.trainer.settings import FitSettings
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip-model", default="ViT-B-32")

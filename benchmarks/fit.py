@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.fit import FitSettings, build_model, model_inputs
+from dva.trainer.evaluate import build_model, model_inputs
 from dva.trainer.losses import loss as compute_loss
+from dva.trainer.settings import FitSettings
 
 QUICK = dict(frames=500, repeats=1, hidden=16)
 
@@ -53,7 +54,7 @@ def epoch(model, optimiser, settings, data, index, inside, pre_gathered=None) ->
         else:
             batch = batches[i]
         out = model(**model_inputs(settings, batch))
-        value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.prompt)
+        value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
         optimiser.step()

@@ -331,7 +331,10 @@ def fit(
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
     fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),
-    prompt: Optional[str] = typer.Option(None, help="none, hard (one-hot regions, fixed text) or soft (learnable context, Gaussian soft labels)."),
+    prompt: Optional[str] = typer.Option(None, help="The prompt head's text: none (no prompt head), fixed (hand-written prompts) or learnable (CoOp context vectors)."),
+    labels: Optional[str] = typer.Option(None, help="The prompt head's target: soft (Gaussian over the region centres, width --sigma) or hard (one-hot of the nearest region)."),
+    readout: Optional[str] = typer.Option(None, help="The prediction: regression (tanh head), prompt (sum of region probabilities x region centres) or blend (a learned mix)."),
+    stitch: Optional[str] = typer.Option(None, help="Overlapping evaluation windows averaged: hann (weights favour window centres) or mean."),
     n_ctx: Optional[int] = typer.Option(None, help="Learnable context vectors per prompt."),
     sigma: Optional[float] = typer.Option(None, help="Width of the Gaussian soft labels over region centres."),
     lambda_prompt: Optional[float] = typer.Option(None, help="Weight of the prompt KL loss."),
@@ -353,44 +356,63 @@ def fit(
     visual_features: Optional[str] = typer.Option(None, help="Visual feature set(s) of the store, NAME[,NAME] (default: its only one)."),
     audio_features: Optional[str] = typer.Option(None, help="Audio feature set(s) of the store, NAME[,NAME] (default: its only one)."),
     text_tower: Optional[str] = typer.Option(None, help="MODEL/PRETRAINED of the CLIP text tower for the prompt head (default: the store's CLIP set)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the best metrics as JSON."),
+    train_splits: Optional[str] = typer.Option(None, help="train (select the epoch on val) or train,val (a final fit: every --epochs, the last kept, nothing held out)."),
+    schedule: Optional[str] = typer.Option(None, help="Learning rate after the warmup: constant or cosine (down to 0 at the last epoch)."),
+    warmup: Optional[float] = typer.Option(None, help="Fraction of the training steps over which the learning rate rises linearly from 0."),
+    folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
-    """Train on the train split, select on val, write the run directory."""
+    """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
     from dva.trainer.fit import fit as run_fit
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
     settings = settings_from(config, **flags)
-    result, run_dir = run_fit(settings, progress=not as_json)
-    best = result.best
-    if as_json:
-        typer.echo(json.dumps({**best, "run": str(run_dir)}))
-    else:
-        typer.echo(f"best epoch {best['epoch']}: CCC_V {best['ccc_v']:.4f}  CCC_A {best['ccc_a']:.4f}  P_VA {best['p_va']:.4f}  -> {run_dir}")
+    report = run_fit(settings, progress=not as_json)
+    typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
+
+
+def report_lines(report: dict) -> list[str]:
+    """What `dva fit` prints: one line per figure, each named by what it is."""
+    lines = []
+    for name in ("oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
+        figure = report.get(name)
+        if not figure:
+            continue
+        if figure.get("p_va") is None:
+            lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
+            continue
+        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
+        lines.append(f"{name:<18} {epoch}: CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}")
+    lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
+    lines.append(f"-> {report['run']}")
+    return lines
 
 
 @app.command()
 @user_errors
 def predict(
-    run: Path = typer.Option(..., help="Run directory written by `dva fit`."),
+    run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean)."),
     features: str = typer.Option(..., help="Feature store holding the split to predict."),
     split: str = typer.Option("test", help="test or val."),
     out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track."),
     format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
+    smooth: Optional[float] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping (default: the width `dva fit` chose on held-out tracks; 0: none)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Write the ABAW submission: every row of the organisers' sample file, in its order."""
     from dva.trainer.predict import predict as run_predict
 
-    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete)
+    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
         typer.echo(json.dumps(summary))
         return
     if summary["check"]:
         typer.echo(summary["check"])
+    typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {summary['smooth_seconds']:g} s ({summary['smoothing']})")
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
 
 
@@ -402,6 +424,7 @@ def ablate(
     fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
+    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold P_VA instead of best_val."),
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md and ablation.png."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes."),
     as_json: bool = typer.Option(False, "--json"),
@@ -409,9 +432,10 @@ def ablate(
     """A grid of fit variants from one load of the store; prints the results table."""
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
-    base = settings_from(config, features=features, **parse_fixed(fixed))
+    values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
+    base = settings_from(config, **values)
     summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
 
@@ -432,7 +456,7 @@ def demo(
         return
     typer.echo(markdown_table(result["ablation"]))
     typer.echo(markdown_table(result["feature_sets"]))
-    typer.echo(f"full model: CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f} (best epoch {result['epoch']})")
+    typer.echo(f"full model, best_val (epoch {result['epoch']} selected on val, scored on val): CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f}")
     typer.echo("plots: " + ", ".join(result["plots"]))
     typer.echo(f"test submission (ABAW format, the sample file's rows): {result['predictions']}")
 

@@ -16,8 +16,9 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     from dva.pipeline.encoders import PRESETS
     from dva.pipeline.extract import ExtractSettings, run_extract
     from dva.trainer.ablate import ablate
-    from dva.trainer.fit import FitSettings, fit
+    from dva.trainer.fit import fit
     from dva.trainer.predict import predict
+    from dva.trainer.settings import FitSettings
 
     out = Path(out)
     data, store = out / "data", out / "stores" / "tiny"
@@ -35,12 +36,13 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
                 raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
     ast_set, wav2vec2_set = DEMO_AUDIO_SETS
     base = FitSettings(features=str(store), out=str(out / "runs" / "full"), epochs=epochs, patience=epochs, hidden=64, seq_len=64, stride=16, audio_features=ast_set)
-    result, run_dir = fit(base, progress=progress)
+    report = fit(base, progress=progress)
+    run_dir = Path(report["run"])
     predictions = out / "predictions" / "submission.txt"
     predict(run_dir, str(store), "test", predictions)
     summary = ablate(
         dataclasses.replace(base, out=str(out / "ablation")),
-        {"modalities": ["visual", "audio", "visual,audio"], "prompt": ["none", "soft"]},
+        {"modalities": ["visual", "audio", "visual,audio"], "prompt": ["none", "learnable"]},
         seeds=1, out=out / "ablation", progress=progress,
     )
     feature_sets = ablate(
@@ -48,7 +50,7 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
         {"audio_features": [ast_set, wav2vec2_set]}, seeds=1, out=out / "ablation-features", progress=progress,
     )
     return {
-        **{k: result.best[k] for k in ("ccc_v", "ccc_a", "p_va", "epoch")},
+        **{k: report["best_val"][k] for k in ("ccc_v", "ccc_a", "p_va", "epoch")},
         "run": str(run_dir),
         "plots": [str(run_dir / name) for name in ("curves.png", "traces.png", "va_plane.png")] + [str(out / "ablation" / "ablation.png")],
         "predictions": str(predictions),

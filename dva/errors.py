@@ -21,6 +21,11 @@ class ConfigError(DvaError):
     """A setting or flag value is invalid."""
 
 
+class RunError(DvaError):
+    """A run directory cannot be used: not written by `dva fit`, its checkpoint does not match, or runs disagree."""
+
+
 class DvaWarning(UserWarning):
     """Something a user must know but that does not stop the command (a track left out, a row filled).
     The CLI prints it as one `dva: warning:` line."""
+

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# One torch thread here and in every dva the tests start: on a shared 2-core machine torch's thread pool
+# spin-waits for busy cores (a tiny fit ran 5x slower with two threads under load). Speed is not under test.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def write_video(path: Path, frames: int, fps: int = 25, audio: bool = True, size: int = 64) -> Path:
@@ -103,6 +108,17 @@ def run_dir(tiny_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
     command = [sys.executable, "-c", BLOCKED, "fit", "--features", str(tiny_store), "--out", str(out), "--json",
                "--epochs", "6", "--patience", "6", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def folds_dir(tiny_store, tmp_path_factory):
+    """`dva fit --folds 3` on the tiny store, once per test session: (folds directory, its report)."""
+    out = tmp_path_factory.mktemp("runs") / "folds"
+    command = [sys.executable, "-c", BLOCKED, "fit", "--features", str(tiny_store), "--out", str(out), "--json", "--folds", "3", "--prompt", "none",
+               "--epochs", "3", "--patience", "3", "--hidden", "16", "--seq-len", "32", "--stride", "16", "--batch-size", "16"]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return out, json.loads(done.stdout)

@@ -92,7 +92,7 @@ def test_fit_predict_and_a_2x2_ablation_on_real_clips_without_decoders(real_data
     run = tmp_path / "run"
     fit = subprocess.run([sys.executable, "-c", BLOCKED, "fit", "--features", str(real_store), "--out", str(run), "--epochs", "2", "--hidden", "32", "--json"], capture_output=True, text=True)
     assert fit.returncode == 0, fit.stderr
-    metrics = json.loads((run / "metrics.json").read_text())["best"]
+    metrics = json.loads((run / "metrics.json").read_text())["best_val"]
     assert {"ccc_v", "ccc_a", "p_va"} <= set(metrics)
     predict = subprocess.run([sys.executable, "-c", BLOCKED, "predict", "--run", str(run), "--features", str(real_store), "--split", "test", "--out", str(tmp_path / "sub.txt")], capture_output=True, text=True)
     assert predict.returncode == 0, predict.stderr
@@ -100,7 +100,7 @@ def test_fit_predict_and_a_2x2_ablation_on_real_clips_without_decoders(real_data
     sample = (real_data / "CVPR_8th_ABAW_VA_test_set_sample.txt").read_text().splitlines()
     lines = (tmp_path / "sub.txt").read_text().splitlines()
     assert lines[0] == sample[0] and [line.split(",")[0] for line in lines[1:]] == [row.split(",")[0] for row in sample[1:]]
-    ablate = subprocess.run([sys.executable, "-c", BLOCKED, "ablate", "--features", str(real_store), "--grid", "fusion=concat,hierarchical", "--grid", "prompt=none,soft",
+    ablate = subprocess.run([sys.executable, "-c", BLOCKED, "ablate", "--features", str(real_store), "--grid", "fusion=concat,hierarchical", "--grid", "prompt=none,learnable",
                              "--set", "epochs=1", "--set", "hidden=32", "--out", str(tmp_path / "ablate")], capture_output=True, text=True)
     assert ablate.returncode == 0, ablate.stderr
     assert len([line for line in ablate.stdout.splitlines() if line.startswith("| fusion=")]) == 4

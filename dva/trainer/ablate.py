@@ -3,7 +3,8 @@
 Results are appended to results.csv as each variant finishes, each under a key made of every
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
 rerun with other settings never reports old numbers as new ones; results.md and ablation.png
-summarise mean +- std per variant of the current plan, best first.
+summarise mean +- std per variant of the current plan, best first. Each row says which figure it is:
+`best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.trainer.fit import FitSettings, load_features, train
+from dva.trainer.fit import load_features, train, train_folds
+from dva.trainer.settings import CHOICES, FitSettings, check_choice
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
-CSV_FIELDS = ("key", "variant", "seed", "epoch", *METRICS, "seconds", "settings")
+CSV_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
+           "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 
@@ -47,6 +51,8 @@ def parse_value(key: str, text: str):
             return float(text)
     except ValueError:
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
+    if key in CHOICES:
+        check_choice(key, text)
     return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features") else text  # A+B means both
 
 
@@ -119,6 +125,8 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
         for seed in range(base.seed, base.seed + seeds):
             settings = dataclasses.replace(base, **choice, seed=seed)
             settings.validate()
+            if settings.held_out is None and not settings.folds:
+                raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
 
@@ -163,12 +171,26 @@ def data_key(settings: FitSettings) -> tuple:
     return tuple(getattr(settings, name) for name in DATA_KEYS)
 
 
-def run_job(job: Job, features_by_data: dict) -> dict:
-    """Train one variant; the features were loaded once by the caller (or scattered to this worker)."""
-    result = train(job.settings, features_by_data[data_key(job.settings)], progress=False)
+def run_job(job: Job, features_by_data: dict, devices: list[str] | None = None) -> dict:
+    """Train one variant; the features were loaded once by the caller (or scattered to this worker) and go
+    to the training device once per process (devices: those of the Dask workers, see `plan_workers`)."""
+    from dva.trainer.evaluate import evaluate_frames, resolve_device
+    from dva.trainer.workers import features_on, worker_device
+
+    settings = job.settings
+    if devices is not None:
+        settings = dataclasses.replace(settings, device=worker_device(devices))
+    features = features_on(features_by_data[data_key(settings)], str(resolve_device(settings.device)))
+    if settings.folds:
+        folds = train_folds(settings, features, progress=False, plain=False)
+        figure, epoch = "oof", "/".join(str(run.best["epoch"]) for run in folds.runs)
+        scores, seconds = evaluate_frames(folds.oof_pred, folds.pooled), folds.seconds
+    else:
+        result = train(settings, features, progress=False)
+        figure, epoch, scores, seconds = "best_val", result.best["epoch"], result.best, result.seconds
     return {
-        "key": job.key, "variant": job.variant, "seed": job.seed,
-        **{k: result.best[k] for k in ("epoch", *METRICS)}, "seconds": round(result.seconds, 2),
+        "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
+        **{k: scores[k] for k in METRICS}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
     }
 
@@ -193,12 +215,17 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
         for job in todo:
             used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
         features_by_data = {key: load_features(base.features, *key, modalities=tuple(sorted(m))) for key, m in used.items()}
+        from dva.trainer.workers import forget_features
+
         bar = tqdm(total=len(todo), desc="ablate", unit="variant", disable=not progress)
-        for row in _run_all(todo, features_by_data, workers):
-            append_row(results_csv, row)
-            bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
-            bar.update(1)
-        bar.close()
+        try:
+            for row in _run_all(todo, features_by_data, workers):
+                append_row(results_csv, row)
+                bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
+                bar.update(1)
+        finally:
+            bar.close()
+            forget_features()
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
@@ -215,9 +242,12 @@ def _run_all(todo: list[Job], features_by_data: dict, workers: int):
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        shared = client.scatter(features_by_data, broadcast=True)  # one copy per worker, not per task
-        futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
+    from dva.trainer.workers import gpu_count, plan_workers
+
+    processes, threads, devices = plan_workers(workers, todo[0].settings.device, gpu_count())
+    with LocalCluster(n_workers=processes, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        shared = client.scatter(features_by_data, broadcast=True)  # one copy per worker process, not per task
+        futures = [client.submit(run_job, job, shared, devices, pure=False) for job in todo]
         for future in as_completed(futures):
             yield future.result()
 
@@ -229,7 +259,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
-        entry = {"variant": variant, "seeds": len(group)}
+        entry = {"variant": variant, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
         for metric in METRICS:
             values = np.array([float(r[metric]) if r[metric] not in ("", None) else math.nan for r in group])
             entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
@@ -239,10 +269,12 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    lines = ["| variant | seeds | CCC_V | CCC_A | P_VA |", "| --- | ---: | ---: | ---: | ---: |"]
+    figures = sorted({e["figure"] for e in summary})
+    caption = "ranked by the mean P_VA over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
+    lines = [caption, "", "| variant | seeds | figure | CCC_V | CCC_A | P_VA |", "| --- | ---: | --- | ---: | ---: | ---: |"]
     for e in summary:
         cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in METRICS]
-        lines.append(f"| {e['variant']} | {e['seeds']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -253,15 +285,17 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
     import matplotlib.pyplot as plt
 
     names = [e["variant"] for e in summary][::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
     y = np.arange(len(names))
     for offset, metric in zip((-0.25, 0, 0.25), METRICS):
         values = [e[metric] for e in summary][::-1]
         errors = [e[metric + "_std"] for e in summary][::-1]
         ax.barh(y + offset, values, height=0.25, xerr=errors, label=metric.upper().replace("_", " "))
     ax.set_yticks(y, names)
-    ax.set(xlabel="validation score (mean ± std over seeds)", title="ablation")
-    ax.legend(loc="lower right")
+    figures = "/".join(sorted({e["figure"] for e in summary}))
+    seeds = sorted({e["seeds"] for e in summary})
+    ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} P_VA")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars start at 0 and fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

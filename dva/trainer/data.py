@@ -177,8 +177,9 @@ class Normaliser:
     @classmethod
     def fit(cls, data: SplitData) -> "Normaliser":
         def stats(values, mask):
-            """Mean and std over the valid rows, accumulated in float64 chunks (no float32 copy of the split)."""
-            total = torch.zeros(values.shape[1], dtype=torch.float64)
+            """Mean and std over the valid rows, accumulated in float64 chunks (no float32 copy of the split), on
+            the device the features are on; the result is on the CPU."""
+            total = torch.zeros(values.shape[1], dtype=torch.float64, device=values.device)
             squares, count = torch.zeros_like(total), 0
             for start in range(0, values.shape[0], CHUNK):
                 rows = values[start : start + CHUNK][mask[start : start + CHUNK]].double()
@@ -186,7 +187,7 @@ class Normaliser:
             if count < 2:
                 return torch.zeros(values.shape[1]), torch.ones(values.shape[1])
             mean = total / count
-            return mean.float(), (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4).float()
+            return mean.float().cpu(), (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-4).float().cpu()
 
         visual_mean, visual_std = stats(data.visual, data.visual_mask)
         audio_mean, audio_std = stats(data.audio, data.audio_mask)

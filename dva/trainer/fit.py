@@ -1,4 +1,5 @@
-"""`dva fit`: train on the store's train split, select on val, write the run directory.
+"""`dva fit`: train on the store's train split and select the epoch on val; or K folds over train and
+val together (out-of-fold figures); or a fixed number of epochs on chosen splits (a final fit).
 
 Plain PyTorch, one loop you can read: batches are index gathers into tensors that already
 live on the training device; the model never sees an encoder.
@@ -7,9 +8,9 @@ live on the training device; the model never sees an encoder.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import threading
 import time
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,107 +18,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dva.errors import ConfigError, DvaWarning
-from dva.metrics import ccc, p_va
+from dva.errors import DvaWarning
 from dva.trainer.data import Normaliser, SplitData, choose_sets, gather, left_out_message, load_split, window_index
-
-MODALITIES = ("visual", "audio")
-FUSIONS = ("concat", "xattn", "gated", "hierarchical")
-PROMPTS = ("none", "hard", "soft")
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """Every `dva fit` flag (and `--config` TOML key); written whole to config.json."""
-
-    features: str = "stores"
-    out: str = "runs/fit"
-    modalities: str = "visual,audio"
-    fusion: str = "hierarchical"
-    prompt: str = "soft"
-    n_ctx: int = 4
-    sigma: float = 0.35
-    lambda_prompt: float = 0.5
-    hidden: int = 128
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.1
-    heads: int = 4
-    seq_len: int = 64
-    stride: int = 32
-    batch_size: int = 32
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 8
-    seed: int = 0
-    device: str | None = None
-    audio_align: str = "nearest"
-    descriptions: tuple[str, ...] | None = None  # nine region texts; None = the circumplex defaults
-    visual_features: str | None = None  # feature-set names, comma-separated; None = the store's only visual set
-    audio_features: str | None = None  # likewise for audio
-    text_tower: str | None = None  # MODEL/PRETRAINED of the prompt head's CLIP text tower; None = the store's CLIP set
-
-    def validate(self) -> None:
-        chosen = self.modality_list
-        if not chosen or any(m not in MODALITIES for m in chosen):
-            raise ConfigError(f"--modalities must be visual, audio or visual,audio, not {self.modalities!r}")
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"--fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"--prompt must be one of {', '.join(PROMPTS)}, not {self.prompt!r}")
-        if self.descriptions is not None and len(self.descriptions) != 9:
-            raise ConfigError(f"descriptions must hold nine texts (one per region), got {len(self.descriptions)}")
-        for name in ("epochs", "batch_size", "hidden", "layers", "seq_len", "stride"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.sigma <= 0 or self.lr <= 0:
-            raise ConfigError("--sigma and --lr must be positive")
-
-    @property
-    def modality_list(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.modalities.split(",") if m.strip())
-
-    def model_settings(self):
-        from dva.trainer.model import ModelSettings
-
-        fields = {f.name for f in dataclasses.fields(ModelSettings)}
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields and k not in ("modalities", "descriptions")}
-        values["modalities"] = self.modality_list
-        if self.descriptions is not None:
-            values["descriptions"] = tuple(self.descriptions)
-        return ModelSettings(**values)
+from dva.trainer.evaluate import (
+    autocast, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
+    resolve_device,
+)
+from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
+from dva.trainer.settings import MODALITIES, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
+from dva.trainer.tracks import concat_splits, select_tracks, track_rows
 
 
-def settings_from(config: Path | None = None, **flags) -> FitSettings:
-    """FitSettings from an optional TOML file, overridden by the flags that were given (not None)."""
-    values: dict = {}
-    if config is not None:
-        try:
-            values = tomllib.loads(Path(config).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
-        values = values.get("fit", values)
-        known = {f.name for f in dataclasses.fields(FitSettings)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values.update({k: v for k, v in flags.items() if v is not None})
-    if isinstance(values.get("descriptions"), list):
-        values["descriptions"] = tuple(values["descriptions"])
-    settings = FitSettings(**values)
-    settings.validate()
-    return settings
+POOLING = threading.Lock()
 
 
 @dataclass
 class Features:
-    """The store's train and val splits on the CPU, read once (ablations share them), from the chosen feature sets."""
+    """The store's train and val splits on the CPU, read once (ablations share them)."""
 
     store_path: str
     provenance: dict  # dva_version, timeline, feature_sets {name: info} of the chosen sets, sets {modality: [names]}, text_towers
     train: SplitData
     val: SplitData
+    _pooled: SplitData | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def pooled(self) -> SplitData:
+        """train and val as one SplitData (train's tracks first), made once."""
+        with POOLING:  # threads of an ablation worker share one Features
+            if self._pooled is None:
+                self._pooled = concat_splits(self.train, self.val)
+        return self._pooled
+
+    def to(self, device) -> "Features":
+        """A Features on device (the splits copied there unless they are there already); self is left as it is."""
+        return dataclasses.replace(self, train=on_device(self.train, device), val=on_device(self.val, device), _pooled=None)
 
 
 def load_features(store_path: str, audio_align: str = "nearest", visual_features: str | None = None, audio_features: str | None = None, modalities=MODALITIES) -> Features:
@@ -143,147 +77,76 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
     return features
 
 
-def features_for(settings: "FitSettings") -> Features:
+def features_for(settings: FitSettings) -> Features:
+    """The features a fit with these settings trains on."""
     return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.modality_list)
-
-
-def clip_text_towers(available: dict, sets: dict) -> list[dict]:
-    """The store's CLIP sets as text towers for the prompt head, the chosen visual sets first."""
-    from dva.pipeline.encoders.naming import is_clip
-
-    clip_sets = [name for name in sets["visual"] if is_clip(available[name].get("encoder") or {})]
-    clip_sets += [name for name, info in available.items() if info.get("modality") == "visual" and is_clip(info.get("encoder") or {}) and name not in clip_sets]
-    return [{"model": available[n]["encoder"]["model"], "pretrained": available[n]["encoder"].get("pretrained"), "from_set": n} for n in clip_sets]
-
-
-def text_tower_for(settings: "FitSettings", provenance: dict) -> dict | None:
-    """{"model", "pretrained"} of the CLIP whose text tower the prompt head uses: --text-tower MODEL/PRETRAINED, else the
-    one a checkpoint recorded, else the store's CLIP set (the chosen visual one first); None with --prompt none."""
-    if settings.prompt == "none":
-        return None
-    if settings.text_tower:
-        model, _, pretrained = str(settings.text_tower).partition("/")
-        return {"model": model, "pretrained": pretrained or None}
-    if provenance.get("text_tower"):
-        return provenance["text_tower"]
-    if provenance.get("text_towers"):
-        return provenance["text_towers"][0]
-    raise ConfigError("the prompt head needs a CLIP text tower and the store has no CLIP feature set: pass --text-tower MODEL/PRETRAINED (e.g. ViT-B-32/openai) or --prompt none")
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    if requested:
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {requested}: no CUDA device here; use --device cpu")
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
-    """The model for these settings; the prompt head gets the frozen CLIP text tower `text_tower_for` names."""
-    from dva.trainer.model import VAModel
-
-    clip_model = None
-    if settings.prompt != "none":
-        from dva.pipeline.encoders.clip import load_clip
-
-        tower = text_tower_for(settings, provenance)
-        clip_model = load_clip(tower["model"], tower.get("pretrained"), device=str(device))
-    return VAModel(settings.model_settings(), visual_dim, audio_dim, clip_model=clip_model).to(device)
-
-
-def trainable_state(model: torch.nn.Module) -> dict:
-    """The state worth saving: everything but the frozen CLIP weights (rebuilt from the store's provenance)."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in frozen}
-
-
-def model_inputs(settings: FitSettings, batch: dict) -> dict:
-    chosen = settings.modality_list
-    return {
-        "visual": batch["visual"] if "visual" in chosen else None,
-        "audio": batch["audio"] if "audio" in chosen else None,
-        "visual_mask": batch["visual_mask"],
-        "audio_mask": batch["audio_mask"],
-    }
-
-
-@torch.no_grad()
-def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64) -> np.ndarray:
-    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data, overlapping windows averaged."""
-    model.eval()
-    device = data.visual.device
-    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
-    index, inside = index.to(device), inside.to(device)
-    total = torch.zeros(data.n_frames, 2, device=device)
-    count = torch.zeros(data.n_frames, 1, device=device)
-    for start in range(0, index.shape[0], batch_size):
-        rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
-        with _autocast(device):
-            va = model(**model_inputs(settings, gather(data, rows, valid)))["va"].float()
-        weights = valid[..., None].float()
-        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
-        count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
-    return (total / count.clamp_min(1)).cpu().numpy()
-
-
-def evaluate(pred: np.ndarray, data: SplitData) -> dict:
-    """ABAW's CCC over all valid frames concatenated, and per track."""
-    labels = data.labels.cpu().numpy()
-    result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
-    result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
-    result["per_track"] = {}
-    for i, track in enumerate(data.tracks):
-        part = data.track_slice(i)
-        result["per_track"][track] = {
-            "frames": int(part.stop - part.start),
-            "valid": int(data.label_mask[part].sum()),
-            "ccc_v": ccc(pred[part, 0], labels[part, 0]),
-            "ccc_a": ccc(pred[part, 1], labels[part, 1]),
-        }
-    return result
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 @dataclass
 class FitResult:
+    """One trained model and what it scored. Figures are named by what they are: `best` was selected on the
+    held-out tracks (best_val), `final` is the last epoch (not selected); both None without held-out tracks."""
+
     settings: FitSettings
-    best: dict  # epoch, ccc_v, ccc_a, p_va
+    best: dict | None  # epoch, ccc_v, ccc_a, p_va at the epoch kept (selected on the held-out tracks)
     history: list[dict]
-    val_pred: np.ndarray
+    val_pred: np.ndarray | None  # [held-out frames, 2] of the model kept
     per_track: dict
     model: torch.nn.Module
     normaliser: Normaliser
     seconds: float
+    final: dict | None = None  # epoch, ccc_v, ccc_a, p_va of the last epoch (no selection)
+    last_pred: np.ndarray | None = None  # [held-out frames, 2] of the last epoch
+    smoothing: dict | None = None  # choose_smoothing on the held-out tracks, with "selected_on"
+    held: SplitData | None = None  # the held-out tracks val_pred covers (None: none held out)
+    train_tracks: list[str] = dataclasses.field(default_factory=list)
+    held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
-    """Train one model on features.train, keep the epoch with the best val P_VA."""
+    """Train one model on the splits of settings.train_splits; with val held out, keep the epoch with the
+    best val P_VA, otherwise the last epoch."""
+    splits = settings.train_split_list
+    parts = {"train": features.train, "val": features.val}
+    data = parts[splits[0]] if len(splits) == 1 else features.pooled()
+    held = parts[settings.held_out] if settings.held_out else None
+    return train_on(settings, features.provenance, data, None, held, progress=progress, held_name=settings.held_out)
+
+
+def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tracks, held: SplitData | None,
+             progress: bool = True, held_name: str | None = None) -> FitResult:
+    """Train one model on the tracks train_tracks (indices into data.tracks; None: all) of data. With held
+    (other tracks, never trained on) the epoch with the best held-out P_VA is kept and the smoothing width
+    chosen on it; without, every epoch runs and the last is kept. data and held may already be on the
+    training device (then nothing is copied); the features are normalised per batch."""
     from tqdm import tqdm
 
     from dva.trainer.losses import loss as compute_loss
 
     settings.validate()
-    torch.manual_seed(settings.seed)
-    np.random.seed(settings.seed)
     device = resolve_device(settings.device)
-    normaliser = Normaliser.fit(features.train)
-    train_data = normaliser.apply(features.train).to(device)
-    val_data = normaliser.apply(features.val).to(device)
-    model = build_model(settings, features.provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
+    chosen = list(range(len(data.tracks))) if train_tracks is None else [int(i) for i in train_tracks]
+    rows = torch.from_numpy(track_rows(data.offsets, chosen))
+    on_data = rows.to(data.visual.device)
+    normaliser = Normaliser.fit(dataclasses.replace(data, visual_mask=data.visual_mask & on_data, audio_mask=data.audio_mask & on_data))
+    train_data = on_device(data, device)
+    held_data = on_device(held, device) if held is not None else None
+    with MODEL_INIT:  # threads of one ablation worker share torch's global RNG: seed and build as one step
+        torch.manual_seed(settings.seed)
+        np.random.seed(settings.seed)
+        model = build_model(settings, provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
     index, inside = window_index(train_data.offsets, settings.seq_len, settings.stride)
-    index, inside = index.to(device), inside.to(device)
+    keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
+    index, inside = index[keep].to(device), inside[keep].to(device)
     keep = (train_data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
     index, inside = index[keep], inside[keep]
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = -(-index.shape[0] // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
-    history, best, best_state, stale = [], None, None, 0
+    step_normaliser = normaliser_on(normaliser, device)
+    history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -291,38 +154,120 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
         epoch_start, losses = time.perf_counter(), []
         order = torch.randperm(index.shape[0], generator=generator).to(device)
         for start in range(0, order.shape[0], settings.batch_size):
-            chosen = order[start : start + settings.batch_size]
-            batch = gather(train_data, index[chosen], inside[chosen])
-            with _autocast(device):
+            chosen_windows = order[start : start + settings.batch_size]
+            batch = normalise_batch(gather(train_data, index[chosen_windows], inside[chosen_windows]), step_normaliser)
+            with autocast(device):
                 out = model(**model_inputs(settings, batch))
             value = compute_loss(
                 {k: (v.float() if v is not None else None) for k, v in out.items()},
-                batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.prompt,
+                batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
             )
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimiser.step()
+            scheduler.step()
             losses.append(value.detach())
-        scores = evaluate(predict_frames(model, settings, val_data), val_data)
-        row = {
-            "epoch": epoch,
-            "loss": float(torch.stack(losses).mean()) if losses else float("nan"),
-            "ccc_v": scores["ccc_v"], "ccc_a": scores["ccc_a"], "p_va": scores["p_va"],
-            "seconds": time.perf_counter() - epoch_start,
-        }
+        row = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else float("nan"), "lr": scheduler.get_last_lr()[0]}
+        if held_data is not None:
+            last_pred = predict_frames(model, settings, held_data, normaliser=normaliser)
+            row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
+        row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", p_va=f"{row['p_va']:.3f}")
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"p_va": f"{row['p_va']:.3f}"} if "p_va" in row else {}))
+        if held_data is None:
+            continue
         if best is None or _better(row["p_va"], best["p_va"]):
-            best, best_state, stale = {k: row[k] for k in ("epoch", "ccc_v", "ccc_a", "p_va")}, trainable_state(model), 0
+            best, best_state, best_pred, stale = {k: row[k] for k in FIGURE_KEYS}, trainable_state(model), last_pred, 0
         else:
             stale += 1
             if stale >= settings.patience:
                 break
-    model.load_state_dict(best_state, strict=False)
-    val_pred = predict_frames(model, settings, val_data)
-    final = evaluate(val_pred, val_data)
-    return FitResult(settings, best, history, val_pred, final["per_track"], model, normaliser, time.perf_counter() - started)
+    final = {k: history[-1][k] for k in FIGURE_KEYS if k in history[-1]} if held_data is not None else None
+    smoothing, per_track = None, {}
+    if held_data is not None:
+        load_state_strictly(model, best_state, "the best epoch's state")
+        per_track = evaluate(best_pred, held_data)["per_track"]
+        smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
+    return FitResult(
+        settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
+        final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
+    )
+
+
+FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
+MODEL_INIT = threading.Lock()
+
+
+@dataclass
+class FoldsResult:
+    """K fold runs over the tracks of train and val together, and their out-of-fold predictions."""
+
+    settings: FitSettings
+    pooled: SplitData  # train and val, every track (on the CPU)
+    fold_of: list[int]  # the fold of each pooled track
+    runs: list[FitResult]  # fold k: trained on the other folds, its epoch selected on fold k
+    oof_pred: np.ndarray  # [pooled frames, 2]: each track predicted by the run that did not train on it
+    oof_last: np.ndarray  # the same from each fold's last epoch (no selection)
+    plain: FitResult | None = None  # the plain fit (train -> select on val), for comparison
+    seconds: float = 0.0
+
+
+def train_folds(settings: FitSettings, features: Features, progress: bool = True, plain: bool = True) -> FoldsResult:
+    """settings.folds runs over train+val cut by video (see `dva.trainer.folds.assign_folds`), each with its
+    epoch and smoothing selected on its own held-out fold; plain: also the plain fit (train, select on val)."""
+    from tqdm import tqdm
+
+    from dva.trainer.folds import assign_folds, fold_members
+
+    started = time.perf_counter()
+    k = settings.folds
+    pooled = features.pooled()
+    fold_of = assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), k, settings.seed)
+    members = fold_members(fold_of, k)
+    device = resolve_device(settings.device)
+    on = on_device(pooled, device)  # one copy on the device for every fold
+    oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
+    oof_last = oof_pred.copy()
+    runs = []
+    for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress):
+        held = select_tracks(on, members[fold], split=f"fold-{fold}")
+        trained_on = [i for f in range(k) if f != fold for i in members[f]]
+        result = train_on(settings, features.provenance, on, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
+        result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device
+        rows = track_rows(pooled.offsets, members[fold], ordered=True)
+        oof_pred[rows], oof_last[rows] = result.val_pred, result.last_pred
+        runs.append(result)
+    plain_result = train(dataclasses.replace(settings, folds=0), features, progress=False) if plain else None
+    return FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain_result, time.perf_counter() - started)
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int):
+    """step -> learning-rate factor: linear from 0 over the first `warmup` fraction of the steps, then 1
+    (constant) or half a cosine down to 0 at the last step (cosine)."""
+    warmup_steps = int(round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def on_device(data: SplitData, device) -> SplitData:
+    """data on device: itself when it is there already, else a copy (the caller's data is left where it is)."""
+    if data.visual.device == actual_device(device):
+        return data
+    return dataclasses.replace(data).to(device)
+
+
+def actual_device(device) -> torch.device:
+    """The device tensors sent to `device` land on ("cuda" -> cuda:0, the current one)."""
+    return torch.empty(0, device=device).device
 
 
 def _better(new: float, old: float) -> bool:
@@ -331,56 +276,12 @@ def _better(new: float, old: float) -> bool:
     return bool(new > old)
 
 
-def write_run(result: FitResult, features: Features, out: Path) -> Path:
-    """config.json, metrics.json, best.pt, val predictions (ABAW files) and plots under out."""
-    from dva.trainer.plots import plot_run
-    from dva.trainer.submission import write_per_track
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "settings": dataclasses.asdict(result.settings),
-        "store": {"path": features.store_path, **features.provenance},
-        "train_tracks": features.train.tracks,
-        "val_tracks": features.val.tracks,
-        "left_out": {"train": features.train.left_out, "val": features.val.left_out},
-        "torch": torch.__version__,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    metrics = {
-        "best": result.best, "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
-        "val_tracks": len(features.val.tracks), "val_left_out": features.val.left_out,
-    }
-    (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
-    torch.save(
-        {
-            "settings": dataclasses.asdict(result.settings),
-            "state": trainable_state(result.model),
-            "normaliser": result.normaliser.state(),
-            "visual_dim": features.train.visual.shape[1],
-            "audio_dim": features.train.audio.shape[1],
-            "provenance": {**features.provenance, "text_tower": text_tower_for(result.settings, features.provenance)},
-        },
-        out / "best.pt",
-    )
-    write_per_track(out / "val_predictions", features.val.tracks, features.val.offsets, result.val_pred)
-    plot_run(out, result.history, features.val, result.val_pred)
-    return out
-
-
-def _finite(value):
-    """JSON has no NaN: write null instead."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def fit(settings: FitSettings, progress: bool = True) -> tuple[FitResult, Path]:
-    """Load the store, train, write the run directory."""
+def fit(settings: FitSettings, progress: bool = True) -> dict:
+    """Load the store, train (one run, or settings.folds folds), write the run directory; returns its summary:
+    {"run", "figures": {name: what it is}, and each figure by name (best_val, final, oof, ...)}."""
     features = features_for(settings)
+    if settings.folds:
+        return run_summary(write_folds(train_folds(settings, features, progress=progress), features, Path(settings.out)))
     result = train(settings, features, progress=progress)
-    return result, write_run(result, features, Path(settings.out))
+    out = write_run(result, features, Path(settings.out))
+    return run_summary(out)

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from dva.trainer.attention import CrossModalAttention
-
-FUSIONS = ("concat", "xattn", "gated", "hierarchical")
+from dva.trainer.settings import FUSIONS
 
 
 class Gate(nn.Module):

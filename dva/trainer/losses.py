@@ -38,26 +38,25 @@ def loss(
     label_mask: torch.Tensor,
     sigma: float,
     lambda_prompt: float,
-    prompt_mode: str,
+    labels: str = "soft",
 ) -> torch.Tensor:
     """The training objective: (1 - CCC_v) + (1 - CCC_a) + lambda * KL(q || softmax(logits)).
 
     out: `VAModel` output, {"va": [B, T, 2], "logits": [B, T, 9] or None}; y [B, T, 2] labels
-    (NaN where invalid); label_mask bool [B, T]. prompt_mode: "none" (no prompt term), "soft"
-    (q = Gaussian soft labels with this sigma) or "hard" (q = one-hot of the nearest region).
+    (NaN where invalid); label_mask bool [B, T]. The prompt term is there when the model made
+    logits (it has a prompt head) and lambda_prompt > 0. labels: "soft" (q = Gaussian soft labels
+    with this sigma) or "hard" (q = one-hot of the nearest region).
     """
     label_mask = label_mask.bool()
     y = torch.nan_to_num(y.to(out["va"].dtype))  # invalid frames are masked out; keep them finite
     value = va_loss(out["va"], y, label_mask)
-    if prompt_mode == "none" or lambda_prompt == 0:
-        return value
     logits = out.get("logits")
-    if logits is None:
-        raise ValueError(f"loss: prompt mode {prompt_mode!r} needs the model's logits, but the model made none")
-    if prompt_mode == "soft":
+    if logits is None or lambda_prompt == 0:
+        return value
+    if labels == "soft":
         q = soft_labels(y, sigma)
-    elif prompt_mode == "hard":
+    elif labels == "hard":
         q = hard_labels(y)
     else:
-        raise ValueError(f"loss: prompt_mode must be none, soft or hard, not {prompt_mode!r}")
+        raise ValueError(f"loss: labels must be soft or hard, not {labels!r}")
     return value + lambda_prompt * prompt_kl(logits, q.to(logits.dtype), label_mask)

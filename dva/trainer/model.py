@@ -8,13 +8,11 @@ import torch
 from torch import nn
 
 from dva.errors import ConfigError
-from dva.trainer.fusion import FUSIONS, Fusion
+from dva.trainer.fusion import Fusion
 from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, PromptHead
-from dva.trainer.soft_labels import N_REGIONS
+from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS
+from dva.trainer.soft_labels import N_REGIONS, REGION_CENTRES
 from dva.trainer.temporal import TemporalEncoder
-
-MODALITIES = ("visual", "audio")
-PROMPTS = ("none", "hard", "soft")
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,9 @@ class ModelSettings:
     dropout: float = 0.1
     fusion: str = "hierarchical"  # concat | xattn | gated | hierarchical (only used with two modalities)
     heads: int = 4
-    prompt: str = "soft"  # none | hard | soft
+    prompt: str = "learnable"  # none | fixed | learnable
     n_ctx: int = 4
+    readout: str = "regression"  # regression | prompt | blend
     descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order
 
     def validate(self) -> None:
@@ -39,6 +38,10 @@ class ModelSettings:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
         if self.prompt not in PROMPTS:
             raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, not {self.prompt!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"readout must be one of {', '.join(READOUTS)}, not {self.readout!r}")
+        if self.readout != "regression" and self.prompt == "none":
+            raise ConfigError(f"readout {self.readout!r} needs the prompt head (prompt fixed or learnable)")
         if self.hidden < 1 or self.layers < 1 or self.heads < 1 or self.n_ctx < 0:
             raise ConfigError("hidden, layers and heads must be at least 1, n_ctx at least 0")
         if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
@@ -51,7 +54,11 @@ class VAModel(nn.Module):
     """Per-frame valence-arousal from visual and/or audio features.
 
     forward(visual [B, T, Dv] or None, audio [B, T, Da] or None, visual_mask bool [B, T] or None,
-    audio_mask bool [B, T] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}.
+    audio_mask bool [B, T] or None, text [9, E] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}.
+    "va" is the readout: the regression head (tanh), the prompt head's expectation of the region
+    centres (sum_k softmax(logits)_k c_k), or a learned per-dimension mix of the two (blend).
+    text: the prompt head's region text features from `text_features()`, computed once by a caller
+    that runs many batches with the same weights (an evaluation pass); None computes them here.
     Masks: True = the frame's feature is valid; masked frames are zeroed before the projection
     and ignored as attention keys. A modality not in settings.modalities is ignored if given.
     clip_model: an open_clip model whose text tower the prompt head uses (needed unless
@@ -68,7 +75,10 @@ class VAModel(nn.Module):
             {m: TemporalEncoder(dims[m], s.hidden, s.layers, s.bidirectional, s.dropout) for m in s.modalities}
         )
         self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout) if len(s.modalities) == 2 else None
-        self.regression = nn.Linear(s.hidden, 2)
+        self.regression = nn.Linear(s.hidden, 2) if s.readout != "prompt" else None
+        # blend: va = g * regression + (1 - g) * prompt readout, g = sigmoid(mix) per dimension, starting at 1/2
+        self.mix = nn.Parameter(torch.zeros(2)) if s.readout == "blend" else None
+        self.register_buffer("centres", REGION_CENTRES.clone(), persistent=False)
         self.prompt_head = None
         if s.prompt != "none":
             if clip_model is None:
@@ -81,6 +91,7 @@ class VAModel(nn.Module):
         audio: torch.Tensor | None = None,
         visual_mask: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
     ) -> dict:
         inputs = {"visual": (visual, visual_mask), "audio": (audio, audio_mask)}
         streams, masks = {}, {}
@@ -98,6 +109,17 @@ class VAModel(nn.Module):
             fused = self.fusion(streams["visual"], streams["audio"], masks["visual"], masks["audio"])
         else:
             (fused,) = streams.values()
-        va = torch.tanh(self.regression(fused))
-        logits = self.prompt_head(fused) if self.prompt_head is not None else None
-        return {"va": va, "logits": logits}
+        logits = self.prompt_head(fused, text) if self.prompt_head is not None else None
+        regression = torch.tanh(self.regression(fused)) if self.regression is not None else None
+        if self.settings.readout == "regression":
+            return {"va": regression, "logits": logits}
+        from_prompt = torch.softmax(logits.float(), dim=-1) @ self.centres
+        if self.settings.readout == "prompt":
+            return {"va": from_prompt, "logits": logits}
+        share = torch.sigmoid(self.mix)
+        return {"va": share * regression.float() + (1 - share) * from_prompt, "logits": logits}
+
+    def text_features(self) -> torch.Tensor | None:
+        """The prompt head's nine region text features [9, E] (None without a prompt head): one pass of the
+        text tower, to hand to forward(text=...) for every batch of an evaluation pass."""
+        return self.prompt_head.text_features() if self.prompt_head is not None else None

@@ -9,11 +9,15 @@ import numpy as np
 from dva.trainer.data import SplitData
 
 
-def plot_run(out: Path, history: list[dict], val: SplitData, val_pred: np.ndarray, n_traces: int = 3) -> list[Path]:
+def plot_run(out: Path, history: list[dict], val: SplitData | None, val_pred: np.ndarray | None, n_traces: int = 3) -> list[Path]:
+    """curves.png, and with held-out tracks (val) traces.png and va_plane.png."""
     import matplotlib
 
     matplotlib.use("Agg")
-    return [plot_curves(out / "curves.png", history), plot_traces(out / "traces.png", val, val_pred, n_traces), plot_va_plane(out / "va_plane.png", val, val_pred)]
+    paths = [plot_curves(out / "curves.png", history)]
+    if val is not None:
+        paths += [plot_traces(out / "traces.png", val, val_pred, n_traces), plot_va_plane(out / "va_plane.png", val, val_pred)]
+    return paths
 
 
 def plot_curves(path: Path, history: list[dict]) -> Path:
@@ -23,10 +27,14 @@ def plot_curves(path: Path, history: list[dict]) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     left.plot(epochs, [row["loss"] for row in history], marker="o")
     left.set(xlabel="epoch", ylabel="training loss", title="loss")
-    for key, label in (("ccc_v", "CCC valence"), ("ccc_a", "CCC arousal"), ("p_va", "P_VA")):
-        right.plot(epochs, [row[key] for row in history], marker="o", label=label)
-    right.set(xlabel="epoch", ylabel="val", title="validation (all frames concatenated)")
-    right.legend()
+    if all("p_va" in row for row in history):
+        for key, label in (("ccc_v", "CCC valence"), ("ccc_a", "CCC arousal"), ("p_va", "P_VA")):
+            right.plot(epochs, [row[key] for row in history], marker="o", label=label)
+        right.set(xlabel="epoch", ylabel="held out", title="held-out tracks (all frames concatenated)")
+        right.legend()
+    else:  # nothing held out: the learning rate the schedule gave each epoch
+        right.plot(epochs, [row["lr"] for row in history], marker="o")
+        right.set(xlabel="epoch", ylabel="learning rate", title="learning rate (nothing held out)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,4 +1,10 @@
-"""`dva predict`: the ABAW submission from a run directory and a store.
+"""`dva predict`: the ABAW submission from one or more run directories (an ensemble) and a store.
+
+The runs' per-frame predictions are averaged (a folds directory stands for its fold runs), then smoothed
+by a centred Gaussian along each track (the width `dva fit` chose on held-out tracks, or --smooth),
+then clipped to [-1, 1]. The runs may use different feature sets of one store (an AST model and a
+wav2vec2 model, say), but a set they share must have been made the same way, and the store must
+hold every set with that provenance.
 
 The test split of the store remembers the organisers' files it was extracted with (the VA test
 list and the sample submission); the submission has exactly the sample's rows in its order. A
@@ -8,47 +14,16 @@ listed track that is missing, failed or incomplete refuses the submission unless
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError
+from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
 from dva.trainer.submission import FORMATS, build_submission, write_per_track
-
-
-def load_run(run: Path, device=None):
-    """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
-    from dva.trainer.data import Normaliser
-    from dva.trainer.fit import build_model, resolve_device, settings_from
-
-    checkpoint_path = Path(run) / "best.pt"
-    if not checkpoint_path.is_file():
-        raise ConfigError(f"{run}: no best.pt here; pass a run directory written by `dva fit`")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    settings = settings_from(**{**checkpoint["settings"], "device": device})
-    device = resolve_device(device)
-    provenance = run_provenance(checkpoint["provenance"])
-    model = build_model(settings, provenance, checkpoint["visual_dim"], checkpoint["audio_dim"], device)
-    model.load_state_dict(checkpoint["state"], strict=False)
-    return settings, model, Normaliser.from_state(checkpoint["normaliser"]), provenance
-
-
-def run_provenance(provenance: dict) -> dict:
-    """A checkpoint's provenance in today's terms: a run trained on a dva 0.1 store names its two encoders,
-    which `dva upgrade` turns into feature sets of the same names."""
-    if "feature_sets" in provenance:
-        return provenance
-    from dva.pipeline.encoders.naming import format_1_set_names
-    from dva.stores import format_1_sets
-
-    names = format_1_set_names(provenance)
-    visual = provenance.get("visual_encoder") or {}
-    return {
-        **provenance, "feature_sets": format_1_sets(provenance, names), "sets": {m: [names[m]] for m in names},
-        "text_tower": {"model": visual.get("model"), "pretrained": visual.get("pretrained")},
-    }
 
 
 def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
@@ -67,19 +42,30 @@ def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile |
     return found
 
 
-def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None, allow_incomplete: bool = False) -> dict:
-    """Predict every listed track of split and write `out` (a file, or a folder for per-track); returns
-    {"tracks", "frames", "rows", "out", "check", "missing"}. Raises DataError naming the tracks a
-    submission would miss, unless allow_incomplete."""
+def predict(run: Path | list[Path], features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None,
+            allow_incomplete: bool = False, smooth: float | None = None) -> dict:
+    """Predict every listed track of split with the ensemble of run (one path or several: run or folds
+    directories) and write `out` (a file, or a folder for per-track); smooth: seconds of Gaussian smoothing
+    (None: what `dva fit` recorded). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
+    "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
+    allow_incomplete; RunError when the runs were trained on different kinds of features."""
     from dva.stores import open_store, sets_mismatch, why_not_usable
     from dva.trainer.data import load_split
-    from dva.trainer.fit import predict_frames
+    from dva.trainer.evaluate import predict_frames, resolve_device
+    from dva.trainer.evaluate import smooth as smooth_frames
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "submission" and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder: the submission is one file (e.g. {Path(out) / 'predictions.txt'}), or use --format per-track")
-    settings, model, normaliser, provenance = load_run(run, device)
+    given = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
+    if not given:
+        raise ConfigError("pass at least one --run")
+    runs = [path for path in given for path in run_dirs(path)]
+    provenance = check_compatible(runs)
+    seconds, smoothing = smoothing_width(given, smooth)
+    inputs = {path: data_key(read_checkpoint(path)) for path in runs}  # what each run reads: its sets and audio alignment
+    run = given[0]
     store = open_store(features, mode="r")
     try:
         mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
@@ -97,14 +83,22 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
             if not allow_incomplete:
                 raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
             warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)
-        data = load_split(store, split, provenance["sets"], settings.audio_align, tracks=[t for t in listed if t not in unusable])
+        usable = [t for t in listed if t not in unusable]
+        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable) for key in sorted(set(inputs.values()))}
     finally:
         store.close()
-    data = normaliser.apply(data).to(next(model.parameters()).device)
-    pred = predict_frames(model, settings, data)
+    total = None
+    for path in runs:  # one model in memory at a time
+        settings, model, normaliser, _ = load_run(path, device)
+        data = data_by_key[inputs[path]].to(resolve_device(device))
+        pred = predict_frames(model, settings, data, normaliser=normaliser).astype(np.float64)
+        total = pred if total is None else total + pred
+        del model
+    pred = smooth_frames((total / len(runs)).astype(np.float32), data, seconds)  # after the ensemble, before clipping
+    ensemble = {"runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
     if fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, pred)
-        return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable)}
+        return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable), **ensemble}
     submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed)
     check = submission.check(sample_file)
     if submission.filled:
@@ -113,4 +107,24 @@ def predict(run: Path, features: str, split: str, out: Path, device=None, fmt: s
             f"prediction ({', '.join(list(submission.filled)[:5])}): extract {split} with the sample file so its rows decide each track's length"
         ), stacklevel=2)
     submission.write(out)
-    return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable)}
+    return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable), **ensemble}
+
+
+def smoothing_width(given: list[Path], smooth: float | None) -> tuple[float, str]:
+    """(seconds, where the width came from): smooth when given, else the width `dva fit` recorded for the given
+    run or folds directories (their median, with a warning, when they recorded different widths)."""
+    if smooth is not None:
+        if smooth < 0:
+            raise ConfigError(f"--smooth must be 0 or more seconds, not {smooth}")
+        return float(smooth), "--smooth"
+    recorded = [recorded_smoothing(path) for path in given]
+    if len(set(recorded)) == 1:
+        return recorded[0], "chosen by dva fit on held-out tracks"
+    median = float(np.median(recorded))
+    warnings.warn(DvaWarning(f"the runs recorded different smoothing widths ({', '.join(f'{s:g} s' for s in recorded)}): using their median, {median:g} s; pass --smooth to choose"), stacklevel=3)
+    return median, "median of the widths dva fit chose"
+
+
+def data_key(checkpoint: dict) -> tuple[str, str]:
+    """(audio_align, the feature sets as JSON) a run's checkpoint reads: runs with the same key share one load."""
+    return checkpoint["settings"].get("audio_align", "nearest"), json.dumps(run_provenance(checkpoint["provenance"])["sets"], sort_keys=True)

@@ -1,10 +1,10 @@
 """The prompt head: CoOp-style learnable context + region descriptions through CLIP's frozen text tower.
 
-Soft mode builds, for each of the nine VA regions (order: `dva.trainer.soft_labels`),
+Learnable mode builds, for each of the nine VA regions (order: `dva.trainer.soft_labels`),
 `[SOS][ctx_1 .. ctx_n][description tokens][EOS][pad...]`, where the ctx vectors are learnable
 and shared by all regions, runs it through the frozen text transformer exactly as
-`open_clip.CLIP.encode_text` does, and reads the feature at the EOT position. Hard mode uses the
-fixed prompts "a photo of a person who looks {description}." and caches their features once.
+`open_clip.CLIP.encode_text` does, and reads the feature at the EOT position. Fixed mode uses the
+hand-written prompts "a photo of a person who looks {description}." and caches their features once.
 Logits are a learnable scale times the cosine similarity between the projected frame feature and
 each region's text feature.
 """
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dva.trainer.settings import PROMPTS
 from dva.trainer.soft_labels import N_REGIONS
 
 # One per region, in REGION_CENTRES order (rows: arousal high -> low; columns: valence - -> +),
@@ -33,8 +34,8 @@ DEFAULT_DESCRIPTIONS: tuple[str, ...] = (
     "tired and sleepy",  # 7: neutral valence, low arousal
     "calm and content",  # 8: positive valence, low arousal
 )
-HARD_TEMPLATE = "a photo of a person who looks {}."
-PROMPT_MODES = ("soft", "hard")
+HARD_TEMPLATE = "a photo of a person who looks {}."  # the fixed prompts
+PROMPT_MODES = tuple(p for p in PROMPTS if p != "none")
 CLIP_VOCAB_SIZE = 49408  # open_clip's default (OpenAI BPE) tokenizer
 
 
@@ -97,7 +98,7 @@ class PromptHead(nn.Module):
     clip_model: an open_clip model (`open_clip.create_model(...)`); all its parameters are frozen
     here (requires_grad False), but gradients flow through its text tower to the context vectors.
     Only the text tower is kept. descriptions: nine texts in region order. n_ctx: learnable context
-    vectors [n_ctx, text_width], N(0, 0.02) (soft mode; 0 is allowed and gives plain CLIP prompts).
+    vectors [n_ctx, text_width], N(0, 0.02) (learnable mode; 0 is allowed and gives plain CLIP prompts).
     tokenizer: callable(list[str]) -> LongTensor [N, context_length]; default open_clip's CLIP BPE
     tokenizer (pass `open_clip.get_tokenizer(model_name)` for models with another vocabulary).
     """
@@ -107,13 +108,13 @@ class PromptHead(nn.Module):
         clip_model: nn.Module,
         descriptions: Sequence[str] = DEFAULT_DESCRIPTIONS,
         n_ctx: int = 4,
-        mode: str = "soft",
+        mode: str = "learnable",
         feature_dim: int = 128,
         tokenizer: Callable | None = None,
     ):
         super().__init__()
         if mode not in PROMPT_MODES:
-            raise ValueError(f"PromptHead: mode must be soft or hard, not {mode!r}")
+            raise ValueError(f"PromptHead: mode must be one of {', '.join(PROMPT_MODES)}, not {mode!r}")
         if len(descriptions) != N_REGIONS:
             raise ValueError(f"PromptHead: need {N_REGIONS} descriptions (one per region), got {len(descriptions)}")
         if n_ctx < 0:
@@ -124,7 +125,7 @@ class PromptHead(nn.Module):
         self.mode, self.n_ctx = mode, n_ctx
         device = encoder.positional_embedding.device
 
-        if mode == "hard":
+        if mode == "fixed":
             tokens = tokenizer([HARD_TEMPLATE.format(d) for d in descriptions]).to(device)
             with torch.no_grad():
                 features = encoder(encoder.token_embedding(tokens), encoder.pool_index(tokens)).float()
@@ -160,9 +161,11 @@ class PromptHead(nn.Module):
         embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + self.n_ctx :]], dim=1)
         return self.text_encoder(embeddings, self.pool_index)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """features [B, T, feature_dim] -> logits [B, T, 9]; text: `text_features()` computed once by the
+        caller for many batches (an evaluation pass), or None to run the text tower here."""
         frames = F.normalize(self.project(features), dim=-1)
-        text = F.normalize(self.text_features(), dim=-1).to(frames.dtype)
+        text = F.normalize(self.text_features() if text is None else text, dim=-1).to(frames.dtype)
         scale = self.logit_scale.exp().clamp(max=100.0)
         return scale * frames @ text.t()
 

@@ -5,9 +5,10 @@ import csv
 import pytest
 from typer.testing import CliRunner
 
+from dva.errors import ConfigError
 from dva.trainer import ablate as ablate_module
 from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
-from dva.trainer.fit import FitSettings
+from dva.trainer.settings import FitSettings
 
 TINY = dict(epochs=1, patience=1, hidden=16, prompt="none", seq_len=32, stride=32, batch_size=16)
 
@@ -68,3 +69,57 @@ def test_an_older_results_csv_without_keys_is_set_aside_with_one_warning_line(ti
     assert len(warning_lines) == 1 and "no key column" in warning_lines[0]
     assert (tmp_path / "results.unkeyed.csv").read_text() == old
     assert len(rows(tmp_path)) == 1 and rows(tmp_path)[0]["p_va"] != "0.9"  # retrained, the unkeyed 0.9 not reported
+
+
+def test_labels_and_readout_are_separate_axes_six_rows(tiny_store, tmp_path):
+    from dva.cli import app
+
+    flags = [f"--set={key}={value}" for key, value in {**TINY, "prompt": "learnable"}.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "labels=soft,hard",
+                                      "--grid", "readout=regression,prompt,blend", *flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("| labels=")]
+    assert len(table) == 6
+    assert {line.split(" |")[0][2:] for line in table} == {f"labels={l} readout={r}" for l in ("soft", "hard") for r in ("regression", "prompt", "blend")}
+    written = rows(tmp_path)
+    assert len({row["p_va"] for row in written}) == 6  # six different models, not one reported six times
+
+
+def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_path):
+    from dva.cli import app
+
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--folds", "2", "--seeds", "2", "--grid", "fusion=gated",
+                                      *flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "oof: out of fold" in result.stdout and "ranked by" in result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("| fusion=gated")]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1:3] == ["2", "oof"]
+    written = rows(tmp_path)
+    assert [row["figure"] for row in written] == ["oof", "oof"] and len(written[0]["epoch"].split("/")) == 2
+    assert float(cells[-1].split(" ± ")[1]) > 0  # two seeds, two different fold cuts and models
+
+
+def test_ablate_refuses_a_grid_with_nothing_held_out(tiny_store, tmp_path):
+    with pytest.raises(ConfigError, match="held-out figure"):
+        ablate(FitSettings(features=str(tiny_store), train_splits="train,val", **TINY), {}, seeds=1, out=tmp_path, progress=False)
+
+
+def test_the_chart_has_error_bars_over_seeds_and_names_its_figure(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from dva.trainer.ablate import plot_summary, summarise
+
+    drawn, titles = [], []
+    real_barh, real_set = Axes.barh, Axes.set
+    monkeypatch.setattr(Axes, "barh", lambda self, *a, **k: drawn.append(k.get("xerr")) or real_barh(self, *a, **k))
+    monkeypatch.setattr(Axes, "set", lambda self, **k: titles.append(k) or real_set(self, **k))
+    rows = [{"variant": "v", "figure": "oof", "ccc_v": c, "ccc_a": c, "p_va": c} for c in (0.5, 0.7)]
+    plot_summary(tmp_path / "chart.png", summarise(rows))
+    assert (tmp_path / "chart.png").is_file() and len(drawn) == 3
+    assert all(errors == [pytest.approx(0.1)] for errors in drawn)  # std over the two seeds
+    assert any("oof" in k.get("title", "") and "2 seeds" in k.get("xlabel", "") for k in titles)

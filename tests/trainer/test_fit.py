@@ -8,21 +8,25 @@ import numpy as np
 import pytest
 
 from dva.data.aff_wild2 import scan
-from dva.trainer.fit import FitSettings, fit, load_features, train
-
 from dva.demo import DEMO_AUDIO_SETS
+from dva.trainer.fit import fit, load_features, train
+from dva.trainer.settings import FitSettings
 from tests.conftest import BLOCKED, TINY_VISUAL
 
 QUICK = dict(epochs=4, patience=4, hidden=32, seq_len=32, stride=16, batch_size=16)
 
 
 def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
-    out, best = run_dir
+    out, report = run_dir
     for name in ("config.json", "metrics.json", "best.pt", "curves.png", "traces.png", "va_plane.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["best"]["p_va"] == pytest.approx(best["p_va"])
-    assert best["p_va"] > 0.2  # a constant predictor scores 0
+    assert metrics["best_val"]["p_va"] == pytest.approx(report["best_val"]["p_va"])
+    assert report["best_val"]["p_va"] > 0.2  # a constant predictor scores 0
+    assert metrics["final"]["epoch"] == metrics["epochs"][-1]["epoch"] and metrics["final"]["p_va"] == pytest.approx(metrics["epochs"][-1]["p_va"])
+    assert set(report["figures"]) == {"best_val", "final", "best_val_smoothed"}  # every figure says what it is
+    assert metrics["smooth_seconds"] == metrics["smoothing"]["seconds"] in (0.0, 0.1, 0.2, 0.4, 0.8) and metrics["smoothing"]["selected_on"] == "val"
+    assert metrics["best_val_smoothed"]["p_va"] == pytest.approx(max(metrics["smoothing"]["p_va_by_seconds"].values()))
     assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["fusion"] == "hierarchical" and config["store"]["feature_sets"][TINY_VISUAL]["encoder"]["weights_sha256"]
@@ -51,7 +55,7 @@ def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_st
 
 
 @pytest.mark.parametrize("fusion", ["concat", "xattn", "gated", "hierarchical"])
-@pytest.mark.parametrize("prompt", ["none", "hard", "soft"])
+@pytest.mark.parametrize("prompt", ["none", "fixed", "learnable"])
 def test_every_fusion_and_prompt_variant_trains(tiny_store, fusion, prompt, request):
     features = request.getfixturevalue("_features")
     result = train(FitSettings(features=str(tiny_store), fusion=fusion, prompt=prompt, **{**QUICK, "epochs": 1}), features, progress=False)
@@ -66,7 +70,7 @@ def _features(tiny_store):
 def test_ablate_grid_from_one_load_resumes_and_runs_without_decoders(tiny_store, tmp_path):
     out = tmp_path / "ablate"
     command = [sys.executable, "-c", BLOCKED, "ablate", "--features", str(tiny_store), "--grid", "fusion=concat,hierarchical",
-               "--grid", "prompt=none,soft", "--set", "epochs=2", "--set", "hidden=32", "--set", "seq_len=32", "--out", str(out)]
+               "--grid", "prompt=none,learnable", "--set", "epochs=2", "--set", "hidden=32", "--set", "seq_len=32", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| fusion=")]
@@ -79,7 +83,7 @@ def test_ablate_grid_from_one_load_resumes_and_runs_without_decoders(tiny_store,
 
 def test_config_file_holds_settings_and_flags_override_it(tmp_path):
     from dva.errors import ConfigError
-    from dva.trainer.fit import settings_from
+    from dva.trainer.settings import settings_from
 
     config = tmp_path / "fit.toml"
     config.write_text('fusion = "gated"\nsigma = 0.2\ndescriptions = ["a", "b", "c", "d", "e", "f", "g", "h", "i"]\n')
@@ -97,8 +101,8 @@ def test_demo_runs_end_to_end_and_fusion_beats_each_modality(tmp_path):
     result = json.loads(done.stdout)
     assert result["p_va"] >= 0.5
     scores = {row["variant"]: row["p_va"] for row in result["ablation"]}
-    fused = scores["modalities=visual,audio prompt=soft"]
-    assert fused > scores["modalities=visual prompt=soft"] and fused > scores["modalities=audio prompt=soft"]
+    fused = scores["modalities=visual,audio prompt=learnable"]
+    assert fused > scores["modalities=visual prompt=learnable"] and fused > scores["modalities=audio prompt=learnable"]
     compared = [row["variant"] for row in result["feature_sets"]]  # two audio sets of one store, one row each
     assert sorted(compared) == sorted(f"audio_features={name}" for name in DEMO_AUDIO_SETS)
     assert all((tmp_path / "demo" / "runs" / "full" / name).is_file() for name in ("curves.png", "traces.png", "va_plane.png"))

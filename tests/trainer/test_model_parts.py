@@ -159,7 +159,7 @@ def test_cross_attention_ignores_masked_keys_and_survives_all_masked_rows():
 
 
 def test_soft_prompts_with_no_context_equal_clip_encode_text(clip_model):
-    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=0, mode="soft", feature_dim=16)
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=0, mode="learnable", feature_dim=16)
     with torch.no_grad():
         ours = head.text_features()
         clip = clip_model.encode_text(tokenize([f"{d}." for d in DEFAULT_DESCRIPTIONS]))
@@ -168,7 +168,7 @@ def test_soft_prompts_with_no_context_equal_clip_encode_text(clip_model):
 
 
 def test_context_vectors_sit_after_sos_and_before_the_description(clip_model):
-    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=2, mode="soft", feature_dim=16)
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, n_ctx=2, mode="learnable", feature_dim=16)
     word = tokenize(["x"])[0, 1]  # the token id of "x"
     with torch.no_grad():
         head.ctx.copy_(clip_model.token_embedding.weight[word].expand(2, -1))
@@ -178,7 +178,7 @@ def test_context_vectors_sit_after_sos_and_before_the_description(clip_model):
 
 
 def test_hard_prompts_are_the_fixed_template_through_clip(clip_model):
-    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, mode="hard", feature_dim=16)
+    head = PromptHead(clip_model, DEFAULT_DESCRIPTIONS, mode="fixed", feature_dim=16)
     with torch.no_grad():
         clip = clip_model.encode_text(tokenize([HARD_TEMPLATE.format(d) for d in DEFAULT_DESCRIPTIONS]))
     assert torch.allclose(head.text_features(), clip, atol=1e-5)
@@ -187,11 +187,11 @@ def test_hard_prompts_are_the_fixed_template_through_clip(clip_model):
 
 # --- the composed model --------------------------------------------------------------------------
 
-CASES = [(("visual", "audio"), fusion, prompt) for fusion in FUSIONS for prompt in ("none", "hard", "soft")]
-CASES += [((modality,), "hierarchical", prompt) for modality in ("visual", "audio") for prompt in ("none", "hard", "soft")]
+CASES = [(("visual", "audio"), fusion, prompt) for fusion in FUSIONS for prompt in ("none", "fixed", "learnable")]
+CASES += [((modality,), "hierarchical", prompt) for modality in ("visual", "audio") for prompt in ("none", "fixed", "learnable")]
 
 
-def build(clip_model, modalities=("visual", "audio"), fusion="hierarchical", prompt="soft", **overrides):
+def build(clip_model, modalities=("visual", "audio"), fusion="hierarchical", prompt="learnable", **overrides):
     settings = ModelSettings(modalities=modalities, fusion=fusion, prompt=prompt, hidden=16, heads=2, **overrides)
     torch.manual_seed(0)
     return VAModel(settings, DV, DA, clip_model=clip_model if prompt != "none" else None)
@@ -204,7 +204,7 @@ def test_every_variant_trains_one_step(clip_model, modalities, fusion, prompt):
     trainable = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     assert not {id(p) for p in model.parameters() if p.requires_grad} & {id(p) for p in clip_model.parameters()}
     assert not any(p.requires_grad for p in clip_model.parameters())
-    if prompt == "soft":
+    if prompt == "learnable":
         assert "prompt_head.ctx" in trainable
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
 
@@ -216,7 +216,7 @@ def test_every_variant_trains_one_step(clip_model, modalities, fusion, prompt):
     assert (out["logits"] is None) == (prompt == "none")
     if out["logits"] is not None:
         assert out["logits"].shape == (B, T, 9)
-    value = loss(out, batch["labels"], batch["label_mask"], sigma=0.35, lambda_prompt=0.5, prompt_mode=prompt)
+    value = loss(out, batch["labels"], batch["label_mask"], sigma=0.35, lambda_prompt=0.5, labels="hard" if prompt == "fixed" else "soft")
     assert torch.isfinite(value)
     optimiser.zero_grad()
     value.backward()
@@ -236,7 +236,7 @@ def test_masked_frames_do_not_influence_the_loss(clip_model):
 
     def objective(b):
         out = model(**inputs(b))
-        return loss(out, b["labels"], b["label_mask"], sigma=0.35, lambda_prompt=0.5, prompt_mode="soft")
+        return loss(out, b["labels"], b["label_mask"], sigma=0.35, lambda_prompt=0.5, labels="soft")
 
     reference = objective(batch)
     changed = {k: v.clone() for k, v in batch.items()}
@@ -255,7 +255,98 @@ def test_a_window_with_no_valid_audio_gives_finite_outputs_and_gradients(clip_mo
     batch = random_batch()
     batch["audio_mask"][1] = False
     out = model(**inputs(batch))
-    value = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.5, "none")
+    value = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.5)
     value.backward()
     assert torch.isfinite(out["va"]).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# --- readouts, text once per pass, stitching -----------------------------------------------------
+
+
+@pytest.mark.parametrize("readout", ["prompt", "blend"])
+def test_prompt_and_blend_readouts_read_the_region_probabilities_and_train(clip_model, readout):
+    model = build(clip_model, readout=readout, dropout=0.0)
+    batch = random_batch()
+    out = model(**inputs(batch))
+    from_prompt = torch.softmax(out["logits"], dim=-1) @ REGION_CENTRES
+    if readout == "prompt":
+        assert model.regression is None and torch.allclose(out["va"], from_prompt, atol=1e-6)
+    else:
+        share = torch.sigmoid(model.mix)
+        assert torch.allclose(share, torch.full((2,), 0.5))
+        with torch.no_grad():
+            model.mix.fill_(50.0)  # all regression
+            only_regression = model(**inputs(batch))["va"]
+            model.mix.fill_(-50.0)  # all prompt
+            only_prompt = model(**inputs(batch))["va"]
+            model.mix.zero_()
+        assert torch.allclose(only_prompt, from_prompt, atol=1e-5)
+        assert torch.allclose(out["va"], (only_regression + only_prompt) / 2, atol=1e-5)
+    value = loss(out, batch["labels"], batch["label_mask"], sigma=0.35, lambda_prompt=0.5, labels="soft")
+    value.backward()
+    assert model.prompt_head.ctx.grad.abs().sum() > 0
+    if readout == "blend":
+        assert model.mix.grad.abs().sum() > 0
+
+
+def test_hard_and_soft_labels_give_different_losses_for_the_same_output(clip_model):
+    model = build(clip_model)
+    batch = random_batch()
+    out = model(**inputs(batch))
+    soft = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.5, labels="soft")
+    hard = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.5, labels="hard")
+    none = loss(out, batch["labels"], batch["label_mask"], 0.35, 0.0, labels="soft")
+    assert len({round(v.item(), 6) for v in (soft, hard, none)}) == 3
+
+
+def test_the_text_tower_runs_once_per_evaluation_pass_and_once_per_step(clip_model):
+    import numpy as np
+
+    from dva.trainer.data import SplitData
+    from dva.trainer.evaluate import predict_frames
+    from dva.trainer.settings import FitSettings
+
+    model = build(clip_model)
+    calls = []
+    hook = model.prompt_head.text_encoder.register_forward_hook(lambda *args: calls.append(1))
+    frames = 100
+    data = SplitData("val", ["a", "b"], np.array([0, 60, frames]), torch.randn(frames, DV), torch.ones(frames, dtype=torch.bool),
+                     torch.randn(frames, DA), torch.ones(frames, dtype=torch.bool), torch.zeros(frames, 2), torch.ones(frames, dtype=torch.bool), [{}, {}])
+    pred = predict_frames(model, FitSettings(seq_len=8), data, batch_size=4)  # many batches
+    assert pred.shape == (frames, 2) and np.isfinite(pred).all()
+    assert len(calls) == 1
+    model.train()
+    for _ in range(3):  # a training step: one forward, one pass of the tower
+        model(**inputs(random_batch())).get("va").sum().backward()
+    assert len(calls) == 4
+    hook.remove()
+
+
+def test_hann_stitching_favours_window_centres_and_covers_track_ends():
+    from dva.trainer.evaluate import stitch_weights
+
+    hann = stitch_weights("hann", 8)
+    assert hann.argmax() in (3, 4) and (hann > 0).all() and hann[0] < 0.05
+    assert torch.allclose(hann, hann.flip(0))
+    assert torch.equal(stitch_weights("mean", 8), torch.ones(8))
+
+
+def test_hann_stitching_of_a_constant_model_is_exact_everywhere(clip_model):
+    """Weights that sum to less than one at a track's ends must still give the window's value there."""
+    import numpy as np
+
+    from dva.trainer.data import SplitData
+    from dva.trainer.evaluate import predict_frames
+    from dva.trainer.settings import FitSettings
+
+    model = build(clip_model, prompt="none")
+    with torch.no_grad():
+        model.regression.weight.zero_()
+        model.regression.bias.copy_(torch.tensor([0.3, -0.2]))
+    frames = 37
+    data = SplitData("val", ["a"], np.array([0, frames]), torch.randn(frames, DV), torch.ones(frames, dtype=torch.bool),
+                     torch.randn(frames, DA), torch.ones(frames, dtype=torch.bool), torch.zeros(frames, 2), torch.ones(frames, dtype=torch.bool), [{}])
+    for how in ("hann", "mean"):
+        pred = predict_frames(model, FitSettings(seq_len=8, stitch=how, prompt="none"), data)
+        np.testing.assert_allclose(pred, np.tile(np.tanh([0.3, -0.2]), (frames, 1)), atol=1e-6)

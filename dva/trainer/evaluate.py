@@ -1,0 +1,194 @@
+"""What `dva fit` and `dva predict` share: building the model, per-frame prediction, evaluation.
+
+fit -> evaluate and predict -> run_dir -> evaluate; nothing here imports either of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dva.errors import ConfigError
+from dva.metrics import ccc, p_va
+from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {requested}: no CUDA device here; use --device cpu")
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def clip_text_towers(available: dict, sets: dict) -> list[dict]:
+    """The store's CLIP sets as text towers for the prompt head, the chosen visual sets first."""
+    from dva.pipeline.encoders.naming import is_clip
+
+    clip_sets = [name for name in sets["visual"] if is_clip(available[name].get("encoder") or {})]
+    clip_sets += [name for name, info in available.items() if info.get("modality") == "visual" and is_clip(info.get("encoder") or {}) and name not in clip_sets]
+    return [{"model": available[n]["encoder"]["model"], "pretrained": available[n]["encoder"].get("pretrained"), "from_set": n} for n in clip_sets]
+
+
+def text_tower_for(settings: FitSettings, provenance: dict) -> dict | None:
+    """{"model", "pretrained"} of the CLIP whose text tower the prompt head uses: --text-tower MODEL/PRETRAINED, else the
+    one a checkpoint recorded, else the store's CLIP set (the chosen visual one first); None with --prompt none."""
+    if settings.prompt == "none":
+        return None
+    if settings.text_tower:
+        model, _, pretrained = str(settings.text_tower).partition("/")
+        return {"model": model, "pretrained": pretrained or None}
+    if provenance.get("text_tower"):
+        return provenance["text_tower"]
+    if provenance.get("text_towers"):
+        return provenance["text_towers"][0]
+    raise ConfigError("the prompt head needs a CLIP text tower and the store has no CLIP feature set: pass --text-tower MODEL/PRETRAINED (e.g. ViT-B-32/openai) or --prompt none")
+
+
+def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
+    """The model for these settings; the prompt head gets the frozen CLIP text tower `text_tower_for` names."""
+    from dva.trainer.model import VAModel
+
+    clip_model = None
+    if settings.prompt != "none":
+        from dva.pipeline.encoders.clip import load_clip
+
+        tower = text_tower_for(settings, provenance)
+        clip_model = load_clip(tower["model"], tower.get("pretrained"), device=str(device))
+    return VAModel(settings.model_settings(), visual_dim, audio_dim, clip_model=clip_model).to(device)
+
+
+def model_inputs(settings: FitSettings, batch: dict) -> dict:
+    chosen = settings.modality_list
+    return {
+        "visual": batch["visual"] if "visual" in chosen else None,
+        "audio": batch["audio"] if "audio" in chosen else None,
+        "visual_mask": batch["visual_mask"],
+        "audio_mask": batch["audio_mask"],
+    }
+
+
+def stitch_weights(how: str, seq_len: int) -> torch.Tensor:
+    """float32 [seq_len]: the weight of each window position when overlapping windows are averaged.
+
+    mean: all 1. hann: sin^2(pi (i + 1/2) / seq_len), highest at the window's centre (where the GRU
+    has seen the most context) and small but never zero at its ends, so a track's first and last
+    frames, which only a window's end covers, still get a prediction."""
+    if how not in STITCHES:
+        raise ConfigError(f"--stitch must be one of {', '.join(STITCHES)}, not {how!r}")
+    if how == "mean":
+        return torch.ones(seq_len)
+    return torch.sin(torch.pi * (torch.arange(seq_len, dtype=torch.float64) + 0.5) / seq_len).pow(2).float()
+
+
+def normaliser_on(normaliser: Normaliser, device) -> Normaliser:
+    return Normaliser(**{name: value.to(device) for name, value in vars(normaliser).items()})
+
+
+def normalise_batch(batch: dict, normaliser: Normaliser) -> dict:
+    """A gathered batch with its features normalised (normaliser on the batch's device); frames masked in
+    the batch become exactly zero. Normalising per batch, not per split, lets every fold and ablation
+    variant share one copy of the raw features."""
+    out = dict(batch)
+    for name in ("visual", "audio"):
+        mean, std = getattr(normaliser, f"{name}_mean"), getattr(normaliser, f"{name}_std")
+        out[name] = (batch[name].float() - mean) / std * batch[f"{name}_mask"][..., None]
+    return out
+
+
+@torch.no_grad()
+def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64, normaliser: Normaliser | None = None) -> np.ndarray:
+    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
+    frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
+    for the whole pass. normaliser: applied to each batch (None: data is normalised already)."""
+    model.eval()
+    device = data.visual.device
+    normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
+    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
+    index, inside = index.to(device), inside.to(device)
+    position = stitch_weights(settings.stitch, settings.seq_len).to(device)
+    total = torch.zeros(data.n_frames, 2, device=device)
+    count = torch.zeros(data.n_frames, 1, device=device)
+    with autocast(device):
+        text = model.text_features()
+    for start in range(0, index.shape[0], batch_size):
+        rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
+        batch = gather(data, rows, valid)
+        if normaliser is not None:
+            batch = normalise_batch(batch, normaliser)
+        with autocast(device):
+            va = model(**model_inputs(settings, batch), text=text)["va"].float()
+        weights = (valid.float() * position)[..., None]
+        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
+        count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
+    return (total / torch.where(count > 0, count, torch.ones_like(count))).cpu().numpy()  # hann weights sum to < 1 at track ends
+
+
+def evaluate(pred: np.ndarray, data: SplitData) -> dict:
+    """ABAW's CCC over all valid frames concatenated, and per track."""
+    labels = data.labels.cpu().numpy()
+    result = evaluate_frames(pred, data)
+    result["per_track"] = {}
+    for i, track in enumerate(data.tracks):
+        part = data.track_slice(i)
+        result["per_track"][track] = {
+            "frames": int(part.stop - part.start),
+            "valid": int(data.label_mask[part].sum()),
+            "ccc_v": ccc(pred[part, 0], labels[part, 0]),
+            "ccc_a": ccc(pred[part, 1], labels[part, 1]),
+        }
+    return result
+
+
+def smooth(pred: np.ndarray, data: SplitData, seconds: float) -> np.ndarray:
+    """pred [N, 2] with a centred Gaussian of standard deviation `seconds` applied along each track of data
+    (sigma in frames = seconds x the track's fps; weights renormalised at the track's ends, so an end
+    is not pulled towards zero). seconds 0 returns pred unchanged."""
+    if seconds < 0:
+        raise ConfigError(f"--smooth must be 0 or more seconds, not {seconds}")
+    if seconds == 0:
+        return pred
+    out = np.array(pred, dtype=np.float32, copy=True)
+    for i in range(len(data.tracks)):
+        part = data.track_slice(i)
+        out[part] = gaussian_smooth(pred[part], seconds * float(data.attrs[i]["fps"]))
+    return out
+
+
+def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """values [T, C] -> [T, C]: a centred Gaussian (sigma in rows), normalised by the weight inside the track."""
+    frames = values.shape[0]
+    if sigma <= 0 or frames < 2:
+        return values
+    radius = int(np.ceil(3 * sigma))
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-(taps**2) / (2 * sigma * sigma))
+    weight = np.convolve(np.ones(frames), kernel)[radius : radius + frames]
+    columns = [np.convolve(values[:, c].astype(np.float64), kernel)[radius : radius + frames] / weight for c in range(values.shape[1])]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
+    """The smoothing width (seconds) with the best P_VA of pred on data (ties: the smaller width), and the
+    P_VA of every width tried: {"seconds", "p_va_by_seconds": {str(seconds): p_va}}."""
+    scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data)["p_va"] for s in choices}
+    best = min(choices)
+    for seconds, score in sorted(scores.items()):
+        if np.isfinite(score) and (not np.isfinite(scores[best]) or score > scores[best]):
+            best = seconds
+    return {"seconds": float(best), "p_va_by_seconds": {str(s): v for s, v in scores.items()}}
+
+
+def evaluate_frames(pred: np.ndarray, data: SplitData) -> dict:
+    """CCC_V, CCC_A and P_VA over all valid frames of data concatenated (no per-track figures)."""
+    labels = data.labels.cpu().numpy()
+    result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
+    result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
+    return result
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

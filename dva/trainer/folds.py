@@ -1,0 +1,43 @@
+"""K folds over the tracks of train and val together, cut by video (a video's `_left`/`_right` tracks stay
+in one fold), the same for the same seed; and the out-of-fold predictions put back together.
+
+Pure functions: `dva.trainer.fit.train_folds` trains the folds, `dva.trainer.run_dir.write_folds` writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dva.errors import ConfigError
+from dva.trainer.tracks import video_of
+
+FOLDS_FILE = "folds.json"
+
+
+def assign_folds(tracks: list[str], attrs: list[dict], lengths, k: int, seed: int) -> list[int]:
+    """The fold (0..k-1) of every track. Videos are shuffled by the seed, then each goes, with all its
+    tracks, to the fold holding the fewest frames so far (ties: the lowest fold), so folds are balanced
+    in frames as well as deterministic."""
+    if k < 2:
+        raise ConfigError(f"--folds must be at least 2, not {k}")
+    videos: dict[str, list[int]] = {}
+    for i, (track, track_attrs) in enumerate(zip(tracks, attrs)):
+        videos.setdefault(video_of(track, track_attrs), []).append(i)
+    if k > len(videos):
+        raise ConfigError(f"--folds {k}: train and val hold only {len(videos)} videos; use at most {len(videos)} folds")
+    names = sorted(videos)
+    order = np.random.default_rng(seed).permutation(len(names))
+    load = np.zeros(k, dtype=np.int64)
+    fold_of = [-1] * len(tracks)
+    for position in order:
+        members = videos[names[position]]
+        fold = int(np.argmin(load))
+        load[fold] += int(sum(int(lengths[i]) for i in members))
+        for i in members:
+            fold_of[i] = fold
+    return fold_of
+
+
+def fold_members(fold_of: list[int], k: int) -> list[list[int]]:
+    """Track indices of each fold, in track order."""
+    return [[i for i, f in enumerate(fold_of) if f == fold] for fold in range(k)]

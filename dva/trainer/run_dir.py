@@ -1,0 +1,270 @@
+"""The run directory `dva fit` writes and `dva predict` reads: config.json, metrics.json, best.pt, val
+predictions and plots; checkpoints are loaded with strict key checks.
+
+The frozen CLIP text weights are never saved (they are rebuilt from the store's provenance), so
+"strict" means: every saved key is a key of the model the settings build, and every key of that
+model that is not a frozen weight was saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dva.errors import RunError
+
+CHECKPOINT = "best.pt"
+
+
+def trainable_state(model: torch.nn.Module) -> dict:
+    """The state worth saving: everything but the frozen CLIP weights (rebuilt from the store's provenance).
+    A copy: on the CPU `.cpu()` would share storage with the live weights, which training goes on changing."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_state_strictly(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Load a `trainable_state` into model; RunError naming the keys when it does not match the model."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    keys = set(model.state_dict())
+    missing = sorted(keys - frozen - set(state))
+    unexpected = sorted(set(state) - keys)
+    if missing or unexpected:
+        parts = [f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}" if unexpected else ""]
+        raise RunError(f"{source}: the checkpoint does not match the model its settings build ({'; '.join(p for p in parts if p)}); "
+                       "it was written by another dva or edited: fit it again")
+    try:
+        model.load_state_dict(state, strict=False)  # the frozen CLIP weights are absent by design (checked above)
+    except RuntimeError as exc:  # shapes differ
+        raise RunError(f"{source}: the checkpoint does not match the model its settings build ({str(exc).splitlines()[-1].strip()})") from None
+
+
+def write_run(result, features, out: Path) -> Path:
+    """config.json, metrics.json, best.pt, held-out predictions (ABAW files) and plots under out.
+
+    result: a `dva.trainer.fit.FitResult`; features: the `dva.trainer.fit.Features` it was trained on."""
+    from dva.trainer.evaluate import text_tower_for
+    from dva.trainer.plots import plot_run
+    from dva.trainer.submission import write_per_track
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    held = result.held
+    config = {
+        "settings": dataclasses.asdict(result.settings),
+        "store": {"path": features.store_path, **features.provenance},
+        "train_tracks": result.train_tracks,
+        "val_tracks": held.tracks if held is not None else [],
+        "held_out": result.held_name,
+        "left_out": {"train": features.train.left_out, "val": features.val.left_out},
+        "torch": torch.__version__,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "metrics.json").write_text(json.dumps(finite(run_metrics(result, features)), indent=2))
+    torch.save(
+        {
+            "settings": dataclasses.asdict(result.settings),
+            "state": trainable_state(result.model),
+            "normaliser": result.normaliser.state(),
+            "visual_dim": features.train.visual.shape[1],
+            "audio_dim": features.train.audio.shape[1],
+            "provenance": {**features.provenance, "text_tower": text_tower_for(result.settings, features.provenance)},
+        },
+        out / CHECKPOINT,
+    )
+    if held is not None:
+        write_per_track(out / "val_predictions", held.tracks, held.offsets, result.val_pred)
+    plot_run(out, result.history, held, result.val_pred)
+    return out
+
+
+def run_metrics(result, features) -> dict:
+    """metrics.json of one run: every figure under the name of what it is, and a line saying so."""
+    from dva.trainer.evaluate import evaluate_frames, smooth
+
+    held, name = result.held, result.held_name or "the held-out tracks"
+    metrics: dict = {"train_splits": result.settings.train_splits, "held_out": result.held_name}
+    if held is None:
+        last = result.history[-1]
+        metrics["figures"] = {"final": "the last epoch (no selection); nothing was held out, so it has no score"}
+        metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], "ccc_v": None, "ccc_a": None, "p_va": None}
+        metrics["smooth_seconds"] = 0.0
+        metrics["smoothing"] = {"seconds": 0.0, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
+    else:
+        seconds = result.smoothing["seconds"]
+        metrics["figures"] = {
+            "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
+            "final": f"the last epoch, scored on {name} (not selected)",
+            "best_val_smoothed": f"best_val after {seconds} s of smoothing, the width that scored best on {name} (selected on it too)",
+        }
+        metrics["best_val"] = result.best
+        metrics["final"] = result.final
+        metrics["best_val_smoothed"] = {"epoch": result.best["epoch"], **evaluate_frames(smooth(result.val_pred, held, seconds), held), "smooth_seconds": seconds}
+        metrics["smooth_seconds"] = seconds
+        metrics["smoothing"] = result.smoothing
+    metrics.update({
+        "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
+        "val_tracks": len(held.tracks) if held is not None else 0, "val_left_out": features.val.left_out,
+    })
+    return metrics
+
+
+def write_folds(result, features, out: Path) -> Path:
+    """A folds directory: fold-0 ... fold-{K-1} (each a run directory), plain/ (the plain fit, when there is
+    one), folds.json (which tracks in which fold), oof_predictions/ (ABAW files) and metrics.json with the
+    out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
+    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
+    from dva.trainer.folds import FOLDS_FILE
+    from dva.trainer.submission import write_per_track
+    from dva.trainer.tracks import select_tracks, track_rows
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    k, pooled = result.settings.folds, result.pooled
+    runs = [write_run(run, features, out / f"fold-{fold}") for fold, run in enumerate(result.runs)]
+    if result.plain is not None:
+        write_run(result.plain, features, out / "plain")
+    folds = {
+        "folds": k, "seed": result.settings.seed, "runs": [run.name for run in runs],
+        "tracks": [[t for t, f in zip(pooled.tracks, result.fold_of) if f == fold] for fold in range(k)],
+        "fold_of": dict(zip(pooled.tracks, result.fold_of)),
+    }
+    (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
+    write_per_track(out / "oof_predictions", pooled.tracks, pooled.offsets, result.oof_pred)
+    smoothing = {**choose_smoothing(result.oof_pred, pooled), "selected_on": "the out-of-fold predictions"}
+    seconds = smoothing["seconds"]
+    val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
+    val_data = select_tracks(pooled, val)
+    val_rows = track_rows(pooled.offsets, val, ordered=True)
+    metrics = {
+        "folds": k,
+        "figures": {
+            "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
+                   "each fold's epoch was selected on its own held-out fold (the standard)",
+            "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
+            "oof_smoothed": f"oof after {seconds} s of smoothing, the width that scored best on the out-of-fold predictions (selected on them)",
+            "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
+            "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
+        },
+        "oof": {**evaluate_frames(result.oof_pred, pooled), "folds": k},
+        "oof_last": {**evaluate_frames(result.oof_last, pooled), "folds": k},
+        "oof_smoothed": {**evaluate_frames(smooth(result.oof_pred, pooled, seconds), pooled), "folds": k, "smooth_seconds": seconds},
+        "oof_val": {**evaluate_frames(result.oof_pred[val_rows], val_data), "folds": k},
+        "plain_best_val": result.plain.best if result.plain is not None else None,
+        "smooth_seconds": seconds,
+        "smoothing": smoothing,
+        "per_fold": [
+            {"fold": fold, "run": runs[fold].name, "tracks": len(folds["tracks"][fold]), "frames": int(run.held.n_frames),
+             "best_val": run.best, "final": run.final}
+            for fold, run in enumerate(result.runs)
+        ],
+        "tracks": len(pooled.tracks), "frames": pooled.n_frames, "seconds": result.seconds, "left_out": pooled.left_out,
+    }
+    if result.plain is None:
+        del metrics["figures"]["plain_best_val"], metrics["plain_best_val"]
+    (out / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
+    return out
+
+
+SUMMARY = ("figures", "oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
+
+
+def run_summary(out: Path) -> dict:
+    """The figures of a run (or folds) directory's metrics.json, and "run": where it is."""
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    return {"run": str(out), **{k: metrics[k] for k in SUMMARY if k in metrics}}
+
+
+def finite(value):
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def read_checkpoint(run: Path) -> dict:
+    """best.pt of a run directory, on the CPU."""
+    checkpoint_path = Path(run) / CHECKPOINT
+    if not checkpoint_path.is_file():
+        raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
+    return torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+
+
+def load_run(run: Path, device=None):
+    """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
+    from dva.trainer.data import Normaliser
+    from dva.trainer.evaluate import build_model, resolve_device
+    from dva.trainer.settings import settings_from, upgrade_settings
+
+    checkpoint_path = Path(run) / CHECKPOINT
+    checkpoint = read_checkpoint(run)
+    settings = settings_from(**{**upgrade_settings(checkpoint["settings"]), "device": device})
+    device = resolve_device(device)
+    provenance = run_provenance(checkpoint["provenance"])
+    model = build_model(settings, provenance, checkpoint["visual_dim"], checkpoint["audio_dim"], device)
+    load_state_strictly(model, checkpoint["state"], str(checkpoint_path))
+    return settings, model, Normaliser.from_state(checkpoint["normaliser"]), provenance
+
+
+def run_provenance(provenance: dict) -> dict:
+    """A checkpoint's provenance in today's terms: a run trained on a dva 0.1 store names its two encoders,
+    which `dva upgrade` turns into feature sets of the same names."""
+    if "feature_sets" in provenance:
+        return provenance
+    from dva.pipeline.encoders.naming import format_1_set_names
+    from dva.stores import format_1_sets
+
+    names = format_1_set_names(provenance)
+    visual = provenance.get("visual_encoder") or {}
+    return {
+        **provenance, "feature_sets": format_1_sets(provenance, names), "sets": {m: [names[m]] for m in names},
+        "text_tower": {"model": visual.get("model"), "pretrained": visual.get("pretrained")},
+    }
+
+
+def run_dirs(path: Path) -> list[Path]:
+    """The run directories a path stands for: itself (a run directory), or a folds directory's fold runs."""
+    from dva.trainer.folds import FOLDS_FILE
+
+    path = Path(path)
+    if (path / FOLDS_FILE).is_file():
+        return [path / name for name in json.loads((path / FOLDS_FILE).read_text())["runs"]]
+    if (path / CHECKPOINT).is_file():
+        return [path]
+    raise RunError(f"{path}: no {CHECKPOINT} (a run directory) or {FOLDS_FILE} (a folds directory) here; pass a directory `dva fit` wrote")
+
+
+def recorded_smoothing(path: Path) -> float:
+    """The smoothing width (seconds) `dva fit` chose for a run or folds directory; 0 for runs of a dva that chose none."""
+    metrics = Path(path) / "metrics.json"
+    value = json.loads(metrics.read_text()).get("smooth_seconds") if metrics.is_file() else None
+    return float(value or 0.0)
+
+
+def check_compatible(runs: list[Path]) -> dict:
+    """RunError naming the difference unless every feature set the runs share was made the same way (its
+    provenance); returns {"feature_sets": every set any run reads}. Runs on different sets of one store may
+    form an ensemble."""
+    from dva.stores import set_differences
+
+    sets: dict[str, dict] = {}
+    first_of: dict[str, Path] = {}
+    for run in runs:
+        for name, info in run_provenance(read_checkpoint(run)["provenance"])["feature_sets"].items():
+            if name not in sets:
+                sets[name], first_of[name] = info, run
+                continue
+            differences = set_differences(sets[name], info)
+            if differences:
+                shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+                raise RunError(f"{first_of[name]} and {run} were trained on different features: feature set {name!r} differs ({shown}); an ensemble needs runs on one kind of store")
+    return {"feature_sets": sets}

@@ -1,0 +1,154 @@
+"""`dva fit` settings and the one definition of every list of choices the trainer offers.
+
+Light on purpose (no torch): the CLI, ablation keys and TOML configs read it without the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from dva.errors import ConfigError
+
+MODALITIES = ("visual", "audio")
+FUSIONS = ("concat", "xattn", "gated", "hierarchical")
+PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
+LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest
+READOUTS = ("regression", "prompt", "blend")  # where the prediction comes from (prompt: sum_k p_k c_k)
+STITCHES = ("mean", "hann")  # how overlapping evaluation windows are averaged
+SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva fit` chooses from on held-out tracks
+SCHEDULES = ("constant", "cosine")
+TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
+CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES}
+# dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
+OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Every `dva fit` flag (and `--config` TOML key); written whole to config.json."""
+
+    features: str = "stores"
+    out: str = "runs/fit"
+    modalities: str = "visual,audio"
+    fusion: str = "hierarchical"
+    prompt: str = "learnable"
+    n_ctx: int = 4
+    sigma: float = 0.35
+    lambda_prompt: float = 0.5
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.1
+    heads: int = 4
+    seq_len: int = 64
+    stride: int = 32
+    batch_size: int = 32
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    seed: int = 0
+    device: str | None = None
+    audio_align: str = "nearest"
+    descriptions: tuple[str, ...] | None = None  # nine region texts; None = the circumplex defaults
+    labels: str = "soft"
+    readout: str = "regression"
+    stitch: str = "hann"
+    train_splits: str = "train"
+    schedule: str = "constant"
+    warmup: float = 0.0
+    folds: int = 0
+    visual_features: str | None = None  # feature-set names, comma-separated; None = the store's only visual set
+    audio_features: str | None = None  # likewise for audio
+    text_tower: str | None = None  # MODEL/PRETRAINED of the prompt head's CLIP text tower; None = the store's CLIP set
+
+    def validate(self) -> None:
+        chosen = self.modality_list
+        if not chosen or any(m not in MODALITIES for m in chosen):
+            raise ConfigError(f"--modalities must be visual, audio or visual,audio, not {self.modalities!r}")
+        for name in CHOICES:
+            check_choice(name, getattr(self, name))
+        if self.readout != "regression" and self.prompt == "none":
+            raise ConfigError(f"--readout {self.readout} reads the prompt head: use --prompt fixed or learnable, or --readout regression")
+        if self.descriptions is not None and len(self.descriptions) != 9:
+            raise ConfigError(f"descriptions must hold nine texts (one per region), got {len(self.descriptions)}")
+        for name in ("epochs", "batch_size", "hidden", "layers", "seq_len", "stride"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.sigma <= 0 or self.lr <= 0:
+            raise ConfigError("--sigma and --lr must be positive")
+        splits = self.train_split_list
+        if not splits or any(s not in TRAIN_SPLITS for s in splits) or len(set(splits)) != len(splits):
+            raise ConfigError(f"--train-splits must be train, val or train,val, not {self.train_splits!r}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"--warmup is a fraction of the training steps in [0, 1), not {self.warmup}")
+        if self.folds < 0 or self.folds == 1:
+            raise ConfigError(f"--folds must be 0 (no folds) or at least 2, not {self.folds}")
+        if self.folds and splits != ("train",):
+            raise ConfigError("--folds cuts train and val together into folds; leave --train-splits out")
+
+    @property
+    def train_split_list(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.train_splits.split(",") if s.strip())
+
+    @property
+    def held_out(self) -> str | None:
+        """The split that selects the epoch: val, unless it is trained on (then none: the last epoch is kept)."""
+        return None if "val" in self.train_split_list else "val"
+
+    @property
+    def modality_list(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+
+    def model_settings(self):
+        from dva.trainer.model import ModelSettings
+
+        fields = {f.name for f in dataclasses.fields(ModelSettings)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields and k not in ("modalities", "descriptions")}
+        values["modalities"] = self.modality_list
+        if self.descriptions is not None:
+            values["descriptions"] = tuple(self.descriptions)
+        return ModelSettings(**values)
+
+
+def check_choice(name: str, value) -> None:
+    """ConfigError unless value is one of the choices of setting name (see CHOICES)."""
+    if name == "prompt" and value in OLD_PROMPTS:
+        new = OLD_PROMPTS[value]
+        raise ConfigError(f"--prompt {value} set the text and the labels at once; use --prompt {new['prompt']} --labels {new['labels']}")
+    if value not in CHOICES[name]:
+        raise ConfigError(f"--{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+
+
+def upgrade_settings(values: dict) -> dict:
+    """Settings saved by an older dva, as this one reads them: --prompt hard/soft split into --prompt and
+    --labels, and windows stitched as they were then (a plain mean)."""
+    values = dict(values)
+    if values.get("prompt") in OLD_PROMPTS:
+        values.update(OLD_PROMPTS[values["prompt"]])
+    values.setdefault("stitch", "mean")
+    return values
+
+
+def settings_from(config: Path | None = None, **flags) -> FitSettings:
+    """FitSettings from an optional TOML file, overridden by the flags that were given (not None)."""
+    values: dict = {}
+    if config is not None:
+        try:
+            values = tomllib.loads(Path(config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
+        values = values.get("fit", values)
+        known = {f.name for f in dataclasses.fields(FitSettings)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(values.get("descriptions"), list):
+        values["descriptions"] = tuple(values["descriptions"])
+    settings = FitSettings(**values)
+    settings.validate()
+    return settings

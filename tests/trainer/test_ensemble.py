@@ -1,0 +1,92 @@
+"""`dva predict` with several runs (an ensemble), a folds directory, and smoothing along each track."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dva.cli import app
+from dva.trainer.data import SplitData
+from dva.trainer.evaluate import choose_smoothing, smooth
+from dva.trainer.run_dir import CHECKPOINT
+
+
+def predict(*args):
+    result = CliRunner().invoke(app, ["predict", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def values(path):
+    return np.loadtxt(path, delimiter=",", skiprows=1, usecols=(1, 2))
+
+
+def test_two_runs_predict_the_mean_of_their_single_predictions(run_dir, folds_dir, tiny_store, tmp_path):
+    a, b = run_dir[0], folds_dir[0] / "fold-0"
+    for name, runs in (("a", [a]), ("b", [b]), ("ab", [a, b])):
+        summary = predict(*[arg for run in runs for arg in ("--run", run)], "--features", tiny_store, "--out", tmp_path / f"{name}.txt", "--smooth", "0")
+        assert summary["runs"] == len(runs) and summary["smooth_seconds"] == 0
+    single_a, single_b = values(tmp_path / "a.txt"), values(tmp_path / "b.txt")
+    assert np.abs(single_a - single_b).max() > 1e-2  # two different models
+    np.testing.assert_allclose(values(tmp_path / "ab.txt"), (single_a + single_b) / 2, atol=1e-4)
+
+
+def test_a_folds_directory_is_the_ensemble_of_its_folds_smoothed_as_fit_chose(folds_dir, tiny_store, tmp_path):
+    out, report = folds_dir
+    folds = predict("--run", out, "--features", tiny_store, "--out", tmp_path / "folds.txt", "--smooth", "0")
+    each = predict(*[a for k in range(3) for a in ("--run", out / f"fold-{k}")], "--features", tiny_store, "--out", tmp_path / "each.txt", "--smooth", "0")
+    assert folds["runs"] == each["runs"] == 3
+    np.testing.assert_array_equal(values(tmp_path / "folds.txt"), values(tmp_path / "each.txt"))
+    chosen = predict("--run", out, "--features", tiny_store, "--out", tmp_path / "chosen.txt")
+    assert chosen["smooth_seconds"] == report["smooth_seconds"] == json.loads((out / "metrics.json").read_text())["smooth_seconds"]
+
+
+def test_runs_trained_on_other_features_are_refused_naming_the_difference(run_dir, tiny_store, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir[0], other)
+    checkpoint = torch.load(other / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint["provenance"]["visual_encoder"]["model"] = "ViT-L-14"
+    torch.save(checkpoint, other / CHECKPOINT)
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--run", str(other), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "visual_encoder.model" in result.stderr and "ViT-L-14" in result.stderr and not (tmp_path / "x.txt").exists()
+
+
+def split_of(lengths, fps):
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n = int(offsets[-1])
+    labels = torch.zeros(n, 2)
+    return SplitData("val", [f"t{i}" for i in range(len(lengths))], offsets, torch.zeros(n, 1), torch.ones(n, dtype=torch.bool),
+                     torch.zeros(n, 1), torch.ones(n, dtype=torch.bool), labels, torch.ones(n, dtype=torch.bool), [{"fps": f} for f in fps])
+
+
+def test_smoothing_is_a_gaussian_of_seconds_times_fps_within_each_track():
+    data = split_of([201, 50], fps=[25, 10])
+    impulse = np.zeros((251, 2), np.float32)
+    impulse[100] = 1.0
+    impulse[201:] = 0.5  # the second track: a constant
+    out = smooth(impulse, data, 0.2)
+    frames = np.arange(201)
+    weights = out[:201, 0] / out[:201, 0].sum()
+    spread = np.sqrt((weights * (frames - 100) ** 2).sum())
+    assert spread == pytest.approx(0.2 * 25, rel=0.02)  # sigma = 5 frames at 25 fps
+    np.testing.assert_allclose(out[201:], 0.5, atol=1e-6)  # the ends are not pulled towards zero, nothing leaks from track 0
+    assert smooth(impulse, data, 0.0) is impulse
+
+
+def test_the_width_chosen_is_the_one_that_scores_best_and_none_for_clean_predictions():
+    data = split_of([400], fps=[30])
+    truth = np.sin(np.arange(400) / 40.0)[:, None].repeat(2, axis=1).astype(np.float32)
+    data.labels = torch.from_numpy(truth)
+    noisy = truth + np.random.default_rng(0).normal(0, 0.5, truth.shape).astype(np.float32)
+    chosen = choose_smoothing(noisy, data)
+    assert chosen["seconds"] > 0 and chosen["p_va_by_seconds"][str(chosen["seconds"])] == max(chosen["p_va_by_seconds"].values())
+    assert choose_smoothing(truth, data)["seconds"] == 0.0
+
+
+def test_a_negative_smoothing_width_is_refused(run_dir, tiny_store, tmp_path):
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt"), "--smooth", "-1"])
+    assert result.exit_code == 2 and "--smooth must be 0 or more seconds" in result.stderr

@@ -1,0 +1,70 @@
+"""Run directories: fit and predict share modules without importing each other; checkpoints load strictly."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dva.errors import RunError
+from dva.trainer.run_dir import CHECKPOINT, load_run
+
+
+@pytest.mark.parametrize("module, never", [("dva.trainer.predict", "dva.trainer.fit"), ("dva.trainer.fit", "dva.trainer.predict")])
+def test_fit_and_predict_do_not_import_each_other(module, never):
+    probe = f"import sys, {module}; assert {never!r} not in sys.modules, 'imported'"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_loads_with_every_trainable_key(run_dir):
+    out, _ = run_dir
+    settings, model, _, _ = load_run(out, device="cpu")
+    saved = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["state"]
+    for name, value in model.state_dict().items():
+        if name in saved:
+            assert torch.equal(value, saved[name]), name
+
+
+@pytest.mark.parametrize("tamper", ["drop", "add", "reshape"])
+def test_a_checkpoint_that_does_not_match_its_model_is_refused_by_name(run_dir, tmp_path, tamper):
+    out, _ = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    checkpoint = torch.load(copy / CHECKPOINT, map_location="cpu", weights_only=False)
+    key = "regression.weight"
+    if tamper == "drop":
+        del checkpoint["state"][key]
+    elif tamper == "add":
+        checkpoint["state"]["head.extra"] = torch.zeros(1)
+    else:
+        checkpoint["state"][key] = torch.zeros(3, 3)
+    torch.save(checkpoint, copy / CHECKPOINT)
+    with pytest.raises(RunError, match="does not match") as error:
+        load_run(copy, device="cpu")
+    assert (key if tamper != "add" else "head.extra") in str(error.value)
+
+
+def test_a_run_of_dva_0_1_still_loads_with_its_prompt_split_into_two_settings(run_dir, tmp_path):
+    out, _ = run_dir
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    checkpoint = torch.load(copy / CHECKPOINT, map_location="cpu", weights_only=False)
+    old = {k: v for k, v in checkpoint["settings"].items() if k not in ("labels", "readout", "stitch")}
+    checkpoint["settings"] = {**old, "prompt": "hard"}
+    del checkpoint["state"]["prompt_head.ctx"]  # fixed prompts have no context vectors
+    torch.save(checkpoint, copy / CHECKPOINT)
+    settings, model, _, _ = load_run(copy, device="cpu")
+    assert (settings.prompt, settings.labels, settings.readout, settings.stitch) == ("fixed", "hard", "regression", "mean")
+    assert model.prompt_head.text_encoder is None
+
+
+def test_a_saved_state_is_a_copy_that_later_training_does_not_change():
+    from dva.trainer.run_dir import trainable_state
+
+    model = torch.nn.Linear(2, 2)
+    state = trainable_state(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(state["weight"], model.weight)
