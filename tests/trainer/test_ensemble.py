@@ -12,6 +12,7 @@ from dva.cli import app
 from dva.trainer.data import SplitData
 from dva.trainer.evaluate import choose_smoothing, smooth
 from dva.trainer.run_dir import CHECKPOINT
+from tests.conftest import TINY_VISUAL
 
 
 def predict(*args):
@@ -48,11 +49,11 @@ def test_runs_trained_on_other_features_are_refused_naming_the_difference(run_di
     other = tmp_path / "other"
     shutil.copytree(run_dir[0], other)
     checkpoint = torch.load(other / CHECKPOINT, map_location="cpu", weights_only=False)
-    checkpoint["provenance"]["visual_encoder"]["model"] = "ViT-L-14"
+    checkpoint["provenance"]["feature_sets"][TINY_VISUAL]["encoder"]["model"] = "ViT-L-14"  # the same set name, made otherwise
     torch.save(checkpoint, other / CHECKPOINT)
     result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--run", str(other), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt")])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "visual_encoder.model" in result.stderr and "ViT-L-14" in result.stderr and not (tmp_path / "x.txt").exists()
+    assert TINY_VISUAL in result.stderr and "encoder.model" in result.stderr and "ViT-L-14" in result.stderr and not (tmp_path / "x.txt").exists()
 
 
 def split_of(lengths, fps):

@@ -9,7 +9,9 @@ import torch
 
 from dva.errors import ConfigError
 from dva.stores import open_store
-from dva.trainer.fit import FitSettings, load_features, text_tower_for
+from dva.trainer.evaluate import text_tower_for
+from dva.trainer.fit import load_features
+from dva.trainer.settings import FitSettings
 from tests.conftest import BLOCKED, TINY_AUDIO, TINY_VISUAL, WAV2VEC2
 
 QUICK = ["--epochs", "1", "--hidden", "16", "--seq-len", "32", "--stride", "32", "--batch-size", "16", "--prompt", "none"]
@@ -53,12 +55,18 @@ def test_a_run_names_its_sets_and_predict_refuses_a_store_without_them(two_audio
     assert list(config["store"]["feature_sets"]) == [TINY_VISUAL, WAV2VEC2]
     refused = dva("predict", "--run", run, "--features", tiny_store, "--split", "val", "--out", tmp_path / "p.txt")
     assert refused.returncode == 2 and WAV2VEC2 in refused.stderr and "Traceback" not in refused.stderr
+    # an ensemble of runs on different sets of one store: each run reads its own sets
+    other = tmp_path / "ast-run"
+    assert dva("fit", "--features", two_audio_store, "--out", other, "--audio-features", TINY_AUDIO, *QUICK).returncode == 0
+    done = dva("predict", "--run", run, "--run", other, "--features", two_audio_store, "--split", "val", "--out", tmp_path / "both.txt", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 2
 
 
 def test_the_prompt_head_needs_a_clip_text_tower_or_says_how_to_name_one():
     with pytest.raises(ConfigError, match="--text-tower"):
-        text_tower_for(FitSettings(prompt="soft"), {"text_towers": []})
+        text_tower_for(FitSettings(prompt="learnable"), {"text_towers": []})
     assert text_tower_for(FitSettings(prompt="none"), {}) is None
-    assert text_tower_for(FitSettings(prompt="soft", text_tower="ViT-B-32/openai"), {})["pretrained"] == "openai"
+    assert text_tower_for(FitSettings(prompt="learnable", text_tower="ViT-B-32/openai"), {})["pretrained"] == "openai"
     store_tower = {"model": "dva-tiny-clip", "pretrained": None, "from_set": TINY_VISUAL}
-    assert text_tower_for(FitSettings(prompt="soft"), {"text_towers": [store_tower]}) == store_tower
+    assert text_tower_for(FitSettings(prompt="learnable"), {"text_towers": [store_tower]}) == store_tower
