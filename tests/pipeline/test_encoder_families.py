@@ -127,12 +127,12 @@ def test_set_names_say_family_model_and_options_in_safe_characters(visual, audio
         "clip": "clip-dva-tiny-clip-random", "hf": "hf-dva-tiny-hf", "ast": "ast-dva-tiny-ast-window", "wav2vec2": "dva-tiny-wav2vec2-layermean",
         "ast-tokens": "ast-dva-tiny-ast-tokens", "ast-padded": "ast-dva-tiny-ast-window-padded", "wav2vec2-1": "dva-tiny-wav2vec2-layer1",
     }
-    # the real defaults, named without their weights (the naming reads only these attributes)
-    assert ClipEncoder.set_name(SimpleNamespace(model_name="ViT-B-32", provenance=lambda: {"pretrained": "openai"})) == "clip-ViT-B-32-openai"
-    assert ClipEncoder.set_name(SimpleNamespace(model_name="ViT-B-32", provenance=lambda: {"pretrained": "/ckpt/run 3/epoch_10.pt"})) == "clip-ViT-B-32-epoch_10.pt"
-    assert AstEncoder.set_name(SimpleNamespace(model_name=DEFAULT_AST, mode="window", pad=False)) == "ast-window"
-    assert AstEncoder.set_name(SimpleNamespace(model_name=DEFAULT_AST, mode="tokens", pad=True)) == "ast-tokens"
-    assert AstEncoder.set_name(SimpleNamespace(model_name="owner/ast-ft", mode="window", pad=True)) == "ast-ast-ft-window-padded"
+    # the real defaults, named from their provenance without their weights (as a dva 0.1 store's encoders are)
+    assert ClipEncoder.name_for({"model": "ViT-B-32", "pretrained": "openai"}) == "clip-ViT-B-32-openai"
+    assert ClipEncoder.name_for({"model": "ViT-B-32", "pretrained": "/ckpt/run 3/epoch_10.pt"}) == "clip-ViT-B-32-epoch_10.pt"
+    assert AstEncoder.name_for({"model": DEFAULT_AST, "mode": "window", "window_input": "native"}) == "ast-window"
+    assert AstEncoder.name_for({"model": DEFAULT_AST, "mode": "tokens", "window_input": None}) == "ast-tokens"
+    assert AstEncoder.name_for({"model": "owner/ast-ft", "mode": "window", "window_input": "padded"}) == "ast-ast-ft-window-padded"
     assert Wav2Vec2Encoder.set_name(SimpleNamespace(model_name="facebook/wav2vec2-base", layer="mean")) == "wav2vec2-base-layermean"
     assert Wav2Vec2Encoder.set_name(SimpleNamespace(model_name="microsoft/wavlm-base-plus/", layer=6)) == "wavlm-base-plus-layer6"
     assert set_name("clip", "hf-hub:timm/ViT B@16", "x") == "clip-hf-hub-timm-ViT-B-16-x"

@@ -243,7 +243,7 @@ def test_same_name_other_dim_or_modality_is_refused_in_one_line_another_split_is
     code, _, err = dva_import(store, "val", folder, modality="visual")
     assert code == 2 and "modality: 'audio' != 'visual'" in err, err
     code, _, err = dva_import(store, "val", folder, modality="visual", name=TINY_VISUAL)  # an extracted set's name
-    assert code == 2 and "encoder.family: 'open_clip' != 'imported'" in err, err
+    assert code == 2 and "encoder.family: 'clip' != 'imported'" in err, err
 
     code, _, err = dva_import(store, "val", tmp_path / "val", "--rate", "10")
     assert code == 0, err
