@@ -251,11 +251,13 @@ def release_scale(args, tmp: Path) -> None:
     print(f"device {args.device}, {len(tracks)} tracks, {frames} frames ({frames / 30 / 60:.1f} min at 30 fps), {visual.image_size}px {args.clip_model}, "
           f"{ast_name} ({form}), batch {args.batch_size}, {decode_workers()} decode threads, torch threads {torch.get_num_threads()}")
     plans = [plan_track(track, data) for track in tracks]
+    crop_paths = [data / t.frames_dir / f"{r + 1:05d}.jpg" for t, plan in zip(tracks, plans) for r in range(min(plan.rows, t.n_video_frames))]
+    crop_batches = [[p for p in crop_paths[i : i + args.batch_size] if p.is_file()] for i in range(0, len(crop_paths), args.batch_size)]
     waves = [read_audio(track, data).wave for track in tracks]
 
     def stages() -> dict:
         """Seconds of each stage alone, on the output of the one before (held in memory: 38 KB a 112 px frame)."""
-        seconds = dict.fromkeys(("decode", "preprocess", "clip", "ast"), 0.0)
+        seconds = dict.fromkeys(("decode", "decode_pil", "preprocess", "clip", "ast"), 0.0)
 
         def timed(name: str, work) -> object:
             sync()
@@ -267,6 +269,7 @@ def release_scale(args, tmp: Path) -> None:
 
         with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
             batches = timed("decode", lambda: [b for plan in plans for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])])
+            timed("decode_pil", lambda: [pil_batch(pool, paths) for paths in crop_batches])  # the same crops through PIL, side by side
         with torch.inference_mode():
             for batch in batches:
                 pixels = timed("preprocess", lambda: visual.preprocess(batch))
@@ -294,7 +297,7 @@ def release_scale(args, tmp: Path) -> None:
     fps = {name: frames / s for name, s in seconds.items()}
     slowest = min(fps[name] for name in ("decode", "preprocess", "clip", "ast"))
     rows = [
-        ("JPEG decode + batch (read thread)", "decode"), (f"preprocess (uint8 -> normalised {visual.image_size} px)", "preprocess"),
+        ("JPEG decode + batch (read thread, libjpeg-turbo via torchvision)", "decode"), ("JPEG decode + batch with PIL (the decoder before)", "decode_pil"), (f"preprocess (uint8 -> normalised {visual.image_size} px)", "preprocess"),
         (f"CLIP {args.clip_model} encode", "clip"), (f"{ast_name} encode ({form}), {seconds['ast'] / audio_seconds:.3f} s per s of audio", "ast"),
         ("whole pipeline (run_extract: read, encode, write)", "pipeline"),
     ]
@@ -307,6 +310,17 @@ def release_scale(args, tmp: Path) -> None:
           f"{hours(RELEASE_FRAMES / (frames / serial))} |")
     print(f"\npipeline / serial encoder bound: {fps['pipeline'] / (frames / serial):.2f}; projected release time through the pipeline: "
           f"{hours(RELEASE_FRAMES / fps['pipeline'])} (this sample: {audio_seconds / 3600 * RELEASE_FRAMES / frames:.1f} h of audio per 2.8M frames)")
+
+
+def pil_batch(pool, paths: list) -> "torch.Tensor":
+    """One batch of crops decoded by PIL, as `read_crop` did before it used libjpeg-turbo through torchvision."""
+    from PIL import Image
+
+    def load(path):
+        with Image.open(path) as image:
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+    return torch.stack(list(pool.map(load, paths)))
 
 
 def hours(seconds: float) -> str:

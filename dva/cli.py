@@ -142,6 +142,7 @@ def extract(
     audio_window: float = typer.Option(1.0, help="Seconds of audio per step (AST window mode, wav2vec2)."),
     audio_hop: float = typer.Option(0.1, help="Seconds between audio steps (AST window mode, wav2vec2)."),
     audio_pad: bool = typer.Option(False, help="Window mode: pad each 1 s window to the AST's input length in training (1024 frames, about 10x the cost) instead of running it at its own length."),
+    jpeg_decoder: str = typer.Option("cpu", help="cpu (libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
     visual_source: str = typer.Option("auto", help="crops (cropped_aligned/), video (decoded frames) or auto (crops when the folder exists)."),
     batch_size: int = typer.Option(64, help="Frames (or audio windows) per encoder batch."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
@@ -173,7 +174,7 @@ def extract(
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad, visual_source=visual_source,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
         progress=not as_json, test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None,
-        shard=shard, claim_timeout=claim_timeout, only=only, name=name,
+        shard=shard, claim_timeout=claim_timeout, only=only, name=name, jpeg_decoder=jpeg_decoder,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings)

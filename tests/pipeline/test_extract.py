@@ -269,3 +269,29 @@ def test_a_pair_decodes_and_encodes_its_shared_sound_once(synth_data, tmp_path, 
     store = open_store(tmp_path / "pair")
     for name in (f"{AUDIO}/data", f"{AUDIO}/time"):
         np.testing.assert_array_equal(store.read("train", "synth_000_left", name), store.read("train", "synth_000_right", name))
+
+
+def test_crops_decode_to_the_pixels_pil_gives_and_odd_files_are_read_or_named(synth_data, tmp_path):
+    from PIL import Image
+
+    from dva.pipeline.extract import read_crop
+
+    track = scan(synth_data, split="train").tracks[0]
+    crops = sorted((synth_data / track.frames_dir).glob("*.jpg"))[:20]
+    for crop in crops:  # libjpeg-turbo through torchvision, bit for bit what PIL decodes
+        with Image.open(crop) as image:
+            np.testing.assert_array_equal(read_crop(crop).permute(1, 2, 0).numpy(), np.array(image.convert("RGB")))
+    png = tmp_path / "00001.jpg"  # a PNG under a .jpg name: read (by PIL), not lost
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(png, format="PNG")
+    assert read_crop(png).shape == (3, 8, 8) and int(read_crop(png).max()) == 7
+    empty = tmp_path / "00002.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="corrupt JPEG"):
+        read_crop(empty)
+    assert read_crop(tmp_path / "00003.jpg") is None  # a gap in the crops: that row stays masked
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_jpeg_decoding_without_a_gpu_is_refused_in_one_line(synth_data, tmp_path):
+    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tmp_path / "s"), *TINY, "--jpeg-decoder", "cuda"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--jpeg-decoder cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
