@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 import time
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from dva.data.annotations import read_annotation
 from dva.errors import ConfigError, DataError, StoreError
 from dva.pipeline import media
 from dva.stores import MODALITIES, check_set_name, complete_sets, set_differences, set_errors
+
+# torchvision 0.29 deprecates its image codecs for TorchCodec's and warns on every call: one line per crop
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated", category=DeprecationWarning)
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 JPEG_DECODERS = ("cpu", "cuda")
@@ -278,16 +282,12 @@ def decode_crop(data: bytes, path: Path):
 
 @functools.cache
 def _torchvision_decode_jpeg():
-    """torchvision's decode_jpeg (RGB out), or None where a later torchvision has dropped it: torchvision 0.29
-    deprecates its image codecs for TorchCodec's (a DeprecationWarning per call, silenced here once), and PIL
-    decodes the same pixels, only slower."""
-    import warnings
-
+    """torchvision's decode_jpeg (RGB out), or None where a later torchvision has dropped it (PIL then decodes the
+    same pixels, only slower)."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:
         return None
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated", category=DeprecationWarning)
     return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
 
 

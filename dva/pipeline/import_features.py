@@ -23,12 +23,11 @@ import numpy as np
 
 from dva import __version__
 from dva.errors import ConfigError, DataError, StoreError
-from dva.stores import MODALITIES, check_set_name, complete_sets, set_differences
+from dva.stores import MODALITIES, SET_ARRAYS, check_set_name, complete_sets, set_differences
 
 SUFFIXES = (".npy", ".npz")
 AUDIO_SLACK = 1.0  # seconds an audio row may lie past the track's last frame (an encoder's last window)
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # the store keeps features as float16
-FILE_ARRAYS = {"visual": ("data", "mask"), "audio": ("data", "time")}  # what a .npz may hold
 SHOWN = 10  # names listed in one warning line before "and N more"
 
 
@@ -123,7 +122,7 @@ def read_file(path: Path, modality: str, rate: float | None, raw: bytes | None =
             arrays = {"data": loaded}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _Problem(f"{path}: not a readable {path.suffix} file ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})") from None
-    allowed = FILE_ARRAYS[modality]
+    allowed = SET_ARRAYS[modality]  # what a .npz may hold: the arrays of a set
     if "data" not in arrays or set(arrays) - set(allowed):
         raise _Problem(f"{path}: a {modality} .npz holds data and optionally {allowed[1]}, not {', '.join(sorted(arrays)) or 'nothing'}")
     data = arrays["data"]
