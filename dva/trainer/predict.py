@@ -117,7 +117,10 @@ def smoothing_width(given: list[Path], smooth: float | None) -> tuple[float, str
         if smooth < 0:
             raise ConfigError(f"--smooth must be 0 or more seconds, not {smooth}")
         return float(smooth), "--smooth"
-    recorded = [recorded_smoothing(path) for path in given]
+    recorded = [width for width in (recorded_smoothing(path) for path in given) if width is not None]  # final fits choose none
+    if not recorded:
+        warnings.warn(DvaWarning("no run chose a smoothing width (a final fit holds nothing out to choose on): not smoothing; pass --smooth SECONDS"), stacklevel=3)
+        return 0.0, "none chosen (final fits): no smoothing"
     if len(set(recorded)) == 1:
         return recorded[0], "chosen by dva fit on held-out tracks"
     median = float(np.median(recorded))

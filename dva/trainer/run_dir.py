@@ -93,8 +93,8 @@ def run_metrics(result, features) -> dict:
         last = result.history[-1]
         metrics["figures"] = {"final": "the last epoch (no selection); nothing was held out, so it has no score"}
         metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], "ccc_v": None, "ccc_a": None, "p_va": None}
-        metrics["smooth_seconds"] = 0.0
-        metrics["smoothing"] = {"seconds": 0.0, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
+        metrics["smooth_seconds"] = None  # chose none: an ensemble takes the width its other runs chose
+        metrics["smoothing"] = {"seconds": None, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
     else:
         seconds = result.smoothing["seconds"]
         metrics["figures"] = {
@@ -243,11 +243,15 @@ def run_dirs(path: Path) -> list[Path]:
     raise RunError(f"{path}: no {CHECKPOINT} (a run directory) or {FOLDS_FILE} (a folds directory) here; pass a directory `dva fit` wrote")
 
 
-def recorded_smoothing(path: Path) -> float:
-    """The smoothing width (seconds) `dva fit` chose for a run or folds directory; 0 for runs of a dva that chose none."""
+def recorded_smoothing(path: Path) -> float | None:
+    """The smoothing width (seconds) `dva fit` chose for a run or folds directory; None when it chose none
+    (a final fit holds nothing out); 0 for runs of a dva that did not smooth."""
     metrics = Path(path) / "metrics.json"
-    value = json.loads(metrics.read_text()).get("smooth_seconds") if metrics.is_file() else None
-    return float(value or 0.0)
+    recorded = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    if "smooth_seconds" not in recorded:
+        return 0.0
+    value = recorded["smooth_seconds"]
+    return None if value is None else float(value)
 
 
 def check_compatible(runs: list[Path]) -> dict:

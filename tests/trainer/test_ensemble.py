@@ -91,3 +91,24 @@ def test_the_width_chosen_is_the_one_that_scores_best_and_none_for_clean_predict
 def test_a_negative_smoothing_width_is_refused(run_dir, tiny_store, tmp_path):
     result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt"), "--smooth", "-1"])
     assert result.exit_code == 2 and "--smooth must be 0 or more seconds" in result.stderr
+
+
+def test_a_final_fit_chose_no_width_so_an_ensemble_takes_its_folds_width(tmp_path):
+    from dva.trainer.predict import smoothing_width
+
+    def run(name, metrics):
+        path = tmp_path / name
+        path.mkdir()
+        if metrics is not None:
+            (path / "metrics.json").write_text(json.dumps(metrics))
+        return path
+
+    folds = run("cv", {"smooth_seconds": 0.4})
+    final = run("final", {"smooth_seconds": None})  # `dva fit --train-splits train,val`: nothing held out to choose on
+    older = run("old", None)  # a run of a dva that did not smooth
+    assert smoothing_width([folds, final], None) == (0.4, "chosen by dva fit on held-out tracks")
+    with pytest.warns(UserWarning, match="no run chose"):
+        assert smoothing_width([final], None)[0] == 0.0
+    with pytest.warns(UserWarning, match="median"):
+        assert smoothing_width([folds, older], None)[0] == pytest.approx(0.2)
+    assert smoothing_width([final], 0.1) == (0.1, "--smooth")
