@@ -237,7 +237,7 @@ def info(
     store: str = typer.Argument(..., help="Feature store (Zarr directory or .h5 file)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """What a store holds: encoders, splits, tracks complete / failed, frames, bytes."""
+    """What a store holds: its feature sets (modality, dim, rate, encoder) and each one's coverage per split, failures, bytes."""
     from dva.stores import open_store
 
     opened = open_store(store, mode="r")
