@@ -111,7 +111,8 @@ def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str =
     left_out = {t: reason for t, reason in reasons.items() if reason is not None}
     if not names:
         raise StoreError(f"{store.path}: no track of split {split!r} has {', '.join(needed) or 'any feature set'} complete: run `dva extract --split {split}`")
-    dims = {name: int(store.feature_sets()[name]["dim"]) for name in needed}
+    available = store.feature_sets()
+    dims = {name: int(available[name]["dim"]) for name in needed}
     parts: dict[str, list] = {k: [] for k in ("visual", "visual_mask", "audio", "audio_mask", "labels")}
     attrs = []
     for name in names:

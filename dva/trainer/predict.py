@@ -62,9 +62,10 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     if not given:
         raise ConfigError("pass at least one --run")
     runs = [path for path in given for path in run_dirs(path)]
-    provenance = check_compatible(runs)
+    checkpoints = {path: read_checkpoint(path) for path in runs}  # read once here; load_run builds each model later
+    provenance = check_compatible(checkpoints)
     seconds, smoothing = smoothing_width(given, smooth)
-    inputs = {path: data_key(read_checkpoint(path)) for path in runs}  # what each run reads: its sets and audio alignment
+    inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
     run = given[0]
     store = open_store(features, mode="r")
     try:

@@ -254,16 +254,16 @@ def recorded_smoothing(path: Path) -> float | None:
     return None if value is None else float(value)
 
 
-def check_compatible(runs: list[Path]) -> dict:
-    """RunError naming the difference unless every feature set the runs share was made the same way (its
-    provenance); returns {"feature_sets": every set any run reads}. Runs on different sets of one store may
-    form an ensemble."""
+def check_compatible(checkpoints: dict[Path, dict]) -> dict:
+    """RunError naming the difference unless every feature set the runs (run directory -> its checkpoint) share
+    was made the same way (its provenance); returns {"feature_sets": every set any run reads}. Runs on
+    different sets of one store may form an ensemble."""
     from dva.stores import set_differences
 
     sets: dict[str, dict] = {}
     first_of: dict[str, Path] = {}
-    for run in runs:
-        for name, info in run_provenance(read_checkpoint(run)["provenance"])["feature_sets"].items():
+    for run, checkpoint in checkpoints.items():
+        for name, info in run_provenance(checkpoint["provenance"])["feature_sets"].items():
             if name not in sets:
                 sets[name], first_of[name] = info, run
                 continue
