@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dva demo --out demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/extract.py

@@ -11,7 +11,9 @@ audio, and the cosine similarity of the padded and native features of the same w
 audio) for --minutes of video: frames/s of each stage alone (JPEG decode, preprocess, CLIP, AST) and
 of the whole pipeline (`run_extract`), as ratios to the slowest stage, then the time each would take
 for the release (2.8M frames, ~26 h of audio). Defaults: ViT-B-32 and AST-base (window mode, native
-windows), both with random weights.
+windows), both with random weights. With --split-cores (CPU) the encoders get the last core and the
+reader thread with its JPEG decoders the others, as a GPU machine splits them (encoders on the device,
+decoding on the cores): the pipeline should then approach its slowest stage, not their sum.
 
     python benchmarks/extract.py [--scale small|release] [--device cpu] [--minutes 1] [--quick]
 
@@ -23,7 +25,9 @@ and AST, a few seconds of video, one repeat; seconds, every code path of the cho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,12 +57,17 @@ def main() -> None:
     parser.add_argument("--audio-seconds", type=float, default=5.0, help="small: audio for the AST-base padded / native / tokens comparison")
     parser.add_argument("--minutes", type=float, default=1.0, help="release: minutes of video (30 fps) with sound")
     parser.add_argument("--track-minutes", type=float, default=3.0, help="release: the longest track")
+    parser.add_argument("--split-cores", action="store_true",
+                        help="release, CPU: the encoders on the last core, the reader thread and its decoders on the others (a GPU's split: "
+                             "the encoders on their own device), stages alone pinned the same way")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
     args = parser.parse_args()
     if args.quick:  # quick sizes become the defaults; flags given explicitly still win
         parser.set_defaults(**QUICK)
         args = parser.parse_args()
     release = args.scale == "release"
+    if args.split_cores and not (release and args.device == "cpu" and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2):
+        parser.error("--split-cores needs --scale release, --device cpu, Linux and at least 2 usable cores")
     args.ast_model = args.ast_model or (AST_BASE if release else "dva-tiny-ast")
     args.audio_mode = args.audio_mode or ("window" if release else "tokens")
     args.repeats = args.repeats or (1 if release else 3)
@@ -255,9 +264,15 @@ def release_scale(args, tmp: Path) -> None:
     crop_batches = [[p for p in crop_paths[i : i + args.batch_size] if p.is_file()] for i in range(0, len(crop_paths), args.batch_size)]
     waves = [read_audio(track, data).wave for track in tracks]
 
+    cores = split_cores() if args.split_cores else {"reader": None, "encoders": None}
+    if args.split_cores:
+        print(f"split cores: reader thread and JPEG decoders on {sorted(cores['reader'])}, encoders on {sorted(cores['encoders'])} "
+              f"({len(cores['encoders'])} torch thread)")
+        torch.set_num_threads(len(cores["encoders"]))
+
     def stages() -> dict:
         """Seconds of each stage alone, on the output of the one before (held in memory: 38 KB a 112 px frame)."""
-        seconds = dict.fromkeys(("decode", "decode_pil", "preprocess", "clip", "ast"), 0.0)
+        seconds = dict.fromkeys(("read", "decode", *(f"decode_{name}" for name in OTHER_DECODERS), "preprocess", "clip", "ast"), 0.0)
 
         def timed(name: str, work) -> object:
             sync()
@@ -267,10 +282,19 @@ def release_scale(args, tmp: Path) -> None:
             seconds[name] += time.perf_counter() - start
             return result
 
-        with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+        def read_all():  # everything the pipeline's reader thread does: frame times, crops, sound
+            with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+                for track in tracks:
+                    plan = plan_track(track, data)
+                    [b for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])]
+                    read_audio(track, data)
+
+        with pinned(cores["reader"]), ThreadPoolExecutor(max_workers=decode_workers()) as pool:  # the pool's threads inherit the pinning
+            timed("read", read_all)
             batches = timed("decode", lambda: [b for plan in plans for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])])
-            timed("decode_pil", lambda: [pil_batch(pool, paths) for paths in crop_batches])  # the same crops through PIL, side by side
-        with torch.inference_mode():
+            for name in OTHER_DECODERS:  # the same crops through the other decoders, side by side
+                timed(f"decode_{name}", lambda: [other_batch(name, pool, paths) for paths in crop_batches])
+        with pinned(cores["encoders"]), torch.inference_mode():
             for batch in batches:
                 pixels = timed("preprocess", lambda: visual.preprocess(batch))
                 timed("clip", lambda: visual.encode(pixels))
@@ -282,7 +306,8 @@ def release_scale(args, tmp: Path) -> None:
         settings = ExtractSettings(data=str(data), split="train", out=str(tmp / f"store{i}"), clip_model=args.clip_model, clip_pretrained=args.pretrained,
                                    ast_model=args.ast_model, audio_mode=args.audio_mode, audio_pad=args.audio_pad, batch_size=args.batch_size,
                                    device=args.device, progress=False)
-        report = run_extract(settings)
+        with pinned(cores["encoders"]), reader_pinned(cores["reader"]):
+            report = run_extract(settings)
         assert not report.failed and report.frames == frames, report.failed
         return report.seconds
 
@@ -296,8 +321,12 @@ def release_scale(args, tmp: Path) -> None:
     serial = seconds["preprocess"] + seconds["clip"] + seconds["ast"]  # one device runs these one after the other
     fps = {name: frames / s for name, s in seconds.items()}
     slowest = min(fps[name] for name in ("decode", "preprocess", "clip", "ast"))
+    overlapped = min(fps["read"], frames / serial)  # reading and encoding overlap; the encoders share one device
     rows = [
-        ("JPEG decode + batch (read thread, libjpeg-turbo via torchvision)", "decode"), ("JPEG decode + batch with PIL (the decoder before)", "decode_pil"), (f"preprocess (uint8 -> normalised {visual.image_size} px)", "preprocess"),
+        ("the reader thread's whole work (frame times, JPEG decode + batch, audio decode)", "read"),
+        ("JPEG decode + batch (read thread, libjpeg-turbo via torchvision)", "decode"),
+        *((f"JPEG decode + batch with {OTHER_DECODERS[name]}", f"decode_{name}") for name in OTHER_DECODERS),
+        (f"preprocess (uint8 -> normalised {visual.image_size} px)", "preprocess"),
         (f"CLIP {args.clip_model} encode", "clip"), (f"{ast_name} encode ({form}), {seconds['ast'] / audio_seconds:.3f} s per s of audio", "ast"),
         ("whole pipeline (run_extract: read, encode, write)", "pipeline"),
     ]
@@ -308,19 +337,90 @@ def release_scale(args, tmp: Path) -> None:
         print(f"| {label} | {fps[name]:,.1f} | {fps[name] / slowest:.2f} | {hours(release)} |")
     print(f"| preprocess + CLIP + AST one after the other (the encoders' serial bound) | {frames / serial:,.1f} | {frames / serial / slowest:.2f} | "
           f"{hours(RELEASE_FRAMES / (frames / serial))} |")
-    print(f"\npipeline / serial encoder bound: {fps['pipeline'] / (frames / serial):.2f}; projected release time through the pipeline: "
+    print(f"\npipeline / serial encoder bound: {fps['pipeline'] / (frames / serial):.2f}; pipeline / min(reader thread, serial encoders), "
+          f"the bound when reading overlaps encoding: {fps['pipeline'] / overlapped:.2f}; pipeline / all of it one after the other: "
+          f"{fps['pipeline'] * (1 / fps['read'] + serial / frames):.2f}")
+    print(f"projected release time through the pipeline: "
           f"{hours(RELEASE_FRAMES / fps['pipeline'])} (this sample: {audio_seconds / 3600 * RELEASE_FRAMES / frames:.1f} h of audio per 2.8M frames)")
 
 
-def pil_batch(pool, paths: list) -> "torch.Tensor":
-    """One batch of crops decoded by PIL, as `read_crop` did before it used libjpeg-turbo through torchvision."""
-    from PIL import Image
+def _has(module: str) -> bool:
+    import importlib.util
 
-    def load(path):
-        with Image.open(path) as image:
-            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    return importlib.util.find_spec(module) is not None
+
+
+# Decoders measured beside dva's stage on the same crops, in one harness (read, decode, stack): torchvision's decode_jpeg
+# (what dva calls), PIL (what dva used before) and simplejpeg (libjpeg-turbo through its own binding) where it is installed (`pip install simplejpeg`; not a dependency).
+OTHER_DECODERS = {
+    "torchvision": "torchvision's decode_jpeg alone (dva's decoder, the harness of the rows below)",
+    "pil": "PIL (the decoder before)",
+    **({"simplejpeg": "simplejpeg (not a dva dependency)"} if _has("simplejpeg") else {}),
+}
+
+
+def other_batch(decoder: str, pool, paths: list) -> "torch.Tensor":
+    """One batch of crops decoded by another decoder, uint8 [B, 3, H, W] like `visual_batches` yields."""
+    if decoder == "torchvision":
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        def load(path):
+            return decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    elif decoder == "pil":
+        from PIL import Image
+
+        def load(path):
+            with Image.open(path) as image:
+                return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    else:
+        import simplejpeg
+
+        def load(path):
+            return torch.from_numpy(simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB")).permute(2, 0, 1)
 
     return torch.stack(list(pool.map(load, paths)))
+
+
+def split_cores() -> dict:
+    """{"reader": cores, "encoders": the last core} of this process's usable cores."""
+    usable = sorted(os.sched_getaffinity(0))
+    return {"reader": set(usable[:-1]), "encoders": {usable[-1]}}
+
+
+@contextlib.contextmanager
+def pinned(cpus: set | None):
+    """The calling thread (and the threads it starts meanwhile, which inherit it) on cpus; None: unchanged."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)  # on Linux, pid 0 is the calling thread
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def reader_pinned(cpus: set | None):
+    """run_extract's reader thread (and its decode pool, which it starts) on cpus: the reader generator runs in that
+    thread, so it pins the thread at its first step. The real reader does the work; only its thread moves."""
+    if cpus is None:
+        yield
+        return
+    from dva.pipeline import extract
+
+    original = extract._read_units
+
+    def pinned_reader(*args, **kwargs):
+        os.sched_setaffinity(0, cpus)
+        yield from original(*args, **kwargs)
+
+    extract._read_units = pinned_reader
+    try:
+        yield
+    finally:
+        extract._read_units = original
 
 
 def hours(seconds: float) -> str:

@@ -16,6 +16,12 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `longest` first: `make test` runs two workers (pytest-xdist, one module each at a time), and
+    the demo alone is a fifth of the suite, so it must not be the last module a worker picks up."""
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # stable: the rest keep their order
+
+
 def write_video(path: Path, frames: int, fps: int = 25, audio: bool = True, size: int = 64) -> Path:
     """A small real video (.mp4: H.264 + AAC, .avi: mpeg4 + PCM) with changing grey frames and a 16 kHz tone."""
     from dva.data.synth import write_video as write

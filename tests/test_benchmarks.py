@@ -10,12 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = sorted(ROOT.glob("benchmarks/*.py"))  # a new benchmark is covered (and must support --quick)
-VARIANTS = {"extract.py": [["--scale", "release"]]}  # more ways a script runs, each with --quick
+VARIANTS = {"extract.py": [["--scale", "release"], ["--scale", "release", "--split-cores"]]}  # more ways a script runs, each with --quick
 CASES = [(path, []) for path in BENCHMARKS] + [(path, extra) for path in BENCHMARKS for extra in VARIANTS.get(path.name, [])]
 
 
 @pytest.mark.parametrize("script, extra", CASES, ids=[" ".join([path.name, *extra]) for path, extra in CASES])
 def test_benchmark_runs_quick_and_prints_its_table(script, extra):
+    if "--split-cores" in extra and len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2:
+        pytest.skip("--split-cores pins threads to cores: it needs Linux and two usable cores")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),  # this checkout's dva

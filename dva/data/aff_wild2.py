@@ -216,6 +216,14 @@ def probe_video(path: Path) -> tuple[float, int, bool]:
     import av
     import decord
 
+    # PyAV first: a file FFmpeg cannot open is refused in one line, before decord's C++ logger prints its own
+    try:
+        with av.open(str(path)) as container:
+            has_video, has_audio = len(container.streams.video) > 0, len(container.streams.audio) > 0
+    except Exception as exc:  # PyAV raises many error types for damaged containers
+        raise DataError(f"{path}: container cannot be read ({_first_line(exc)})") from None
+    if not has_video:
+        raise DataError(f"{path}: the container has no video stream")
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         fps, n_video_frames = float(reader.get_avg_fps()), len(reader)
@@ -224,11 +232,6 @@ def probe_video(path: Path) -> tuple[float, int, bool]:
         raise DataError(f"{path}: video cannot be decoded ({_first_line(exc)})") from None
     if not (fps > 0 and n_video_frames > 0):
         raise DataError(f"{path}: video has no frames or no frame rate")
-    try:
-        with av.open(str(path)) as container:
-            has_audio = len(container.streams.audio) > 0
-    except Exception as exc:  # PyAV raises many error types for damaged containers
-        raise DataError(f"{path}: container cannot be read ({_first_line(exc)})") from None
     return fps, n_video_frames, has_audio
 
 

@@ -197,7 +197,9 @@ def encoder_key(settings: ExtractSettings) -> tuple:
 def resolve_visual_source(settings: ExtractSettings) -> str:
     if settings.visual_source != "auto":
         return settings.visual_source
-    return "crops" if (Path(settings.data) / "cropped_aligned").is_dir() else "video"
+    from dva.data.aff_wild2 import child_folder
+
+    return "crops" if child_folder(Path(settings.data), "cropped_aligned") is not None else "video"  # any case, as scan finds it
 
 
 def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
