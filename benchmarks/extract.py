@@ -257,18 +257,17 @@ def release_scale(args, tmp: Path) -> None:
     audio = build_audio("ast", args.ast_model, args.device, mode=args.audio_mode, window=1.0, hop=0.1, pad=args.audio_pad)
     form = f"{args.audio_mode}" + (f", {'padded' if args.audio_pad else 'native'}" if args.audio_mode == "window" else "")
     ast_name = "AST-base" if Path(args.ast_model).name == AST_BASE else Path(args.ast_model).name
+    cores = split_cores() if args.split_cores else {"reader": None, "encoders": None}
+    if args.split_cores:
+        print(f"split cores: reader and writer threads and JPEG decoders on {sorted(cores['reader'])}, encoders on {sorted(cores['encoders'])} "
+              f"({len(cores['encoders'])} torch thread)")
+        torch.set_num_threads(len(cores["encoders"]))
     print(f"device {args.device}, {len(tracks)} tracks, {frames} frames ({frames / 30 / 60:.1f} min at 30 fps), {visual.image_size}px {args.clip_model}, "
           f"{ast_name} ({form}), batch {args.batch_size}, {decode_workers()} decode threads, torch threads {torch.get_num_threads()}")
     plans = [plan_track(track, data) for track in tracks]
     crop_paths = [data / t.frames_dir / f"{r + 1:05d}.jpg" for t, plan in zip(tracks, plans) for r in range(min(plan.rows, t.n_video_frames))]
     crop_batches = [[p for p in crop_paths[i : i + args.batch_size] if p.is_file()] for i in range(0, len(crop_paths), args.batch_size)]
     waves = [read_audio(track, data).wave for track in tracks]
-
-    cores = split_cores() if args.split_cores else {"reader": None, "encoders": None}
-    if args.split_cores:
-        print(f"split cores: reader thread and JPEG decoders on {sorted(cores['reader'])}, encoders on {sorted(cores['encoders'])} "
-              f"({len(cores['encoders'])} torch thread)")
-        torch.set_num_threads(len(cores["encoders"]))
 
     def stages() -> dict:
         """Seconds of each stage alone, on the output of the one before (held in memory: 38 KB a 112 px frame)."""
@@ -403,24 +402,29 @@ def pinned(cpus: set | None):
 
 @contextlib.contextmanager
 def reader_pinned(cpus: set | None):
-    """run_extract's reader thread (and its decode pool, which it starts) on cpus: the reader generator runs in that
-    thread, so it pins the thread at its first step. The real reader does the work; only its thread moves."""
+    """run_extract's reader thread (and its decode pool, which it starts) and its writer thread on cpus, where a GPU
+    machine runs them too: the reader generator and write_track_sets run in those threads, so each pins its thread
+    when it starts. The real reader and writer do the work; only their threads move."""
     if cpus is None:
         yield
         return
     from dva.pipeline import extract
 
-    original = extract._read_units
+    reader, writer = extract._read_units, extract.write_track_sets
 
     def pinned_reader(*args, **kwargs):
         os.sched_setaffinity(0, cpus)
-        yield from original(*args, **kwargs)
+        yield from reader(*args, **kwargs)
 
-    extract._read_units = pinned_reader
+    def pinned_writer(*args, **kwargs):
+        os.sched_setaffinity(0, cpus)
+        return writer(*args, **kwargs)
+
+    extract._read_units, extract.write_track_sets = pinned_reader, pinned_writer
     try:
         yield
     finally:
-        extract._read_units = original
+        extract._read_units, extract.write_track_sets = reader, writer
 
 
 def hours(seconds: float) -> str:
