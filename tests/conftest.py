@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `longest` first: `make test` runs two workers (pytest-xdist, one module each at a time), and
-    the demo alone is a fifth of the suite, so it must not be the last module a worker picks up."""
+    """Tests marked `longest` first: `make test` runs one pytest-xdist worker per core, each taking a whole module
+    at a time, and the demo alone is a fifth of the suite, so it must not be the last module a worker picks up."""
     items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # stable: the rest keep their order
 
 
