@@ -560,6 +560,8 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
                         sound = event[1]
                         if sound.wave.size == 0:
                             report.warnings.append(f"{plan.track.video} has no audio stream, 0 audio rows")
+                        if sound.bad_packets:
+                            report.warnings.append(f"{plan.track.video}: {sound.bad_packets} audio packets ({sound.bad_seconds:.2f} s) could not be decoded and are silence")
                         features, steps = audio.encode_waveform(sound.wave, batch_size=settings.batch_size)
                         shared_audio = np.asarray(features, dtype=np.float16).reshape(-1, audio.dim), (np.asarray(steps, dtype=np.float64) + sound.start).astype(np.float32)
                     made[sets["audio"]] = ("audio", dict(zip(("data", "time"), shared_audio)))  # onto the frame clock

@@ -24,12 +24,16 @@ class Audio:
 
     wave: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     start: float = 0.0
+    bad_packets: int = 0  # packets the decoder refused; each became silence of its duration, so what follows stays on time
+    bad_seconds: float = 0.0
 
 
 def read_audio(path: str | Path) -> Audio:
     """Decode the best audio stream of path to 16 kHz mono; an empty `Audio` when there is none.
 
-    Raises DataError (one line, naming the file) when the container or its sound cannot be decoded.
+    A packet the decoder refuses (a damaged stretch of a file) becomes silence of the packet's duration and is
+    counted in `bad_packets`. Raises DataError (one line, naming the file) when the container cannot be read, or
+    when most of its sound cannot be decoded.
     """
     import av
 
@@ -42,6 +46,8 @@ def read_audio(path: str | Path) -> Audio:
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             chunks: list[np.ndarray] = []  # copies (to_ndarray stacks), never the frames themselves
             first_audio = first_video = None
+            packets = bad_packets = 0
+            bad_seconds = 0.0
             # One demux pass for both streams: the video packets give the clock's origin for free.
             for packet in container.demux(*(s for s in (sound, video) if s is not None)):
                 if packet.stream is video:
@@ -49,15 +55,38 @@ def read_audio(path: str | Path) -> Audio:
                         time = float(packet.pts * packet.time_base)
                         first_video = time if first_video is None else min(first_video, time)
                     continue
-                for frame in packet.decode():
+                packets += packet.size > 0  # the empty packet at the end only flushes the decoder
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    seconds = float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 0.0
+                    bad_packets, bad_seconds = bad_packets + 1, bad_seconds + seconds
+                    if first_audio is None and packet.pts is not None:
+                        first_audio = float(packet.pts * packet.time_base)
+                    frames = [_silence(sound.codec_context, seconds)] if seconds > 0 else []
+                for frame in frames:
                     if first_audio is None and frame.time is not None:
                         first_audio = frame.time  # priming the container marks (mp4 edit list) is already dropped
                     chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # the resampler's tail
     except (av.error.FFmpegError, OSError) as exc:
         raise DataError(f"{path}: audio cannot be decoded ({_first_line(exc)})") from None
+    if bad_packets and bad_packets * 2 > packets:
+        raise DataError(f"{path}: audio cannot be decoded ({bad_packets} of {packets} packets refused by the decoder)")
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
-    return Audio(wave=wave, start=(first_audio or 0.0) - (first_video or 0.0))
+    return Audio(wave=wave, start=(first_audio or 0.0) - (first_video or 0.0), bad_packets=bad_packets, bad_seconds=bad_seconds)
+
+
+def _silence(codec_context, seconds: float):
+    """An AudioFrame of zeros lasting seconds, in the decoder's own sample format, layout and rate (what the
+    resampler was set up with)."""
+    import av
+
+    frame = av.AudioFrame(format=codec_context.format.name, layout=codec_context.layout.name, samples=max(1, round(seconds * codec_context.sample_rate)))
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = codec_context.sample_rate
+    return frame
 
 
 def frame_times(path: str | Path) -> np.ndarray:
