@@ -63,7 +63,8 @@ def read_audio(path: str | Path) -> Audio:
                     bad_packets, bad_seconds = bad_packets + 1, bad_seconds + seconds
                     if first_audio is None and packet.pts is not None:
                         first_audio = float(packet.pts * packet.time_base)
-                    frames = [_silence(sound.codec_context, seconds)] if seconds > 0 else []
+                    silence = _silence(sound.codec_context, seconds)
+                    frames = [silence] if silence is not None else []
                 for frame in frames:
                     if first_audio is None and frame.time is not None:
                         first_audio = frame.time  # priming the container marks (mp4 edit list) is already dropped
@@ -79,9 +80,11 @@ def read_audio(path: str | Path) -> Audio:
 
 def _silence(codec_context, seconds: float):
     """An AudioFrame of zeros lasting seconds, in the decoder's own sample format, layout and rate (what the
-    resampler was set up with)."""
+    resampler was set up with); None when there is nothing to fill or the decoder has not said its format yet."""
     import av
 
+    if seconds <= 0 or codec_context.format is None or codec_context.layout is None or not codec_context.sample_rate:
+        return None
     frame = av.AudioFrame(format=codec_context.format.name, layout=codec_context.layout.name, samples=max(1, round(seconds * codec_context.sample_rate)))
     for plane in frame.planes:
         plane.update(bytes(plane.buffer_size))
