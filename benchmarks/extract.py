@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import os
 import tempfile
@@ -281,15 +282,14 @@ def release_scale(args, tmp: Path) -> None:
             seconds[name] += time.perf_counter() - start
             return result
 
-        def read_all():  # everything the pipeline's reader thread does: frame times, crops, sound
-            with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-                for track in tracks:
-                    plan = plan_track(track, data)
-                    [b for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])]
-                    read_audio(track, data)
+        def read_all(pool):  # everything the pipeline's reader thread does: frame times, crops, sound
+            for track in tracks:
+                plan = plan_track(track, data)
+                [b for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])]
+                read_audio(track, data)
 
         with pinned(cores["reader"]), ThreadPoolExecutor(max_workers=decode_workers()) as pool:  # the pool's threads inherit the pinning
-            timed("read", read_all)
+            timed("read", lambda: read_all(pool))
             batches = timed("decode", lambda: [b for plan in plans for _, b in visual_batches(plan, data, "crops", args.batch_size, pool, [])])
             for name in OTHER_DECODERS:  # the same crops through the other decoders, side by side
                 timed(f"decode_{name}", lambda: [other_batch(name, pool, paths) for paths in crop_batches])
@@ -343,28 +343,22 @@ def release_scale(args, tmp: Path) -> None:
           f"{hours(RELEASE_FRAMES / fps['pipeline'])} (this sample: {audio_seconds / 3600 * RELEASE_FRAMES / frames:.1f} h of audio per 2.8M frames)")
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 # Decoders measured beside dva's stage on the same crops, in one harness (read, decode, stack): torchvision's decode_jpeg
 # (what dva calls), PIL (what dva used before) and simplejpeg (libjpeg-turbo through its own binding) where it is installed (`pip install simplejpeg`; not a dependency).
 OTHER_DECODERS = {
-    "torchvision": "torchvision's decode_jpeg alone (dva's decoder, the harness of the rows below)",
+    "torchvision": "torchvision's decode_jpeg alone (dva's decode_crop, the harness of the rows below)",
     "pil": "PIL (the decoder before)",
-    **({"simplejpeg": "simplejpeg (not a dva dependency)"} if _has("simplejpeg") else {}),
+    **({"simplejpeg": "simplejpeg (not a dva dependency)"} if importlib.util.find_spec("simplejpeg") else {}),
 }
 
 
 def other_batch(decoder: str, pool, paths: list) -> "torch.Tensor":
     """One batch of crops decoded by another decoder, uint8 [B, 3, H, W] like `visual_batches` yields."""
     if decoder == "torchvision":
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from dva.pipeline.extract import decode_crop
 
         def load(path):
-            return decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return decode_crop(path.read_bytes(), path)
     elif decoder == "pil":
         from PIL import Image
 
