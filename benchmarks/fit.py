@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.evaluate import build_model, model_inputs
+from dva.trainer.evaluate import build_model, model_inputs, normalise_batch, normaliser_on
 from dva.trainer.losses import loss as compute_loss
 from dva.trainer.settings import FitSettings
 
@@ -38,7 +38,7 @@ def fake_split(frames: int, visual_dim: int, audio_dim: int, track_len: int = 15
     )
 
 
-def epoch(model, optimiser, settings, data, index, inside, pre_gathered=None) -> float:
+def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathered=None) -> float:
     """Seconds for one epoch; with pre_gathered batches only forward+backward+step is timed."""
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(index.shape[0], generator=generator)
@@ -50,7 +50,7 @@ def epoch(model, optimiser, settings, data, index, inside, pre_gathered=None) ->
     for i, b in enumerate(steps):
         if batches is None:
             chosen = order[b : b + settings.batch_size].to(data.visual.device)
-            batch = gather(data, index[chosen], inside[chosen])
+            batch = normalise_batch(gather(data, index[chosen], inside[chosen]), normaliser)
         else:
             batch = batches[i]
         out = model(**model_inputs(settings, batch))
@@ -84,20 +84,21 @@ def main() -> None:
     for scale in (1, 4, 16):
         frames = args.frames * scale
         data = fake_split(frames, args.visual_dim, args.audio_dim)
-        data = Normaliser.fit(data).apply(data).to(device)
+        data = data.to(device)
+        normaliser = normaliser_on(Normaliser.fit(data), device)
         index, inside = (t.to(device) for t in window_index(data.offsets, settings.seq_len, settings.stride))
         model = build_model(settings, {}, args.visual_dim, args.audio_dim, device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr)
-        epoch(model, optimiser, settings, data, index[:64], inside[:64])  # warm-up
+        epoch(model, optimiser, settings, data, normaliser, index[:64], inside[:64])  # warm-up
         if scale == 1:  # alternate the two measurements so machine noise hits both alike; keep medians
             generator = torch.Generator().manual_seed(0)
             order = torch.randperm(index.shape[0], generator=generator).to(device)
-            pre = [gather(data, index[order[b : b + settings.batch_size]], inside[order[b : b + settings.batch_size]]) for b in range(0, order.shape[0], settings.batch_size)]
-            pairs = [(epoch(model, optimiser, settings, data, index, inside), epoch(model, optimiser, settings, data, index, inside, pre_gathered=pre)) for _ in range(args.repeats)]
+            pre = [normalise_batch(gather(data, index[order[b : b + settings.batch_size]], inside[order[b : b + settings.batch_size]]), normaliser) for b in range(0, order.shape[0], settings.batch_size)]
+            pairs = [(epoch(model, optimiser, settings, data, normaliser, index, inside), epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathered=pre)) for _ in range(args.repeats)]
             whole, model_only = (float(np.median(column)) for column in zip(*pairs))
             del pre
         else:
-            whole = epoch(model, optimiser, settings, data, index, inside)
+            whole = epoch(model, optimiser, settings, data, normaliser, index, inside)
         window_frames = index.shape[0] * settings.seq_len
         rows.append((scale, frames, whole, window_frames / whole))
         if scale == 1:

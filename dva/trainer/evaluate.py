@@ -97,11 +97,22 @@ def normalise_batch(batch: dict, normaliser: Normaliser) -> dict:
     return out
 
 
+def batch_bar(frames: int, desc: str, progress: bool):
+    """A bar over one pass's window-frames (frames/s), cleared when the pass ends; off when progress is off
+    and, as tqdm does by default, when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=frames, desc=desc, unit="frame", unit_scale=True, leave=False, disable=None if progress else True)
+
+
+
 @torch.no_grad()
-def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64, normaliser: Normaliser | None = None) -> np.ndarray:
+def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
     """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
     frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
-    for the whole pass. normaliser: applied to each batch (None: data is normalised already)."""
+    for the whole pass. normaliser: applied to each batch (None: data is normalised already); progress: a bar
+    over the pass (on a terminal)."""
+
     model.eval()
     device = data.visual.device
     normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
@@ -112,8 +123,10 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
     count = torch.zeros(data.n_frames, 1, device=device)
     with autocast(device):
         text = model.text_features()
+    bar = batch_bar(index.shape[0] * settings.seq_len, "evaluate", progress)
     for start in range(0, index.shape[0], batch_size):
         rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
+        bar.update(rows.shape[0] * settings.seq_len)
         batch = gather(data, rows, valid)
         if normaliser is not None:
             batch = normalise_batch(batch, normaliser)
@@ -122,6 +135,7 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
         weights = (valid.float() * position)[..., None]
         total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
+    bar.close()
     return (total / torch.where(count > 0, count, torch.ones_like(count))).cpu().numpy()  # hann weights sum to < 1 at track ends
 
 

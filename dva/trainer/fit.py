@@ -19,39 +19,41 @@ import numpy as np
 import torch
 
 from dva.errors import DvaWarning
-from dva.trainer.data import Normaliser, SplitData, choose_sets, gather, left_out_message, load_split, window_index
+from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
-    autocast, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
+    autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
     resolve_device,
 )
 from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
 from dva.trainer.settings import MODALITIES, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
-from dva.trainer.tracks import concat_splits, select_tracks, track_rows
-
-
-POOLING = threading.Lock()
+from dva.trainer.tracks import select_tracks, track_rows, track_span
 
 
 @dataclass
 class Features:
-    """The store's train and val splits on the CPU, read once (ablations share them)."""
+    """The store's train and val splits on the CPU, read once (ablations share them): train and val are
+    views of `pool`, their tracks in one allocation (train's first), so pooling them costs nothing."""
 
     store_path: str
     provenance: dict  # dva_version, timeline, feature_sets {name: info} of the chosen sets, sets {modality: [names]}, text_towers
     train: SplitData
     val: SplitData
-    _pooled: SplitData | None = dataclasses.field(default=None, repr=False, compare=False)
+    pool: SplitData  # train and val, every track; its attrs say each track's split
 
     def pooled(self) -> SplitData:
-        """train and val as one SplitData (train's tracks first), made once."""
-        with POOLING:  # threads of an ablation worker share one Features
-            if self._pooled is None:
-                self._pooled = concat_splits(self.train, self.val)
-        return self._pooled
+        """train and val as one SplitData (train's tracks first)."""
+        return self.pool
 
     def to(self, device) -> "Features":
-        """A Features on device (the splits copied there unless they are there already); self is left as it is."""
-        return dataclasses.replace(self, train=on_device(self.train, device), val=on_device(self.val, device), _pooled=None)
+        """A Features on device (copied there unless it is there already); self is left as it is."""
+        pool = on_device(self.pool, device)
+        if pool is self.pool:
+            return self
+        n = len(self.train.tracks)
+        train = track_span(pool, 0, n, "train", self.train.attrs, self.train.left_out)
+        val = track_span(pool, n, n + len(self.val.tracks), "val", self.val.attrs, self.val.left_out)
+        return dataclasses.replace(self, train=train, val=val, pool=pool)
 
 
 def load_features(store_path: str, audio_align: str = "nearest", visual_features: str | None = None, audio_features: str | None = None, modalities=MODALITIES) -> Features:
@@ -68,7 +70,8 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
             "feature_sets": {name: available[name] for names in sets.values() for name in names}, "sets": sets,
             "text_towers": clip_text_towers(available, sets),
         }
-        features = Features(str(store_path), provenance, load_split(store, "train", sets, audio_align), load_split(store, "val", sets, audio_align))
+        pool, (train, val) = load_splits(store, ["train", "val"], sets, audio_align)
+        features = Features(str(store_path), provenance, train, val, pool)
     finally:
         store.close()
     message = left_out_message(features.train, features.val)
@@ -134,7 +137,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     with MODEL_INIT:  # threads of one ablation worker share torch's global RNG: seed and build as one step
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
-        model = build_model(settings, provenance, train_data.visual.shape[1], train_data.audio.shape[1], device)
+        model = build_model(settings, provenance, train_data.visual_dim, train_data.audio_dim, device)
     index, inside = window_index(train_data.offsets, settings.seq_len, settings.stride)
     keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
     index, inside = index[keep].to(device), inside[keep].to(device)
@@ -153,7 +156,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         model.train()
         epoch_start, losses = time.perf_counter(), []
         order = torch.randperm(index.shape[0], generator=generator).to(device)
-        for start in range(0, order.shape[0], settings.batch_size):
+        batches = batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress)
+        for step, start in enumerate(range(0, order.shape[0], settings.batch_size)):
             chosen_windows = order[start : start + settings.batch_size]
             batch = normalise_batch(gather(train_data, index[chosen_windows], inside[chosen_windows]), step_normaliser)
             with autocast(device):
@@ -168,9 +172,13 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
             optimiser.step()
             scheduler.step()
             losses.append(value.detach())
+            batches.update(chosen_windows.shape[0] * settings.seq_len)
+            if step % 20 == 0 and not batches.disable:  # .item() waits for the device: not on every step
+                batches.set_postfix(loss=f"{value.item():.3f}", refresh=False)
+        batches.close()
         row = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else float("nan"), "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
-            last_pred = predict_frames(model, settings, held_data, normaliser=normaliser)
+            last_pred = predict_frames(model, settings, held_data, normaliser=normaliser, progress=progress)
             row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)

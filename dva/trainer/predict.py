@@ -50,7 +50,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
     from dva.stores import open_store, sets_mismatch, why_not_usable
-    from dva.trainer.data import load_split
+    from dva.trainer.loading import load_split
     from dva.trainer.evaluate import predict_frames, resolve_device
     from dva.trainer.evaluate import smooth as smooth_frames
 

@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from dva.errors import ConfigError
+from dva.trainer.audio_rows import AudioRows, align_rows
 from dva.trainer.data import Normaliser, SplitData, align_audio, gather, window_index
+from dva.trainer.evaluate import normalise_batch
+from dva.trainer.tracks import concat_splits, select_tracks, track_rows, track_span
 
 
 def test_windows_cover_every_frame_and_never_cross_tracks():
@@ -46,12 +49,64 @@ def test_normaliser_uses_valid_rows_and_zeroes_masked_ones():
     visual_mask[::5] = False
     visual[~visual_mask] = 1000.0  # masked rows must not leak into the statistics
     labels = torch.zeros(50, 2)
-    data = SplitData("train", ["t"], np.array([0, 50]), visual, visual_mask, torch.randn(50, 2), torch.ones(50, dtype=torch.bool), labels, torch.ones(50, dtype=torch.bool), [{}])
+    data = SplitData("train", ["t"], np.array([0, 50]), visual.half(), visual_mask, torch.randn(50, 2), torch.ones(50, dtype=torch.bool), labels, torch.ones(50, dtype=torch.bool), [{}])
     normaliser = Normaliser.fit(data)
-    normalised = normaliser.apply(data)
-    assert normalised.visual.dtype == torch.float16  # kept as stored: half the memory of float32
-    assert normalised.visual[visual_mask].float().mean(0).abs().max() < 2e-3
-    assert normalised.visual[~visual_mask].abs().max() == 0
-    assert data.visual[0, 0] == 1000.0  # the input is left as it was
-    batch = gather(normalised, *window_index(data.offsets, 8, 8))
+    index = torch.arange(50)[None, :]
+    batch = normalise_batch(gather(data, index, torch.ones_like(index, dtype=torch.bool)), normaliser)
+    assert batch["visual"][0][visual_mask].mean(0).abs().max() < 2e-3
+    assert batch["visual"][0][~visual_mask].abs().max() == 0
+    assert data.visual.dtype == torch.float16 and data.visual[0, 0] == 1000.0  # the split stays as stored; batches are normalised
+    batch = gather(data, *window_index(data.offsets, 8, 8))
     assert batch["visual"].shape == (7, 8, 3) and batch["label_mask"].dtype == torch.bool
+
+
+def _audio_split(how: str, seed: int = 0) -> tuple[SplitData, list[np.ndarray]]:
+    """Three tracks at 30 fps, audio at 10 Hz (the middle track silent), as `load_splits` builds them; and the
+    frame-rate audio `align_audio` gives for each track (what a stored expanded copy held)."""
+    rng = np.random.default_rng(seed)
+    lengths, steps = [90, 45, 61], [30, 0, 20]
+    starts, offsets = np.cumsum([0] + steps), np.cumsum([0] + lengths)
+    rows = rng.normal(size=(sum(steps), 4)).astype(np.float16)
+    data = torch.cat([torch.from_numpy(rows), torch.zeros(1, 4, dtype=torch.float16)])
+    left, right, weight, mask, expected = [], [], [], [], []
+    for i, (length, step) in enumerate(zip(lengths, steps)):
+        frame_time, audio_time = (np.arange(length) / 30).astype(np.float32), (0.05 + np.arange(step) / 10).astype(np.float32)
+        l, r, w, m = align_rows(audio_time, frame_time, how)
+        left.append(l + starts[i] if step else np.full_like(l, starts[-1]))
+        right.append((r + starts[i] if step else np.full_like(r, starts[-1])) if r is not None else None)
+        weight.append(w)
+        mask.append(m)
+        expected.append(align_audio(rows[starts[i] : starts[i + 1]], audio_time, frame_time, how)[0].astype(np.float16))
+    cat = lambda parts: None if parts[0] is None else torch.from_numpy(np.concatenate(parts))  # noqa: E731
+    audio = AudioRows(data, starts.astype(np.int64), cat(left), cat(right), cat(weight))
+    n = int(offsets[-1])
+    split = SplitData("train", ["a", "b", "c"], offsets.astype(np.int64), torch.zeros(n, 0, dtype=torch.float16), torch.zeros(n, dtype=torch.bool),
+                      [audio], torch.from_numpy(np.concatenate(mask)), torch.zeros(n, 2), torch.ones(n, dtype=torch.bool), [{}, {}, {}])
+    return split, expected
+
+
+@pytest.mark.parametrize("how", ["nearest", "linear"])
+def test_audio_at_its_own_rate_gives_the_values_of_a_frame_rate_copy(how):
+    data, expected = _audio_split(how)
+    assert data.audio[0].data.shape[0] == 51  # 50 steps and the spare row: a third of the frames, not every frame
+    got = data.audio_at(torch.arange(data.n_frames))
+    for i, values in enumerate(expected):
+        rows = data.track_slice(i)
+        valid = data.audio_mask[rows]
+        assert torch.equal(got[rows][valid], torch.from_numpy(values.astype(np.float32))[valid])  # bitwise: figures do not move
+    assert not data.audio_mask[data.track_slice(1)].any()  # the silent track is masked
+
+
+@pytest.mark.parametrize("how", ["nearest", "linear"])
+def test_selected_spanned_and_concatenated_tracks_read_the_same_audio(how):
+    data, _ = _audio_split(how)
+    every = data.audio_at(torch.arange(data.n_frames))
+    valid = data.audio_mask
+    held = select_tracks(data, [2, 0])
+    rows = torch.from_numpy(track_rows(data.offsets, [2, 0], ordered=True))
+    assert torch.equal(held.audio_at(torch.arange(held.n_frames))[valid[rows]], every[rows][valid[rows]])
+    tail = track_span(data, 1, 3, "tail", [{}, {}], {})
+    assert tail.audio[0].data.data_ptr() == data.audio[0].data[30:].data_ptr()  # a view: no copy of the rows
+    assert torch.equal(tail.audio_at(torch.arange(tail.n_frames))[tail.audio_mask], every[90:][valid[90:]])
+    both = concat_splits(select_tracks(data, [0]), tail)
+    assert torch.equal(both.audio_at(torch.arange(both.n_frames))[both.audio_mask], every[valid])

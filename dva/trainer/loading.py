@@ -1,0 +1,159 @@
+"""Reading the chosen feature sets of a store's splits into `SplitData`.
+
+Every array is allocated once at its final size (from the row counts the store keeps in each track's
+attrs) and filled track by track: a load never holds a second copy of the features. Several splits read
+together share one allocation, each split a view of it, so the pool of train and val that folds and
+final fits train on costs nothing more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dva.errors import ConfigError, StoreError
+from dva.stores import why_not_usable
+from dva.trainer.audio_rows import AudioRows, align_rows
+from dva.trainer.data import SplitData
+from dva.trainer.tracks import track_span
+
+
+def choose_sets(available: dict[str, dict], visual: str | None, audio: str | None, modalities, store_path: str) -> dict[str, list[str]]:
+    """The feature sets to train on, per modality: the names given (comma-separated), or the store's only set of
+    that modality; none for a modality the model does not use. One-line errors name what the store has."""
+    chosen = {}
+    for modality, given in (("visual", visual), ("audio", audio)):
+        have = [name for name, info in available.items() if info.get("modality") == modality]
+        if given:
+            names = [n.strip() for n in str(given).replace("+", ",").split(",") if n.strip()]
+            for name in names:
+                if name not in have:
+                    where = f"its {modality} sets are {', '.join(have)}" if have else f"it has no {modality} set"
+                    raise ConfigError(f"--{modality}-features {name}: {store_path} has no such {modality} feature set ({where})")
+            chosen[modality] = names
+        elif modality not in modalities:
+            chosen[modality] = []
+        elif len(have) == 1:
+            chosen[modality] = have
+        elif not have:
+            raise ConfigError(f"{store_path} has no {modality} feature set: extract one (dva extract --only {modality}), import one (dva import), or train with --modalities {'audio' if modality == 'visual' else 'visual'}")
+        else:
+            raise ConfigError(f"{store_path} has {len(have)} {modality} feature sets ({', '.join(have)}): choose with --{modality}-features NAME[,NAME]")
+    return chosen
+
+
+
+def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None) -> SplitData:
+    """Every track of split whose chosen feature sets (sets: modality -> names, see `choose_sets`) are
+    complete (or only these tracks), from an open store into CPU tensors. Several sets of one modality are
+    side by side along features (normalisation is per feature, so each keeps its own); a frame is valid for a
+    modality when every one of its sets has it. The tracks left out are named in `SplitData.left_out`."""
+    return load_splits(store, [split], sets, audio_align, tracks)[1][0]
+
+
+def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None) -> tuple[SplitData, list[SplitData]]:
+    """(all the splits' tracks as one SplitData, named like "train+val", whose attrs say each track's split;
+    one SplitData per split, each a view of it) — see `load_split`."""
+    check_split = [s for s in splits if s not in store.splits()]
+    if check_split:
+        raise StoreError(f"{store.path} has no {check_split[0]!r} split: run `dva extract --split {check_split[0]}` into it first")
+    needed = [*sets["visual"], *sets["audio"]]
+    chosen = {split: _usable(store, split, needed, tracks) for split in splits}
+    available = store.feature_sets()
+    dims = {name: int(available[name]["dim"]) for name in needed}
+    jobs = [(split, name, index[name]) for split, (index, names, _) in chosen.items() for name in names]
+    pooled = _read(store, jobs, sets, dims, audio_align)
+    pooled.split, pooled.left_out = "+".join(splits), {t: why for _, _, left_out in chosen.values() for t, why in left_out.items()}
+    parts, first = [], 0
+    for split, (_, names, left_out) in chosen.items():
+        last = first + len(names)
+        parts.append(track_span(pooled, first, last, split, pooled.attrs[first:last], left_out))
+        first = last
+    for part in parts:  # a split's own attrs do not say which split they are from; the pool's do
+        part.attrs = [{k: v for k, v in a.items() if k != "split"} for a in part.attrs]
+    return pooled, parts
+
+
+def _usable(store, split: str, needed: list[str], tracks: list[str] | None) -> tuple[dict, list[str], dict[str, str]]:
+    """(the split's track index, the tracks to read, {track: why not} for the others)."""
+    index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
+    wanted = list(index) if tracks is None else [t for t in tracks if t in index]
+    reasons = {t: why_not_usable(index[t], needed) for t in wanted}
+    names = [t for t in wanted if reasons[t] is None]
+    if not names:
+        raise StoreError(f"{store.path}: no track of split {split!r} has {', '.join(needed) or 'any feature set'} complete: run `dva extract --split {split}`")
+    return index, names, {t: reason for t, reason in reasons.items() if reason is not None}
+
+
+def _read(store, jobs: list[tuple[str, str, dict]], sets: dict[str, list[str]], dims: dict[str, int], audio_align: str) -> SplitData:
+    """jobs: (split, track, attrs) in order -> one SplitData, every array allocated once at its final size."""
+    frames = [store.read(split, track, "frame_time").shape[0] if _rows(attrs, None) is None else _rows(attrs, None) for split, track, attrs in jobs]
+    offsets = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
+    total = int(offsets[-1])
+    visual = torch.empty(total, sum(dims[n] for n in sets["visual"]), dtype=torch.float16)
+    masks = {m: torch.full((total,), bool(sets[m])) for m in ("visual", "audio")}
+    labels = torch.full((total, 2), float("nan"))
+    audio = [_audio_rows(store, jobs, name, dims[name], offsets, audio_align, masks["audio"]) for name in sets["audio"]]
+    for i, (split, track, attrs) in enumerate(jobs):
+        rows = slice(int(offsets[i]), int(offsets[i + 1]))
+        column = 0
+        for name in sets["visual"]:
+            arrays = store.read_set(split, track, name, "visual")
+            visual[rows, column : column + dims[name]] = torch.from_numpy(np.asarray(arrays["data"], dtype=np.float16))
+            masks["visual"][rows] &= torch.from_numpy(arrays["mask"].astype(bool))
+            column += dims[name]
+        if attrs.get("labelled"):
+            labels[rows] = torch.from_numpy(store.read(split, track, "labels").astype(np.float32))
+    return SplitData(
+        split="", tracks=[t for _, t, _ in jobs], offsets=offsets, visual=visual, visual_mask=masks["visual"], audio=audio,
+        audio_mask=masks["audio"], labels=labels, label_mask=~torch.isnan(labels).any(dim=1), attrs=[{**attrs, "split": split} for split, _, attrs in jobs],
+    )
+
+
+def _audio_rows(store, jobs, name: str, dim: int, offsets: np.ndarray, how: str, mask: torch.Tensor) -> AudioRows:
+    """One audio set of every job's track at its own rate; mask (per frame) is narrowed to frames with sound."""
+    counts = [_rows(attrs, name) for _, _, attrs in jobs]
+    if any(c is None for c in counts):  # a store without row counts in its attrs: read the steps' times
+        counts = [store.read(split, track, f"{name}/time").shape[0] for split, track, _ in jobs]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    data = torch.zeros(int(starts[-1]) + 1, dim, dtype=torch.float16)  # the spare last row: see AudioRows
+    left, right = torch.empty(int(offsets[-1]), dtype=torch.int64), torch.empty(int(offsets[-1]), dtype=torch.int64) if how == "linear" else None
+    weight = torch.empty(int(offsets[-1]), dtype=torch.float32) if how == "linear" else None
+    for i, (split, track, _) in enumerate(jobs):
+        arrays = store.read_set(split, track, name, "audio")
+        frame_time = store.read(split, track, "frame_time")
+        values = np.asarray(arrays["data"], dtype=np.float16).reshape(-1, dim)
+        if values.shape[0] != counts[i]:
+            raise StoreError(f"{store.path}: {split}/{track} {name} holds {values.shape[0]} rows where its attrs say {counts[i]}: run `dva info` and re-extract the track")
+        data[int(starts[i]) : int(starts[i + 1])] = torch.from_numpy(values)
+        rows = slice(int(offsets[i]), int(offsets[i + 1]))
+        l, r, w, valid = align_rows(arrays["time"], frame_time, how)
+        left[rows] = torch.from_numpy(l + starts[i] if values.shape[0] else np.full_like(l, starts[-1]))
+        if r is not None:
+            right[rows], weight[rows] = torch.from_numpy(r + starts[i] if values.shape[0] else np.full_like(r, starts[-1])), torch.from_numpy(w)
+        mask[rows] &= torch.from_numpy(valid)
+    return AudioRows(data, starts, left, right, weight)
+
+
+def _rows(attrs: dict, name: str | None) -> int | None:
+    """A track's frame count (name None) or a set's row count, as the store's attrs keep them (None if not)."""
+    value = attrs.get("rows") if name is None else (attrs.get("set_rows") or {}).get(name)
+    return int(value) if value is not None else None
+
+
+def left_out_message(*splits: SplitData) -> str | None:
+    """One line naming every track of these splits that is not loaded (failed or incomplete), with counts;
+    None when nothing is left out. Figures on a split with left-out tracks cover only the others."""
+    parts = []
+    for data in splits:
+        if not data.left_out:
+            continue
+        failed = sum(reason.startswith("failed") for reason in data.left_out.values())
+        named = "; ".join(f"{track} ({reason})" for track, reason in data.left_out.items())
+        parts.append(
+            f"{data.split}: {len(data.left_out)} of {len(data.tracks) + len(data.left_out)} tracks left out "
+            f"({failed} failed, {len(data.left_out) - failed} incomplete; figures cover the other {len(data.tracks)}): {named}"
+        )
+    return " | ".join(parts) or None
+
+
