@@ -178,7 +178,9 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         batches.close()
         row = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else float("nan"), "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
+            evaluated = time.perf_counter()
             last_pred = predict_frames(model, settings, held_data, normaliser=normaliser, progress=progress)
+            row["eval_seconds"] = time.perf_counter() - evaluated
             row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
