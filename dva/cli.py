@@ -248,13 +248,14 @@ def info(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"store   {summary['path']} ({summary['format']}, {summary['bytes'] / 1e6:.1f} MB, dva {summary.get('dva_version')})")
+    size = "size unknown" if summary["bytes"] is None else f"{summary['bytes'] / 1e6:.1f} MB"
+    typer.echo(f"store   {summary['path']} ({summary['format']}, {size}, dva {summary.get('dva_version')})")
     if summary["layout"] == 1:
         typer.echo(f"format 1 (dva 0.1: one visual and one audio set): run `dva upgrade {summary['path']}` to turn it into feature sets")
         return
     for name, info in summary["feature_sets"].items():
-        encoder = info.get("encoder") or {}
-        typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {_rate(info)}  {encoder.get('family', 'imported')} {encoder.get('model') or _sources(info)}")
+        said = summary["provenance"][name]
+        typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {said['rate']}  {said['family']} {said['source']}")
     for split, part in summary["splits"].items():
         typer.echo(f"{split:<6}  {part['tracks']} tracks, {part['frames']} frames, {part['valid_labels']} valid labels")
         for name, coverage in part["sets"].items():
@@ -264,36 +265,9 @@ def info(
             if len(coverage["failed"]) > 10:
                 typer.echo(f"          ... {len(coverage['failed']) - 10} more failed (dva info --json lists them)")
             if coverage["incomplete"]:
-                typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva {_maker(summary['feature_sets'][name])}` to finish)")
+                typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva {summary['provenance'][name]['maker']}` to finish)")
         if part.get("sample"):
             typer.echo(f"        sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
-
-
-def _rate(info: dict) -> str:
-    """How often a set has a row: every frame (visual), or steps per second (audio)."""
-    if info["modality"] == "visual":
-        return "per frame"
-    encoder = info.get("encoder") or {}
-    if info.get("rate"):
-        return f"{info['rate']:g}/s"
-    if encoder.get("hop"):
-        return f"{1 / encoder['hop']:g}/s"
-    if (info.get("preprocessing") or {}).get("rate") == "time arrays":
-        return "time arrays"
-    return "per segment token" if encoder.get("mode") == "tokens" else "rate ?"
-
-
-def _maker(info: dict) -> str:
-    """The command that adds a set's tracks: import for an imported set, extract for the others."""
-    return "import" if (info.get("encoder") or {}).get("family") == "imported" else "extract"
-
-
-def _sources(info: dict) -> str:
-    """Where an imported set came from: "from DIR (train, val), DIR2 (test)"; '' for an extracted one."""
-    by_path: dict[str, list[str]] = {}
-    for split, source in (info.get("sources") or {}).items():
-        by_path.setdefault(source.get("path", "?"), []).append(split)
-    return ("from " + ", ".join(f"{path} ({', '.join(splits)})" for path, splits in by_path.items())) if by_path else ""
 
 
 @app.command()

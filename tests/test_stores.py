@@ -183,3 +183,74 @@ def test_dva_upgrade_names_the_sets_as_extract_would_and_fit_says_to_run_it(tmp_
     assert done.returncode == 0, done.stderr
     with open_store(path) as store:
         assert set(store.feature_sets()) == {"clip-m-random", "ast-window"}  # the names `dva extract` gives these encoders
+
+
+def _info(*args):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    result = CliRunner().invoke(app, ["info", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _written_store(path, frames):
+    with open_store(path, "a") as store:
+        store.set_attrs({"dva_version": "0"})
+        add_sets(store)
+        write_track(store, "train", "a", track_arrays(frames=frames, audio_rows=frames // 4), {"fps": 25.0})
+
+
+@pytest.mark.parametrize("name", ["store", "store.h5"])
+def test_info_prints_the_size_of_a_local_store(tmp_path, name):
+    path = tmp_path / name
+    _written_store(path, frames=60_000)  # random float16 features compress little: a few MB
+    on_disk = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    with open_store(path) as store:
+        assert store.summary()["bytes"] == on_disk > 1e6
+    assert f"{on_disk / 1e6:.1f} MB" in _info(path).splitlines()[0]
+
+
+def test_info_measures_a_store_on_an_fsspec_url_and_says_when_it_cannot(tmp_path):
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    url = f"memory://{tmp_path.name}/store"  # a real zarr store on fsspec's in-memory file system, as on s3://
+    _written_store(url, frames=60_000)
+    fs, root = fsspec.core.url_to_fs(url)
+    stored = sum(fs.info(f)["size"] for f in fs.find(root))
+    try:
+        with open_store(url) as store:
+            assert store.summary()["bytes"] == stored > 1e6
+        assert f"{stored / 1e6:.1f} MB" in _info(url).splitlines()[0]
+
+        class RefusingListing(MemoryFileSystem):  # a fake: object storage that denies listing (no s3 here)
+            protocol = "refusing"
+
+            @classmethod
+            def _strip_protocol(cls, path):
+                return super()._strip_protocol(path.removeprefix("refusing://"))
+
+            def du(self, *args, **kwargs):
+                raise PermissionError("listing denied")
+
+        fsspec.register_implementation("refusing", RefusingListing, clobber=True)
+        assert "size unknown" in _info(f"refusing://{tmp_path.name}/store").splitlines()[0]
+    finally:
+        fs.rm(root, recursive=True)
+
+
+def test_the_summary_says_what_each_sets_provenance_means(tmp_path):
+    with open_store(tmp_path / "s", "a") as store:
+        add_sets(store)
+        store.add_feature_set("mine", {"modality": "audio", "dim": 6, "encoder": {"family": "imported"}, "rate": 12.5,
+                                       "sources": {"train": {"path": "/d/a"}, "val": {"path": "/d/a"}, "test": {"path": "/d/b"}}})
+        store.create_track("train", "a", {"frame_time": np.arange(4) / 25}, {})
+        said = store.summary()["provenance"]
+    assert said[VISUAL] == {"rate": "per frame", "family": "clip", "source": "m", "maker": "extract"}
+    assert said[AUDIO] == {"rate": "rate ?", "family": "ast", "source": "a", "maker": "extract"}
+    assert said["mine"] == {"rate": "12.5/s", "family": "imported", "source": "from /d/a (train, val), /d/b (test)", "maker": "import"}
+    shown = _info(tmp_path / "s")
+    assert "imported from /d/a (train, val), /d/b (test)" in shown and "12.5/s" in shown
+    assert "incomplete: a (rerun `dva import` to finish)" in shown and "incomplete: a (rerun `dva extract` to finish)" in shown

@@ -1,0 +1,93 @@
+"""The store's constants and the pure rules on attrs: what a feature set may be called, which sets a
+track has complete, why a track cannot be used, how two sets' provenance differ. Nothing here opens a
+store, so every other module may import it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dva.errors import StoreError
+
+FORMAT = 2
+MODALITIES = ("visual", "audio")
+TRACK_ARRAYS = ("frame_time", "labels")  # the track's own arrays, shared by every feature set
+SET_ARRAYS = {"visual": ("data", "mask"), "audio": ("data", "time")}
+DTYPES = {"frame_time": np.float32, "labels": np.float32, "data": np.float16, "mask": np.bool_, "time": np.float32}
+ROWS_PER_CHUNK = 4096
+HDF5_SUFFIXES = (".h5", ".hdf5")
+SET_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+TRACK_BOOKKEEPING = ("rows", "labelled", "valid_labels", "complete", "error", "done_at", "set_rows")  # what the store keeps itself
+
+
+def check_set_name(name: str) -> str:
+    """A feature-set name is a group name in every backend: letters, digits, '.', '_', '-', not starting with '.'."""
+    if not name or name.startswith(".") or set(name) - SET_NAME_CHARACTERS or name in TRACK_ARRAYS:
+        raise StoreError(f"feature-set name {name!r}: use letters, digits, '.', '_' and '-' (not starting with '.', not {' or '.join(TRACK_ARRAYS)})")
+    return name
+
+
+# --- a track's attrs, read without opening anything
+
+
+def complete_sets(attrs: dict) -> set[str]:
+    """The feature sets complete for a track (its attrs as `track_index` gives them)."""
+    done = attrs.get("complete")
+    return {name for name, ok in done.items() if ok} if isinstance(done, dict) else set()
+
+
+def set_errors(attrs: dict) -> dict[str, str]:
+    errors = attrs.get("error")
+    return dict(errors) if isinstance(errors, dict) else {}
+
+
+def why_not_usable(attrs: dict | None, sets) -> str | None:
+    """None when every one of sets is complete for the track, else one line: missing from the store, failed: ..., or incomplete."""
+    if attrs is None:
+        return "missing from the store"
+    done, errors = complete_sets(attrs), set_errors(attrs)
+    for name in sets:
+        if name in errors:
+            return f"failed: {errors[name]}"
+    missing = [name for name in sets if name not in done]
+    return f"incomplete ({', '.join(missing)})" if missing else None
+
+
+# --- feature sets' provenance
+
+
+def set_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each."""
+    differences = []
+    for section in ("modality", "encoder", "preprocessing"):
+        before, after = old.get(section), new.get(section)
+        if not (isinstance(before, dict) or isinstance(after, dict)):
+            if _plain(before) != _plain(after):
+                differences.append(f"{section}: {before!r} != {after!r}")
+            continue
+        before, after = before or {}, after or {}
+        for key in sorted(set(before) | set(after)):
+            if _plain(before.get(key)) != _plain(after.get(key)):
+                differences.append(f"{section}.{key}: {before.get(key)!r} != {after.get(key)!r}")
+    return differences
+
+
+def sets_mismatch(wanted: dict[str, dict], found: dict[str, dict], found_where: str) -> str | None:
+    """None when found has every set of wanted with the same provenance, else one line saying what differs."""
+    for name, info in wanted.items():
+        if name not in found:
+            return f"{found_where} has no feature set {name!r} (it has {', '.join(found) or 'none'})"
+        differences = set_differences(info, found[name])
+        if differences:
+            return f"feature set {name!r} of {found_where} was made otherwise ({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''})"
+    return None
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))
+
+
+def json_ready(value):
+    """Attrs as plain JSON types (numpy scalars and tuples included)."""
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else list(v)))

@@ -1,0 +1,229 @@
+"""The API both backends share (`Store`); a backend implements only the _underscored primitives on its groups."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dva.errors import StoreError
+from dva.stores.attrs import DTYPES, FORMAT, MODALITIES, SET_ARRAYS, TRACK_ARRAYS, check_set_name, complete_sets, set_errors, why_not_usable
+from dva.stores.summary import describe_set, split_summary
+
+
+class Store:
+    """A feature store, Zarr or HDF5. A backend implements: _root, _group(name, create), _children, _arrays, _has,
+    _track_index, _get_attrs, _set_attrs, _delete_root_attrs, _write_array, _read_array, _delete, delete_track, size_bytes."""
+
+    format = ""
+
+    def __init__(self, path: str, mode: str):
+        self.path, self.mode = path, mode
+
+    # --- root
+    @property
+    def attrs(self) -> dict:
+        return self._get_attrs(self._root())
+
+    def set_attrs(self, attrs: dict) -> None:
+        self._set_attrs(self._root(), attrs)
+
+    def delete_attrs(self, keys) -> None:
+        """Remove these keys from the root attrs (absent ones are fine)."""
+        self._delete_root_attrs(keys)
+
+    @property
+    def layout(self) -> int | None:
+        """2 for this layout, 1 for a store written by dva 0.1, None for an empty store."""
+        attrs = self.attrs
+        if "format" in attrs:
+            return int(attrs["format"])
+        return 1 if "visual_encoder" in attrs else None
+
+    def feature_sets(self) -> dict[str, dict]:
+        """{name: {"modality", "dim", "encoder", "preprocessing", ...}} of every feature set, in name order."""
+        self.require_layout()
+        return dict(sorted((self.attrs.get("feature_sets") or {}).items()))
+
+    def require_layout(self) -> None:
+        if self.layout == 1:
+            raise StoreError(f"{self.path} was written by dva 0.1 (store format 1): run `dva upgrade {self.path}` once to turn it into feature sets")
+        if self.layout not in (None, FORMAT):
+            raise StoreError(f"{self.path} has store format {self.layout}, newer than this dva reads ({FORMAT}): upgrade dva")
+
+    def add_feature_set(self, name: str, info: dict) -> None:
+        """Record a feature set in the root attrs. Call it under the store's metadata claim."""
+        check_set_name(name)
+        if info.get("modality") not in MODALITIES:
+            raise ValueError(f"add_feature_set: modality must be one of {MODALITIES}, not {info.get('modality')!r}")
+        sets = self.feature_sets()
+        sets[name] = info
+        self.set_attrs({"format": FORMAT, "feature_sets": sets})
+
+    def splits(self) -> list[str]:
+        return sorted(name for name in self._children(self._root()) if not name.startswith("."))
+
+    def ensure_split(self, split: str) -> None:
+        """Create the split group up front, before concurrent writers add tracks to it."""
+        self._group(split, create=True)
+
+    def split_attrs(self, split: str) -> dict:
+        """A split's own attrs (the test split records its track list and the organisers' sample file)."""
+        return self._get_attrs(self._group(split)) if self._has(split) else {}
+
+    def set_split_attrs(self, split: str, attrs: dict) -> None:
+        if attrs:
+            self._set_attrs(self._group(split, create=True), attrs)
+
+    # --- tracks
+    def track_index(self, split: str) -> dict[str, dict]:
+        """{track: attrs} for every track of split, sorted by name, from one listing of the split.
+        A track whose metadata is being written by another process shows as {} (nothing complete)."""
+        return dict(sorted(self._track_index(split).items()))
+
+    def tracks(self, split: str) -> list[str]:
+        return list(self.track_index(split))
+
+    def track_attrs(self, split: str, track: str) -> dict:
+        return self._get_attrs(self._group(f"{split}/{track}"))
+
+    def set_track_attrs(self, split: str, track: str, attrs: dict) -> None:
+        """Update (not replace) a track's attrs; the track must exist."""
+        self._set_attrs(self._group(f"{split}/{track}"), attrs)
+
+    def track_state(self, split: str, track: str) -> dict:
+        """One track's attrs, {} when the track is not in the store; never lists the split."""
+        return self.track_attrs(split, track) if self._has(f"{split}/{track}") else {}
+
+    def is_complete(self, split: str, track: str, sets=None) -> bool:
+        """Whether these feature sets (default: every set of the store) are complete for the track."""
+        sets = list(self.feature_sets()) if sets is None else sets
+        state = self.track_state(split, track)
+        return bool(state) and why_not_usable(state, sets) is None
+
+    def create_track(self, split: str, track: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
+        """(Re)create a track with its own arrays (frame_time, labels for train/val) and attrs, no feature set yet."""
+        unknown = set(arrays) - set(TRACK_ARRAYS)
+        if unknown:
+            raise ValueError(f"create_track: unknown arrays {sorted(unknown)}")
+        typed = {name: _typed(name, values) for name, values in arrays.items()}
+        self.delete_track(split, track)
+        group = self._group(f"{split}/{track}", create=True)
+        for name, values in typed.items():
+            self._write_array(group, name, values)
+        # what `dva info` reports, kept in the attrs so that it never has to open an array
+        valid = int((~np.isnan(typed["labels"]).any(axis=1)).sum()) if "labels" in typed else 0
+        self._set_attrs(group, {**attrs, "rows": int(typed["frame_time"].shape[0]), "labelled": "labels" in typed, "valid_labels": valid, "complete": {}, "error": {}, "done_at": {}})
+
+    def replace_track_arrays(self, split: str, track: str, arrays: dict[str, np.ndarray]) -> None:
+        """Rewrite a track's own arrays with the same number of rows (new annotations, same video); the sets stay."""
+        group = self._group(f"{split}/{track}")
+        for name, values in arrays.items():
+            if name not in TRACK_ARRAYS:
+                raise ValueError(f"replace_track_arrays: unknown array {name!r}")
+            self._write_array(group, name, _typed(name, values))
+        if "labels" in arrays:
+            self._set_attrs(group, {"valid_labels": int((~np.isnan(np.asarray(arrays["labels"], np.float32)).any(axis=1)).sum())})
+
+    def write_set(self, split: str, track: str, name: str, modality: str, arrays: dict[str, np.ndarray]) -> None:
+        """Write one feature set of a track (replacing it), then mark it complete; the track must exist."""
+        expected = SET_ARRAYS[modality]
+        if set(arrays) != set(expected):
+            raise ValueError(f"write_set: a {modality} set has arrays {expected}, not {sorted(arrays)}")
+        typed = {key: _typed(key, values) for key, values in arrays.items()}
+        group = self._group(f"{split}/{track}")
+        self._edit_track(group, name, complete=False)
+        self._delete(group, name)
+        set_group = self._group(f"{split}/{track}/{name}", create=True)
+        for key in expected:
+            self._write_array(set_group, key, typed[key])
+        self._edit_track(group, name, complete=True, rows=int(typed["data"].shape[0]))
+
+    def mark_failed(self, split: str, track: str, reason: str, sets, attrs: dict | None = None) -> None:
+        """Record that these feature sets could not be made for the track (its other sets stay)."""
+        if not self._has(f"{split}/{track}"):
+            group = self._group(f"{split}/{track}", create=True)
+            self._set_attrs(group, {**(attrs or {}), "complete": {}, "error": {}, "done_at": {}})
+        group = self._group(f"{split}/{track}")
+        for name in sets:
+            self._delete(group, name)
+            self._edit_track(group, name, complete=False, error=reason)
+
+    def _edit_track(self, group, name: str, complete: bool, rows: int | None = None, error: str | None = None) -> None:
+        """One read-modify-write of a track's per-set attrs (one writer per track: the claim holder)."""
+        attrs = self._get_attrs(group)
+        done = attrs.get("complete") if isinstance(attrs.get("complete"), dict) else {}
+        errors, done_at, set_rows = set_errors(attrs), dict(attrs.get("done_at") or {}), dict(attrs.get("set_rows") or {})
+        done.pop(name, None)
+        errors.pop(name, None)
+        if complete:
+            done[name] = True
+            done_at[name] = time.time()
+        if error is not None:
+            errors[name] = error
+            done_at[name] = time.time()
+        if rows is not None:
+            set_rows[name] = rows
+        self._set_attrs(group, {"complete": done, "error": errors, "done_at": done_at, "set_rows": set_rows})
+
+    def read(self, split: str, track: str, path: str) -> np.ndarray:
+        """One array: "frame_time", "labels", or "<SET>/data", "<SET>/mask", "<SET>/time"."""
+        return self._read_array(self._group(f"{split}/{track}"), path)
+
+    def has_array(self, split: str, track: str, name: str) -> bool:
+        return name in self._arrays(self._group(f"{split}/{track}"))
+
+    def array_names(self, split: str, track: str) -> list[str]:
+        """The arrays at the track's root (its own ones; a dva 0.1 track also has its sets' arrays there)."""
+        return list(self._arrays(self._group(f"{split}/{track}")))
+
+    def delete_array(self, split: str, track: str, name: str) -> None:
+        """Remove one array (or one set's group) at the track's root; absent is fine."""
+        self._delete(self._group(f"{split}/{track}"), name)
+
+    def read_set(self, split: str, track: str, name: str, modality: str) -> dict[str, np.ndarray]:
+        group = self._group(f"{split}/{track}/{name}")
+        return {key: self._read_array(group, key) for key in SET_ARRAYS[modality]}
+
+    def read_track(self, split: str, track: str, sets=None) -> dict[str, np.ndarray]:
+        """The track's own arrays and, for each of sets (default: every complete one), "<SET>/<array>"."""
+        group = self._group(f"{split}/{track}")
+        present = set(self._arrays(group))
+        arrays = {name: self._read_array(group, name) for name in TRACK_ARRAYS if name in present}
+        known = self.feature_sets()
+        names = sorted(complete_sets(self.track_attrs(split, track))) if sets is None else sets
+        for name in names:
+            for key, values in self.read_set(split, track, name, known[name]["modality"]).items():
+                arrays[f"{name}/{key}"] = values
+        return arrays
+
+    def summary(self) -> dict:
+        """What `dva info --json` prints: the feature sets, what each one's provenance means (`describe_set`),
+        per split its tracks, frames and each set's coverage (`split_summary`), and bytes (None when unknown)."""
+        attrs = self.attrs
+        head = {"path": self.path, "format": self.format}
+        if self.layout == 1:
+            return {**head, "layout": 1, "dva_version": attrs.get("dva_version"), "feature_sets": {}, "provenance": {}, "splits": {}, "bytes": self.size_bytes()}
+        sets = self.feature_sets()
+        splits = {split: split_summary(self.track_index(split), sets, self.split_attrs(split)) for split in self.splits()}
+        return {
+            **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "timeline": attrs.get("timeline"), "feature_sets": sets,
+            "provenance": {name: describe_set(info) for name, info in sets.items()}, "splits": splits, "bytes": self.size_bytes(),
+        }
+
+    def size_bytes(self) -> int | None:
+        """The store's size on disk or object storage; None when it cannot be measured."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _typed(name: str, values) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(values).astype(DTYPES[name], copy=False))
