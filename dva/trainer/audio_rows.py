@@ -13,15 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dva.errors import ConfigError
-
-AUDIO_ALIGNS = ("nearest", "linear")
-
-
-def check_align(how: str) -> str:
-    if how not in AUDIO_ALIGNS:
-        raise ConfigError(f"--audio-align must be one of {', '.join(AUDIO_ALIGNS)}, not {how!r}")
-    return how
+from dva.trainer.settings import check_choice
 
 
 def align_rows(audio_time: np.ndarray, frame_time: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
@@ -29,7 +21,7 @@ def align_rows(audio_time: np.ndarray, frame_time: np.ndarray, how: str) -> tupl
     or None, mask bool [T]). nearest: left is the nearest row; linear: the value is (1 - w) * left + w * right.
     Frames before the first or after the last audio step by more than one step are masked; without
     audio rows every frame is masked (left 0)."""
-    check_align(how)
+    check_choice("audio_align", how)
     frames = frame_time.shape[0]
     if audio_time.shape[0] == 0:
         zeros = np.zeros(frames, dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dva.errors import ConfigError
-from dva.trainer.audio_rows import AUDIO_ALIGNS, AudioRows, align_rows, check_align  # noqa: F401  (AUDIO_ALIGNS: the choices)
+from dva.trainer.audio_rows import AudioRows, align_rows
 
 CHUNK = 65536  # rows per step when computing statistics, to bound temporary memory
 

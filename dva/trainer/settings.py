@@ -20,8 +20,9 @@ READOUTS = ("regression", "prompt", "blend")  # where the prediction comes from 
 STITCHES = ("mean", "hann")  # how overlapping evaluation windows are averaged
 SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva fit` chooses from on held-out tracks
 SCHEDULES = ("constant", "cosine")
+AUDIO_ALIGNS = ("nearest", "linear")  # how audio steps are read at frame times: the nearest step, or the two around it
 TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
-CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES}
+CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -120,7 +121,7 @@ def check_choice(name: str, value) -> None:
         new = OLD_PROMPTS[value]
         raise ConfigError(f"--prompt {value} set the text and the labels at once; use --prompt {new['prompt']} --labels {new['labels']}")
     if value not in CHOICES[name]:
-        raise ConfigError(f"--{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+        raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(CHOICES[name])}, not {value!r}")
 
 
 def upgrade_settings(values: dict) -> dict:
