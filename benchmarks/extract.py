@@ -106,7 +106,8 @@ def small_scale(args, tmp: Path) -> None:
     from dva.data.aff_wild2 import scan
     from dva.data.synth import synth
     from dva.pipeline.encoders import build_audio, build_visual
-    from dva.pipeline.extract import ExtractSettings, plan_track, read_audio, read_crop, run_extract
+    from dva.pipeline.extract import ExtractSettings, run_extract
+    from dva.pipeline.reading import plan_track, read_audio, read_crop
 
     sync = synchronize(args.device)
     data = tmp / "data"
@@ -247,7 +248,8 @@ def release_scale(args, tmp: Path) -> None:
 
     from dva.data.aff_wild2 import scan
     from dva.pipeline.encoders import build_audio, build_visual
-    from dva.pipeline.extract import ExtractSettings, decode_workers, plan_track, read_audio, run_extract, visual_batches
+    from dva.pipeline.extract import ExtractSettings, run_extract
+    from dva.pipeline.reading import decode_workers, plan_track, read_audio, visual_batches
 
     sync = synchronize(args.device)
     data = tmp / "data"
@@ -355,7 +357,7 @@ OTHER_DECODERS = {
 def other_batch(decoder: str, pool, paths: list) -> "torch.Tensor":
     """One batch of crops decoded by another decoder, uint8 [B, 3, H, W] like `visual_batches` yields."""
     if decoder == "torchvision":
-        from dva.pipeline.extract import decode_crop
+        from dva.pipeline.reading import decode_crop
 
         def load(path):
             return decode_crop(path.read_bytes(), path)
@@ -402,9 +404,9 @@ def reader_pinned(cpus: set | None):
     if cpus is None:
         yield
         return
-    from dva.pipeline import extract
+    from dva.pipeline import stream, writing
 
-    reader, writer = extract._read_units, extract.write_track_sets
+    reader, writer = stream.read_units, writing.write_track_sets
 
     def pinned_reader(*args, **kwargs):
         os.sched_setaffinity(0, cpus)
@@ -414,11 +416,11 @@ def reader_pinned(cpus: set | None):
         os.sched_setaffinity(0, cpus)
         return writer(*args, **kwargs)
 
-    extract._read_units, extract.write_track_sets = pinned_reader, pinned_writer
+    stream.read_units, writing.write_track_sets = pinned_reader, pinned_writer
     try:
         yield
     finally:
-        extract._read_units, extract.write_track_sets = reader, writer
+        stream.read_units, writing.write_track_sets = reader, writer
 
 
 def hours(seconds: float) -> str:

@@ -62,7 +62,7 @@ def by_modality(store, split: str, track: str, visual: str = TINY_VISUAL, audio:
 
 def tiny_settings(data: Path, split: str, out: Path, **overrides):
     from dva.pipeline.encoders import PRESETS
-    from dva.pipeline.extract import ExtractSettings
+    from dva.pipeline.extract_settings import ExtractSettings
 
     tiny = PRESETS["tiny"]
     values = dict(

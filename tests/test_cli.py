@@ -59,10 +59,11 @@ def test_real_process_prints_no_traceback_and_help_is_fast():
 @pytest.mark.parametrize("flag, window_input", [([], "native"), (["--audio-pad"], "padded"), (["--no-audio-pad"], "native")])
 def test_audio_pad_flag_reaches_the_settings_and_the_encoders_provenance(monkeypatch, flag, window_input):
     from dva.pipeline import extract
+    from dva.pipeline.provenance import build_encoders
 
     seen = []
     monkeypatch.setattr(extract, "run_extract", lambda settings: seen.append(settings) or extract.ExtractReport(store=settings.out, split=settings.split))
     code, _, stderr = run("extract", "--data", ".", "--split", "train", "--preset", "tiny", *flag)
     assert code == 0, stderr
-    _, audio = extract.build_encoders(seen[0], "cpu")
+    _, audio = build_encoders(seen[0], "cpu")
     assert audio.provenance()["window_input"] == window_input

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.annotations import read_annotation, read_test_list
+from dva.data.layout import child_folder
 from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
 from dva.errors import DataError
 
@@ -238,19 +239,6 @@ def probe_video(path: Path) -> tuple[float, int, bool]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:160] if text else type(exc).__name__
-
-
-def child_folder(folder: Path, name: str) -> Path | None:
-    """The child of folder called name, case-insensitively."""
-    exact = folder / name
-    if exact.is_dir():
-        return exact
-    if not folder.is_dir():
-        return None
-    for child in folder.iterdir():
-        if child.is_dir() and child.name.lower() == name.lower():
-            return child
-    return None
 
 
 def find_videos(root: Path) -> dict[str, Path]:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dva.data.layout import child_folder
 from dva.errors import DataError
 
 LIST_FOLDER = "names_of_videos_in_each_test_set"
@@ -33,8 +34,6 @@ def _txt_files(folder: Path | None) -> list[Path]:
 
 
 def _folders(root: Path, extra: list[Path]) -> list[Path]:
-    from dva.data.aff_wild2 import child_folder
-
     found = [child_folder(root, LIST_FOLDER), root, *extra]
     return [folder for folder in dict.fromkeys(found) if folder is not None]
 

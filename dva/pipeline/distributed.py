@@ -10,6 +10,10 @@ import dataclasses
 from pathlib import Path
 
 from dva.errors import DvaError
+from dva.pipeline.extract_settings import ExtractReport
+from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
+from dva.pipeline.stream import extract_units
+from dva.pipeline.writing import track_attrs
 
 _ENCODERS: dict = {}  # per worker process: settings key -> (visual, audio)
 
@@ -33,7 +37,6 @@ def extract_unit_task(unit, settings, since: float) -> dict:
     """Runs on a worker: extract one video's tracks into the store; returns an ExtractReport dict
     plus "deferred": whether another process holds the video."""
     from dva.pipeline.claims import claims_for
-    from dva.pipeline.extract import ExtractReport, build_encoders, encoder_key, extract_units, feature_sets
     from dva.stores import open_store
 
     device = settings.device or _worker_device()
@@ -104,7 +107,6 @@ def _local_workers(requested: int) -> int:
 
 
 def _mark_failed(settings, track, reason: str, sets: list[str]) -> None:
-    from dva.pipeline.extract import track_attrs
     from dva.stores import open_store
 
     store = open_store(settings.out, mode="a")

@@ -48,7 +48,7 @@ def text_tower_for(settings: FitSettings, provenance: dict) -> dict | None:
 
 def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
     """The model for these settings; the prompt head gets the frozen CLIP text tower `text_tower_for` names."""
-    from dva.trainer.model import VAModel
+    from dva.trainer.model import ModelSettings, VAModel
 
     clip_model = None
     if settings.prompt != "none":
@@ -56,7 +56,7 @@ def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_
 
         tower = text_tower_for(settings, provenance)
         clip_model = load_clip(tower["model"], tower.get("pretrained"), device=str(device))
-    return VAModel(settings.model_settings(), visual_dim, audio_dim, clip_model=clip_model).to(device)
+    return VAModel(ModelSettings.of(settings), visual_dim, audio_dim, clip_model=clip_model).to(device)
 
 
 def model_inputs(settings: FitSettings, batch: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from dva.errors import ConfigError
 from dva.trainer.fusion import Fusion
 from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, PromptHead
-from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS
+from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, FitSettings
 from dva.trainer.soft_labels import N_REGIONS, REGION_CENTRES
 from dva.trainer.temporal import TemporalEncoder
 
@@ -30,6 +31,16 @@ class ModelSettings:
     n_ctx: int = 4
     readout: str = "regression"  # regression | prompt | blend
     descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order
+
+    @classmethod
+    def of(cls, settings: FitSettings) -> ModelSettings:
+        """The model part of a fit's settings: its fields of the same names (modalities as a tuple)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in dataclasses.asdict(settings).items() if k in fields and k not in ("modalities", "descriptions")}
+        values["modalities"] = settings.modality_list
+        if settings.descriptions is not None:
+            values["descriptions"] = tuple(settings.descriptions)
+        return cls(**values)
 
     def validate(self) -> None:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(m not in MODALITIES for m in self.modalities):

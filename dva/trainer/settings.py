@@ -104,16 +104,6 @@ class FitSettings:
     def modality_list(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.modalities.split(",") if m.strip())
 
-    def model_settings(self):
-        from dva.trainer.model import ModelSettings
-
-        fields = {f.name for f in dataclasses.fields(ModelSettings)}
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k in fields and k not in ("modalities", "descriptions")}
-        values["modalities"] = self.modality_list
-        if self.descriptions is not None:
-            values["descriptions"] = tuple(self.descriptions)
-        return ModelSettings(**values)
-
 
 def check_choice(name: str, value) -> None:
     """ConfigError unless value is one of the choices of setting name (see CHOICES)."""

@@ -305,7 +305,8 @@ def test_hf_bad_ids_are_encoder_errors(tmp_path):
 
 
 def test_extract_settings_pick_the_families_and_each_reads_its_own_model_field():
-    from dva.pipeline.extract import ExtractSettings, build_encoders
+    from dva.pipeline.extract_settings import ExtractSettings
+    from dva.pipeline.provenance import build_encoders
 
     settings = ExtractSettings(data=".", split="train", visual_encoder="hf", audio_encoder="wav2vec2", audio_layer="1", **{
         key: TINY[key] for key in ("clip_model", "clip_pretrained", "ast_model", "hf_model", "wav2vec2_model")})
@@ -320,7 +321,7 @@ def test_extract_settings_pick_the_families_and_each_reads_its_own_model_field()
 @pytest.mark.parametrize("field, value", [("visual_encoder", "dino"), ("audio_encoder", "whisper"), ("audio_layer", "-1"), ("audio_layer", "last")])
 def test_extract_settings_refuse_an_unknown_family_or_layer(field, value):
     from dva.errors import ConfigError
-    from dva.pipeline.extract import ExtractSettings
+    from dva.pipeline.extract_settings import ExtractSettings
 
     with pytest.raises(ConfigError, match=field.replace("_", "-")):
         ExtractSettings(data=".", split="train", **{field: value}).validate()

@@ -113,9 +113,9 @@ def test_a_second_encoder_adds_a_set_and_never_rewrites_the_first(synth_data, ti
 
 
 def test_only_visual_makes_one_set_and_reads_no_sound(synth_data, tmp_path, monkeypatch):
-    import dva.pipeline.extract as extract
+    import dva.pipeline.stream as stream
 
-    monkeypatch.setattr(extract, "read_audio", lambda track, root: pytest.fail("--only visual decoded audio"))
+    monkeypatch.setattr(stream, "read_audio", lambda track, root: pytest.fail("--only visual decoded audio"))
     report = run_extract(tiny_settings(synth_data, "val", tmp_path / "v", only="visual", name="faces"))
     store = open_store(tmp_path / "v")
     assert not report.failed and list(store.feature_sets()) == ["faces"]
@@ -254,13 +254,13 @@ def test_a_dead_process_claim_is_taken_over_and_shards_split_the_work(synth_data
 
 
 def test_a_pair_decodes_and_encodes_its_shared_sound_once(synth_data, tmp_path, monkeypatch):
-    import dva.pipeline.extract as extract
+    import dva.pipeline.stream as stream
     from dva.pipeline.encoders.ast import AstEncoder
 
     # spies, not fakes: the real decoder and encoder run, the test only counts their calls
     read, encoded = [], []
-    real_read, real_encode = extract.read_audio, AstEncoder.encode_waveform
-    monkeypatch.setattr(extract, "read_audio", lambda track, root: read.append(track.track) or real_read(track, root))
+    real_read, real_encode = stream.read_audio, AstEncoder.encode_waveform
+    monkeypatch.setattr(stream, "read_audio", lambda track, root: read.append(track.track) or real_read(track, root))
     monkeypatch.setattr(AstEncoder, "encode_waveform", lambda self, *a, **k: encoded.append(1) or real_encode(self, *a, **k))
     report = run_extract(tiny_settings(synth_data, "train", tmp_path / "pair"))
     tracks = scan(synth_data, split="train").tracks
@@ -275,7 +275,7 @@ def test_a_pair_decodes_and_encodes_its_shared_sound_once(synth_data, tmp_path, 
 def test_crops_decode_to_the_pixels_pil_gives_and_odd_files_are_read_or_named(synth_data, tmp_path):
     from PIL import Image
 
-    from dva.pipeline.extract import read_crop
+    from dva.pipeline.reading import read_crop
 
     track = scan(synth_data, split="train").tracks[0]
     crops = sorted((synth_data / track.frames_dir).glob("*.jpg"))[:20]

@@ -1,0 +1,80 @@
+"""The encoders' identity: which encoders a run's settings build, and the feature sets they make as the store
+records them (provenance: model, weights, preprocessing), so a store's set is only ever continued by the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dva import __version__
+from dva.data.layout import child_folder
+from dva.errors import StoreError
+from dva.pipeline.extract_settings import ExtractSettings
+from dva.stores import set_differences
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_encoders(settings: ExtractSettings, device: str):
+    """(visual encoder, audio encoder) of the settings' families on device, each family reading its own model
+    field; None for a modality left out by --only."""
+    from dva.pipeline.encoders import build_audio, build_visual
+
+    visual_model = {"clip": settings.clip_model, "hf": settings.hf_model}
+    audio_model = {"ast": settings.ast_model, "wav2vec2": settings.wav2vec2_model}
+    visual = audio = None
+    if "visual" in settings.modalities:
+        visual = build_visual(settings.visual_encoder, visual_model.get(settings.visual_encoder, ""), settings.clip_pretrained, device)
+    if "audio" in settings.modalities:
+        audio = build_audio(
+            settings.audio_encoder, audio_model.get(settings.audio_encoder, ""), device,
+            mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad, layer=settings.audio_layer,
+        )
+    return visual, audio
+
+
+ENCODER_FIELDS = (
+    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "hf_model", "ast_model", "wav2vec2_model",
+    "audio_mode", "audio_window", "audio_hop", "audio_pad", "audio_layer",
+)
+
+
+def encoder_key(settings: ExtractSettings) -> tuple:
+    """The settings that decide which encoders `build_encoders` makes (a Dask worker builds them once per key)."""
+    return tuple(getattr(settings, name) for name in ENCODER_FIELDS)
+
+
+def resolve_visual_source(settings: ExtractSettings) -> str:
+    if settings.visual_source != "auto":
+        return settings.visual_source
+    return "crops" if child_folder(Path(settings.data), "cropped_aligned") is not None else "video"  # any case, as scan finds it
+
+
+def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
+    """{name: info} of the feature sets this run makes: what decides whether a store's set can take more tracks."""
+    sets = {}
+    for modality, encoder in (("visual", visual), ("audio", audio)):
+        if encoder is None:
+            continue
+        if modality == "visual":
+            preprocessing = {"visual_source": resolve_visual_source(settings)}
+            if settings.jpeg_decoder == "cuda":  # nvJPEG's pixels may differ from libjpeg-turbo's by a level or two
+                preprocessing["jpeg_decoder"] = "nvjpeg"
+        else:
+            preprocessing = {"audio_decoder": "PyAV", "audio_sample_rate": 16000, "audio_channels": "mono"}
+        provenance = encoder.provenance()
+        name = settings.name or encoder.set_name()
+        sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
+    return sets
+
+
+def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_path: str) -> None:
+    """A set name already in the store must mean the same encoder settings: refuse otherwise, saying exactly what differs."""
+    for name, info in wanted.items():
+        differences = set_differences(existing[name], info) if name in existing else []
+        if differences:
+            shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+            raise StoreError(f"{store_path} already has a feature set {name!r} made with other settings (store != this run: {shown}): pass the same flags, or --name another set")

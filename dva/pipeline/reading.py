@@ -1,0 +1,191 @@
+"""Reading one track: its plan (rows, frame times, labels), its pictures in batches (JPEG crops decoded on the
+CPU or the GPU, or decord's video frames) and its sound (PyAV, through `media`). Nothing here knows of the
+store or of claims: these are the reader thread's tools (`stream.read_units`)."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dva.data.aff_wild2 import Track
+from dva.data.annotations import read_annotation
+from dva.errors import ConfigError, DataError
+from dva.pipeline import media
+
+# torchvision 0.29 deprecates its image codecs for TorchCodec's and warns on every call: one line per crop
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated", category=DeprecationWarning)
+
+
+@dataclass
+class TrackPlan:
+    """What to read for one track: T rows, their times, labels (None for test)."""
+
+    track: Track
+    rows: int
+    frame_time: np.ndarray
+    labels: np.ndarray | None
+
+
+def plan_track(track: Track, root: Path) -> TrackPlan:
+    if track.annotation is not None:
+        labels = read_annotation(root / track.annotation)
+        rows = labels.shape[0]
+    else:  # test: the sample file's rows when the organisers gave one, else one row per video frame
+        labels, rows = None, track.n_frames if track.n_frames is not None else track.n_video_frames
+    # the container's timestamps, not index / fps: some videos have a variable frame rate
+    frame_time = media.times_for_rows(media.frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
+    return TrackPlan(track, rows, frame_time, labels)
+
+
+def read_crop(path: Path):
+    """uint8 [3, H, W] or None when the crop is missing; raises ValueError when it is corrupt."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode_crop(data, path)
+
+
+def decode_crop(data: bytes, path: Path):
+    """One crop's bytes -> uint8 [3, H, W] RGB. libjpeg-turbo through torchvision: the same pixels as PIL, about
+    1.8x faster on 112 px crops (BENCHMARKS.md); PIL reads what libjpeg-turbo does not (a PNG named .jpg, say)."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    decode_jpeg = _torchvision_decode_jpeg()
+    if data and decode_jpeg is not None:
+        try:
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        except RuntimeError:
+            pass
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.array(image.convert("RGB"))  # a writable copy for torch
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:  # PIL's ways of saying "corrupt"
+        raise ValueError(f"{path}: corrupt JPEG ({str(exc).splitlines()[0][:80]})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+@functools.cache
+def _torchvision_decode_jpeg():
+    """torchvision's decode_jpeg (RGB out), or None where a later torchvision has dropped it (PIL then decodes the
+    same pixels, only slower)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+
+
+def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, warnings: list) -> list:
+    """Crops' bytes -> uint8 [3, H, W] tensors on a CUDA device, decoded there in one batch (nvJPEG); None for a
+    missing or corrupt crop. A batch nvJPEG refuses is decoded crop by crop on the CPU to find the bad ones."""
+    import torch
+
+    decode_jpeg = _torchvision_decode_jpeg()
+    if decode_jpeg is None:
+        raise ConfigError("--jpeg-decoder cuda needs torchvision's decode_jpeg, which this torchvision no longer has: use --jpeg-decoder cpu")
+    present = [i for i, blob in enumerate(blobs) if blob]
+    images: list = [None] * len(blobs)
+    try:
+        decoded = decode_jpeg([torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in present], device=device)
+        for i, image in zip(present, decoded):
+            images[i] = image
+    except RuntimeError:
+        for i in present:
+            try:
+                images[i] = decode_crop(blobs[i], paths[i]).to(device, non_blocking=True)
+            except ValueError as exc:
+                warnings.append(str(exc))
+    return images
+
+
+def decode_workers() -> int:
+    """Threads decoding JPEG crops: one per usable core (libjpeg-turbo lets go of the GIL while it decodes), 2 to 16."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, min(16, cores or 1))
+
+
+def _stack(images: list):
+    """Stack images of possibly different sizes into one uint8 batch (resized to the first one's size)."""
+    import torch
+    from torchvision.transforms.functional import resize
+
+    size = images[0].shape[-2:]
+    return torch.stack([img if img.shape[-2:] == size else resize(img, list(size), antialias=True) for img in images])
+
+
+def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, pool: ThreadPoolExecutor, warnings: list, pin: bool = False,
+                   jpeg_decoder: str = "cpu", device: str = "cuda") -> Iterator[tuple[np.ndarray, object]]:
+    """Yield (row indices, uint8 [B,3,H,W]) for the rows that have a picture; rows not yielded stay masked.
+    pin: batches in page-locked memory, so that their copy to a CUDA device runs while the next one decodes.
+    jpeg_decoder "cuda": the pool only reads the crops' bytes and nvJPEG decodes each batch on device."""
+    usable = min(plan.rows, plan.track.n_video_frames)  # rows past the video's end are masked, never invented
+    if source == "crops":
+        if plan.track.frames_dir is None:
+            warnings.append(f"{plan.track.track}: no cropped_aligned folder, every visual row masked")
+            return
+        yield from _crop_batches(root / plan.track.frames_dir, usable, batch_size, pool, warnings, pin, jpeg_decoder, device)
+    else:
+        yield from _frame_batches(plan, root, usable, batch_size, pin)
+
+
+def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolExecutor, warnings: list, pin: bool,
+                  jpeg_decoder: str, device: str) -> Iterator[tuple[np.ndarray, object]]:
+    """`visual_batches` from the crops `NNNNN.jpg` (1-based) in folder: a missing or corrupt crop leaves its row masked."""
+    for start in range(0, usable, batch_size):
+        rows = np.arange(start, min(start + batch_size, usable))
+        images, kept = [], []
+
+        def load(row):
+            try:
+                return read_crop(folder / f"{row + 1:05d}.jpg")
+            except ValueError as exc:
+                warnings.append(str(exc))
+                return None
+
+        def read(row):
+            path = folder / f"{row + 1:05d}.jpg"
+            return path.read_bytes() if path.is_file() else b""
+
+        if jpeg_decoder == "cuda":
+            decoded = decode_on_gpu(list(pool.map(read, rows)), [folder / f"{r + 1:05d}.jpg" for r in rows], device, warnings)
+        else:
+            decoded = pool.map(load, rows)
+        for row, image in zip(rows, decoded):
+            if image is not None:
+                images.append(image)
+                kept.append(row)
+        if images:
+            batch = _stack(images)
+            yield np.asarray(kept), batch.pin_memory() if pin and not batch.is_cuda else batch
+
+
+def _frame_batches(plan: TrackPlan, root: Path, usable: int, batch_size: int, pin: bool) -> Iterator[tuple[np.ndarray, object]]:
+    """`visual_batches` from the video's own frames, decoded by decord: every usable row has a picture."""
+    import decord
+    import torch
+
+    try:
+        reader = decord.VideoReader(str(root / plan.track.video), ctx=decord.cpu(0))
+        for start in range(0, usable, batch_size):
+            rows = np.arange(start, min(start + batch_size, usable))
+            frames = reader.get_batch(rows.tolist()).asnumpy()  # [B, H, W, 3] uint8
+            batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+            yield rows, batch.pin_memory() if pin else batch
+    except decord.DECORDError as exc:
+        raise DataError(f"{plan.track.video}: frames cannot be decoded ({str(exc).splitlines()[0][:120]})") from None
+
+
+def read_audio(track: Track, root: Path) -> media.Audio:
+    """The track's sound: `wave` float32 [N] at 16 kHz mono (empty without an audio stream), `start` on the frame clock."""
+    return media.read_audio(root / track.video) if track.has_audio else media.Audio()
+

@@ -1,0 +1,106 @@
+"""Writing to the store: a track's feature sets (created with its frame times and labels when new), the attrs a
+track and the test split record, and the writer stage (`TrackWriter`), the thread that writes finished tracks
+while the next ones are read and encoded."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+
+from dva.data.aff_wild2 import Track
+from dva.pipeline.extract_settings import ExtractReport, ExtractSettings
+from dva.stores import complete_sets
+
+
+class TrackWriter:
+    """The writer stage: a thread that writes each finished track (at most two waiting), records it in report
+    (extracted, or failed with its reason) and releases a unit's claim once every track of it is written.
+    An error writing the store is a real error: `check` (and leaving the `with`) re-raises it in the caller's thread."""
+
+    def __init__(self, store, settings: ExtractSettings, sets: dict[str, str], report: ExtractReport, claims, tracks_bar=None):
+        self.store, self.split, self.overwrite, self.report, self.claims, self.tracks_bar = store, settings.split, settings.overwrite, report, claims, tracks_bar
+        self.names = list(sets.values())
+        self.jobs: queue.Queue = queue.Queue(maxsize=2)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TrackWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if exc_type is None:
+            self.check()
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def write(self, track: Track, own: dict, made: dict[str, tuple], attrs: dict) -> None:
+        """own: the track's frame_time [T] (and labels [T, 2]); made: set name -> (modality, arrays)."""
+        self.jobs.put((self._write, (track, own, made, attrs), True))
+
+    def fail(self, track: Track, reason: str) -> None:
+        self.jobs.put((self._fail, (track, reason), True))
+
+    def release(self, key: str) -> None:
+        """Every track of the unit claimed as key is queued before this: release the claim after they are written."""
+        self.jobs.put((self.claims.release, (key,), False))
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            work, args, is_track = job
+            try:
+                work(*args)
+            except BaseException as exc:  # re-raised by the main thread: a store that cannot be written is a real error
+                self.errors.append(exc)
+            if is_track and self.tracks_bar is not None:
+                self.tracks_bar.update(1)
+
+    def _write(self, track: Track, own: dict, made: dict[str, tuple], attrs: dict) -> None:
+        reason = write_track_sets(self.store, self.split, track.track, own, made, attrs, self.overwrite)
+        if reason is None:
+            self.report.extracted.append(track.track)
+            self.report.frames += own["frame_time"].shape[0]
+        else:
+            self._fail(track, reason)
+
+    def _fail(self, track: Track, reason: str) -> None:
+        self.store.mark_failed(self.split, track.track, reason, self.names, track_attrs(track))
+        self.report.failed[track.track] = reason
+
+
+def write_track_sets(store, split: str, track: str, own: dict, made: dict[str, tuple], attrs: dict, overwrite: bool) -> str | None:
+    """Write a track's feature sets (made: name -> (modality, arrays)), creating the track (its frame times and
+    labels) when it is new. Returns None, or why the track cannot take them: its other sets were made for
+    another number of rows (the annotation or sample file changed since)."""
+    rows = int(own["frame_time"].shape[0])
+    state = store.track_state(split, track)
+    if state.get("rows") != rows:
+        others = sorted(complete_sets(state) - set(made))
+        if others and not overwrite:
+            return (f"the store holds {state.get('rows')} rows for {track} ({', '.join(others)}), this run has {rows} "
+                    f"(its annotation or the sample file changed): re-extract with --overwrite, which drops {', '.join(others)}")
+        store.create_track(split, track, own, attrs)
+    elif overwrite:
+        store.replace_track_arrays(split, track, own)
+    for name, (modality, arrays) in made.items():
+        store.write_set(split, track, name, modality, arrays)
+    return None
+
+
+def track_attrs(track: Track) -> dict:
+    return {"video": track.video, "subject": track.subject, "fps": track.fps, "n_frames": track.n_frames, "has_audio": track.has_audio}
+
+
+def test_phase_attrs(result) -> dict:
+    """What the test split records of the organisers' files, so `dva predict` can write the submission from the store."""
+    attrs = {}
+    if result.test_list is not None:
+        attrs["test_list"] = {"path": str(Path(result.test_list).resolve()), "tracks": [t.track for t in result.tracks] + [p.track for p in result.problems]}
+    if result.sample is not None:
+        attrs["sample"] = {"path": result.sample.path, "sha256": result.sample.sha256, "rows": len(result.sample.locations), "tracks": result.sample.track_order()}
+    return attrs
