@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from dva.errors import ConfigError, DvaError, DvaWarning
+from dva.errors import DvaError, DvaWarning
 
 app = typer.Typer(
     help="Distance-aware soft prompt learning for multimodal valence-arousal estimation.",
@@ -128,56 +128,49 @@ def _dash(value) -> str:
 def extract(
     data: Path = typer.Option(..., help="Aff-Wild2 dataset folder."),
     split: str = typer.Option(..., help="train, val or test."),
-    out: str = typer.Option("stores", help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file."),
+    out: Optional[str] = typer.Option(None, help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file (default: stores)."),
     preset: Optional[str] = typer.Option(None, help="Named encoder configuration: 'default' (real weights) or 'tiny' (random, offline)."),
-    visual_encoder: str = typer.Option("clip", help="Visual family: clip (open_clip) or hf (a transformers image backbone, --hf-model)."),
-    audio_encoder: str = typer.Option("ast", help="Audio family: ast, or wav2vec2 (wav2vec2, HuBERT, WavLM through transformers, --wav2vec2-model)."),
+    visual_encoder: Optional[str] = typer.Option(None, help="Visual family: clip (open_clip, the default) or hf (a transformers image backbone, --hf-model)."),
+    audio_encoder: Optional[str] = typer.Option(None, help="Audio family: ast (the default), or wav2vec2 (wav2vec2, HuBERT, WavLM through transformers, --wav2vec2-model)."),
     clip_model: Optional[str] = typer.Option(None, help="open_clip model name (default: ViT-B-32)."),
     clip_pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or local checkpoint file (default: openai)."),
     ast_model: Optional[str] = typer.Option(None, help="AST hub id or local directory (default: MIT/ast-finetuned-audioset-10-10-0.4593)."),
     hf_model: Optional[str] = typer.Option(None, help="--visual-encoder hf: hub id or local directory (default: google/vit-base-patch16-224-in21k)."),
     wav2vec2_model: Optional[str] = typer.Option(None, help="--audio-encoder wav2vec2: hub id or local directory, e.g. microsoft/wavlm-base-plus (default: facebook/wav2vec2-base)."),
-    audio_layer: str = typer.Option("mean", help="--audio-encoder wav2vec2: the hidden state to keep (0 = CNN features, 1..L transformer layers) or mean of all."),
-    audio_mode: str = typer.Option("window", help="window: one AST pass per step; tokens: one pass per segment, pooled patch tokens (much cheaper)."),
-    audio_window: float = typer.Option(1.0, help="Seconds of audio per step (AST window mode, wav2vec2)."),
-    audio_hop: float = typer.Option(0.1, help="Seconds between audio steps (AST window mode, wav2vec2)."),
+    audio_layer: Optional[str] = typer.Option(None, help="--audio-encoder wav2vec2: the hidden state to keep (0 = CNN features, 1..L transformer layers) or mean of all (the default)."),
+    audio_mode: Optional[str] = typer.Option(None, help="window (the default): one AST pass per step; tokens: one pass per segment, pooled patch tokens (much cheaper)."),
+    audio_window: Optional[float] = typer.Option(None, help="Seconds of audio per step (AST window mode, wav2vec2; default 1)."),
+    audio_hop: Optional[float] = typer.Option(None, help="Seconds between audio steps (AST window mode, wav2vec2; default 0.1)."),
     audio_pad: bool = typer.Option(False, help="Window mode: pad each 1 s window to the AST's input length in training (1024 frames, about 10x the cost) instead of running it at its own length."),
-    jpeg_decoder: str = typer.Option("cpu", help="cpu (libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
-    visual_source: str = typer.Option("auto", help="crops (cropped_aligned/), video (decoded frames) or auto (crops when the folder exists)."),
-    batch_size: int = typer.Option(64, help="Frames (or audio windows) per encoder batch."),
+    jpeg_decoder: Optional[str] = typer.Option(None, help="cpu (the default: libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
+    visual_source: Optional[str] = typer.Option(None, help="crops (cropped_aligned/), video (decoded frames) or auto (the default: crops when the folder exists)."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames (or audio windows) per encoder batch (default 64)."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
-    workers: int = typer.Option(0, help="Start a local Dask cluster with N worker processes (one per GPU when there are GPUs)."),
+    workers: Optional[int] = typer.Option(None, help="Start a local Dask cluster with N worker processes (default: none, this process) (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the work to a running Dask scheduler, e.g. tcp://host:8786."),
     overwrite: bool = typer.Option(False, help="Redo every track, complete or not."),
     test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: Valence_Arousal_Estimation_Challenge_test_set_release.txt found in DATA)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA); its rows decide the test tracks' lengths."),
     shard: Optional[str] = typer.Option(None, help="I/N: take only videos I, I+N, ... (0-based), for a job array's task I of N."),
-    claim_timeout: float = typer.Option(600.0, help="Seconds without a heartbeat before a claim of another process is taken over."),
+    claim_timeout: Optional[float] = typer.Option(None, help="Seconds without a heartbeat before a claim of another process is taken over (default 600)."),
     only: Optional[str] = typer.Option(None, help="visual or audio: make that modality's feature set only."),
     name: Optional[str] = typer.Option(None, help="Name of the feature set (with --only; default: derived from the encoder, e.g. clip-ViT-B-32-openai)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
     """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched)."""
-    from dva.pipeline.encoders import PRESETS
-    from dva.pipeline.extract import ExtractSettings, run_extract
+    from dva.pipeline.extract import run_extract
+    from dva.pipeline.extract_settings import extract_settings_from
 
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}: use one of {', '.join(PRESETS)}")
-    named = PRESETS[preset or "default"]
-    settings = ExtractSettings(
-        data=str(data), split=split, out=out,
-        clip_model=clip_model or named["clip_model"],
-        clip_pretrained=clip_pretrained if clip_pretrained is not None else named["clip_pretrained"],
-        ast_model=ast_model or named["ast_model"],
-        visual_encoder=visual_encoder, audio_encoder=audio_encoder, hf_model=hf_model or named["hf_model"],
-        wav2vec2_model=wav2vec2_model or named["wav2vec2_model"], audio_layer=audio_layer,
-        audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad, visual_source=visual_source,
-        batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite,
-        progress=not as_json, test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None,
-        shard=shard, claim_timeout=claim_timeout, only=only, name=name, jpeg_decoder=jpeg_decoder,
+    settings = extract_settings_from(
+        preset, data=str(data), split=split, out=out, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
+        clip_pretrained=clip_pretrained, ast_model=ast_model, hf_model=hf_model, wav2vec2_model=wav2vec2_model, audio_layer=audio_layer,
+        audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source,
+        batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
+        test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
+        only=only, name=name, jpeg_decoder=jpeg_decoder,
     )
     report = run_extract(settings)
-    _print_warnings(report.warnings)
+    _print_warnings(report.warnings, report.masked_crops)
     for track, reason in report.failed.items():
         typer.echo(f"dva: failed: {track}: {reason}", err=True)
     if as_json:
@@ -192,15 +185,13 @@ def extract(
         raise typer.Exit(1)
 
 
-def _print_warnings(warnings: list[str], limit: int = 5) -> None:
-    corrupt = [w for w in warnings if "corrupt JPEG" in w]
-    others = [w for w in warnings if "corrupt JPEG" not in w]
-    for message in others:
+def _print_warnings(warnings: list[str], masked_crops: list[str], limit: int = 5) -> None:
+    for message in warnings:
         warn(message)
-    for message in corrupt[:limit]:
+    for message in masked_crops[:limit]:
         warn(message + " (frame masked)")
-    if len(corrupt) > limit:
-        warn(f"... {len(corrupt) - limit} more corrupt JPEGs masked ({len(corrupt)} in all)")
+    if len(masked_crops) > limit:
+        warn(f"... {len(masked_crops) - limit} more corrupt JPEGs masked ({len(masked_crops)} in all)")
 
 
 @app.command("import")

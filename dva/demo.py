@@ -13,8 +13,8 @@ DEMO_AUDIO_SETS = ("ast-dva-tiny-ast-tokens", "dva-tiny-wav2vec2-layermean")  # 
 def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: float = DEMO_SECONDS, epochs: int = 15) -> dict:
     """Run the whole method end to end under out/; rerunning reuses what is already there."""
     from dva.data.synth import synth
-    from dva.pipeline.encoders import PRESETS
-    from dva.pipeline.extract import ExtractSettings, run_extract
+    from dva.pipeline.extract import run_extract
+    from dva.pipeline.extract_settings import extract_settings_from
     from dva.trainer.ablate import ablate
     from dva.trainer.fit import fit
     from dva.trainer.predict import predict
@@ -24,14 +24,12 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     data, store = out / "data", out / "stores" / "tiny"
     if not data.is_dir():
         synth(data, tracks=tracks, seconds=seconds, seed=0, progress=progress)
-    tiny = PRESETS["tiny"]
-    common = dict(data=str(data), out=str(store), clip_model=tiny["clip_model"], clip_pretrained=tiny["clip_pretrained"], ast_model=tiny["ast_model"],
-                  wav2vec2_model=tiny["wav2vec2_model"], batch_size=64, progress=progress)
+    common = dict(data=str(data), out=str(store), batch_size=64, progress=progress)
     # two extractions into one store: CLIP + AST, then a second audio set (wav2vec2 family) that the ablation compares
     runs = [dict(audio_mode="tokens"), dict(only="audio", audio_encoder="wav2vec2")]
     for options in runs:
         for split in ("train", "val", "test"):
-            report = run_extract(ExtractSettings(split=split, **common, **options))
+            report = run_extract(extract_settings_from("tiny", split=split, **common, **options))
             if report.failed:
                 raise RuntimeError(f"demo extraction failed for {report.failed}")  # synthetic data must extract cleanly: a bug
     ast_set, wav2vec2_set = DEMO_AUDIO_SETS

@@ -61,16 +61,9 @@ def by_modality(store, split: str, track: str, visual: str = TINY_VISUAL, audio:
 
 
 def tiny_settings(data: Path, split: str, out: Path, **overrides):
-    from dva.pipeline.encoders import PRESETS
-    from dva.pipeline.extract_settings import ExtractSettings
+    from dva.pipeline.extract_settings import extract_settings_from
 
-    tiny = PRESETS["tiny"]
-    values = dict(
-        data=str(data), split=split, out=str(out), clip_model=tiny["clip_model"], clip_pretrained=tiny["clip_pretrained"],
-        ast_model=tiny["ast_model"], batch_size=32, progress=False, device="cpu",
-    )
-    values.update(overrides)
-    return ExtractSettings(**values)
+    return extract_settings_from("tiny", **{**dict(data=str(data), split=split, out=str(out), batch_size=32, progress=False, device="cpu"), **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,7 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
             report.elsewhere += part["elsewhere"]
             report.failed.update(part["failed"])
             report.warnings += part["warnings"]
+            report.masked_crops += part["masked_crops"]
             report.frames += part["frames"]
     finally:
         client.close()

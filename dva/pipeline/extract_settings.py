@@ -6,7 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from dva.errors import ConfigError, StoreError
+from dva.pipeline.encoders import PRESETS
 from dva.stores import MODALITIES, check_set_name
+
+DEFAULT = PRESETS["default"]  # the encoder families' own default ids, not retyped here
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 JPEG_DECODERS = ("cpu", "cuda")
@@ -23,11 +26,11 @@ class ExtractSettings:
     out: str = "stores"
     visual_encoder: str = "clip"  # a family of dva.pipeline.encoders.VISUAL_FAMILIES
     audio_encoder: str = "ast"  # a family of AUDIO_FAMILIES
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
-    hf_model: str = "google/vit-base-patch16-224-in21k"
-    ast_model: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
-    wav2vec2_model: str = "facebook/wav2vec2-base"
+    clip_model: str = DEFAULT["clip_model"]
+    clip_pretrained: str | None = DEFAULT["clip_pretrained"]
+    hf_model: str = DEFAULT["hf_model"]
+    ast_model: str = DEFAULT["ast_model"]
+    wav2vec2_model: str = DEFAULT["wav2vec2_model"]
     audio_layer: str = "mean"  # wav2vec2: a hidden-state index, or "mean" of them all
     audio_mode: str = "window"
     audio_window: float = 1.0
@@ -94,6 +97,16 @@ class ExtractSettings:
                 raise ConfigError(f"--name {exc}") from None
 
 
+def extract_settings_from(preset: str | None = None, **flags) -> ExtractSettings:
+    """ExtractSettings from a named encoder configuration (`PRESETS`: "default", or "tiny" for tests and the demo),
+    overridden by the flags that were given (not None); validated."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}: use one of {', '.join(PRESETS)}")
+    settings = ExtractSettings(**{**PRESETS[preset or "default"], **{k: v for k, v in flags.items() if v is not None}})
+    settings.validate()
+    return settings
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """"I/N" -> (I, N) with 0 <= I < N."""
     index, sep, count = str(text).partition("/")
@@ -117,6 +130,7 @@ class ExtractReport:
     elsewhere: list[str] = dataclasses.field(default_factory=list)  # done (or failed) by another process meanwhile
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    masked_crops: list[str] = dataclasses.field(default_factory=list)  # crops there but undecodable, one message each (their rows masked)
     frames: int = 0
     seconds: float = 0.0
 

@@ -85,9 +85,9 @@ def _torchvision_decode_jpeg():
     return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
 
 
-def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, warnings: list) -> list:
+def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, masked: list) -> list:
     """Crops' bytes -> uint8 [3, H, W] tensors on a CUDA device, decoded there in one batch (nvJPEG); None for a
-    missing or corrupt crop. A batch nvJPEG refuses is decoded crop by crop on the CPU to find the bad ones."""
+    missing or corrupt crop (named in masked). A batch nvJPEG refuses is decoded crop by crop on the CPU to find the bad ones."""
     import torch
 
     decode_jpeg = _torchvision_decode_jpeg()
@@ -95,6 +95,8 @@ def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, warnings: 
         raise ConfigError("--jpeg-decoder cuda needs torchvision's decode_jpeg, which this torchvision no longer has: use --jpeg-decoder cpu")
     present = [i for i, blob in enumerate(blobs) if blob]
     images: list = [None] * len(blobs)
+    if not present:  # a stretch without a face: decode_jpeg([]) raises ValueError, and there is nothing to decode
+        return images
     try:
         decoded = decode_jpeg([torch.frombuffer(bytearray(blobs[i]), dtype=torch.uint8) for i in present], device=device)
         for i, image in zip(present, decoded):
@@ -104,7 +106,7 @@ def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, warnings: 
             try:
                 images[i] = decode_crop(blobs[i], paths[i]).to(device, non_blocking=True)
             except ValueError as exc:
-                warnings.append(str(exc))
+                masked.append(str(exc))
     return images
 
 
@@ -123,22 +125,22 @@ def _stack(images: list):
     return torch.stack([img if img.shape[-2:] == size else resize(img, list(size), antialias=True) for img in images])
 
 
-def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, pool: ThreadPoolExecutor, warnings: list, pin: bool = False,
+def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, pool: ThreadPoolExecutor, masked: list, pin: bool = False,
                    jpeg_decoder: str = "cpu", device: str = "cuda") -> Iterator[tuple[np.ndarray, object]]:
-    """Yield (row indices, uint8 [B,3,H,W]) for the rows that have a picture; rows not yielded stay masked.
+    """Yield (row indices, uint8 [B,3,H,W]) for the rows that have a picture; rows not yielded stay masked, and a
+    crop that is there but cannot be decoded is named in masked (one message each). A track without crops
+    (plan.track.frames_dir None) yields nothing: its caller says so.
     pin: batches in page-locked memory, so that their copy to a CUDA device runs while the next one decodes.
     jpeg_decoder "cuda": the pool only reads the crops' bytes and nvJPEG decodes each batch on device."""
     usable = min(plan.rows, plan.track.n_video_frames)  # rows past the video's end are masked, never invented
     if source == "crops":
-        if plan.track.frames_dir is None:
-            warnings.append(f"{plan.track.track}: no cropped_aligned folder, every visual row masked")
-            return
-        yield from _crop_batches(root / plan.track.frames_dir, usable, batch_size, pool, warnings, pin, jpeg_decoder, device)
+        if plan.track.frames_dir is not None:
+            yield from _crop_batches(root / plan.track.frames_dir, usable, batch_size, pool, masked, pin, jpeg_decoder, device)
     else:
         yield from _frame_batches(plan, root, usable, batch_size, pin)
 
 
-def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolExecutor, warnings: list, pin: bool,
+def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolExecutor, masked: list, pin: bool,
                   jpeg_decoder: str, device: str) -> Iterator[tuple[np.ndarray, object]]:
     """`visual_batches` from the crops `NNNNN.jpg` (1-based) in folder: a missing or corrupt crop leaves its row masked."""
     for start in range(0, usable, batch_size):
@@ -149,7 +151,7 @@ def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolEx
             try:
                 return read_crop(folder / f"{row + 1:05d}.jpg")
             except ValueError as exc:
-                warnings.append(str(exc))
+                masked.append(str(exc))
                 return None
 
         def read(row):
@@ -157,7 +159,7 @@ def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolEx
             return path.read_bytes() if path.is_file() else b""
 
         if jpeg_decoder == "cuda":
-            decoded = decode_on_gpu(list(pool.map(read, rows)), [folder / f"{r + 1:05d}.jpg" for r in rows], device, warnings)
+            decoded = decode_on_gpu(list(pool.map(read, rows)), [folder / f"{r + 1:05d}.jpg" for r in rows], device, masked)
         else:
             decoded = pool.map(load, rows)
         for row, image in zip(rows, decoded):

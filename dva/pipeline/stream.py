@@ -139,7 +139,9 @@ def read_units(units: list[list[Track]], root: Path, store, settings: ExtractSet
                     plan = plan_track(track, root)
                     yield Start(plan)
                     if "visual" in sets:
-                        for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.warnings, pin, settings.jpeg_decoder, settings.device or "cuda"):
+                        if source == "crops" and track.frames_dir is None:
+                            report.warnings.append(f"{track.track}: no cropped_aligned folder, every visual row masked")
+                        for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.masked_crops, pin, settings.jpeg_decoder, settings.device or "cuda"):
                             yield Pictures(rows, batch)
                     if "audio" in sets:
                         yield SameSound() if sound_read else Sound(read_audio(track, root))

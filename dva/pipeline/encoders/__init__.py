@@ -33,7 +33,7 @@ AUDIO_FAMILIES = families("audio")  # ("ast", "wav2vec2")
 
 PRESETS = {
     "default": {
-        "clip_model": "ViT-B-32", "clip_pretrained": "openai", "ast_model": ast.DEFAULT_AST,
+        "clip_model": clip.DEFAULT_CLIP, "clip_pretrained": clip.DEFAULT_PRETRAINED, "ast_model": ast.DEFAULT_AST,
         "hf_model": hf.DEFAULT_HF, "wav2vec2_model": wav2vec2.DEFAULT_WAV2VEC2,
     },
     "tiny": {

@@ -16,6 +16,8 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architecture
 _registered = False
 
 
+DEFAULT_CLIP, DEFAULT_PRETRAINED = "ViT-B-32", "openai"  # the paper's image tower
+
 def _register_configs() -> None:
     global _registered
     if not _registered:
@@ -55,7 +57,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
 class ClipEncoder(VisualEncoder):
     """encode(preprocess(uint8 [B, 3, H, W])) -> float32 [B, dim], the projected image embedding (not normalised)."""
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "cpu"):
+    def __init__(self, model: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu"):
         import open_clip
         import torch
 
