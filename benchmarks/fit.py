@@ -9,7 +9,6 @@ batches, and how epoch time grows with a store 1x, 4x, 16x larger. One run, side
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np

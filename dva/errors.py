@@ -29,3 +29,18 @@ class DvaWarning(UserWarning):
     """Something a user must know but that does not stop the command (a track left out, a row filled).
     The CLI prints it as one `dva: warning:` line."""
 
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's first line of text for a one-line message (at most limit characters), or its type's name
+    when it has no text."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
+
+
+def at_most(items: list[str], limit: int, sep: str = "; ") -> str:
+    """At most limit items joined by sep and a count of the rest, a list that fits one line: 'a; b; and 3 more'
+    (sep "; "), 'a, b and 3 more' (sep ", ")."""
+    rest = len(items) - limit
+    tail = (" and" if sep == ", " else f"{sep}and") + f" {rest} more"
+    return sep.join(items[:limit]) + (tail if rest > 0 else "")

@@ -17,7 +17,7 @@ import numpy as np
 from dva.data.annotations import read_annotation, read_test_list
 from dva.data.layout import child_folder
 from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
-from dva.errors import DataError
+from dva.errors import DataError, first_line
 
 SPLITS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi")
@@ -222,7 +222,7 @@ def probe_video(path: Path) -> tuple[float, int, bool]:
         with av.open(str(path)) as container:
             has_video, has_audio = len(container.streams.video) > 0, len(container.streams.audio) > 0
     except Exception as exc:  # PyAV raises many error types for damaged containers
-        raise DataError(f"{path}: container cannot be read ({_first_line(exc)})") from None
+        raise DataError(f"{path}: container cannot be read ({first_line(exc)})") from None
     if not has_video:
         raise DataError(f"{path}: the container has no video stream")
     try:
@@ -230,15 +230,11 @@ def probe_video(path: Path) -> tuple[float, int, bool]:
         fps, n_video_frames = float(reader.get_avg_fps()), len(reader)
         del reader
     except Exception as exc:  # decord raises its own DECORDError and RuntimeError variants
-        raise DataError(f"{path}: video cannot be decoded ({_first_line(exc)})") from None
+        raise DataError(f"{path}: video cannot be decoded ({first_line(exc)})") from None
     if not (fps > 0 and n_video_frames > 0):
         raise DataError(f"{path}: video has no frames or no frame rate")
     return fps, n_video_frames, has_audio
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
 
 
 def find_videos(root: Path) -> dict[str, Path]:

@@ -1,8 +1,9 @@
-"""Finding a release's folders: releases differ in the case of their folder names (`Annotations`,
-`annotations`), so every part of dva that looks for one asks here."""
+"""A release's layout: its folders (releases differ in the case of their names, `Annotations`, `annotations`,
+so every part of dva that looks for one asks here), and which video a track belongs to."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -17,3 +18,18 @@ def child_folder(folder: Path, name: str) -> Path | None:
         if child.is_dir() and child.name.lower() == name.lower():
             return child
     return None
+
+
+_SUBJECT = re.compile(r"_(left|right)$")
+
+
+def video_of(track: str, video: str | None) -> str:
+    """The video a track belongs to: its `video` (the path scan found, as the store's attrs keep it), or the
+    track's name without its subject when that is not known (`NAME_left` and `NAME_right` share `NAME`)."""
+    return video or _SUBJECT.sub("", track)
+
+
+def claim_key(track: str, video: str | None) -> str:
+    """The claim every process takes before it writes a track (extract and import alike): its video's name, so
+    that one process at a time writes a `_left`/`_right` pair and its shared sound."""
+    return Path(video_of(track, video)).stem

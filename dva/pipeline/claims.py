@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from dva.stores import is_remote
+
 CLAIMS_DIR = ".claims"
 DEFAULT_TIMEOUT = 600.0  # seconds without a heartbeat before another process takes a claim over
 HEARTBEAT = 30.0
@@ -27,7 +29,7 @@ POLL = 0.5  # seconds between looks at a claim another process holds
 
 
 def claims_for(store, split: str, timeout: float = DEFAULT_TIMEOUT) -> "Claims | NoClaims":
-    if store.format != "zarr" or "://" in store.path:
+    if store.format != "zarr" or is_remote(store.path):
         return NoClaims()
     return Claims(Path(store.path) / CLAIMS_DIR / split, timeout)
 

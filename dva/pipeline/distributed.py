@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from dva.errors import DvaError
+from dva.errors import DvaError, first_line
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
+from dva.stores import is_remote
 from dva.pipeline.stream import extract_units
 from dva.pipeline.writing import track_attrs
 
@@ -81,7 +82,7 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
             try:
                 part = future.result()
             except Exception as exc:  # a worker died or a bug on a worker: that video fails alone
-                reason = f"worker error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                reason = f"worker error: {type(exc).__name__}: {first_line(exc)}"
                 for track in units_by_key[future.key]:
                     _mark_failed(settings, track, reason, sets)
                     report.failed[track.track] = reason
@@ -118,4 +119,4 @@ def _mark_failed(settings, track, reason: str, sets: list[str]) -> None:
 
 
 def _absolute(path: str) -> str:
-    return path if "://" in str(path) else str(Path(path).resolve())
+    return path if is_remote(path) else str(Path(path).resolve())

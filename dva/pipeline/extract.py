@@ -9,7 +9,6 @@ overlapped read -> encode -> write stage), `writing` (the store side), `media` (
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import zlib

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from dva.errors import ConfigError, StoreError
 from dva.pipeline.encoders import PRESETS
-from dva.stores import MODALITIES, check_set_name
+from dva.stores import HDF5_SUFFIXES, MODALITIES, check_set_name
 
 DEFAULT = PRESETS["default"]  # the encoder families' own default ids, not retyped here
 
@@ -80,7 +80,7 @@ class ExtractSettings:
             raise ConfigError("--batch-size must be at least 1")
         if not (self.audio_hop > 0 and self.audio_window > 0):
             raise ConfigError("--audio-hop and --audio-window must be positive")
-        if (self.workers or self.scheduler) and str(self.out).lower().endswith((".h5", ".hdf5")):
+        if (self.workers or self.scheduler) and str(self.out).lower().endswith(HDF5_SUFFIXES):
             raise ConfigError("HDF5 has no concurrent writers: extract into a Zarr store with --workers/--scheduler, then `dva convert` it")
         if self.shard is not None:
             parse_shard(self.shard)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dva import __version__
-from dva.errors import ConfigError, DataError, StoreError
+from dva.data.layout import claim_key
+from dva.errors import ConfigError, DataError, StoreError, at_most
 from dva.pipeline.claims import claims_for
 from dva.pipeline.import_files import FileProblem, check_against_track, check_files, folder_files, names, read_file
 from dva.stores.attrs import MODALITIES, check_set_name, complete_sets, set_differences
@@ -109,7 +110,7 @@ def merged_info(existing: dict[str, dict], settings: ImportSettings, info: dict,
         return info
     found = differences(old, info)
     if found:
-        shown = "; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+        shown = at_most(found, 3)
         raise StoreError(f"{settings.store} already has a feature set {settings.name!r} made otherwise (store != this import: {shown}): import under another --name")
     before = (old.get("sources") or {}).get(settings.split)
     source = info["sources"][settings.split]
@@ -192,7 +193,7 @@ def _write(settings: ImportSettings, files: dict[str, Path], index: dict[str, di
             store.add_feature_set(settings.name, merged_info(store.feature_sets(), settings, info, store.track_index(settings.split)))
         videos: dict[str, list[str]] = {}
         for track in matched:
-            videos.setdefault(Path(index[track]["video"]).stem if index[track].get("video") else track, []).append(track)
+            videos.setdefault(claim_key(track, index[track].get("video")), []).append(track)
         with tqdm(total=len(matched), desc=f"import {settings.split}", unit="track", disable=not settings.progress) as bar:
             for key, tracks in videos.items():
                 if not claims.try_claim(key):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.errors import ConfigError, DataError
+from dva.errors import ConfigError, DataError, first_line, at_most
 from dva.stores.attrs import SET_ARRAYS
 
 SUFFIXES = (".npy", ".npz")
@@ -67,7 +67,7 @@ def read_file(path: Path, modality: str, rate: float | None, raw: bytes | None =
         else:
             arrays = {"data": loaded}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise FileProblem(f"{path}: not a readable {path.suffix} file ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})") from None
+        raise FileProblem(f"{path}: not a readable {path.suffix} file ({first_line(exc, 80)})") from None
     allowed = SET_ARRAYS[modality]  # what a .npz may hold: the arrays of a set
     if "data" not in arrays or set(arrays) - set(allowed):
         raise FileProblem(f"{path}: a {modality} .npz holds data and optionally {allowed[1]}, not {', '.join(sorted(arrays)) or 'nothing'}")
@@ -163,7 +163,7 @@ def check_files(store, split: str, files: dict[str, Path], index: dict[str, dict
 
 def names(items: list[str], limit: int = SHOWN) -> str:
     """'a, b, c and N more': at most limit names of a list, for one warning line."""
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    return at_most(items, limit, ", ")
 
 
 def more(rest: list[str], what: str = "") -> str:

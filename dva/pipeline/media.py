@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.errors import DataError
+from dva.errors import DataError, first_line
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # Hz, mono: what every audio family takes (AST, wav2vec2, HuBERT, WavLM)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def read_audio(path: str | Path) -> Audio:
                     chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))  # the resampler's tail
     except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"{path}: audio cannot be decoded ({_first_line(exc)})") from None
+        raise DataError(f"{path}: audio cannot be decoded ({first_line(exc)})") from None
     if bad_packets and bad_packets * 2 > packets:
         raise DataError(f"{path}: audio cannot be decoded ({bad_packets} of {packets} packets refused by the decoder)")
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
@@ -109,7 +109,7 @@ def frame_times(path: str | Path) -> np.ndarray:
             ticks = [packet.pts for packet in container.demux(video) if packet.pts is not None and not packet.is_discard]
             time_base = video.time_base
     except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"{path}: video timestamps cannot be read ({_first_line(exc)})") from None
+        raise DataError(f"{path}: video timestamps cannot be read ({first_line(exc)})") from None
     if not ticks:
         raise DataError(f"{path}: the video packets carry no timestamps")
     ticks = np.sort(np.asarray(ticks, dtype=np.int64))
@@ -131,7 +131,3 @@ def times_for_rows(times: np.ndarray, rows: int, step: float) -> np.ndarray:
     extra = last + step * np.arange(1, rows - times.shape[0] + 1)
     return np.concatenate([times, extra])
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from dva import __version__
 from dva.data.layout import child_folder
-from dva.errors import StoreError
+from dva.errors import StoreError, at_most
+from dva.pipeline.media import SAMPLE_RATE
 from dva.pipeline.extract_settings import ExtractSettings
 from dva.stores import set_differences
 
@@ -64,7 +65,7 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
             if settings.jpeg_decoder == "cuda":  # nvJPEG's pixels may differ from libjpeg-turbo's by a level or two
                 preprocessing["jpeg_decoder"] = "nvjpeg"
         else:
-            preprocessing = {"audio_decoder": "PyAV", "audio_sample_rate": 16000, "audio_channels": "mono"}
+            preprocessing = {"audio_decoder": "PyAV", "audio_sample_rate": SAMPLE_RATE, "audio_channels": "mono"}
         provenance = encoder.provenance()
         name = settings.name or encoder.set_name()
         sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
@@ -76,5 +77,5 @@ def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_p
     for name, info in wanted.items():
         differences = set_differences(existing[name], info) if name in existing else []
         if differences:
-            shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+            shown = at_most(differences, 3)
             raise StoreError(f"{store_path} already has a feature set {name!r} made with other settings (store != this run: {shown}): pass the same flags, or --name another set")

@@ -17,7 +17,7 @@ import numpy as np
 
 from dva.data.aff_wild2 import Track
 from dva.data.annotations import read_annotation
-from dva.errors import ConfigError, DataError
+from dva.errors import ConfigError, DataError, first_line
 from dva.pipeline import media
 
 # torchvision 0.29 deprecates its image codecs for TorchCodec's and warns on every call: one line per crop
@@ -70,7 +70,7 @@ def decode_crop(data: bytes, path: Path):
         with Image.open(io.BytesIO(data)) as image:
             pixels = np.array(image.convert("RGB"))  # a writable copy for torch
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:  # PIL's ways of saying "corrupt"
-        raise ValueError(f"{path}: corrupt JPEG ({str(exc).splitlines()[0][:80]})") from None
+        raise ValueError(f"{path}: corrupt JPEG ({first_line(exc, 80)})") from None
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
@@ -184,7 +184,7 @@ def _frame_batches(plan: TrackPlan, root: Path, usable: int, batch_size: int, pi
             batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
             yield rows, batch.pin_memory() if pin else batch
     except decord.DECORDError as exc:
-        raise DataError(f"{plan.track.video}: frames cannot be decoded ({str(exc).splitlines()[0][:120]})") from None
+        raise DataError(f"{plan.track.video}: frames cannot be decoded ({first_line(exc, 120)})") from None
 
 
 def read_audio(track: Track, root: Path) -> media.Audio:

@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from dva.data.aff_wild2 import Track
+from dva.data.layout import claim_key
 from dva.errors import DataError
 from dva.pipeline import media
 from dva.pipeline.claims import NoClaims
@@ -43,7 +44,8 @@ def video_units(tracks: list[Track]) -> list[list[Track]]:
 
 
 def unit_key(unit: list[Track]) -> str:
-    return Path(unit[0].video).stem
+    """The claim of a unit of work: its video's (`dva.data.layout.claim_key`)."""
+    return claim_key(unit[0].track, unit[0].video)
 
 
 def settled(attrs: dict, sets, since: float, overwrite: bool) -> bool:

@@ -39,10 +39,10 @@ from dva.stores.format1 import FORMAT_1_ARRAYS, format_1_sets, upgrade
 from dva.stores.hdf5_store import HDF5Store
 from dva.stores.open import open_store
 from dva.stores.summary import describe_set
-from dva.stores.zarr_store import ZarrStore, store_bytes
+from dva.stores.zarr_store import ZarrStore, is_remote, store_bytes
 
 __all__ = [
-    "DTYPES", "FORMAT", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
+    "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
     "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "describe_set", "format_1_sets", "open_store",
     "set_differences", "set_errors", "sets_mismatch", "store_bytes", "upgrade", "why_not_usable",
 ]

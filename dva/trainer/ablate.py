@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
+from dva.stores import is_remote
 from dva.trainer.fit import load_features, train, train_folds
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 
@@ -91,7 +92,7 @@ def store_identity(path: str) -> dict:
     with open_store(path, "r") as store:
         sets, timeline = store.feature_sets(), store.attrs.get("timeline")
         complete = {split: {t: sorted(complete_sets(a)) for t, a in store.track_index(split).items() if complete_sets(a)} for split in ("train", "val")}
-    where = str(path) if "://" in str(path) else str(Path(path).resolve())
+    where = str(path) if is_remote(path) else str(Path(path).resolve())
     return {"path": where, "feature_sets": sets, "timeline": timeline, "complete_sets": complete}
 
 

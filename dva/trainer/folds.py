@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dva.errors import ConfigError
-from dva.trainer.tracks import video_of
+from dva.data.layout import video_of
 
 FOLDS_FILE = "folds.json"
 
@@ -22,7 +22,7 @@ def assign_folds(tracks: list[str], attrs: list[dict], lengths, k: int, seed: in
         raise ConfigError(f"--folds must be at least 2, not {k}")
     videos: dict[str, list[int]] = {}
     for i, (track, track_attrs) in enumerate(zip(tracks, attrs)):
-        videos.setdefault(video_of(track, track_attrs), []).append(i)
+        videos.setdefault(video_of(track, track_attrs.get("video")), []).append(i)
     if k > len(videos):
         raise ConfigError(f"--folds {k}: train and val hold only {len(videos)} videos; use at most {len(videos)} folds")
     names = sorted(videos)

@@ -20,7 +20,7 @@ from dva.trainer.temporal import TemporalEncoder
 class ModelSettings:
     """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
 
-    modalities: tuple[str, ...] = ("visual", "audio")
+    modalities: tuple[str, ...] = MODALITIES
     hidden: int = 128
     layers: int = 1
     bidirectional: bool = False

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
-from dva.errors import ConfigError, DataError, DvaWarning, StoreError
+from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
 from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
 from dva.trainer.submission import FORMATS, build_submission, write_per_track
 
@@ -80,7 +80,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         needed = list(provenance["feature_sets"])
         unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
         if unusable:
-            named = "; ".join(f"{t} ({why})" for t, why in list(unusable.items())[:10]) + (f"; and {len(unusable) - 10} more" if len(unusable) > 10 else "")
+            named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
             if not allow_incomplete:
                 raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
             warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)

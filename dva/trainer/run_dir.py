@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dva.errors import RunError
+from dva.errors import RunError, at_most
 
 CHECKPOINT = "best.pt"
 
@@ -269,6 +269,6 @@ def check_compatible(checkpoints: dict[Path, dict]) -> dict:
                 continue
             differences = set_differences(sets[name], info)
             if differences:
-                shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+                shown = at_most(differences, 3)
                 raise RunError(f"{first_of[name]} and {run} were trained on different features: feature set {name!r} differs ({shown}); an ensemble needs runs on one kind of store")
     return {"feature_sets": sets}

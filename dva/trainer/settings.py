@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dva.errors import ConfigError
+from dva.stores.attrs import MODALITIES  # noqa: F401  (the trainer's modalities are the store's)
 
-MODALITIES = ("visual", "audio")
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
 PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
 LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest

@@ -9,16 +9,12 @@ rate, are taken apart by their own row offsets.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import torch
 
 from dva.trainer.audio_rows import AudioRows
 from dva.trainer.data import SplitData
-
-_SUBJECT = re.compile(r"_(left|right)$")
-
 
 def _per_frame(data: SplitData) -> list[str]:
     return [f.name for f in dataclasses.fields(data) if isinstance(getattr(data, f.name), torch.Tensor) and getattr(data, f.name).shape[:1] == (data.n_frames,)]
@@ -74,12 +70,6 @@ def track_rows(offsets: np.ndarray, chosen, ordered: bool = False) -> np.ndarray
     mask = np.zeros(int(offsets[-1]), dtype=bool)
     mask[rows] = True
     return mask
-
-
-def video_of(track: str, attrs: dict) -> str:
-    """The video a track belongs to: `NAME_left` and `NAME_right` share one (the store's `video` attr, or
-    the track name without its subject)."""
-    return attrs.get("video") or _SUBJECT.sub("", track)
 
 
 # Audio sets: the frames' row indices are rebased onto the new rows. A frame of a track without sound points

@@ -2,7 +2,6 @@
 
 import io
 
-import numpy as np
 import torch
 
 from dva.stores import open_store

@@ -16,9 +16,9 @@ import math
 import numpy as np
 
 from dva.errors import EncoderError
+from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
 from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, register_encoder, set_name, weights_sha256
 
-SAMPLE_RATE = 16000
 MEL_BINS = 128
 FRAME_SHIFT_S = 0.010
 FRAME_LENGTH_SAMPLES = 400  # 25 ms

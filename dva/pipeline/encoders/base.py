@@ -12,9 +12,9 @@ import contextlib
 import logging
 import re
 
-from dva.errors import EncoderError
+from dva.errors import EncoderError, first_line
+from dva.stores.attrs import MODALITIES
 
-MODALITIES = ("visual", "audio")
 _REGISTRY: dict[str, dict[str, type]] = {modality: {} for modality in MODALITIES}
 
 
@@ -134,7 +134,7 @@ def loading(what: str, model: str, flag: str):
             yield
     except (OSError, ValueError) as exc:
         raise EncoderError(
-            f"cannot load {what} {model!r}: {str(exc).splitlines()[0][:200]} "
+            f"cannot load {what} {model!r}: {first_line(exc, 200)} "
             f"(weights download once with network; offline, pass a local directory to {flag})"
         ) from None
 

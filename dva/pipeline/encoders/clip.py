@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dva.errors import EncoderError
+from dva.errors import EncoderError, first_line
 from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, set_name, weights_sha256
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architectures (dva-tiny-clip)
@@ -47,7 +47,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
             clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
         raise EncoderError(
-            f"cannot load open_clip {model} / {pretrained}: {str(exc).splitlines()[0][:200]} "
+            f"cannot load open_clip {model} / {pretrained}: {first_line(exc, 200)} "
             "(weights download once with network; offline, pass a local checkpoint file to --clip-pretrained)"
         ) from None
     return clip.to(device).eval().requires_grad_(False)

@@ -10,7 +10,7 @@ last_hidden_state; provenance records which.
 
 from __future__ import annotations
 
-from dva.errors import EncoderError
+from dva.errors import EncoderError, first_line
 from dva.pipeline.encoders.base import VisualEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
 
 DEFAULT_HF = "google/vit-base-patch16-224-in21k"
@@ -111,7 +111,7 @@ class HfImageEncoder(VisualEncoder):
             with torch.inference_mode():
                 output = self.model(pixel_values=torch.zeros(1, 3, height, width, device=self.device))
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise EncoderError(f"--hf-model {model!r} is not an image backbone that takes pixel_values alone: {str(exc).splitlines()[0][:200]}") from None
+            raise EncoderError(f"--hf-model {model!r} is not an image backbone that takes pixel_values alone: {first_line(exc, 200)}") from None
         # a pooler the checkpoint lacks is random (AutoModel adds one to every ViT, DINO's included): not a feature
         if getattr(output, "pooler_output", None) is not None and not any(key.split(".")[0] == "pooler" for key in missing):
             self.pooling = "pooler_output"

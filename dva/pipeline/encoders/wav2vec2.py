@@ -15,11 +15,11 @@ import math
 import numpy as np
 
 from dva.errors import EncoderError
+from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
 from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
 
 DEFAULT_WAV2VEC2 = "facebook/wav2vec2-base"
 TINY_WAV2VEC2 = "dva-tiny-wav2vec2"
-SAMPLE_RATE = 16000
 CHUNK_S, CONTEXT_S = 30.0, 5.0
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm's
 
