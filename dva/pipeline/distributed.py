@@ -1,8 +1,8 @@
 """Scale-out of `dva extract` on dask.distributed: a LocalCluster (`--workers N`) or a running
-cluster (`--scheduler tcp://HOST:PORT`). One task per video (a `_left`/`_right` pair is one
-task: its sound is encoded once); each worker builds its encoders once, claims the video like
-any other process, and writes its tracks straight into the shared store (tracks never share a
-Zarr node)."""
+cluster (`--scheduler tcp://HOST:PORT`, or `tls://HOST:PORT` with Dask's own TLS settings: the
+address goes to Dask unchanged). One task per video (a `_left`/`_right` pair is one task: its sound
+is encoded once); each worker builds its encoders once, claims the video like any other process,
+and writes its tracks straight into the shared store (tracks never share a Zarr node)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,11 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'} ({exc}); start one with `dask scheduler` and `dask worker`") from None
+    except (TypeError, RuntimeError) as exc:  # Dask's words for a tls:// address without TLS settings, or tcp:// where they require TLS
+        if "TLS" not in str(exc) and "encryption required" not in str(exc):
+            raise
+        raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'}: Dask's security settings and the address disagree "
+                       "(tls:// needs distributed.comm.tls.ca-file, .client.cert, .client.key; require-encryption refuses tcp://; README, Several machines)") from None
     deferred = []
     try:
         futures = client.map(extract_unit_task, units, settings=settings, since=since, pure=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -192,11 +194,19 @@ def finite(value):
 
 
 def read_checkpoint(run: Path) -> dict:
-    """best.pt of a run directory, on the CPU."""
+    """best.pt of a run directory, on the CPU. The one place dva reads a checkpoint: a run directory is data,
+    so only tensors, numbers, strings, lists and dicts (all dva writes) are unpickled; anything else is
+    refused (RunError) before it is built, so nothing in the file runs."""
     checkpoint_path = Path(run) / CHECKPOINT
     if not checkpoint_path.is_file():
         raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
-    return torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler met something it will not build
+        asked = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(exc))
+        what = f" (it asks for {asked.group(1) or asked.group(0)})" if asked else ""
+        raise RunError(f"{checkpoint_path}: refused: it holds more than tensors, numbers and text{what}, so it was not written by dva "
+                       "or was tampered with; nothing in it was run") from None
 
 
 def load_run(run: Path, device=None):

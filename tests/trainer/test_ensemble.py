@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dva.cli import app
 from dva.trainer.data import SplitData
 from dva.trainer.evaluate import choose_smoothing, smooth
-from dva.trainer.run_dir import CHECKPOINT
+from dva.trainer.run_dir import CHECKPOINT, read_checkpoint
 from tests.conftest import TINY_VISUAL
 
 
@@ -48,7 +48,7 @@ def test_a_folds_directory_is_the_ensemble_of_its_folds_smoothed_as_fit_chose(fo
 def test_runs_trained_on_other_features_are_refused_naming_the_difference(run_dir, tiny_store, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run_dir[0], other)
-    checkpoint = torch.load(other / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(other)
     checkpoint["provenance"]["feature_sets"][TINY_VISUAL]["encoder"]["model"] = "ViT-L-14"  # the same set name, made otherwise
     torch.save(checkpoint, other / CHECKPOINT)
     result = CliRunner().invoke(app, ["predict", "--run", str(run_dir[0]), "--run", str(other), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt")])

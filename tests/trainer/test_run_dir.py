@@ -3,12 +3,15 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from dva.cli import app
 from dva.errors import RunError
-from dva.trainer.run_dir import CHECKPOINT, load_run
+from dva.trainer.run_dir import CHECKPOINT, load_run, read_checkpoint
 
 
 @pytest.mark.parametrize("module, never", [("dva.trainer.predict", "dva.trainer.fit"), ("dva.trainer.fit", "dva.trainer.predict")])
@@ -21,7 +24,7 @@ def test_fit_and_predict_do_not_import_each_other(module, never):
 def test_a_run_loads_with_every_trainable_key(run_dir):
     out, _ = run_dir
     settings, model, _, _ = load_run(out, device="cpu")
-    saved = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["state"]
+    saved = read_checkpoint(out)["state"]
     for name, value in model.state_dict().items():
         if name in saved:
             assert torch.equal(value, saved[name]), name
@@ -32,7 +35,7 @@ def test_a_checkpoint_that_does_not_match_its_model_is_refused_by_name(run_dir, 
     out, _ = run_dir
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    checkpoint = torch.load(copy / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(copy)
     key = "regression.weight"
     if tamper == "drop":
         del checkpoint["state"][key]
@@ -50,7 +53,7 @@ def test_a_run_of_dva_0_1_still_loads_with_its_prompt_split_into_two_settings(ru
     out, _ = run_dir
     copy = tmp_path / "old"
     shutil.copytree(out, copy)
-    checkpoint = torch.load(copy / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(copy)
     old = {k: v for k, v in checkpoint["settings"].items() if k not in ("labels", "readout", "stitch")}
     checkpoint["settings"] = {**old, "prompt": "hard"}
     del checkpoint["state"]["prompt_head.ctx"]  # fixed prompts have no context vectors
@@ -58,6 +61,30 @@ def test_a_run_of_dva_0_1_still_loads_with_its_prompt_split_into_two_settings(ru
     settings, model, _, _ = load_run(copy, device="cpu")
     assert (settings.prompt, settings.labels, settings.readout, settings.stitch) == ("fixed", "hard", "regression", "mean")
     assert model.prompt_head.text_encoder is None
+
+
+class TouchOnUnpickle:
+    """Unpickling it creates a file: the stand-in for code a shared run directory could run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_by_name_and_nothing_runs(run_dir, tiny_store, tmp_path):
+    out, _ = run_dir
+    copy, marker = tmp_path / "shared", tmp_path / "ran"
+    shutil.copytree(out, copy)
+    checkpoint = read_checkpoint(copy)
+    checkpoint["provenance"]["note"] = TouchOnUnpickle(marker)  # otherwise the valid checkpoint
+    torch.save(checkpoint, copy / CHECKPOINT)
+    result = CliRunner().invoke(app, ["predict", "--run", str(copy), "--features", str(tiny_store), "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert str(copy / CHECKPOINT) in result.stderr and "not written by dva" in result.stderr
+    assert not marker.exists() and not (tmp_path / "x.txt").exists()
 
 
 def test_a_saved_state_is_a_copy_that_later_training_does_not_change():
