@@ -9,7 +9,7 @@ left/right). The detector runs on a copy of the frame scaled so its longest side
 Between detections a subject is *followed*: the landmarks are fitted on its previous box, the box moves
 and scales with them (keeping the box-to-landmarks relation of its last detection), and the fit is
 checked: the detector runs on the fitted face's aligned crop (CHECK_SIZE px, upright whatever the head's
-roll) and must find a face centred in it. No such face is what *lost* means: the fit slid off the face,
+roll) and must find a face centred in it, scoring at least the detector's `check_score`. No such face is what *lost* means: the fit slid off the face,
 or the face left the picture or turned away. A detection passes the same check before it becomes a face:
 most of HOG's false detections (a wheel, a rabbit's head) have no face in their aligned crop.
 """
@@ -109,7 +109,7 @@ class Follower:
         if not len(found):
             return None
         centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
-        central = np.all(np.abs(centres - CHECK_SIZE / 2) < CHECK_SIZE / 4, axis=1)
+        central = np.all(np.abs(centres - CHECK_SIZE / 2) < CHECK_SIZE / 4, axis=1) & (found.scores >= self.detector.check_score)
         return float(found.scores[central].max()) if central.any() else None
 
     def _match(self, found: Detections, previous: list) -> list[int | None]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dva.errors import ConfigError, DataError, DvaError
-from dva.faces.stage import FaceSettings, settings_record, faces_for_video, read_record, record_path
+from dva.faces.stage import FaceSettings, faces_for_video, models, read_record, record_path, settings_record
 from dva.faces.video import find_videos
 
 CROPS = "cropped_aligned"
@@ -64,6 +64,7 @@ def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, worke
     if not data.is_dir():
         raise DataError(f"{data}: no such folder")
     settings.validate()
+    models(settings.detector)  # a missing dlib or model file is one line before any video is opened
     root = crops_folder(data, out)
     jobs = _jobs(data, root)
     _refuse_other_settings(root, jobs, settings, overwrite)

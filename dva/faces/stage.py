@@ -113,7 +113,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
         return FaceRecord(label, str(path), {t: info["crops"] for t, info in done["tracks"].items()}, done["n_frames"], skipped=True)
     started = time.perf_counter()
     frames = open_frames(video)
-    detector, landmarks = _models(settings.detector)
+    detector, landmarks = models(settings.detector)
     follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding)
     tracks = settings.tracks(name)
     partial = _fresh_folders(crops_root, tracks, path)
@@ -137,7 +137,8 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
                       time.perf_counter() - started)
 
 
-def _models(detector_name: str):
+def models(detector_name: str):
+    """(detector, landmarks), built once per process."""
     from dva.faces.detectors import build_detector
     from dva.faces.landmarks import Landmarks
 

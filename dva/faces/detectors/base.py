@@ -69,6 +69,7 @@ class FaceDetector(abc.ABC):
 
     name: str = ""
     min_face: int = 80  # the smallest face side (pixels) found reliably; the stage scales frames so faces reach it
+    check_score: float = 0.0  # the least score on a face's aligned crop that confirms it (dva/faces/follow.py)
 
     @abc.abstractmethod
     def detect(self, image: np.ndarray) -> Detections:
