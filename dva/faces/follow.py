@@ -35,7 +35,7 @@ class Face:
     points: np.ndarray  # float32 [5, 2] landmarks
     score: float  # the detector's score: on the frame (detected) or on the aligned crop (followed)
     source: str  # "detected" or "followed"
-    shape: object  # dlib's shape, for the crop
+    shape: object  # the landmarks' Fit, for the crop
     relation: np.ndarray  # float32 [4]: box centre offset and size in units of the landmarks' spread
 
 
@@ -87,7 +87,7 @@ class Follower:
         shape = self.landmarks.fit(frame, box)
         if self._check(frame, shape) is None:
             return None
-        points = self.landmarks.points(shape)
+        points = shape.points
         centre, spread = _centre_spread(points)
         relation = np.array([((box[0] + box[2]) / 2 - centre[0]) / spread, ((box[1] + box[3]) / 2 - centre[1]) / spread,
                              (box[2] - box[0]) / spread, (box[3] - box[1]) / spread], np.float32)
@@ -96,7 +96,7 @@ class Follower:
     def _follow(self, frame: np.ndarray, last: Face) -> Face | None:
         """The subject fitted on its last box, or None when the check finds no face in the aligned crop."""
         shape = self.landmarks.fit(frame, last.box)
-        points = self.landmarks.points(shape)
+        points = shape.points
         centre, spread = _centre_spread(points)
         dx, dy, w, h = last.relation * spread
         box = np.array([centre[0] + dx - w / 2, centre[1] + dy - h / 2, centre[0] + dx + w / 2, centre[1] + dy + h / 2], np.float32)
@@ -105,7 +105,7 @@ class Follower:
 
     def _check(self, frame: np.ndarray, shape) -> float | None:
         """The detector's best score for a face centred in the aligned crop of shape, None when it finds none."""
-        found = self.detector.detect(self.landmarks.chip(frame, shape, CHECK_SIZE, self.padding))
+        found = self.detector.detect(self.landmarks.chip(shape, CHECK_SIZE, self.padding))
         if not len(found):
             return None
         centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2

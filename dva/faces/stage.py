@@ -122,7 +122,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
         for track, face in zip(tracks, follower.step(frame)):
             if face is None:
                 continue
-            _write_crop(landmarks.chip(frame, face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
+            _write_crop(landmarks.chip(face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
             _add(columns[track], index + 1, face)
     for track in tracks:
         partial[track].rename(crops_root / track)
