@@ -188,3 +188,22 @@ def test_workers_give_the_crops_one_process_gives(videos, crops, tmp_path):
     report = run_faces(videos, FaceSettings(), out=tmp_path, workers=2, progress=False)
     assert not report.failed and sorted(report.done) == sorted(["talking.mp4", "sub dir/leaving.MP4", "no_face.mkv", "phone.mov"])
     assert _tree(tmp_path / "cropped_aligned") == _tree(crops)
+
+
+def test_refusals_are_one_line_errors(videos, crops, tmp_path):
+    from dva.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="--size must be one of 112, 224"):
+        run_faces(videos, FaceSettings(size=128), out=tmp_path, progress=False)
+    release = tmp_path / "Aff-Wild2"
+    (release / "annotations").mkdir(parents=True)
+    shutil.copy(videos / "no_face.mkv", release / "a.mkv")
+    with pytest.raises(ConfigError, match="pass --out CROPS"):
+        run_faces(release, FaceSettings(), progress=False)
+    (release / "more").mkdir()
+    shutil.copy(videos / "no_face.mkv", release / "more" / "a.mp4")
+    with pytest.raises(DataError, match=r"two videos are both called 'a': a.mkv and more/a.mp4"):
+        run_faces(release, FaceSettings(), out=tmp_path, progress=False)
+    shutil.copytree(crops, tmp_path / "again" / "cropped_aligned")
+    with pytest.raises(ConfigError, match=r"no_face.mkv was done with other settings \(size 112\); pass --overwrite"):
+        run_faces(videos, FaceSettings(size=224), out=tmp_path / "again", progress=False)
