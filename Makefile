@@ -8,7 +8,7 @@ STAMP := $(VENV)/.dva-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test,faces]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -125,6 +125,41 @@ def _dash(value) -> str:
 
 @app.command()
 @user_errors
+def faces(
+    data: Path = typer.Option(..., help="Folder of videos (searched recursively: .mp4 .avi .mov .mkv .webm)."),
+    out: Optional[Path] = typer.Option(None, help="Write OUT/cropped_aligned/ instead of DATA/cropped_aligned/ (required for an Aff-Wild2 release)."),
+    size: int = typer.Option(112, help="Crop side in pixels: 112 (as the release) or 224."),
+    subjects: int = typer.Option(1, help="1: the main face of each video; 2: the left and right person (tracks NAME_left, NAME_right)."),
+    detector: str = typer.Option("dlib-hog", help="Face detector: dlib-hog (fast on CPU) or dlib-cnn (finds turned faces, slow on CPU)."),
+    detect_every: int = typer.Option(10, help="Frames between full-frame detections while every subject is followed."),
+    detect_side: int = typer.Option(640, help="The detector sees frames scaled to this longest side (faces from about 80/scale px are found)."),
+    workers: int = typer.Option(0, help="Videos in parallel on a local Dask cluster of N processes."),
+    overwrite: bool = typer.Option(False, help="Redo videos whose crops were made with other settings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Aligned face crops in the release's layout (cropped_aligned/<track>/NNNNN.jpg) for every video under DATA; resumable."""
+    from dva.faces import FaceSettings, run_faces
+
+    settings = FaceSettings(size=size, subjects=subjects, detector=detector, detect_every=detect_every, detect_side=detect_side)
+    report = run_faces(data, settings, out=out, workers=workers, overwrite=overwrite, progress=not as_json)
+    for video in report.without_face:
+        warn(f"{video}: no face found, its track has no crops (every visual row masked)")
+    for video, reason in report.failed.items():
+        typer.echo(f"dva: failed: {video}: {reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        crops = sum(sum(tracks.values()) for tracks in report.done.values())
+        typer.echo(
+            f"{len(report.done)} videos done ({crops} crops), {len(report.skipped)} already complete, {len(report.failed)} failed; "
+            f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {report.crops}"
+        )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
 def extract(
     data: Path = typer.Option(..., help="Aff-Wild2 dataset folder."),
     split: str = typer.Option(..., help="train, val or test."),

@@ -1,0 +1,122 @@
+"""The face stage over a folder: every video under it, one after another or one per Dask worker process."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dva.errors import ConfigError, DataError, DvaError
+from dva.faces.stage import FaceSettings, faces_for_video, models, read_record, record_path, settings_record
+from dva.faces.video import find_videos
+
+CROPS = "cropped_aligned"
+
+
+@dataclass
+class FacesReport:
+    """What `dva faces` did: per video (its path relative to DATA) the crops of each track."""
+
+    data: str
+    crops: str  # the cropped_aligned folder written
+    done: dict[str, dict[str, int]] = field(default_factory=dict)  # video -> track -> crops, made by this run
+    skipped: list[str] = field(default_factory=list)  # complete before this run
+    failed: dict[str, str] = field(default_factory=dict)  # video -> reason
+    without_face: list[str] = field(default_factory=list)  # videos (done or skipped) in which no face was found
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "frames_per_second": round(self.frames_per_second, 2)}
+
+    def add(self, record) -> None:
+        if record.skipped:
+            self.skipped.append(record.video)
+        else:
+            self.done[record.video] = record.crops
+            self.frames += record.frames
+        if not record.has_face:
+            self.without_face.append(record.video)
+
+
+def crops_folder(data: Path, out: Path | None) -> Path:
+    """Where the crops go: OUT/cropped_aligned, or DATA/cropped_aligned; never inside an Aff-Wild2 release."""
+    from dva.data.aff_wild2 import child_folder
+
+    if out is not None:
+        return Path(out) / CROPS
+    if child_folder(Path(data), "Annotations") is not None:
+        raise ConfigError(f"{data} is an Aff-Wild2 release (it has Annotations/): pass --out CROPS so that its cropped_aligned/ stays as released")
+    return Path(data) / CROPS
+
+
+def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, workers: int = 0, overwrite: bool = False,
+              progress: bool = True) -> FacesReport:
+    """Crops and records for every video under data (see dva/faces/stage.py for the layout). A video that cannot be
+    read is named in report.failed and the others still land. Raises DataError when data has no videos or two of one
+    name, ConfigError when crops of other settings are already there (unless overwrite)."""
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"{data}: no such folder")
+    settings.validate()
+    models(settings.detector)  # a missing dlib or model file is one line before any video is opened
+    root = crops_folder(data, out)
+    jobs = _jobs(data, root)
+    _refuse_other_settings(root, jobs, settings, overwrite)
+    report = FacesReport(data=str(data), crops=str(root))
+    started = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    if workers > 1 and len(jobs) > 1:
+        from dva.faces.distributed import faces_distributed
+
+        faces_distributed(jobs, root, settings, workers, report, progress)
+    else:
+        for name, video, label in jobs:
+            try:
+                report.add(faces_for_video(video, root, settings, name=name, progress=progress, label=label))
+            except DataError as exc:
+                report.failed[label] = _reason(exc, video)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _jobs(data: Path, root: Path) -> list[tuple[str, Path, str]]:
+    """(name, path, path relative to data) per video; two videos of one name are a DataError naming both."""
+    jobs, seen = [], {}
+    for video in find_videos(data, skip=root):
+        label = video.relative_to(data).as_posix()
+        if video.stem in seen:
+            raise DataError(f"two videos are both called {video.stem!r}: {seen[video.stem]} and {label} (their crops would share cropped_aligned/{video.stem}); rename one")
+        seen[video.stem] = label
+        jobs.append((video.stem, video, label))
+    if not jobs:
+        raise DataError(f"{data}: no videos under it (looked for {', '.join(_suffixes())}, any case)")
+    return jobs
+
+
+def _refuse_other_settings(root: Path, jobs: list, settings: FaceSettings, overwrite: bool) -> None:
+    if overwrite:
+        return
+    wanted = settings_record(settings)
+    for name, _, label in jobs:
+        record = read_record(record_path(root, name))
+        if record is not None and record.get("settings") != wanted:
+            differ = ", ".join(f"{k} {record['settings'].get(k)}" for k in wanted if record["settings"].get(k) != wanted[k])
+            raise ConfigError(f"{record_path(root, name)}: {label} was done with other settings ({differ}); pass --overwrite to redo, or another --out")
+
+
+def _reason(exc: DvaError, video: Path) -> str:
+    """The error's message without the video's path in front (the report names the video)."""
+    text = str(exc)
+    return text[len(str(video)) + 2:] if text.startswith(f"{video}: ") else text
+
+
+def _suffixes():
+    from dva.faces.video import VIDEO_SUFFIXES
+
+    return VIDEO_SUFFIXES

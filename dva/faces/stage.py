@@ -1,0 +1,184 @@
+"""One video through the face stage: its frames followed, aligned crops written in the release's layout, and a
+record of every face found.
+
+Layout under a crops folder `OUT/cropped_aligned/`:
+  <track>/NNNNN.jpg       the aligned face of frame N (1-based, five digits), absent where none was found
+  <name>.faces.json       the video's record, written last: a video whose record is there is complete
+where <name> is the video's file name without extension and <track> is <name>, or <name>_left and
+<name>_right with two subjects. Crops are written into `.<track>.partial/` and renamed into place, then the
+record is written by rename as well, so a run killed at any point leaves either a complete video or one
+the next run redoes from the start (and then equals a clean run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dva.errors import ConfigError
+from dva.faces.detectors.base import DEFAULT_DETECTOR
+
+RECORD_FORMAT = "dva-faces-1"
+SIZES = (112, 224)
+SIDES = ("left", "right")
+_MODELS: dict = {}  # per process: detector name -> (detector, landmarks), built once
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """What decides the crops (all of it is written into each record)."""
+
+    size: int = 112  # crop side in pixels: the release's 112, or 224 for CLIP's input
+    subjects: int = 1  # 1: the main face; 2: the left and the right person
+    detector: str = DEFAULT_DETECTOR
+    detect_every: int = 10  # frames between full-frame detections while every subject is followed
+    detect_side: int = 640  # the detector sees frames scaled to this longest side
+    padding: float = 0.25  # margin around dlib's face template, as a fraction of its size
+    quality: int = 95  # JPEG quality of the crops
+
+    def validate(self) -> "FaceSettings":
+        from dva.faces.detectors import detector_class
+
+        if self.size not in SIZES:
+            raise ConfigError(f"--size must be one of {', '.join(map(str, SIZES))}, not {self.size}")
+        if self.subjects not in (1, 2):
+            raise ConfigError(f"--subjects must be 1 or 2, not {self.subjects}")
+        if self.detect_every < 1:
+            raise ConfigError(f"--detect-every must be 1 or more, not {self.detect_every}")
+        if not 160 <= self.detect_side <= 4096:
+            raise ConfigError(f"--detect-side must be between 160 and 4096 px, not {self.detect_side}")
+        detector_class(self.detector)
+        return self
+
+    def tracks(self, name: str) -> list[str]:
+        return [name] if self.subjects == 1 else [f"{name}_{side}" for side in SIDES]
+
+
+@dataclass
+class FaceRecord:
+    """What faces_for_video did with one video: its tracks and how many crops each got."""
+
+    video: str
+    record: str  # the .faces.json path
+    crops: dict[str, int] = field(default_factory=dict)  # track -> crops written
+    frames: int = 0
+    detections: int = 0  # frames the full-frame detector ran on
+    seconds: float = 0.0
+    skipped: bool = False  # complete before this run
+
+    @property
+    def has_face(self) -> bool:
+        return any(self.crops.values())
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def record_path(crops_root: Path, name: str) -> Path:
+    return Path(crops_root) / f"{name}.faces.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A video's record, or None when it is absent or not one dva wrote (then the video is redone)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+
+
+def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name: str | None = None,
+                    progress: bool = False, label: str | None = None) -> FaceRecord:
+    """Crops and record of video under crops_root (the `cropped_aligned` folder); skipped when its record with these
+    settings is there. name: the video's name in the layout (default: its file stem); label: the video as the
+    record names it (default: its path). Raises DataError when the video cannot be read."""
+    from tqdm import tqdm
+
+    from dva.faces.follow import Follower
+    from dva.faces.video import open_frames
+
+    video, crops_root = Path(video), Path(crops_root)
+    name = name or video.stem
+    label = label or str(video)
+    path = record_path(crops_root, name)
+    done = read_record(path)
+    if done is not None and done.get("settings") == settings_record(settings):
+        return FaceRecord(label, str(path), {t: info["crops"] for t, info in done["tracks"].items()}, done["n_frames"], skipped=True)
+    started = time.perf_counter()
+    frames = open_frames(video)
+    detector, landmarks = models(settings.detector)
+    follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding)
+    tracks = settings.tracks(name)
+    partial = _fresh_folders(crops_root, tracks, path)
+    columns = {track: {"frame": [], "source": [], "score": [], "box": [], "landmarks": []} for track in tracks}
+    for index, frame in enumerate(tqdm(frames, total=frames.n_frames, desc=name, unit="frame", disable=not progress, leave=False)):
+        for track, face in zip(tracks, follower.step(frame)):
+            if face is None:
+                continue
+            _write_crop(landmarks.chip(face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
+            _add(columns[track], index + 1, face)
+    for track in tracks:
+        partial[track].rename(crops_root / track)
+    record = {
+        "format": RECORD_FORMAT, "video": label, "n_frames": frames.n_frames, "fps": frames.fps, "width": frames.width, "height": frames.height,
+        "rotation": frames.rotation, "settings": settings_record(settings), "detections": follower.detections,
+        "tracks": {track: {"subject": None if settings.subjects == 1 else SIDES[i], "crops": len(columns[track]["frame"]), **columns[track]}
+                   for i, track in enumerate(tracks)},
+    }
+    _write_atomically(path, json.dumps(record, separators=(",", ":")))
+    return FaceRecord(label, str(path), {t: len(c["frame"]) for t, c in columns.items()}, frames.n_frames, follower.detections,
+                      time.perf_counter() - started)
+
+
+def models(detector_name: str):
+    """(detector, landmarks), built once per process."""
+    from dva.faces.detectors import build_detector
+    from dva.faces.landmarks import Landmarks
+
+    if detector_name not in _MODELS:
+        _MODELS[detector_name] = (build_detector(detector_name), Landmarks())
+    return _MODELS[detector_name]
+
+
+def settings_record(settings: FaceSettings) -> dict:
+    return {**dataclasses.asdict(settings), "landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "dlib get_face_chip"}
+
+
+def _fresh_folders(crops_root: Path, tracks: list[str], path: Path) -> dict[str, Path]:
+    """Empty `.<track>.partial/` folders, with whatever an earlier (killed or other-settings) run left removed."""
+    path.unlink(missing_ok=True)
+    folders = {}
+    for track in tracks:
+        for stale in (crops_root / track, crops_root / f".{track}.partial"):
+            if stale.exists():
+                shutil.rmtree(stale)
+        folders[track] = crops_root / f".{track}.partial"
+        folders[track].mkdir(parents=True)
+    return folders
+
+
+def _write_crop(chip: np.ndarray, path: Path, quality: int) -> None:
+    from PIL import Image
+
+    Image.fromarray(chip).save(path, format="JPEG", quality=quality)
+
+
+def _add(column: dict, frame: int, face) -> None:
+    column["frame"].append(frame)
+    column["source"].append(face.source)
+    column["score"].append(round(face.score, 4))
+    column["box"].append([round(float(v), 1) for v in face.box])
+    column["landmarks"].append([[round(float(x), 1), round(float(y), 1)] for x, y in face.points])
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
