@@ -10,13 +10,12 @@ from dva.errors import DataError, DvaError
 
 def face_task(name: str, video: str, label: str, root: str, settings) -> dict:
     """Runs on a worker: one video's crops; {"record": FaceRecord dict} or {"failed": reason}."""
-    from dva.faces.run import _reason
-    from dva.faces.stage import faces_for_video
+    from dva.faces.stage import failure_reason, faces_for_video
 
     try:
         return {"record": faces_for_video(Path(video), Path(root), settings, name=name, label=label).as_dict()}
     except DataError as exc:
-        return {"failed": _reason(exc, Path(video))}
+        return {"failed": failure_reason(exc, Path(video))}
 
 
 def faces_distributed(jobs: list, root: Path, settings, workers: int, report, progress: bool) -> None:

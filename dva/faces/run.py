@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.errors import ConfigError, DataError, DvaError
-from dva.faces.stage import FaceSettings, faces_for_video, models, read_record, record_path, settings_record
-from dva.faces.video import find_videos
+from dva.data.layout import child_folder
+from dva.errors import ConfigError, DataError
+from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, record_path, settings_record
+from dva.faces.video import VIDEO_SUFFIXES, find_videos
 
 CROPS = "cropped_aligned"
 
@@ -46,8 +47,6 @@ class FacesReport:
 
 def crops_folder(data: Path, out: Path | None) -> Path:
     """Where the crops go: OUT/cropped_aligned, or DATA/cropped_aligned; never inside an Aff-Wild2 release."""
-    from dva.data.aff_wild2 import child_folder
-
     if out is not None:
         return Path(out) / CROPS
     if child_folder(Path(data), "Annotations") is not None:
@@ -80,7 +79,7 @@ def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, worke
             try:
                 report.add(faces_for_video(video, root, settings, name=name, progress=progress, label=label))
             except DataError as exc:
-                report.failed[label] = _reason(exc, video)
+                report.failed[label] = failure_reason(exc, video)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -95,7 +94,7 @@ def _jobs(data: Path, root: Path) -> list[tuple[str, Path, str]]:
         seen[video.stem] = label
         jobs.append((video.stem, video, label))
     if not jobs:
-        raise DataError(f"{data}: no videos under it (looked for {', '.join(_suffixes())}, any case)")
+        raise DataError(f"{data}: no videos under it (looked for {', '.join(VIDEO_SUFFIXES)}, any case)")
     return jobs
 
 
@@ -109,14 +108,3 @@ def _refuse_other_settings(root: Path, jobs: list, settings: FaceSettings, overw
             differ = ", ".join(f"{k} {record['settings'].get(k)}" for k in wanted if record["settings"].get(k) != wanted[k])
             raise ConfigError(f"{record_path(root, name)}: {label} was done with other settings ({differ}); pass --overwrite to redo, or another --out")
 
-
-def _reason(exc: DvaError, video: Path) -> str:
-    """The error's message without the video's path in front (the report names the video)."""
-    text = str(exc)
-    return text[len(str(video)) + 2:] if text.startswith(f"{video}: ") else text
-
-
-def _suffixes():
-    from dva.faces.video import VIDEO_SUFFIXES
-
-    return VIDEO_SUFFIXES

@@ -182,3 +182,9 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def failure_reason(exc: BaseException, video: Path) -> str:
+    """A video's error message without the video's path in front (the report names the video)."""
+    text = str(exc)
+    return text[len(str(video)) + 2:] if text.startswith(f"{video}: ") else text
