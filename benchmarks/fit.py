@@ -2,6 +2,7 @@
 batches, and how epoch time grows with a store 1x, 4x, 16x larger. One run, side by side.
 
     python benchmarks/fit.py [--frames 20000] [--device cpu] [--quick]
+    python benchmarks/fit.py --scale release [...]   # `dva fit` on a release-sized store: see benchmarks/fit_scale.py
 
 --quick: 500 frames, hidden 16, one repeat; seconds, every code path.
 """
@@ -9,6 +10,7 @@ batches, and how epoch time grows with a store 1x, 4x, 16x larger. One run, side
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -62,6 +64,14 @@ def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathe
 
 
 def main() -> None:
+    if "--scale" in sys.argv:  # `--scale release`: dva fit itself on a release-sized store (benchmarks/fit_scale.py)
+        at = sys.argv.index("--scale")
+        if sys.argv[at + 1 : at + 2] != ["release"]:
+            raise SystemExit("--scale takes one value: release")
+        del sys.argv[at : at + 2]
+        from fit_scale import main as release
+
+        return release()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
