@@ -160,25 +160,45 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     assert broken.track in info["splits"]["train"]["sets"][VISUAL]["failed"]
 
 
-def test_kill_9_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
+# `dva extract` with every zarr array write slowed by SLOW_WRITE seconds (the real write follows): a track's
+# write then lasts long enough for the test to see it half done from outside and kill the process inside it.
+SLOW_WRITE = 0.3
+SLOWED = ("import sys, time, zarr; real = zarr.Array.__setitem__\n"
+          f"def slow(self, *a):\n    time.sleep({SLOW_WRITE})\n    return real(self, *a)\n"
+          "zarr.Array.__setitem__ = slow; sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()")
+
+
+def _half_written(out: Path, split: str) -> list[str]:
+    """Tracks whose visual set's group is on disk but not marked complete in the track's attrs: a write under way
+    (the visual set, never empty, takes two slowed writes, data and mask, before its mark)."""
+    if not (out / split).is_dir():
+        return []
+    found = []
+    for track, attrs in open_store(out).track_index(split).items():
+        done = attrs.get("complete") or {}
+        if (out / split / track / VISUAL / "zarr.json").is_file() and VISUAL not in done:
+            found.append(track)
+    return found
+
+
+def test_kill_9_inside_a_write_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
     out = tmp_path / "killed"
-    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once at least one track is complete, mid-run
-        time.sleep(0.05)
+    arguments = ["extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY]
+    process = subprocess.Popen([sys.executable, "-c", SLOWED, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, seen = time.time() + 120, []
+    while time.time() < deadline and process.poll() is None and not seen:
+        time.sleep(0.02)
         try:
-            store = open_store(out)
-            complete = [t for t in store.tracks("train") if store.is_complete("train", t)]
-        except Exception:
+            seen = _half_written(out, "train")
+        except Exception:  # the store's root is being created right now
             continue
-        if complete:
-            break
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert seen, "no write was ever seen under way"
     store = open_store(out)
+    assert not store.is_complete("train", seen[0]) and VISUAL not in store.track_attrs("train", seen[0])["complete"]  # nothing half-marked
     assert len([t for t in store.tracks("train") if store.is_complete("train", t)]) < len(scan(synth_data, split="train").tracks)
-    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert subprocess.run([*DVA, *arguments], capture_output=True).returncode == 0
     assert_stores_equal(out, tiny_store, "train")
 
 
@@ -232,14 +252,48 @@ def test_visual_source_video_decodes_frames_and_masks_rows_past_the_end(synth_da
         np.testing.assert_array_equal(mask, np.arange(track.n_frames) < track.n_video_frames)
 
 
-def test_two_concurrent_extracts_share_the_split_and_equal_a_clean_run(synth_data, tiny_store, tmp_path):
-    out = tmp_path / "shared"
-    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+# `dva extract` that, once it holds its first claim of a video, waits (up to a minute) until the other process holds
+# one too: the two runs then overlap whatever their start-up times. The claims themselves are dva's own.
+MEET = ("import os, sys, time; from pathlib import Path; import dva.pipeline.claims as claims; real = claims.Claims.try_claim\n"
+        "def try_claim(self, key):\n"
+        "    got = real(self, key)\n"
+        "    if got and self.folder.name != 'store' and not getattr(claims, 'met', False):\n"
+        "        claims.met, meeting = True, Path(os.environ['DVA_TEST_MEET'])\n"
+        "        (meeting / str(os.getpid())).touch()\n"
+        "        deadline = time.time() + 60\n"
+        "        while len(list(meeting.iterdir())) < 2 and time.time() < deadline:\n"
+        "            time.sleep(0.02)\n"
+        "    return got\n"
+        "claims.Claims.try_claim = try_claim; sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()")
+
+
+def _claim_holders(folder: Path) -> set[int]:
+    """The pids named by the claim files in folder now (a file being written or removed is passed over)."""
+    pids = set()
+    for path in folder.glob("*.claim") if folder.is_dir() else []:
+        try:
+            pids.add(json.loads(path.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids
+
+
+def test_two_concurrent_extracts_hold_claims_at_once_share_the_split_and_equal_a_clean_run(synth_data, tiny_store, tmp_path):
+    out, meeting = tmp_path / "shared", tmp_path / "meeting"
+    meeting.mkdir()
+    arguments = ["extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json"]
+    env = {**os.environ, "DVA_TEST_MEET": str(meeting)}
+    processes = [subprocess.Popen([sys.executable, "-c", MEET, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    together = set()  # pids seen holding claims of the split in one look at the claim files
+    while any(process.poll() is None for process in processes) and len(together) < 2:
+        together = max(together, _claim_holders(out / ".claims" / "train"), key=len)
+        time.sleep(0.01)
     results = [process.communicate(timeout=300) for process in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    assert together == {process.pid for process in processes}  # both held a claim at the same moment
     reports = [json.loads(stdout) for stdout, _ in results]
+    assert all(report["extracted"] for report in reports)  # each did part of the work
     extracted = [track for report in reports for track in report["extracted"]]
     assert sorted(extracted) == sorted(t.track for t in scan(synth_data, split="train").tracks)  # each track once
     assert_stores_equal(out, tiny_store, "train")
