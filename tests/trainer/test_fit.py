@@ -45,12 +45,24 @@ def test_predict_per_track_writes_an_abaw_file_per_test_track_with_every_row(run
         assert np.all(np.abs(values) <= 1) and values.std(axis=0).min() > 0
 
 
-def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_store):
+def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_store, monkeypatch):
+    import zarr
+
+    # spies, not fakes: zarr opens and reads as ever, the test counts the store's groups opened and arrays read
+    reads = []
+    real_open, real_get = zarr.open_group, zarr.Array.__getitem__
+    monkeypatch.setattr(zarr, "open_group", lambda *a, **k: reads.append("open") or real_open(*a, **k))
+    monkeypatch.setattr(zarr.Array, "__getitem__", lambda self, key: reads.append(self.path) or real_get(self, key))
     features = load_features(str(tiny_store))
+    assert "open" in reads and len(reads) > 20  # the spies see the store being read
+    reads.clear()
     first = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
     second = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
+    other = train(FitSettings(features=str(tiny_store), **{**QUICK, "fusion": "concat", "epochs": 1}), features, progress=False)
+    assert reads == []  # three variants, not one more read of the store
     assert first.history == [{**row, "seconds": first.history[i]["seconds"]} for i, row in enumerate(second.history)]
     np.testing.assert_array_equal(first.val_pred, second.val_pred)
+    assert np.isfinite(other.history[0]["loss"])
 
 
 @pytest.mark.parametrize("fusion", ["concat", "xattn", "gated", "hierarchical"])
