@@ -115,3 +115,25 @@ def test_ablate_over_local_dask_workers_gives_the_same_numbers(tiny_store, tmp_p
     assert [row["variant"] for row in here] == [row["variant"] for row in there]
     for a, b in zip(here, there):
         assert a["p_va"] == pytest.approx(b["p_va"], abs=1e-6)
+
+
+def test_fit_and_predict_on_an_hdf5_store_give_what_they_give_on_zarr(run_dir, tiny_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    def dva(*args):
+        result = CliRunner().invoke(app, [str(arg) for arg in args])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    h5 = tmp_path / "features.h5"
+    dva("convert", tiny_store, h5)
+    quick = ["--epochs", "2", "--hidden", "16", "--seq-len", "32", "--stride", "16", "--prompt", "none", "--json"]
+    reports = [json.loads(dva("fit", "--features", store, "--out", tmp_path / name, *quick)) for store, name in ((h5, "on-h5"), (tiny_store, "on-zarr"))]
+    assert reports[0]["best_val"] == reports[1]["best_val"] and reports[0]["best_val"]["p_va"] > 0
+    run, _ = run_dir
+    for store, name in ((h5, "h5.txt"), (tiny_store, "zarr.txt")):
+        dva("predict", "--run", run, "--features", store, "--out", tmp_path / name)
+    lines = (tmp_path / "h5.txt").read_text().splitlines()
+    assert len(lines) > 100 and lines == (tmp_path / "zarr.txt").read_text().splitlines()
