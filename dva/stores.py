@@ -580,7 +580,9 @@ def upgrade(path: str | Path, names: dict[str, str], progress: bool = True) -> i
                     store._delete(group, name)
                 continue
             own = {k: v for k, v in track_attrs.items() if k not in TRACK_BOOKKEEPING}
-            if track_attrs.get("complete") is True and "frame_time" in present:
+            # stopped inside this track's upgrade (sets begun, "set_rows" written below): its old arrays are all still there
+            begun = "set_rows" in track_attrs and leftovers == {*FORMAT_1_ARRAYS["visual"], *FORMAT_1_ARRAYS["audio"]}
+            if (track_attrs.get("complete") is True or begun) and "frame_time" in present:
                 old = {name: store._read_array(group, name) for name in present}
                 # the old arrays go last: a crash before the attrs below leaves the track readable as format 1
                 store._set_attrs(group, {"rows": int(old["frame_time"].shape[0]), "labelled": "labels" in old, "valid_labels": int(track_attrs.get("valid_labels") or 0), "error": {}, "done_at": {}, "set_rows": {}})
