@@ -108,6 +108,14 @@ def two_audio_store(tiny_store, synth_data, tmp_path_factory) -> Path:
 BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
 
 
+# A dva command with every zarr array write slowed by SLOW_WRITE seconds (the real write follows): a track's write
+# then lasts long enough for a test to see it half done from outside and kill the process inside it.
+SLOW_WRITE = 0.3
+SLOWED = ("import sys, time, zarr; real = zarr.Array.__setitem__\n"
+          f"def slow(self, *a):\n    time.sleep({SLOW_WRITE})\n    return real(self, *a)\n"
+          "zarr.Array.__setitem__ = slow; sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()")
+
+
 @pytest.fixture(scope="session")
 def run_dir(tiny_store, tmp_path_factory):
     """`dva fit` on the tiny store, once per test session: (run directory, best metrics)."""

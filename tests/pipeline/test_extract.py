@@ -16,7 +16,7 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.pipeline.extract import run_extract
 from dva.stores import open_store
-from tests.conftest import TINY_AUDIO, TINY_VISUAL, WAV2VEC2, assert_stores_equal, by_modality, tiny_settings
+from tests.conftest import SLOWED, TINY_AUDIO, TINY_VISUAL, WAV2VEC2, assert_stores_equal, by_modality, tiny_settings
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
@@ -158,14 +158,6 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     assert not mask[int(crop.stem) - 1]
     info = json.loads(subprocess.run([*DVA, "info", str(out), "--json"], capture_output=True, text=True).stdout)
     assert broken.track in info["splits"]["train"]["sets"][VISUAL]["failed"]
-
-
-# `dva extract` with every zarr array write slowed by SLOW_WRITE seconds (the real write follows): a track's
-# write then lasts long enough for the test to see it half done from outside and kill the process inside it.
-SLOW_WRITE = 0.3
-SLOWED = ("import sys, time, zarr; real = zarr.Array.__setitem__\n"
-          f"def slow(self, *a):\n    time.sleep({SLOW_WRITE})\n    return real(self, *a)\n"
-          "zarr.Array.__setitem__ = slow; sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()")
 
 
 def _half_written(out: Path, split: str) -> list[str]:
