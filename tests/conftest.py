@@ -40,6 +40,20 @@ def write_annotation(path: Path, lines: int, seed: int = 0) -> Path:
     return path
 
 
+def garble_audio(path: Path, start: float, stop: float) -> int:
+    """Overwrite the bytes of the AAC packets that play in [start, stop) s, as a damaged download would; returns how many."""
+    import av
+
+    with av.open(str(path)) as container:
+        sound = container.streams.audio[0]
+        spans = [(p.pos, p.size) for p in container.demux(sound) if p.size and start <= float(p.pts * p.time_base) < stop]
+    data = bytearray(path.read_bytes())
+    for pos, size in spans:
+        data[pos : pos + size] = b"\xff" * size
+    path.write_bytes(data)
+    return len(spans)
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """A small synthetic Aff-Wild2 dataset, made once per test session."""

@@ -354,3 +354,29 @@ def test_crops_decode_to_the_pixels_pil_gives_and_odd_files_are_read_or_named(sy
 def test_gpu_jpeg_decoding_without_a_gpu_is_refused_in_one_line(synth_data, tmp_path):
     done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tmp_path / "s"), *TINY, "--jpeg-decoder", "cuda"], capture_output=True, text=True)
     assert done.returncode == 2 and "--jpeg-decoder cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_annotation_line_and_damaged_sound_through_the_cli_exit_1_naming_them(synth_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+    from tests.conftest import garble_audio
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    tracks = {t.track: t for t in scan(data, split="train").tracks}
+    annotation = data / "Annotations" / "VA_Estimation_Challenge" / "Train_Set" / "synth_001.txt"
+    lines = annotation.read_text().splitlines()
+    lines[6] = "0.2;0.3"  # line 7 of the file
+    annotation.write_text("\n".join(lines) + "\n")
+    garbled = garble_audio(data / tracks["12-30-640x360"].video, 1.0, 1.3)  # a stretch of it: silence, and a warning
+    garble_audio(data / tracks["synth_000_left"].video, 0.0, 60.0)  # all of it: the pair sharing that sound fails
+    result = CliRunner().invoke(app, ["extract", "--data", str(data), "--split", "train", "--out", str(tmp_path / "store"), *TINY, "--json"])
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{annotation}:7: expected 'valence,arousal', got '0.2;0.3'" in result.stderr  # the file and the line
+    assert garbled >= 4 and f"{tracks['12-30-640x360'].video}: {garbled} audio packets" in result.stderr and "could not be decoded and are silence" in result.stderr
+    failed = {line.split(": ")[2]: line for line in result.stderr.splitlines() if line.startswith("dva: failed: ")}
+    assert "packets refused by the decoder" in failed["synth_000_left"] and "packets refused by the decoder" in failed["synth_000_right"]
+    report = json.loads(result.stdout)
+    assert report["extracted"] == ["12-30-640x360"] and set(report["failed"]) == {"synth_001", "synth_000_left", "synth_000_right"}
