@@ -16,7 +16,15 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.pipeline.extract import run_extract
 from dva.stores import open_store
-from tests.conftest import SLOWED, TINY_AUDIO, TINY_VISUAL, WAV2VEC2, assert_stores_equal, by_modality, tiny_settings
+from tests.conftest import (
+    SLOWED,
+    TINY_AUDIO,
+    TINY_VISUAL,
+    WAV2VEC2,
+    assert_stores_equal,
+    by_modality,
+    tiny_settings,
+)
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]

@@ -11,7 +11,13 @@ from dva.errors import DataError
 from dva.pipeline.extract import run_extract
 from dva.pipeline.media import frame_times, read_audio, times_for_rows
 from dva.stores import open_store
-from tests.conftest import TINY_AUDIO, by_modality, garble_audio, tiny_settings, write_annotation
+from tests.conftest import (
+    TINY_AUDIO,
+    by_modality,
+    garble_audio,
+    tiny_settings,
+    write_annotation,
+)
 from tests.test_real_clips import _clips
 
 RATE = 16000

@@ -20,7 +20,7 @@ def test_fit_and_predict_do_not_import_each_other(module, never):
 
 def test_a_run_loads_with_every_trainable_key(run_dir):
     out, _ = run_dir
-    settings, model, _, _ = load_run(out, device="cpu")
+    _, model, _, _ = load_run(out, device="cpu")
     saved = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["state"]
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
