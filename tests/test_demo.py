@@ -12,11 +12,11 @@ pytestmark = pytest.mark.longest
 
 
 def test_demo_runs_end_to_end_and_fusion_beats_each_modality(tmp_path):
-    """What `make demo` shows a newcomer: P_VA >= 0.5 on held-out synthetic tracks, fused > visual, audio."""
+    """What `make demo` shows a newcomer: P_VA >= 0.85 on val (the README shows 0.958), fused > visual, audio."""
     done = subprocess.run([sys.executable, "-m", "dva.cli", "demo", "--out", str(tmp_path / "demo"), "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert result["p_va"] >= 0.5
+    assert result["p_va"] >= 0.85  # README: 0.9579 (epoch 11); one modality alone scores 0.848 or less
     scores = {row["variant"]: row["p_va"] for row in result["ablation"]}
     fused = scores["modalities=visual,audio prompt=learnable"]
     assert fused > scores["modalities=visual prompt=learnable"] and fused > scores["modalities=audio prompt=learnable"]

@@ -254,3 +254,85 @@ def test_the_summary_says_what_each_sets_provenance_means(tmp_path):
     shown = _info(tmp_path / "s")
     assert "imported from /d/a (train, val), /d/b (test)" in shown and "12.5/s" in shown
     assert "incomplete: a (rerun `dva import` to finish)" in shown and "incomplete: a (rerun `dva extract` to finish)" in shown
+
+
+def downgrade(source, path) -> dict:
+    """The tiny store's tracks laid out as dva 0.1 wrote them (format 1: one visual and one audio array at each
+    track's root, the encoders in the root attrs), written with zarr itself. Returns the root attrs."""
+    import zarr
+
+    from tests.conftest import TINY_AUDIO, TINY_VISUAL
+
+    with open_store(source) as store:
+        sets = store.feature_sets()
+        attrs = {"dva_version": "0.1.0", "visual_encoder": sets[TINY_VISUAL]["encoder"], "audio_encoder": sets[TINY_AUDIO]["encoder"],
+                 "preprocessing": {**sets[TINY_VISUAL]["preprocessing"], **sets[TINY_AUDIO]["preprocessing"], **store.attrs["timeline"]}}
+        root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        root.attrs.update(attrs)
+        old_names = {"visual": f"{TINY_VISUAL}/data", "visual_mask": f"{TINY_VISUAL}/mask", "audio": f"{TINY_AUDIO}/data", "audio_time": f"{TINY_AUDIO}/time"}
+        for split in store.splits():
+            for track, track_attrs in store.track_index(split).items():
+                group = root.require_group(f"{split}/{track}")
+                own = {name: store.read(split, track, name) for name in ("frame_time", "labels") if store.has_array(split, track, name)}
+                for name, values in {**own, **{old: store.read(split, track, new) for old, new in old_names.items()}}.items():
+                    group.create_array(name, data=values)
+                kept = {k: v for k, v in track_attrs.items() if k not in ("rows", "labelled", "complete", "error", "done_at", "set_rows")}
+                group.attrs.update({**kept, "complete": True})
+    return attrs
+
+
+def test_an_interrupted_upgrade_resumes_and_a_run_of_dva_0_1_predicts_on_the_upgraded_store(tiny_store, run_dir, synth_data, tmp_path):
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+    from dva.data.synth import SAMPLE_FILE
+    from dva.trainer.run_dir import CHECKPOINT
+    from tests.conftest import SLOWED, TINY_AUDIO, TINY_VISUAL, assert_stores_equal
+
+    old, clean = tmp_path / "old", tmp_path / "clean"
+    attrs = downgrade(tiny_store, old)
+    shutil.copytree(old, clean)
+    upgrade(clean, {"visual": TINY_VISUAL, "audio": TINY_AUDIO}, progress=False)  # the same store, upgraded without a stop
+    tracks = [(split, track) for split in ("test", "train", "val") for track in open_store(tiny_store).tracks(split)]
+
+    def upgraded() -> int:  # tracks whose attrs the upgrade has rewritten, read from the files (not through dva)
+        return sum(isinstance(json.loads((old / split / track / "zarr.json").read_text())["attributes"].get("complete"), dict) for split, track in tracks)
+
+    process = subprocess.Popen([sys.executable, "-c", SLOWED, "upgrade", str(old)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and upgraded() < 2:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = upgraded()
+    assert 2 <= before < len(tracks) and open_store(old).layout == 1  # killed half way: the root still says format 1
+    inside = [(split, track) for split, track in tracks if (old / split / track / "visual").is_dir()
+              and isinstance(json.loads((old / split / track / "zarr.json").read_text())["attributes"].get("complete"), dict)]
+    assert inside  # and inside a track: its sets begun, its old arrays not yet removed
+    result = CliRunner().invoke(app, ["upgrade", str(old)])
+    assert result.exit_code == 0, result.stderr
+    assert 0 < int(result.stdout.split()[1]) <= len(tracks) - before + 1  # "upgraded N tracks": what was done before the kill is left alone
+    for split in ("test", "train", "val"):
+        assert_stores_equal(old, clean, split)
+    # a run trained by dva 0.1 (its checkpoint names two encoders, no feature sets) predicts on the upgraded store
+    # exactly what today's run predicts on the store the features came from
+    run, _ = run_dir
+    ancient = tmp_path / "run-0.1"
+    shutil.copytree(run, ancient)
+    checkpoint = torch.load(ancient / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint["provenance"] = attrs
+    torch.save(checkpoint, ancient / CHECKPOINT)
+    outputs = []
+    for run_path, store, name in ((ancient, old, "ancient.txt"), (run, tiny_store, "now.txt")):
+        result = CliRunner().invoke(app, ["predict", "--run", str(run_path), "--features", str(store), "--out", str(tmp_path / name), "--sample", str(synth_data / SAMPLE_FILE)])
+        assert result.exit_code == 0, result.stderr
+        outputs.append((tmp_path / name).read_text().splitlines())
+    assert len(outputs[0]) > 100 and outputs[0] == outputs[1]

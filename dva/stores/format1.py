@@ -58,7 +58,9 @@ def _upgrade_track(store: Store, split: str, track: str, track_attrs: dict, sets
             store.delete_array(split, track, name)
         return 0
     own = {k: v for k, v in track_attrs.items() if k not in TRACK_BOOKKEEPING}
-    if track_attrs.get("complete") is True and "frame_time" in present:
+    # stopped inside this track's upgrade (sets begun, "set_rows" written below): its old arrays are all still there
+    begun = "set_rows" in track_attrs and leftovers == set(FORMAT_1_NAMES)
+    if (track_attrs.get("complete") is True or begun) and "frame_time" in present:
         old = {name: store.read(split, track, name) for name in present}
         # the old arrays go last: a crash before the attrs below leaves the track readable as format 1
         store.set_track_attrs(split, track, {"rows": int(old["frame_time"].shape[0]), "labelled": "labels" in old, "valid_labels": int(track_attrs.get("valid_labels") or 0), "error": {}, "done_at": {}, "set_rows": {}})

@@ -16,26 +16,46 @@ import pytest
 from dva.data.aff_wild2 import scan
 from dva.pipeline.extract import run_extract
 from dva.stores import open_store
-from tests.conftest import TINY_AUDIO, TINY_VISUAL, WAV2VEC2, by_modality, tiny_settings
+from tests.conftest import (
+    SLOWED,
+    TINY_AUDIO,
+    TINY_VISUAL,
+    WAV2VEC2,
+    assert_stores_equal,
+    by_modality,
+    tiny_settings,
+)
 
 DVA = [sys.executable, "-m", "dva.cli"]
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
 VISUAL, AUDIO = TINY_VISUAL, TINY_AUDIO
 
 
-def assert_stores_equal(a: Path, b: Path, split: str, exact: bool = True) -> None:
-    """Array for array; exact=False allows one float16 step, for stores written with other torch thread counts
-    (the order in which a matmul accumulates differs, so a feature may differ in its last bit)."""
-    left, right = open_store(a), open_store(b)
-    assert left.tracks(split) == right.tracks(split)
-    for track in left.tracks(split):
-        assert left.is_complete(split, track) and right.is_complete(split, track), track
-        x, y = left.read_track(split, track), right.read_track(split, track)
-        for name in set(x) & set(y):
-            if exact or x[name].dtype != np.float16:
-                np.testing.assert_array_equal(x[name], y[name], err_msg=f"{track}/{name}")
-            else:
-                np.testing.assert_allclose(x[name].astype(np.float32), y[name].astype(np.float32), rtol=2e-3, atol=1e-4, err_msg=f"{track}/{name}")
+def test_stores_equal_sees_a_missing_array_a_missing_set_and_other_provenance(tiny_store, tmp_path):
+    """The comparison every resume / Dask / HDF5 / shard test relies on fails on what it claims to compare."""
+    assert_stores_equal(tiny_store, tiny_store, "val")
+    track = open_store(tiny_store).tracks("val")[0]
+    no_labels, no_set, other = (tmp_path / name for name in ("no-labels", "no-set", "other"))
+    for copy in (no_labels, no_set, other):
+        shutil.copytree(tiny_store, copy)
+    shutil.rmtree(no_labels / "val" / track / "labels")  # one array gone, the track still complete
+    import zarr  # edited with zarr itself, not through dva's store
+
+    root = zarr.open_group(str(no_set), mode="r+")
+    root.attrs["feature_sets"] = {k: v for k, v in root.attrs["feature_sets"].items() if k != AUDIO}
+    for name in open_store(tiny_store).tracks("val"):  # one set gone from the store: provenance, every track's arrays and marks
+        shutil.rmtree(no_set / "val" / name / AUDIO)
+        group = zarr.open_group(str(no_set / "val" / name), mode="r+")
+        group.attrs.update({key: {k: v for k, v in group.attrs[key].items() if k != AUDIO} for key in ("complete", "done_at", "set_rows")})
+    root = zarr.open_group(str(other), mode="r+")  # same arrays, another model recorded
+    sets = dict(root.attrs["feature_sets"])
+    sets[VISUAL] = {**sets[VISUAL], "encoder": {**sets[VISUAL]["encoder"], "model": "another"}}
+    root.attrs["feature_sets"] = sets
+    for broken, message in ((no_labels, "labels"), (no_set, "feature sets"), (other, "provenance")):
+        with pytest.raises(AssertionError, match=message):
+            assert_stores_equal(broken, tiny_store, "val")
+        with pytest.raises(AssertionError):
+            assert_stores_equal(tiny_store, broken, "val")
 
 
 def test_every_track_lands_with_the_right_shapes_masks_and_labels(synth_data, tiny_store):
@@ -107,7 +127,7 @@ def test_a_second_encoder_adds_a_set_and_never_rewrites_the_first(synth_data, ti
     info = store.summary()["splits"]["val"]["sets"]
     assert info[WAV2VEC2]["complete"] == info[VISUAL]["complete"] == len(store.tracks("val"))
     assert store.summary()["splits"]["test"]["sets"][WAV2VEC2]["complete"] == 0  # test was not extracted with it
-    assert_stores_equal(two_audio_store, tiny_store, "val")  # the sets both stores have are equal
+    assert_stores_equal(two_audio_store, tiny_store, "val", ignore_sets={WAV2VEC2})  # the rest of the store is equal
     again = run_extract(tiny_settings(synth_data, "val", two_audio_store, only="audio", audio_encoder="wav2vec2", wav2vec2_model="dva-tiny-wav2vec2"))
     assert again.extracted == [] and again.skipped  # the same encoder resumes
 
@@ -148,25 +168,37 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     assert broken.track in info["splits"]["train"]["sets"][VISUAL]["failed"]
 
 
-def test_kill_9_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
+def _half_written(out: Path, split: str) -> list[str]:
+    """Tracks whose visual set's group is on disk but not marked complete in the track's attrs: a write under way
+    (the visual set, never empty, takes two slowed writes, data and mask, before its mark)."""
+    if not (out / split).is_dir():
+        return []
+    found = []
+    for track, attrs in open_store(out).track_index(split).items():
+        done = attrs.get("complete") or {}
+        if (out / split / track / VISUAL / "zarr.json").is_file() and VISUAL not in done:
+            found.append(track)
+    return found
+
+
+def test_kill_9_inside_a_write_then_rerun_equals_a_clean_run(synth_data, tiny_store, tmp_path):
     out = tmp_path / "killed"
-    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once at least one track is complete, mid-run
-        time.sleep(0.05)
+    arguments = ["extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY]
+    process = subprocess.Popen([sys.executable, "-c", SLOWED, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, seen = time.time() + 120, []
+    while time.time() < deadline and process.poll() is None and not seen:
+        time.sleep(0.02)
         try:
-            store = open_store(out)
-            complete = [t for t in store.tracks("train") if store.is_complete("train", t)]
-        except Exception:
+            seen = _half_written(out, "train")
+        except Exception:  # the store's root is being created right now
             continue
-        if complete:
-            break
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert seen, "no write was ever seen under way"
     store = open_store(out)
+    assert not store.is_complete("train", seen[0]) and VISUAL not in store.track_attrs("train", seen[0])["complete"]  # nothing half-marked
     assert len([t for t in store.tracks("train") if store.is_complete("train", t)]) < len(scan(synth_data, split="train").tracks)
-    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert subprocess.run([*DVA, *arguments], capture_output=True).returncode == 0
     assert_stores_equal(out, tiny_store, "train")
 
 
@@ -220,14 +252,48 @@ def test_visual_source_video_decodes_frames_and_masks_rows_past_the_end(synth_da
         np.testing.assert_array_equal(mask, np.arange(track.n_frames) < track.n_video_frames)
 
 
-def test_two_concurrent_extracts_share_the_split_and_equal_a_clean_run(synth_data, tiny_store, tmp_path):
-    out = tmp_path / "shared"
-    command = [*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+# `dva extract` that, once it holds its first claim of a video, waits (up to a minute) until the other process holds
+# one too: the two runs then overlap whatever their start-up times. The claims themselves are dva's own.
+MEET = ("import os, sys, time; from pathlib import Path; import dva.pipeline.claims as claims; real = claims.Claims.try_claim\n"
+        "def try_claim(self, key):\n"
+        "    got = real(self, key)\n"
+        "    if got and self.folder.name != 'store' and not getattr(claims, 'met', False):\n"
+        "        claims.met, meeting = True, Path(os.environ['DVA_TEST_MEET'])\n"
+        "        (meeting / str(os.getpid())).touch()\n"
+        "        deadline = time.time() + 60\n"
+        "        while len(list(meeting.iterdir())) < 2 and time.time() < deadline:\n"
+        "            time.sleep(0.02)\n"
+        "    return got\n"
+        "claims.Claims.try_claim = try_claim; sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()")
+
+
+def _claim_holders(folder: Path) -> set[int]:
+    """The pids named by the claim files in folder now (a file being written or removed is passed over)."""
+    pids = set()
+    for path in folder.glob("*.claim") if folder.is_dir() else []:
+        try:
+            pids.add(json.loads(path.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids
+
+
+def test_two_concurrent_extracts_hold_claims_at_once_share_the_split_and_equal_a_clean_run(synth_data, tiny_store, tmp_path):
+    out, meeting = tmp_path / "shared", tmp_path / "meeting"
+    meeting.mkdir()
+    arguments = ["extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json"]
+    env = {**os.environ, "DVA_TEST_MEET": str(meeting)}
+    processes = [subprocess.Popen([sys.executable, "-c", MEET, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    together = set()  # pids seen holding claims of the split in one look at the claim files
+    while any(process.poll() is None for process in processes) and len(together) < 2:
+        together = max(together, _claim_holders(out / ".claims" / "train"), key=len)
+        time.sleep(0.01)
     results = [process.communicate(timeout=300) for process in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    assert together == {process.pid for process in processes}  # both held a claim at the same moment
     reports = [json.loads(stdout) for stdout, _ in results]
+    assert all(report["extracted"] for report in reports)  # each did part of the work
     extracted = [track for report in reports for track in report["extracted"]]
     assert sorted(extracted) == sorted(t.track for t in scan(synth_data, split="train").tracks)  # each track once
     assert_stores_equal(out, tiny_store, "train")
@@ -296,3 +362,29 @@ def test_crops_decode_to_the_pixels_pil_gives_and_odd_files_are_read_or_named(sy
 def test_gpu_jpeg_decoding_without_a_gpu_is_refused_in_one_line(synth_data, tmp_path):
     done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tmp_path / "s"), *TINY, "--jpeg-decoder", "cuda"], capture_output=True, text=True)
     assert done.returncode == 2 and "--jpeg-decoder cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_annotation_line_and_damaged_sound_through_the_cli_exit_1_naming_them(synth_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+    from tests.conftest import garble_audio
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    tracks = {t.track: t for t in scan(data, split="train").tracks}
+    annotation = data / "Annotations" / "VA_Estimation_Challenge" / "Train_Set" / "synth_001.txt"
+    lines = annotation.read_text().splitlines()
+    lines[6] = "0.2;0.3"  # line 7 of the file
+    annotation.write_text("\n".join(lines) + "\n")
+    garbled = garble_audio(data / tracks["12-30-640x360"].video, 1.0, 1.3)  # a stretch of it: silence, and a warning
+    garble_audio(data / tracks["synth_000_left"].video, 0.0, 60.0)  # all of it: the pair sharing that sound fails
+    result = CliRunner().invoke(app, ["extract", "--data", str(data), "--split", "train", "--out", str(tmp_path / "store"), *TINY, "--json"])
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{annotation}:7: expected 'valence,arousal', got '0.2;0.3'" in result.stderr  # the file and the line
+    assert garbled >= 4 and f"{tracks['12-30-640x360'].video}: {garbled} audio packets" in result.stderr and "could not be decoded and are silence" in result.stderr
+    failed = {line.split(": ")[2]: line for line in result.stderr.splitlines() if line.startswith("dva: failed: ")}
+    assert "packets refused by the decoder" in failed["synth_000_left"] and "packets refused by the decoder" in failed["synth_000_right"]
+    report = json.loads(result.stdout)
+    assert report["extracted"] == ["12-30-640x360"] and set(report["failed"]) == {"synth_001", "synth_000_left", "synth_000_right"}

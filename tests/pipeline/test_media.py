@@ -11,7 +11,13 @@ from dva.errors import DataError
 from dva.pipeline.extract import run_extract
 from dva.pipeline.media import frame_times, read_audio, times_for_rows
 from dva.stores import open_store
-from tests.conftest import TINY_AUDIO, by_modality, tiny_settings, write_annotation
+from tests.conftest import (
+    TINY_AUDIO,
+    by_modality,
+    garble_audio,
+    tiny_settings,
+    write_annotation,
+)
 from tests.test_real_clips import _clips
 
 RATE = 16000
@@ -135,26 +141,12 @@ def test_video_without_sound_gives_an_empty_wave(tmp_path):
     assert audio.wave.shape == (0,) and audio.wave.dtype == np.float32 and audio.start == 0.0
 
 
-def _garble_audio(path: Path, start: float, stop: float) -> int:
-    """Overwrite the bytes of the AAC packets that play in [start, stop) s, as a damaged download would; returns how many."""
-    import av
-
-    with av.open(str(path)) as container:
-        sound = container.streams.audio[0]
-        spans = [(p.pos, p.size) for p in container.demux(sound) if p.size and start <= float(p.pts * p.time_base) < stop]
-    data = bytearray(path.read_bytes())
-    for pos, size in spans:
-        data[pos : pos + size] = b"\xff" * size
-    path.write_bytes(data)
-    return len(spans)
-
-
 def test_damaged_sound_becomes_silence_of_its_length_and_the_rest_stays_on_time(tmp_path):
     t = np.arange(4 * RATE) / RATE
     wave = (0.02 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     wave[(t >= 2.0) & (t < 2.5)] *= 30  # a burst whose place in time is checked after the damage
     path = write_video(tmp_path / "clip.mp4", np.zeros((100, 32, 32, 3), np.uint8), 25, wave)
-    damaged = _garble_audio(path, 1.0, 1.3)
+    damaged = garble_audio(path, 1.0, 1.3)
     audio = read_audio(path)
     assert damaged >= 4 and audio.bad_packets == damaged and audio.bad_seconds == pytest.approx(damaged * 1024 / RATE)
     assert audio.wave.shape[0] == pytest.approx(4 * RATE, abs=1024)  # the damaged stretch is still there, as silence
@@ -165,7 +157,7 @@ def test_damaged_sound_becomes_silence_of_its_length_and_the_rest_stays_on_time(
 
 def test_sound_mostly_damaged_is_a_data_error(tmp_path):
     path = write_video(tmp_path / "clip.mp4", np.zeros((50, 32, 32, 3), np.uint8), 25, _noise(2.0, RATE))
-    _garble_audio(path, 0.0, 2.0)
+    garble_audio(path, 0.0, 2.0)
     with pytest.raises(DataError, match="packets refused by the decoder"):
         read_audio(path)
 

@@ -45,13 +45,25 @@ def test_predict_per_track_writes_an_abaw_file_per_test_track_with_every_row(run
         assert np.all(np.abs(values) <= 1) and values.std(axis=0).min() > 0
 
 
-def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_store):
+def test_same_seed_same_numbers_and_store_is_read_once_for_many_variants(tiny_store, monkeypatch):
+    import zarr
+
+    # spies, not fakes: zarr opens and reads as ever, the test counts the store's groups opened and arrays read
+    reads = []
+    real_open, real_get = zarr.open_group, zarr.Array.__getitem__
+    monkeypatch.setattr(zarr, "open_group", lambda *a, **k: reads.append("open") or real_open(*a, **k))
+    monkeypatch.setattr(zarr.Array, "__getitem__", lambda self, key: reads.append(self.path) or real_get(self, key))
     features = load_features(str(tiny_store))
+    assert "open" in reads and len(reads) > 20  # the spies see the store being read
+    reads.clear()
     first = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
     second = train(FitSettings(features=str(tiny_store), **QUICK), features, progress=False)
+    other = train(FitSettings(features=str(tiny_store), **{**QUICK, "fusion": "concat", "epochs": 1}), features, progress=False)
+    assert reads == []  # three variants, not one more read of the store
     timing = ("seconds", "eval_seconds")
     assert [{k: v for k, v in row.items() if k not in timing} for row in first.history] == [{k: v for k, v in row.items() if k not in timing} for row in second.history]
     np.testing.assert_array_equal(first.val_pred, second.val_pred)
+    assert np.isfinite(other.history[0]["loss"])
 
 
 @pytest.mark.parametrize("fusion", ["concat", "xattn", "gated", "hierarchical"])
@@ -104,3 +116,25 @@ def test_ablate_over_local_dask_workers_gives_the_same_numbers(tiny_store, tmp_p
     assert [row["variant"] for row in here] == [row["variant"] for row in there]
     for a, b in zip(here, there):
         assert a["p_va"] == pytest.approx(b["p_va"], abs=1e-6)
+
+
+def test_fit_and_predict_on_an_hdf5_store_give_what_they_give_on_zarr(run_dir, tiny_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    def dva(*args):
+        result = CliRunner().invoke(app, [str(arg) for arg in args])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    h5 = tmp_path / "features.h5"
+    dva("convert", tiny_store, h5)
+    quick = ["--epochs", "2", "--hidden", "16", "--seq-len", "32", "--stride", "16", "--prompt", "none", "--json"]
+    reports = [json.loads(dva("fit", "--features", store, "--out", tmp_path / name, *quick)) for store, name in ((h5, "on-h5"), (tiny_store, "on-zarr"))]
+    assert reports[0]["best_val"] == reports[1]["best_val"] and reports[0]["best_val"]["p_va"] > 0
+    run, _ = run_dir
+    for store, name in ((h5, "h5.txt"), (tiny_store, "zarr.txt")):
+        dva("predict", "--run", run, "--features", store, "--out", tmp_path / name)
+    lines = (tmp_path / "h5.txt").read_text().splitlines()
+    assert len(lines) > 100 and lines == (tmp_path / "zarr.txt").read_text().splitlines()

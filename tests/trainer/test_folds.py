@@ -77,3 +77,21 @@ def test_more_folds_than_the_store_has_videos_is_one_line_exit_2(tiny_store, tmp
     result = CliRunner().invoke(app, ["fit", "--features", str(tiny_store), "--out", str(tmp_path / "cv"), "--folds", "9"])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "only 5 videos" in result.stderr and not (tmp_path / "cv").exists()
+
+
+def test_out_of_fold_rows_come_from_the_fold_run_that_held_the_track_out(folds_dir, tiny_store):
+    from dva.trainer.evaluate import predict_frames
+    from dva.trainer.run_dir import load_run
+    from dva.trainer.tracks import select_tracks
+
+    out, _ = folds_dir
+    pooled = load_features(str(tiny_store)).pooled()
+    fold_of = json.loads((out / "folds.json").read_text())["fold_of"]
+    runs = [load_run(out / f"fold-{fold}", device="cpu") for fold in range(3)]
+    for i, track in enumerate(pooled.tracks):
+        one = select_tracks(pooled, [i])
+        written = np.loadtxt(out / "oof_predictions" / f"{track}.txt", delimiter=",", skiprows=1, ndmin=2)
+        by_fold = [np.clip(predict_frames(model, settings, one, normaliser=normaliser), -1, 1) for settings, model, normaliser, _ in runs]
+        held = fold_of[track]
+        np.testing.assert_allclose(written, by_fold[held], atol=1e-5, err_msg=track)  # the run that never trained on it
+        assert all(np.abs(pred - written).max() > 1e-3 for fold, pred in enumerate(by_fold) if fold != held), track

@@ -23,11 +23,15 @@ def test_fit_and_predict_do_not_import_each_other(module, never):
 
 def test_a_run_loads_with_every_trainable_key(run_dir):
     out, _ = run_dir
-    settings, model, _, _ = load_run(out, device="cpu")
+    _, model, _, _ = load_run(out, device="cpu")
     saved = read_checkpoint(out)["state"]
-    for name, value in model.state_dict().items():
-        if name in saved:
-            assert torch.equal(value, saved[name]), name
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert trainable and frozen  # the run has a learnable prompt over the frozen CLIP text tower
+    assert trainable <= set(saved) and not frozen & set(saved)  # every trained weight saved, no frozen one
+    assert set(saved) == set(model.state_dict()) - frozen  # buffers (the prompt's token prefix ...) too
+    for name in saved:  # each loaded exactly as saved
+        assert torch.equal(model.state_dict()[name], saved[name]), name
 
 
 @pytest.mark.parametrize("tamper", ["drop", "add", "reshape"])

@@ -84,3 +84,55 @@ def test_fit_names_every_left_out_track_in_one_warning(store_with_failures, tmp_
     warnings = [line for line in done.stderr.splitlines() if line.startswith("dva: warning:")]
     assert len(warnings) == 1 and "val: 1 of 3 tracks left out (1 failed" in warnings[0] and "ghost" in warnings[0]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val_left_out"] == {"ghost": "failed: videos/batch2/ghost.mp4: video cannot be decoded"}
+
+
+def cli(*args):
+    """`dva ARGS` in this process (typer's runner): (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("damage", ["missing", "incomplete"])
+def test_a_missing_or_incomplete_test_track_refuses_the_submission(run_dir, tiny_store, tmp_path, damage):
+    import zarr  # the store edited with zarr itself: a track deleted, or a set's mark gone (as a run killed mid-write leaves it)
+
+    from tests.conftest import TINY_AUDIO
+
+    run, _ = run_dir
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    victim = open_store(copy).tracks("test")[0]
+    if damage == "missing":
+        shutil.rmtree(copy / "test" / victim)
+    else:
+        group = zarr.open_group(str(copy / "test" / victim), mode="r+")
+        group.attrs["complete"] = {k: v for k, v in group.attrs["complete"].items() if k != TINY_AUDIO}
+    code, _, stderr = cli("predict", "--run", run, "--features", copy, "--out", tmp_path / "sub.txt")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and not (tmp_path / "sub.txt").exists()
+    why = "missing from the store" if damage == "missing" else f"incomplete ({TINY_AUDIO})"
+    assert "1 of 2 test tracks cannot be predicted" in stderr and f"{victim} ({why})" in stderr
+
+
+def test_sample_rows_past_the_stored_frames_repeat_the_last_prediction_and_are_named(run_dir, tiny_store, synth_data, tmp_path):
+    run, _ = run_dir
+    sample = read_sample_file(synth_data / SAMPLE_FILE)
+    longer = sample.locations[0].split("/")[0]
+    rows = sample.rows_per_track()[longer]
+    extra = [f"{longer}/{frame:05d}.jpg" for frame in range(rows + 1, rows + 4)]  # three frames the store does not hold
+    last = max(i for i, loc in enumerate(sample.locations) if loc.startswith(longer + "/"))
+    locations = sample.locations[: last + 1] + extra + sample.locations[last + 1 :]
+    path = tmp_path / "VA_test_set_sample.txt"
+    path.write_text(HEADER + "\n" + "\n".join(f"{loc},," for loc in locations) + "\n")
+    assert cli("predict", "--run", run, "--features", tiny_store, "--out", tmp_path / "a.txt", "--smooth", "0")[0] == 0
+    code, _, stderr = cli("predict", "--run", run, "--features", tiny_store, "--out", tmp_path / "b.txt", "--smooth", "0", "--sample", path)
+    assert code == 0, stderr
+    assert "3 sample rows lie past the stored frames of 1 tracks" in stderr and longer in stderr
+    a = dict(line.split(",", 1) for line in (tmp_path / "a.txt").read_text().splitlines()[1:])
+    b = [line.split(",", 1) for line in (tmp_path / "b.txt").read_text().splitlines()[1:]]
+    assert [loc for loc, _ in b] == locations  # every row of the sample, in its order
+    assert all(values == a[loc] for loc, values in b if loc in a)
+    assert all(values == a[sample.locations[last]] for loc, values in b if loc in extra)  # the track's last stored frame
