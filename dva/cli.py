@@ -395,18 +395,24 @@ def report_lines(report: dict) -> list[str]:
 @app.command()
 @user_errors
 def predict(
+    files: Optional[list[Path]] = typer.Argument(None, help="More videos after --video FILE (dva predict --video a.mp4 b.mov ...).", show_default=False),
     run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean)."),
-    features: str = typer.Option(..., help="Feature store holding the split to predict."),
-    split: str = typer.Option("test", help="test or val."),
-    out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track."),
-    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges)."),
+    features: Optional[str] = typer.Option(None, help="Feature store holding the split to predict (not with --video)."),
+    video: list[Path] = typer.Option([], help="A recording to predict (faces, extraction of the run's feature sets, prediction): <track>.csv and <track>.png under --out."),
+    split: str = typer.Option("test", help="test, val, or all (a folder of videos)."),
+    out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track or csv, or with --video."),
+    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
     smooth: Optional[float] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping (default: the width `dva fit` chose on held-out tracks; 0: none)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Write the ABAW submission: every row of the organisers' sample file, in its order."""
+    """Write the ABAW submission (every row of the organisers' sample file, in its order), per-track files, or VA traces of recordings (--video)."""
+    if video or files:
+        return _predict_videos([*video, *(files or [])], bool(video), run, features, out, device, smooth, as_json)
+    if features is None:
+        raise DvaError("pass --features STORE (the store holding the split), or --video FILE")
     from dva.trainer.predict import predict as run_predict
 
     summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
@@ -417,6 +423,26 @@ def predict(
         typer.echo(summary["check"])
     typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {summary['smooth_seconds']:g} s ({summary['smoothing']})")
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
+
+
+def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features, out: Path, device, smooth, as_json: bool) -> None:
+    from dva.trainer.predict_video import predict_videos
+
+    if not flagged:
+        raise DvaError(f"{videos[0]}: videos to predict go after --video (dva predict --video FILE [FILE ...] --run RUN --out DIR)")
+    if features is not None:
+        raise DvaError("--video extracts its own features from the recordings: leave out --features")
+    report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
+    for video, reason in report.failed.items():
+        typer.echo(f"dva: failed: {video}: {reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for track, files in report.tracks.items():
+            faces = "no faces read" if files["faces"] is None else f"a face in {files['faces']}"
+            typer.echo(f"{track}: {files['frames']} frames ({faces}) -> {files['csv']}, {files['png']}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
