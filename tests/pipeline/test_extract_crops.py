@@ -49,3 +49,15 @@ def test_crops_from_another_folder_make_a_second_named_visual_set(synth_data, ti
     with (tmp_path / "ablate" / "results.csv").open(newline="") as handle:
         compared = {json.loads(row["settings"])["visual_features"] for row in csv.DictReader(handle)}
     assert compared == {TINY_VISUAL, "clip-224"}
+
+
+def test_where_crops_lie_is_not_part_of_a_sets_identity_but_how_they_were_made_is():
+    from dva.stores import set_differences
+
+    def info(folder, size):
+        faces = None if size is None else {"size": size}
+        return {"modality": "visual", "encoder": {"family": "clip"}, "preprocessing": {"visual_source": "crops", "crops": {"folder": folder, "faces": faces}}}
+
+    assert set_differences(info("/a/cropped_aligned", 224), info("/b/cropped_aligned", 224)) == []
+    assert set_differences(info("/a/cropped_aligned", 224), info("/a/cropped_aligned", 112)) == ["preprocessing.crops: {'faces': {'size': 224}} != {'faces': {'size': 112}}"]
+    assert set_differences(info("/a", None), {**info("/a", None), "preprocessing": {"visual_source": "crops"}})  # the release's crops are not --crops
