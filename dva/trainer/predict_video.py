@@ -168,7 +168,8 @@ def _faces(data: Path, sets: dict, crops: dict, report: VideoReport, given: dict
         done.add(where)
         faces = run_faces(data, _face_settings(sets[name]), out=where, progress=progress)
         for video, reason in faces.failed.items():
-            report.failed.setdefault(str(given[Path(video).name]), reason)
+            user = str(given[Path(video).name])
+            report.failed.setdefault(user, reason.replace(str(data / Path(video).name), user))  # the user's path, not the work folder's link
         for video in faces.without_face:
             warnings.warn(DvaWarning(f"{given[Path(video).name]}: no face found, its visual rows are all masked (predicted from sound and context)"), stacklevel=3)
 
