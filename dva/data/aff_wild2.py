@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.annotations import read_annotation, read_test_list
-from dva.data.layout import child_folder
+from dva.data.layout import CROPS_FOLDER, child_folder
 from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
 from dva.errors import DataError, first_line
 
@@ -42,7 +42,7 @@ class Track:
     n_valid: int | None
     fps: float  # from the container
     has_audio: bool
-    frames_dir: str | None  # cropped_aligned/<track>, relative to DATA
+    frames_dir: str | None  # cropped_aligned/<track>, relative to DATA (absolute when read from --crops elsewhere)
     n_video_frames: int  # decoded frames in the container (not part of the scan record)
     annotation: str | None  # relative to DATA (not part of the scan record)
 
@@ -71,10 +71,12 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None) -> ScanResult:
+def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None,
+         crops: Path | None = None) -> ScanResult:
     """Scan DATA for the tracks of one split (or all splits when split is None).
 
-    test_list / sample override the VA test list and the organisers' sample file found in DATA.
+    test_list / sample override the VA test list and the organisers' sample file found in DATA; crops: the
+    cropped_aligned folder to take the faces from (default: DATA's).
     Raises DataError when DATA is missing or holds nothing usable; single bad tracks
     become `Problem`s.
     """
@@ -106,7 +108,7 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
     if not candidates:
         raise DataError(f"{data}: no VA annotation folders and no test list found")
 
-    crops_root = child_folder(root, "cropped_aligned")
+    crops_root = Path(crops) if crops is not None else child_folder(root, CROPS_FOLDER)
     jobs = [(track, name, annotation) for track, name, annotation in candidates]
     sample_rows = test_phase.sample.rows_per_track() if test_phase.sample else {}
 
@@ -196,10 +198,17 @@ def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, tr
         n_valid=n_valid,
         fps=fps,
         has_audio=has_audio,
-        frames_dir=frames_dir.relative_to(root).as_posix() if frames_dir else None,
+        frames_dir=crops_dir(root, frames_dir),
         n_video_frames=n_video_frames,
         annotation=annotation.relative_to(root).as_posix() if annotation is not None else None,
     )
+
+
+def crops_dir(root: Path, folder: Path | None) -> str | None:
+    """A track's crop folder as its record keeps it: relative to DATA, or absolute when it lies elsewhere (--crops)."""
+    if folder is None:
+        return None
+    return folder.relative_to(root).as_posix() if folder.is_relative_to(root) else str(folder.resolve())
 
 
 def split_subject(track: str, videos: dict[str, Path]) -> tuple[str | None, str | None]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+CROPS_FOLDER = "cropped_aligned"  # the release's faces, and where `dva faces` writes its own
+LIST_FOLDER = "names_of_videos_in_each_test_set"  # the organisers' test lists
+
 
 def child_folder(folder: Path, name: str) -> Path | None:
     """The child of folder called name, case-insensitively."""
@@ -18,6 +21,12 @@ def child_folder(folder: Path, name: str) -> Path | None:
         if child.is_dir() and child.name.lower() == name.lower():
             return child
     return None
+
+
+def release_marker(root: Path) -> Path | None:
+    """The folder that makes root an Aff-Wild2 release (its annotations, or its test lists), or None: a folder
+    without either is a folder of plain videos (`dva.data.plain`)."""
+    return child_folder(root, "Annotations") or child_folder(root, LIST_FOLDER)
 
 
 _SUBJECT = re.compile(r"_(left|right)$")

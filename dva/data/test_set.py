@@ -16,10 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dva.data.layout import child_folder
+from dva.data.layout import LIST_FOLDER, child_folder
 from dva.errors import DataError
 
-LIST_FOLDER = "names_of_videos_in_each_test_set"
 SUBMISSION_HEADER = "image_location,valence,arousal"
 # How challenge names appear in file names (lower case), for the lists the VA challenge must never take.
 VA_NAME = re.compile(r"valence|arousal|(^|[^a-z])va([^a-z]|$)")

@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.data.layout import child_folder
+from dva.data.layout import CROPS_FOLDER, release_marker
 from dva.errors import ConfigError, DataError
 from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, record_path, settings_record
-from dva.faces.video import VIDEO_SUFFIXES, find_videos
+from dva.faces.video import videos_by_name
 
-CROPS = "cropped_aligned"
+CROPS = CROPS_FOLDER
 
 
 @dataclass
@@ -49,8 +49,9 @@ def crops_folder(data: Path, out: Path | None) -> Path:
     """Where the crops go: OUT/cropped_aligned, or DATA/cropped_aligned; never inside an Aff-Wild2 release."""
     if out is not None:
         return Path(out) / CROPS
-    if child_folder(Path(data), "Annotations") is not None:
-        raise ConfigError(f"{data} is an Aff-Wild2 release (it has Annotations/): pass --out CROPS so that its cropped_aligned/ stays as released")
+    marker = release_marker(Path(data))
+    if marker is not None:
+        raise ConfigError(f"{data} is an Aff-Wild2 release (it has {marker.name}/): pass --out CROPS so that its cropped_aligned/ stays as released")
     return Path(data) / CROPS
 
 
@@ -86,16 +87,7 @@ def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, worke
 
 def _jobs(data: Path, root: Path) -> list[tuple[str, Path, str]]:
     """(name, path, path relative to data) per video; two videos of one name are a DataError naming both."""
-    jobs, seen = [], {}
-    for video in find_videos(data, skip=root):
-        label = video.relative_to(data).as_posix()
-        if video.stem in seen:
-            raise DataError(f"two videos are both called {video.stem!r}: {seen[video.stem]} and {label} (their crops would share cropped_aligned/{video.stem}); rename one")
-        seen[video.stem] = label
-        jobs.append((video.stem, video, label))
-    if not jobs:
-        raise DataError(f"{data}: no videos under it (looked for {', '.join(VIDEO_SUFFIXES)}, any case)")
-    return jobs
+    return [(name, video, video.relative_to(data).as_posix()) for name, video in videos_by_name(data, skip=root).items()]
 
 
 def _refuse_other_settings(root: Path, jobs: list, settings: FaceSettings, overwrite: bool) -> None:

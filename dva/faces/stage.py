@@ -94,6 +94,16 @@ def read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
 
 
+def crops_settings(crops_root: Path) -> dict | None:
+    """The settings the crops under crops_root were made with (their records', `settings_record`), or None when no
+    record of dva's is there (crops made another way); the first record's when they differ."""
+    for path in sorted(Path(crops_root).glob("*.faces.json")):
+        record = read_record(path)
+        if record is not None:
+            return record["settings"]
+    return None
+
+
 def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name: str | None = None,
                     progress: bool = False, label: str | None = None) -> FaceRecord:
     """Crops and record of video under crops_root (the `cropped_aligned` folder); skipped when its record with these

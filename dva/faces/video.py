@@ -33,6 +33,21 @@ def find_videos(root: Path, skip: Path | None = None) -> list[Path]:
     return found
 
 
+def videos_by_name(root: Path, skip: Path | None = None) -> dict[str, Path]:
+    """Every video under root (`find_videos`) by its name, the file name without extension (a track's name).
+    DataError when there is none, or when two share a name (naming both: their tracks would be one)."""
+    root = Path(root)
+    named: dict[str, Path] = {}
+    for video in find_videos(root, skip=skip):
+        if video.stem in named:
+            first, second = (v.relative_to(root).as_posix() for v in (named[video.stem], video))
+            raise DataError(f"two videos are both called {video.stem!r}: {first} and {second} (a track is named by its file name, so they would be one); rename one")
+        named[video.stem] = video
+    if not named:
+        raise DataError(f"{root}: no videos under it (looked for {', '.join(VIDEO_SUFFIXES)}, any case)")
+    return named
+
+
 @dataclass
 class Frames:
     """An opened video: `n_frames` frames of `height` x `width` as displayed; `rotation` is the container's turn

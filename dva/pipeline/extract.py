@@ -15,7 +15,8 @@ import zlib
 from pathlib import Path
 
 from dva import __version__
-from dva.data.aff_wild2 import Problem, ScanResult, scan
+from dva.data.aff_wild2 import Problem, ScanResult
+from dva.data.dataset import scan
 from dva.errors import StoreError
 from dva.pipeline.claims import POLL, claims_for
 from dva.pipeline.distributed import extract_distributed
@@ -36,7 +37,7 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     complete or failed (taking over the claims of processes that died)."""
     settings.validate()
     root = Path(settings.data)
-    result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample)
+    result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops)
     device = settings.device or default_device()
     visual, audio = build_encoders(settings, device if not (settings.workers or settings.scheduler) else "cpu")
     made = feature_sets(settings, visual, audio)

@@ -37,6 +37,7 @@ class ExtractSettings:
     audio_hop: float = 0.1
     audio_pad: bool = False  # window mode: pad each window to the AST's max_length instead of running it at its own length
     visual_source: str = "auto"
+    crops: str | None = None  # a folder whose cropped_aligned/ holds the faces to read instead of DATA's (`dva faces --out`)
     batch_size: int = 64
     device: str | None = None
     workers: int = 0
@@ -74,6 +75,8 @@ class ExtractSettings:
                 raise ConfigError("--jpeg-decoder cuda decodes on the GPU the encoders run on: there is none here (use --jpeg-decoder cpu)")
         if self.visual_source not in VISUAL_SOURCES:
             raise ConfigError(f"--visual-source must be one of {', '.join(VISUAL_SOURCES)}, not {self.visual_source!r}")
+        if self.crops is not None and self.visual_source == "video":
+            raise ConfigError("--crops names the faces to read: it cannot go with --visual-source video")
         if self.audio_mode not in AUDIO_MODES:
             raise ConfigError(f"--audio-mode must be one of {', '.join(AUDIO_MODES)}, not {self.audio_mode!r}")
         if self.batch_size < 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dva import __version__
-from dva.data.layout import child_folder
+from dva.data.layout import CROPS_FOLDER, child_folder
 from dva.errors import StoreError, at_most
 from dva.pipeline.media import SAMPLE_RATE
 from dva.pipeline.extract_settings import ExtractSettings
@@ -51,6 +51,8 @@ def encoder_key(settings: ExtractSettings) -> tuple:
 def resolve_visual_source(settings: ExtractSettings) -> str:
     if settings.visual_source != "auto":
         return settings.visual_source
+    if settings.crops is not None:
+        return "crops"
     return "crops" if child_folder(Path(settings.data), "cropped_aligned") is not None else "video"  # any case, as scan finds it
 
 
@@ -62,6 +64,8 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
             continue
         if modality == "visual":
             preprocessing = {"visual_source": resolve_visual_source(settings)}
+            if settings.crops is not None:  # faces from elsewhere (another size, another aligner): a set of their own
+                preprocessing["crops"] = crops_provenance(settings.crops)
             if settings.jpeg_decoder == "cuda":  # nvJPEG's pixels may differ from libjpeg-turbo's by a level or two
                 preprocessing["jpeg_decoder"] = "nvjpeg"
         else:
@@ -70,6 +74,15 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
         name = settings.name or encoder.set_name()
         sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
     return sets
+
+
+def crops_provenance(crops: str) -> dict:
+    """Where a set's faces came from with --crops: the folder, and the `dva faces` settings that made them (None
+    when they were made another way)."""
+    from dva.faces.stage import crops_settings
+
+    root = Path(crops).resolve() / CROPS_FOLDER
+    return {"folder": str(root), "faces": crops_settings(root)}
 
 
 def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_path: str) -> None:

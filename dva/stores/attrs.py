@@ -58,10 +58,11 @@ def why_not_usable(attrs: dict | None, sets) -> str | None:
 
 
 def set_differences(old: dict, new: dict) -> list[str]:
-    """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each."""
+    """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each. Where
+    crops read with --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
     differences = []
     for section in ("modality", "encoder", "preprocessing"):
-        before, after = old.get(section), new.get(section)
+        before, after = _without_location(old.get(section)), _without_location(new.get(section))
         if not (isinstance(before, dict) or isinstance(after, dict)):
             if _plain(before) != _plain(after):
                 differences.append(f"{section}: {before!r} != {after!r}")
@@ -71,6 +72,11 @@ def set_differences(old: dict, new: dict) -> list[str]:
             if _plain(before.get(key)) != _plain(after.get(key)):
                 differences.append(f"{section}.{key}: {before.get(key)!r} != {after.get(key)!r}")
     return differences
+
+
+def _without_location(section):
+    crops = section.get("crops") if isinstance(section, dict) else None
+    return {**section, "crops": {k: v for k, v in crops.items() if k != "folder"}} if isinstance(crops, dict) else section
 
 
 def sets_mismatch(wanted: dict[str, dict], found: dict[str, dict], found_where: str) -> str | None:

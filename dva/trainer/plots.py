@@ -82,3 +82,33 @@ def plot_va_plane(path: Path, val: SplitData, pred: np.ndarray, max_points: int 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_va_track(path: Path, track: str, time: np.ndarray, pred: np.ndarray, face: np.ndarray | None) -> Path:
+    """<track>.png: valence and arousal over time (seconds), stretches without a face shaded. time float [T],
+    pred [T, 2], face bool [T] or None (the model read no faces: nothing shaded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 3.5))
+    step = float(np.median(np.diff(time))) if len(time) > 1 else 0.04
+    for i, (start, stop) in enumerate(_runs(~face) if face is not None else []):
+        ax.axvspan(time[start], time[stop - 1] + step, color="grey", alpha=0.25, linewidth=0, label=None if i else "no face")
+    ax.plot(time, pred[:, 0], color="tab:blue", linewidth=1, label="valence")
+    ax.plot(time, pred[:, 1], color="tab:red", linewidth=1, label="arousal")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set(ylim=(-1.05, 1.05), xlim=(float(time[0]) if len(time) else 0, float(time[-1]) + step if len(time) else 1), xlabel="time (s)", title=track)
+    ax.legend(loc="upper right", ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each stretch of True in flags [T]."""
+    padded = np.concatenate([[False], np.asarray(flags, bool), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))

@@ -23,7 +23,7 @@ import numpy as np
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
 from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
-from dva.trainer.submission import FORMATS, build_submission, write_per_track
+from dva.trainer.submission import FORMATS, build_submission, write_csv, write_per_track
 
 
 def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
@@ -86,6 +86,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
             warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable) for key in sorted(set(inputs.values()))}
+        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, provenance["feature_sets"]) if fmt == "csv" else None
     finally:
         store.close()
     total = None
@@ -97,8 +98,11 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         del model
     pred = smooth_frames((total / len(runs)).astype(np.float32), data, seconds)  # after the ensemble, before clipping
     ensemble = {"runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
-    if fmt == "per-track":
-        write_per_track(out, data.tracks, data.offsets, pred)
+    if fmt in ("per-track", "csv"):
+        if fmt == "csv":
+            write_csv(out, data.tracks, data.offsets, pred, *columns)
+        else:
+            write_per_track(out, data.tracks, data.offsets, pred)
         return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable), **ensemble}
     submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed)
     check = submission.check(sample_file)
@@ -109,6 +113,15 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         ), stacklevel=2)
     submission.write(out)
     return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable), **ensemble}
+
+
+def frame_columns(store, split: str, tracks: list[str], feature_sets: dict[str, dict]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(frame times in seconds float64 [N], whether a face crop was there bool [N] or None) of tracks, concatenated: the
+    face is the mask of the first visual set the runs read (None when they read none)."""
+    visual = next((name for name, info in feature_sets.items() if info.get("modality") == "visual"), None)
+    times = [np.asarray(store.read(split, track, "frame_time"), np.float64) for track in tracks]
+    faces = None if visual is None else [np.asarray(store.read(split, track, f"{visual}/mask"), bool) for track in tracks]
+    return np.concatenate(times), None if faces is None else np.concatenate(faces)
 
 
 def smoothing_width(given: list[Path], smooth: float | None) -> tuple[float, str]:

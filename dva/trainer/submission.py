@@ -4,6 +4,7 @@
   the organisers' sample file's rows in its order, each with a value in [-1, 1]. Without a sample
   file: every frame of every listed track, in list order (`<track>/<NNNNN>.jpg`).
 - `per-track` (older challenges): one `<track>.txt` per track, header `valence,arousal`.
+- `csv` (for reading, any split): one `<track>.csv` per track, header `frame,time,valence,arousal,face`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from dva.data.test_set import SUBMISSION_HEADER, SampleFile
 
-FORMATS = ("submission", "per-track")
+FORMATS = ("submission", "per-track", "csv")
+CSV_HEADER = "frame,time,valence,arousal,face"
 
 
 def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray) -> list[Path]:
@@ -27,6 +29,24 @@ def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.
         rows = np.clip(pred[offsets[i] : offsets[i + 1]], -1.0, 1.0)
         path = out / f"{track}.txt"
         path.write_text("\n".join(["valence,arousal"] + [f"{v:.6f},{a:.6f}" for v, a in rows]) + "\n")
+        written.append(path)
+    return written
+
+
+def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, times: np.ndarray, faces: np.ndarray | None) -> list[Path]:
+    """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`), `time`
+    (seconds, the store's frame_time), valence and arousal in [-1, 1], `face` (1 where the visual set has the frame,
+    i.e. a face crop was there; empty when the model reads no visual set). times float [N], faces bool [N] or None."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, track in enumerate(tracks):
+        rows = slice(int(offsets[i]), int(offsets[i + 1]))
+        values = np.clip(pred[rows], -1.0, 1.0)
+        face = [""] * len(values) if faces is None else [str(int(f)) for f in faces[rows]]
+        lines = [f"{n},{t:.4f},{v:.6f},{a:.6f},{f}" for n, (t, (v, a), f) in enumerate(zip(times[rows], values, face), start=1)]
+        path = out / f"{track}.csv"
+        path.write_text("\n".join([CSV_HEADER, *lines]) + "\n")
         written.append(path)
     return written
 

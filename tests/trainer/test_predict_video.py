@@ -1,0 +1,131 @@
+"""VA a person can read: `dva predict --split all --format csv` per track, and `dva predict --video FILE --run RUN` in one
+command (faces by real dlib on real recordings, the run's tiny feature sets rebuilt from its provenance, offline)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dva.cli import app
+from tests.conftest import TINY_VISUAL
+
+pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
+
+HEADER = "frame,time,valence,arousal,face"
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _rows(path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == HEADER
+    return [line.split(",") for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def people_store(people, people_crops, tmp_path_factory):
+    """The people folder with its crops inside (as `dva faces --data` without --out writes them), extracted (tiny, split all)."""
+    data = tmp_path_factory.mktemp("people-data") / "data"
+    shutil.copytree(people, data)
+    shutil.copytree(people_crops / "cropped_aligned", data / "cropped_aligned")
+    store = data.parent / "store"
+    done = _invoke("extract", "--data", data, "--split", "all", "--preset", "tiny", "--device", "cpu", "--out", store, "--json")
+    assert done.exit_code == 0, done.output
+    return store
+
+
+def test_csv_has_a_row_per_frame_with_its_time_and_whether_a_face_was_there(run_dir, people_store, tmp_path):
+    from dva.stores import open_store
+
+    done = _invoke("predict", "--run", run_dir[0], "--features", people_store, "--split", "all", "--format", "csv", "--out", tmp_path)
+    assert done.exit_code == 0, done.output
+    with open_store(str(people_store), mode="r") as store:
+        for track, faces in (("talking", 1), ("no face", 0)):
+            rows, frame_time = _rows(tmp_path / f"{track}.csv"), store.read("all", track, "frame_time")
+            assert [int(r[0]) for r in rows] == list(range(1, len(frame_time) + 1))  # 1-based, as the crops
+            assert np.allclose([float(r[1]) for r in rows], frame_time, atol=1e-4)
+            values = np.array([[float(r[2]), float(r[3])] for r in rows])
+            assert np.isfinite(values).all() and (np.abs(values) <= 1).all() and values.std(axis=0).min() > 0
+            assert {r[4] for r in rows} == {str(faces)}
+            assert np.array_equal([r[4] == "1" for r in rows], store.read("all", track, f"{TINY_VISUAL}/mask"))
+
+
+def test_predict_video_writes_a_csv_row_per_decoded_frame_and_a_png_in_one_command(run_dir, people, people_store, tmp_path):
+    import decord
+
+    run, out = run_dir[0], tmp_path / "out"
+    done = _invoke("predict", "--video", people / "talking.mp4", people / "no face.mp4", "--run", run, "--out", out)
+    assert done.exit_code == 0, done.output
+    assert "dva: warning: " in done.stderr and "no face.mp4: no face found" in done.stderr
+    for track in ("talking", "no face"):
+        rows = _rows(out / f"{track}.csv")
+        assert len(rows) == len(decord.VideoReader(str(people / f"{track}.mp4")))
+        assert (out / f"{track}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {r[4] for r in _rows(out / "talking.csv")} == {"1"} and {r[4] for r in _rows(out / "no face.csv")} == {"0"}
+    # the same sets as `dva faces` + `dva extract` + `dva predict --format csv` make by hand: the same traces
+    _invoke("predict", "--run", run, "--features", people_store, "--split", "all", "--format", "csv", "--out", tmp_path / "by-hand")
+    assert (out / "talking.csv").read_text() == (tmp_path / "by-hand" / "talking.csv").read_text()
+    record, store = out / ".dva-work" / "data" / "cropped_aligned" / "talking.faces.json", out / ".dva-work" / "store"
+    before = record.stat().st_mtime_ns, _done_at(store)
+    again = _invoke("predict", "--video", people / "talking.mp4", people / "no face.mp4", "--run", run, "--out", out, "--json")
+    assert again.exit_code == 0 and (record.stat().st_mtime_ns, _done_at(store)) == before  # resumed from the work folder: nothing redone
+    assert (out / "talking.csv").read_text() == (tmp_path / "by-hand" / "talking.csv").read_text()
+
+
+def _done_at(store) -> dict:
+    from dva.stores import open_store
+
+    with open_store(str(store), mode="r") as opened:
+        return opened.track_state("all", "talking")["done_at"]
+
+
+def test_folds_as_an_ensemble_and_an_unreadable_video_is_one_failed_line_while_the_rest_lands(folds_dir, people, tmp_path):
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video at all")
+    done = _invoke("predict", "--video", people / "talking.mp4", broken, "--run", folds_dir[0], "--out", tmp_path / "out")
+    assert done.exit_code == 1, done.output
+    failed = [line for line in done.stderr.splitlines() if line.startswith("dva: failed:")]
+    assert len(failed) == 1 and failed[0].startswith(f"dva: failed: {broken}: ") and ".dva-work" not in failed[0] and "Traceback" not in done.output
+    assert len(_rows(tmp_path / "out" / "talking.csv")) == 120 and (tmp_path / "out" / "talking.png").is_file()
+    assert not (tmp_path / "out" / "broken.csv").exists()
+
+
+def _edited_run(run, tmp_path, edit):
+    """A copy of a run whose checkpoint's recorded provenance is edited (standing in for a run trained on other
+    features: fitting one on an imported set or other weights would take a fit of its own)."""
+    copy = tmp_path / f"run-{edit.__name__}"
+    shutil.copytree(run, copy)
+    checkpoint = torch.load(copy / "best.pt", weights_only=True)
+    edit(checkpoint["provenance"]["feature_sets"])
+    torch.save(checkpoint, copy / "best.pt")
+    return copy
+
+
+def test_a_run_whose_sets_cannot_be_rebuilt_is_refused_in_one_line(run_dir, people, tmp_path):
+    def imported(sets):
+        sets[TINY_VISUAL]["encoder"] = {"family": "imported"}
+
+    def other_weights(sets):
+        sets[TINY_VISUAL]["encoder"]["weights_sha256"] = "0" * 64
+
+    video = people / "talking.mp4"
+    cases = [
+        (_edited_run(run_dir[0], tmp_path, imported), f"feature set {TINY_VISUAL!r} was imported (dva import), not made by an encoder: it cannot be rebuilt from a video"),
+        (_edited_run(run_dir[0], tmp_path, other_weights), f"feature set {TINY_VISUAL!r} cannot be made again the same way here (recorded != rebuilt: encoder.weights_sha256: '000"),
+    ]
+    for run, message in cases:
+        done = _invoke("predict", "--video", video, "--run", run, "--out", tmp_path / "out")
+        assert done.exit_code == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not list((tmp_path / "out").glob("*.csv"))
+    other = tmp_path / "other" / "talking.mkv"
+    other.parent.mkdir()
+    shutil.copy(video, other)
+    for args, message in (([video, other], f"two videos are both called 'talking': {video} and {other}"), ([tmp_path / "gone.mp4"], "gone.mp4: no such video file")):
+        done = _invoke("predict", "--video", *args, "--run", run_dir[0], "--out", tmp_path / "out")
+        assert done.exit_code == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
