@@ -22,6 +22,7 @@ import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
+from dva.trainer.data import SplitData
 from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
 from dva.trainer.submission import FORMATS, build_submission, write_csv, write_per_track
 
@@ -49,11 +50,45 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     (None: what `dva fit` recorded). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
     "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
-    from dva.stores import open_store, sets_mismatch, why_not_usable
-    from dva.trainer.loading import load_split
-    from dva.trainer.evaluate import predict_frames, resolve_device
+    from dva.stores import open_store, sets_mismatch
     from dva.trainer.evaluate import smooth as smooth_frames
+    from dva.trainer.loading import load_split
 
+    given = _check_request(run, out, fmt)
+    runs = [path for path in given for path in run_dirs(path)]
+    checkpoints = {path: read_checkpoint(path) for path in runs}  # read once here; load_run builds each model later
+    provenance = check_compatible(checkpoints)
+    seconds, smoothing = smoothing_width(given, smooth)
+    inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
+    store = open_store(features, mode="r")
+    try:
+        mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
+        if mismatch:
+            raise ConfigError(f"{given[0]} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
+        if split not in store.splits():
+            raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
+        sample_file = resolve_sample(store, split, sample)
+        listed, unusable = _listed_tracks(store, split, sample_file, list(provenance["feature_sets"]), allow_incomplete)
+        usable = [t for t in listed if t not in unusable]
+        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable) for key in sorted(set(inputs.values()))}
+        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, provenance["feature_sets"]) if fmt == "csv" else None
+    finally:
+        store.close()
+    mean, data = ensemble_frames(runs, inputs, data_by_key, device)
+    pred = smooth_frames(mean, data, seconds)  # after the ensemble, before clipping
+    done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
+            "runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
+    if fmt == "csv":
+        write_csv(out, data.tracks, data.offsets, pred, *columns)
+    elif fmt == "per-track":
+        write_per_track(out, data.tracks, data.offsets, pred)
+    else:
+        done["rows"], done["check"] = _write_submission(out, data, pred, sample_file, listed, split)
+    return done
+
+
+def _check_request(run, out: Path, fmt: str) -> list[Path]:
+    """The run paths given, after the checks that need nothing read."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "submission" and Path(out).is_dir():
@@ -61,58 +96,51 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     given = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
     if not given:
         raise ConfigError("pass at least one --run")
-    runs = [path for path in given for path in run_dirs(path)]
-    checkpoints = {path: read_checkpoint(path) for path in runs}  # read once here; load_run builds each model later
-    provenance = check_compatible(checkpoints)
-    seconds, smoothing = smoothing_width(given, smooth)
-    inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
-    run = given[0]
-    store = open_store(features, mode="r")
-    try:
-        mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
-        if mismatch:
-            raise ConfigError(f"{run} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
-        if split not in store.splits():
-            raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
-        sample_file = resolve_sample(store, split, sample)
-        index = store.track_index(split)
-        listed = sample_file.track_order() if sample_file else store.split_attrs(split).get("test_list", {}).get("tracks") or list(index)
-        needed = list(provenance["feature_sets"])
-        unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
-        if unusable:
-            named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
-            if not allow_incomplete:
-                raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
-            warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=2)
-        usable = [t for t in listed if t not in unusable]
-        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable) for key in sorted(set(inputs.values()))}
-        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, provenance["feature_sets"]) if fmt == "csv" else None
-    finally:
-        store.close()
+    return given
+
+
+def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool) -> tuple[list[str], dict[str, str]]:
+    """(the tracks to predict, in the submission's order; {track: why} for those that cannot be): a DataError
+    naming them unless allow_incomplete, then a warning."""
+    from dva.stores import why_not_usable
+
+    index = store.track_index(split)
+    listed = sample_file.track_order() if sample_file else store.split_attrs(split).get("test_list", {}).get("tracks") or list(index)
+    unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
+    if unusable:
+        named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
+        if not allow_incomplete:
+            raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
+        warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=3)
+    return listed, unusable
+
+
+def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -> tuple[np.ndarray, SplitData]:
+    """The mean per-frame (valence, arousal) float32 [N, 2] of the runs, each on the data it reads (inputs: run ->
+    data key), one model in memory at a time; and the split it covers."""
+    from dva.trainer.evaluate import predict_frames, resolve_device
+
     total = None
-    for path in runs:  # one model in memory at a time
+    for path in runs:
         settings, model, normaliser, _ = load_run(path, device)
         data = data_by_key[inputs[path]].to(resolve_device(device))
         pred = predict_frames(model, settings, data, normaliser=normaliser).astype(np.float64)
         total = pred if total is None else total + pred
         del model
-    pred = smooth_frames((total / len(runs)).astype(np.float32), data, seconds)  # after the ensemble, before clipping
-    ensemble = {"runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
-    if fmt in ("per-track", "csv"):
-        if fmt == "csv":
-            write_csv(out, data.tracks, data.offsets, pred, *columns)
-        else:
-            write_per_track(out, data.tracks, data.offsets, pred)
-        return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable), **ensemble}
+    return (total / len(runs)).astype(np.float32), data
+
+
+def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str) -> tuple[int, object]:
+    """Write the one-file submission; (its rows, its check against the sample file)."""
     submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed)
     check = submission.check(sample_file)
     if submission.filled:
         warnings.warn(DvaWarning(
             f"{sum(submission.filled.values())} sample rows lie past the stored frames of {len(submission.filled)} tracks and repeat each track's last "
             f"prediction ({', '.join(list(submission.filled)[:5])}): extract {split} with the sample file so its rows decide each track's length"
-        ), stacklevel=2)
+        ), stacklevel=3)
     submission.write(out)
-    return {"tracks": len(data.tracks), "frames": data.n_frames, "rows": len(submission.locations), "out": str(out), "check": check, "missing": list(unusable), **ensemble}
+    return len(submission.locations), check
 
 
 def frame_columns(store, split: str, tracks: list[str], feature_sets: dict[str, dict]) -> tuple[np.ndarray, np.ndarray | None]:
