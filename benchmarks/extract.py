@@ -89,8 +89,9 @@ def save_ast_base(folder: Path) -> str:
     them) so that which positions a native window takes makes a difference."""
     from transformers import ASTConfig, ASTModel
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    from dva.pipeline.encoders.base import seeded_init
+
+    with seeded_init():
         model = ASTModel(ASTConfig())
         with torch.no_grad():
             for parameter in (model.embeddings.position_embeddings, model.embeddings.cls_token, model.embeddings.distillation_token):

@@ -17,7 +17,7 @@ import numpy as np
 
 from dva.errors import EncoderError
 from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
-from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import AudioEncoder, basename, loading, local_or_hub, register_encoder, seeded_init, set_name, weights_sha256
 
 MEL_BINS = 128
 FRAME_SHIFT_S = 0.010
@@ -69,8 +69,7 @@ def load_ast(model: str, device: str = "cpu"):
 
     if model == TINY_AST:
         config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_mel_bins=MEL_BINS, max_length=128)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with seeded_init():
             ast = ASTModel(config)
     else:
         source = local_or_hub(model, "--ast-model", DEFAULT_AST)

@@ -153,6 +153,18 @@ def weights_sha256(module) -> str:
 
 
 @contextlib.contextmanager
+def seeded_init(seed: int = 0):
+    """Random initialisation that is the same on every call and leaves every generator as it found it: the CPU
+    generator is forked and seeded alone (models are built on the CPU, then moved). `torch.manual_seed` would
+    also reseed every CUDA generator, outside the fork, so on a GPU every later `--seed` would draw from seed 0."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def quiet_logging():
     """Silence library logging while loading weights: open_clip warns about every random-initialised
     model (the tiny preset's point) and hub clients log each failed download before raising, which

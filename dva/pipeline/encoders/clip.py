@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architectures (dva-tiny-clip)
 _registered = False
@@ -42,8 +42,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)[:6]) or "none"
         raise EncoderError(f"--clip-pretrained {pretrained!r} is neither a checkpoint file nor a tag of {model} (tags: {tags})")
     try:
-        with torch.random.fork_rng(devices=[]), quiet_logging():
-            torch.manual_seed(0)  # random-init weights (tiny preset, timing runs) are the same every time
+        with seeded_init(), quiet_logging():  # random-init weights (tiny preset, timing runs) are the same every time
             clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
         raise EncoderError(

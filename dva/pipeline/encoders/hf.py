@@ -11,7 +11,7 @@ last_hidden_state; provenance records which.
 from __future__ import annotations
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 DEFAULT_HF = "google/vit-base-patch16-224-in21k"
 TINY_HF = "dva-tiny-hf"
@@ -35,8 +35,7 @@ def load_hf(model: str, device: str = "cpu"):
 
     source = None if model == TINY_HF else local_or_hub(model, "--hf-model", DEFAULT_HF)
     missing: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_init():
         if source is None:
             net = AutoModel.from_config(tiny_config())
         else:

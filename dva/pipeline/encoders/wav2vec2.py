@@ -16,7 +16,7 @@ import numpy as np
 
 from dva.errors import EncoderError
 from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
-from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import AudioEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 DEFAULT_WAV2VEC2 = "facebook/wav2vec2-base"
 TINY_WAV2VEC2 = "dva-tiny-wav2vec2"
@@ -48,8 +48,7 @@ def load_wav2vec2(model: str, device: str = "cpu"):
             config = AutoConfig.from_pretrained(source)
     if not (hasattr(config, "conv_kernel") and hasattr(config, "conv_stride")):
         raise EncoderError(f"--wav2vec2-model {model!r} is a {config.model_type} model, not one of the wav2vec2 family (wav2vec2, HuBERT, WavLM)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_init():
         if source is None:
             net = AutoModel.from_config(config)
         else:
