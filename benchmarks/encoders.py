@@ -92,7 +92,7 @@ def build(args, tmp: Path) -> tuple[dict, dict]:
 
 
 def measure(args, tmp: Path) -> None:
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.startswith("cuda") else (lambda: None)
     visual, audio = build(args, tmp)
     generator = torch.Generator().manual_seed(0)
     frames = int(round(args.seconds * FPS))

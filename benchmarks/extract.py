@@ -80,7 +80,8 @@ def main() -> None:
 
 
 def synchronize(device: str):
-    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    """Wait for the device the work runs on (synchronize() alone waits for the current device, cuda:0 unless set)."""
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
 
 
 def save_ast_base(folder: Path) -> str:

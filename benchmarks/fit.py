@@ -42,7 +42,7 @@ def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathe
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(index.shape[0], generator=generator)
     batches = pre_gathered
-    sync = torch.cuda.synchronize if data.visual.is_cuda else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(data.visual.device)) if data.visual.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
     steps = range(0, order.shape[0], settings.batch_size)

@@ -81,11 +81,12 @@ class AudioEncoder(abc.ABC):
     (float32 [K, dim], step centres in seconds float32 [K]); K is 0 for an empty wave.
 
     Subclasses are built as cls(model, device, **options) with the keyword options they name in
-    `options` (of mode, window, hop, pad, layer); `build_audio` drops the others."""
+    `options` (of mode, window, hop, pad, layer); `build_audio` drops the others, and set `dim` and `device`."""
 
     family: str = ""
     options: tuple[str, ...] = ()
     dim: int
+    device: object
 
     @abc.abstractmethod
     def encode_waveform(self, waveform, batch_size: int = 32):
