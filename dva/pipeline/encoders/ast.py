@@ -101,6 +101,7 @@ class AstEncoder(AudioEncoder):
         # fbank frames one window pass sees: its own length rounded up to whole patches (98 -> 106 for 1 s), or max_length
         self.window_input = self.max_length if self.pad else min(self.max_length, grid_length(self.window_frames, self.patch, self.tstride))
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def provenance(self) -> dict:
         return {
@@ -123,16 +124,11 @@ class AstEncoder(AudioEncoder):
         mode = provenance.get("mode", "window")
         return set_name("ast", *model, mode, *(["padded"] if mode == "window" and provenance.get("window_input") == "padded" else []))
 
-    def _autocast(self):
-        import torch
-
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
     def _run(self, inputs: torch.Tensor):
         import torch
 
-        with torch.inference_mode(), self._autocast():
-            return self.model(input_values=inputs.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            return self.model(input_values=self.inputs(inputs))
 
     def pooled_native(self, inputs: torch.Tensor) -> torch.Tensor:
         """Normalised fbank [B, L, 128] (L <= max_length) -> pooled features float32 [B, dim] on the CPU, computed as
@@ -142,8 +138,8 @@ class AstEncoder(AudioEncoder):
         embeddings = self.model.embeddings
         # transformers 5 keeps the layers on the model, 4.x in model.encoder.layer (whose layers return tuples)
         layers = self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
-        with torch.inference_mode(), self._autocast():
-            patches = embeddings.patch_embeddings(inputs.to(self.device, non_blocking=True))  # [B, F*t, dim]
+        with torch.inference_mode():
+            patches = embeddings.patch_embeddings(self.inputs(inputs))  # [B, F*t, dim]
             positions = middle_positions(embeddings.position_embeddings, self.freq_patches, patches.shape[1] // self.freq_patches)
             tokens = torch.cat([embeddings.cls_token, embeddings.distillation_token], dim=1).expand(len(patches), -1, -1)
             hidden = torch.cat([tokens, patches], dim=1) + positions  # dropout is off in eval mode

@@ -50,7 +50,28 @@ def encoder_class(modality: str, family: str) -> type:
         raise EncoderError(f"unknown {modality} encoder family {family!r}: use one of {known}") from None
 
 
-class VisualEncoder(abc.ABC):
+class FrozenModel:
+    """What every encoder shares: a frozen `model` on `device` computing in `dtype`: float32, or bfloat16 on CUDA with
+    the weights cast once (`cast`), not re-cast by autocast on every forward. The weights' checksum is taken before."""
+
+    model: object
+    device: object
+    dtype: object = None
+
+    def cast(self, dtype=None):
+        """Cast the model's weights to dtype (None: bfloat16 on CUDA, float32 elsewhere); inputs follow (`inputs`)."""
+        import torch
+
+        self.dtype = dtype or (torch.bfloat16 if torch.device(self.device).type == "cuda" else torch.float32)
+        self.model.to(self.dtype)
+        return self
+
+    def inputs(self, tensor):
+        """A batch on the model's device, in its dtype."""
+        return tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+
+
+class VisualEncoder(FrozenModel, abc.ABC):
     """Images to one feature vector each: encode(preprocess(uint8 [B, 3, H, W])) -> float [B, dim].
 
     Subclasses are built as cls(model, pretrained, device) and set `dim` and `device` (a torch.device)."""
@@ -76,7 +97,7 @@ class VisualEncoder(abc.ABC):
         """The store's name for these features: letters, digits, '.', '_' and '-' only (see `set_name`)."""
 
 
-class AudioEncoder(abc.ABC):
+class AudioEncoder(FrozenModel, abc.ABC):
     """A 16 kHz mono waveform to features at audio steps: encode_waveform(float32 [N]) ->
     (float32 [K, dim], step centres in seconds float32 [K]); K is 0 for an empty wave.
 

@@ -76,6 +76,7 @@ class ClipEncoder(VisualEncoder):
         with torch.inference_mode():
             self.dim = int(self.model.encode_image(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)).shape[-1])
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, S, S] on the device, like open_clip's eval transform."""
@@ -92,8 +93,8 @@ class ClipEncoder(VisualEncoder):
     def encode(self, pixels):
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self.model.encode_image(pixels).float()
+        with torch.inference_mode():
+            return self.model.encode_image(self.inputs(pixels)).float()
 
     def provenance(self) -> dict:
         return {

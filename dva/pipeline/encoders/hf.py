@@ -120,6 +120,7 @@ class HfImageEncoder(VisualEncoder):
             self.pooling = "mean"
         self.dim = int(self._pool(output).shape[-1])
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, h, w] on the device, as the model's image processor."""
@@ -148,8 +149,8 @@ class HfImageEncoder(VisualEncoder):
     def encode(self, pixels):
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self._pool(self.model(pixel_values=pixels)).float()
+        with torch.inference_mode():
+            return self._pool(self.model(pixel_values=self.inputs(pixels))).float()
 
     def provenance(self) -> dict:
         settings = self.settings

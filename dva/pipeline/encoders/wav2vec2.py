@@ -113,6 +113,7 @@ class Wav2Vec2Encoder(AudioEncoder):
         self.chunk_frames = max(1, round(chunk * SAMPLE_RATE / self.stride))
         self.context_frames = round(context * SAMPLE_RATE / self.stride)
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def provenance(self) -> dict:
         return {
@@ -172,8 +173,8 @@ class Wav2Vec2Encoder(AudioEncoder):
         """[B, samples] -> float32 [B, frames, dim]: hidden_states[layer], or their mean."""
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.model(input_values=torch.from_numpy(inputs).to(self.device, non_blocking=True), output_hidden_states=True)
+        with torch.inference_mode():
+            output = self.model(input_values=self.inputs(torch.from_numpy(inputs)), output_hidden_states=True)
             states = output.hidden_states
             if self.layer == "mean":
                 hidden = states[0].float()
