@@ -47,14 +47,14 @@ def middle_positions(position_embeddings: torch.Tensor, freq_patches: int, time_
 
 
 def fbank(waveform: torch.Tensor) -> torch.Tensor:
-    """16 kHz mono waveform [N] -> log-mel fbank [frames, 128], exactly as ASTFeatureExtractor computes it
-    (not yet normalised). Fewer than 400 samples give zero frames."""
+    """16 kHz mono waveform [N] -> log-mel fbank [frames, 128] on the wave's device, exactly as ASTFeatureExtractor
+    computes it (not yet normalised). Fewer than 400 samples give zero frames."""
     import torch
     import torchaudio.compliance.kaldi as kaldi
 
     waveform = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
     if waveform.numel() < FRAME_LENGTH_SAMPLES:
-        return torch.zeros(0, MEL_BINS)
+        return torch.zeros(0, MEL_BINS, device=waveform.device)
     return kaldi.fbank(waveform[None], sample_frequency=SAMPLE_RATE, window_type="hanning", num_mel_bins=MEL_BINS)
 
 
@@ -173,12 +173,22 @@ class AstEncoder(AudioEncoder):
         duration = wave.numel() / SAMPLE_RATE
         steps = max(1, math.ceil(duration / self.hop - 1e-9))
         half = int(round(self.window / 2 * SAMPLE_RATE))
-        frames = fbank(torch.nn.functional.pad(wave, (half, half)))  # frame j of the padded wave starts at j*10 ms - window/2
+        # on the encoder's device (kaldi.fbank computes where its wave is); frame j of the padded wave starts at j*10 ms - window/2
+        frames = fbank(torch.nn.functional.pad(wave.to(self.device), (half, half)))
         centres = np.arange(steps, dtype=np.float64) * self.hop
-        starts = np.round(centres / FRAME_SHIFT_S).astype(int)
+        starts = np.round(centres / FRAME_SHIFT_S).astype(np.int64)
+        taken = min(self.window_frames, self.window_input)  # fbank frames of the track in one window
+        # the track's fbank normalised once, rows past its end the normalised zero (the extractor pads raw
+        # zeros): every window is then a row of one strided view, gathered a batch at a time on the device
+        blank = float(normalise(torch.zeros(())))
+        frames = torch.nn.functional.pad(normalise(frames), (0, 0, 0, max(0, int(starts[-1]) + taken - frames.shape[0])), value=blank)
+        starts = torch.from_numpy(starts).to(self.device)
+        windows = frames.unfold(0, taken, 1).transpose(1, 2)  # [rows, taken, 128], a view
         features = []
-        for b in range(0, steps, batch_size):  # windows are sliced lazily: a long video has thousands
-            batch = torch.stack([self._fit_length(frames[s : s + self.window_frames], self.window_input) for s in starts[b : b + batch_size]])
+        for b in range(0, steps, batch_size):  # a long video has thousands of windows: a batch at a time
+            chosen = starts[b : b + batch_size]
+            batch = torch.full((len(chosen), self.window_input, MEL_BINS), blank, device=self.device)
+            batch[:, :taken] = windows[chosen]
             features.append(self._run(batch).pooler_output.float().cpu() if self.pad else self.pooled_native(batch))
         return torch.cat(features).numpy(), centres.astype(np.float32)
 
