@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.evaluate import build_model, model_inputs, normalise_batch, normaliser_on
+from dva.trainer.evaluate import autocast, build_model, model_inputs, normalise_batch, normaliser_on
 from dva.trainer.losses import loss as compute_loss
 from dva.trainer.settings import FitSettings
 
@@ -52,7 +52,9 @@ def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathe
             batch = normalise_batch(gather(data, index[chosen], inside[chosen]), normaliser)
         else:
             batch = batches[i]
-        out = model(**model_inputs(settings, batch))
+        with autocast(data.visual.device):  # bf16 on CUDA, as `dva fit` trains
+            out = model(**model_inputs(settings, batch))
+        out = {k: (v.float() if v is not None else None) for k, v in out.items()}
         value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
