@@ -64,7 +64,6 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
 
 def load_ast(model: str, device: str = "cpu"):
     """A frozen ASTModel: a hub id, a local directory, or 'dva-tiny-ast' (random init, seed 0)."""
-    import torch
     from transformers import ASTConfig, ASTModel
 
     if model == TINY_AST:

@@ -31,7 +31,6 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
     """A frozen open_clip model in eval mode. pretrained: a tag ("openai"), a checkpoint file, or None/"none"
     for a random initialisation seeded with 0 (the same weights on every call)."""
     import open_clip
-    import torch
 
     _register_configs()
     if pretrained is not None and pretrained.lower() in ("", "none"):

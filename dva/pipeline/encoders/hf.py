@@ -30,7 +30,6 @@ def load_hf(model: str, device: str = "cpu"):
     """(frozen model in eval mode, its image processor's settings dict or None, names of the weights the checkpoint
     lacks) for a hub id, a local directory, or 'dva-tiny-hf' (random init, seed 0). Missing weights (often the
     pooler, which AutoModel adds to every ViT) are seeded too."""
-    import torch
     from transformers import AutoImageProcessor, AutoModel
 
     source = None if model == TINY_HF else local_or_hub(model, "--hf-model", DEFAULT_HF)

@@ -37,7 +37,6 @@ def tiny_config():
 def load_wav2vec2(model: str, device: str = "cpu"):
     """(frozen model in eval mode, feature-extractor settings dict or None) for a hub id, a local directory,
     or 'dva-tiny-wav2vec2' (random init, seed 0). Weights a checkpoint lacks are seeded too."""
-    import torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     if model == TINY_WAV2VEC2:
