@@ -38,8 +38,9 @@ def save_real_size(folder: Path) -> dict:
     benchmarks/extract.py, so that the positions a native window takes make a difference."""
     from transformers import ASTConfig, ASTModel, ViTConfig, ViTImageProcessor, ViTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    from dva.pipeline.encoders.base import seeded_init
+
+    with seeded_init():
         ViTModel(ViTConfig()).save_pretrained(folder / "vit-base")
         ViTImageProcessor().save_pretrained(folder / "vit-base")  # 224 x 224, bilinear, mean and std 0.5
         ast = ASTModel(ASTConfig())
@@ -91,7 +92,7 @@ def build(args, tmp: Path) -> tuple[dict, dict]:
 
 
 def measure(args, tmp: Path) -> None:
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(args.device)) if args.device.startswith("cuda") else (lambda: None)
     visual, audio = build(args, tmp)
     generator = torch.Generator().manual_seed(0)
     frames = int(round(args.seconds * FPS))

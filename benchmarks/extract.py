@@ -80,7 +80,8 @@ def main() -> None:
 
 
 def synchronize(device: str):
-    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    """Wait for the device the work runs on (synchronize() alone waits for the current device, cuda:0 unless set)."""
+    return (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
 
 
 def save_ast_base(folder: Path) -> str:
@@ -89,8 +90,9 @@ def save_ast_base(folder: Path) -> str:
     them) so that which positions a native window takes makes a difference."""
     from transformers import ASTConfig, ASTModel
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    from dva.pipeline.encoders.base import seeded_init
+
+    with seeded_init():
         model = ASTModel(ASTConfig())
         with torch.no_grad():
             for parameter in (model.embeddings.position_embeddings, model.embeddings.cls_token, model.embeddings.distillation_token):

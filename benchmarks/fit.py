@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.evaluate import build_model, model_inputs, normalise_batch, normaliser_on
+from dva.trainer.evaluate import autocast, build_model, model_inputs, normalise_batch, normaliser_on
 from dva.trainer.losses import loss as compute_loss
 from dva.trainer.settings import FitSettings
 
@@ -44,7 +44,7 @@ def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathe
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(index.shape[0], generator=generator)
     batches = pre_gathered
-    sync = torch.cuda.synchronize if data.visual.is_cuda else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(data.visual.device)) if data.visual.is_cuda else (lambda: None)
     sync()
     start = time.perf_counter()
     steps = range(0, order.shape[0], settings.batch_size)
@@ -54,7 +54,9 @@ def epoch(model, optimiser, settings, data, normaliser, index, inside, pre_gathe
             batch = normalise_batch(gather(data, index[chosen], inside[chosen]), normaliser)
         else:
             batch = batches[i]
-        out = model(**model_inputs(settings, batch))
+        with autocast(data.visual.device):  # bf16 on CUDA, as `dva fit` trains
+            out = model(**model_inputs(settings, batch))
+        out = {k: (v.float() if v is not None else None) for k, v in out.items()}
         value = compute_loss(out, batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels)
         optimiser.zero_grad(set_to_none=True)
         value.backward()

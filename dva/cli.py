@@ -181,9 +181,10 @@ def extract(
     jpeg_decoder: Optional[str] = typer.Option(None, help="cpu (the default: libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
     visual_source: Optional[str] = typer.Option(None, help="crops (cropped_aligned/), video (decoded frames) or auto (the default: crops when the folder exists)."),
     crops: Optional[Path] = typer.Option(None, help="Read faces from CROPS/cropped_aligned/ (dva faces --out CROPS) instead of DATA's: with --only visual --name NAME, a visual set beside the release's."),
-    batch_size: Optional[int] = typer.Option(None, help="Frames (or audio windows) per encoder batch (default 64)."),
-    device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present)."),
-    workers: Optional[int] = typer.Option(None, help="Start a local Dask cluster with N worker processes (default: none, this process) (one per GPU when there are GPUs)."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames (or audio windows) per encoder batch (default 64 on a CPU, 256 on a GPU)."),
+    device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu (default: cuda when present). With Dask workers, cuda gives each worker its own GPU."),
+    allow_other_device: bool = typer.Option(False, help="Continue a feature set begun on another kind of device (cpu/cuda: fp32 or bf16 features), with a warning."),
+    workers: Optional[int] = typer.Option(None, help="Start a local Dask cluster with N worker processes (default: none, this process); with GPUs, worker i takes GPU i mod their count."),
     scheduler: Optional[str] = typer.Option(None, help="Send the work to a running Dask scheduler, e.g. tcp://host:8786."),
     overwrite: bool = typer.Option(False, help="Redo every track, complete or not."),
     test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: Valence_Arousal_Estimation_Challenge_test_set_release.txt found in DATA)."),
@@ -204,7 +205,7 @@ def extract(
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
-        only=only, name=name, jpeg_decoder=jpeg_decoder,
+        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings, report.masked_crops)

@@ -36,21 +36,22 @@ def masked_ccc(pred, target, mask, eps: float = 1e-8):
     """Differentiable CCC over the positions where mask is True (torch tensors of one shape).
 
     All masked-in positions are pooled into one series, as ABAW pools all frames.
-    Returns a 0-d tensor; 0 when fewer than two positions are valid.
+    Returns a 0-d tensor; 0 when fewer than two positions are valid, decided on the device (no `if` on a tensor:
+    that would wait for the device twice per training step).
     """
     import torch
 
     mask = mask.to(pred.dtype)
     count = mask.sum()
-    if count < 2:
-        return pred.sum() * 0
+    divisor = count.clamp_min(1)  # with 0 or 1 positions every term below is finite, and the result is replaced by 0
     target = torch.nan_to_num(target)
-    mean_p = (pred * mask).sum() / count
-    mean_t = (target * mask).sum() / count
+    mean_p = (pred * mask).sum() / divisor
+    mean_t = (target * mask).sum() / divisor
     dp, dt = (pred - mean_p) * mask, (target - mean_t) * mask
-    var_p, var_t = (dp * dp).sum() / count, (dt * dt).sum() / count
-    covariance = (dp * dt).sum() / count
-    return 2 * covariance / (var_p + var_t + (mean_p - mean_t) ** 2 + eps)
+    var_p, var_t = (dp * dp).sum() / divisor, (dt * dt).sum() / divisor
+    covariance = (dp * dt).sum() / divisor
+    value = 2 * covariance / (var_p + var_t + (mean_p - mean_t) ** 2 + eps)
+    return torch.where(count >= 2, value, pred.sum() * 0)
 
 
 def _to_numpy(values) -> np.ndarray:

@@ -26,3 +26,17 @@ def test_benchmark_runs_quick_and_prints_its_table(script, extra):
     done = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--quick", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^\| .+ \|\n\| *-{3}", done.stdout, re.MULTILINE), f"no markdown table header in:\n{done.stdout}"
+
+
+@pytest.mark.longest
+def test_gpu_check_runs_every_step_in_its_dry_mode_and_ends_with_its_table(tmp_path):
+    # benchmarks/gpu_check.sh is for a machine with a GPU; its dry mode (bash -n, every step on the CPU, tiny sizes) keeps it from rotting
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", str(tmp_path / "check")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    table = (tmp_path / "check" / "summary.md").read_text()
+    assert done.returncode == 0, table + done.stderr[-2000:]
+    steps = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert steps == ["environment", "prepare", "extract-cpu-decoder", "extract-nvjpeg", "decoder-difference", "extract-dask-2-workers", "fit", "predict",
+                     "ablate-2-workers", "bench-extract-release", "bench-fit"]
+    assert all("| ok |" in line for line in table.splitlines()[2:]), table
+    assert "max |cpu - nvjpeg| 0.0000" in (tmp_path / "check" / "decoder-difference.log").read_text()  # one decoder twice on the CPU: equal

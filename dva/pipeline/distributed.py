@@ -7,11 +7,14 @@ and writes its tracks straight into the shared store (tracks never share a Zarr 
 from __future__ import annotations
 
 import dataclasses
+import os
+import zlib
 from pathlib import Path
 
 from dva.errors import DvaError, first_line
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
+from dva.pipeline.reading import check_nvjpeg
 from dva.stores import is_remote
 from dva.pipeline.stream import extract_units
 from dva.pipeline.writing import track_attrs
@@ -19,30 +22,48 @@ from dva.pipeline.writing import track_attrs
 _ENCODERS: dict = {}  # per worker process: settings key -> (visual, audio)
 
 
-def _worker_device() -> str:
-    """One GPU per worker: LocalCluster names its workers 0..N-1."""
-    import torch
+def worker_device(requested: str | None, cuda_count: int, name, address: str, visible: str | None, local: bool = False) -> str:
+    """The device one Dask worker's encoders (and nvJPEG) run on. requested: --device; cpu or an explicit index
+    (cuda:1) is taken as it is. None (with a GPU) or a bare "cuda": one GPU per worker, chosen in this order:
+    worker i of the LocalCluster this run started (local; named 0..N-1) -> cuda:i mod cuda_count; else
+    CUDA_VISIBLE_DEVICES set for the worker (visible; dask-cuda lists each worker's own GPU first) -> cuda:0; else an
+    integer worker name -> cuda:name mod cuda_count; else crc32 of the worker's address mod cuda_count (stable, but
+    two workers of one machine may share a GPU: name them 0, 1, ... or give each its CUDA_VISIBLE_DEVICES)."""
+    if requested is not None and requested != "cuda":
+        return requested
+    if cuda_count < 1:
+        return requested or "cpu"  # a bare "cuda" without a GPU fails where torch first uses it, naming the device
+    number = str(name).isdigit()
+    if local and number:
+        index = int(name)
+    elif visible:
+        index = 0
+    else:
+        index = int(name) if number else zlib.crc32(str(address).encode())
+    return f"cuda:{index % cuda_count}"
 
-    if not torch.cuda.is_available():
-        return "cpu"
+
+def _this_worker_device(requested: str | None, local: bool) -> str:
+    import torch
     from dask.distributed import get_worker
 
-    try:
-        index = int(get_worker().name)
-    except (ValueError, TypeError):
-        index = 0
-    return f"cuda:{index % torch.cuda.device_count()}"
+    worker = get_worker()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return worker_device(requested, count, worker.name, worker.address, os.environ.get("CUDA_VISIBLE_DEVICES"), local)
 
 
-def extract_unit_task(unit, settings, since: float) -> dict:
+def extract_unit_task(unit, settings, since: float, local: bool = False) -> dict:
     """Runs on a worker: extract one video's tracks into the store; returns an ExtractReport dict
-    plus "deferred": whether another process holds the video."""
+    plus "deferred": whether another process holds the video. local: the worker is one of the LocalCluster
+    this run started (named 0..N-1: its index chooses its GPU)."""
     from dva.pipeline.claims import claims_for
     from dva.stores import open_store
 
-    device = settings.device or _worker_device()
+    device = _this_worker_device(settings.device, local)
     key = (encoder_key(settings), device)
     if key not in _ENCODERS:
+        if settings.jpeg_decoder == "cuda":
+            check_nvjpeg(device)
         _ENCODERS[key] = build_encoders(settings, device)
     visual, audio = _ENCODERS[key]
     sets = {info["modality"]: name for name, info in feature_sets(settings, visual, audio).items()}
@@ -70,7 +91,7 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
         if settings.scheduler:
             client = Client(settings.scheduler, timeout="20s")
         else:
-            cluster = LocalCluster(n_workers=_local_workers(settings.workers), threads_per_worker=1, processes=True, dashboard_address=None)
+            cluster = LocalCluster(n_workers=max(1, settings.workers), threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
     except (OSError, TimeoutError) as exc:
         raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'} ({exc}); start one with `dask scheduler` and `dask worker`") from None
@@ -81,7 +102,7 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
                        "(tls:// needs distributed.comm.tls.ca-file, .client.cert, .client.key; require-encryption refuses tcp://; README, Several machines)") from None
     deferred = []
     try:
-        futures = client.map(extract_unit_task, units, settings=settings, since=since, pure=False)
+        futures = client.map(extract_unit_task, units, settings=settings, since=since, local=cluster is not None, pure=False)
         units_by_key = {future.key: unit for future, unit in zip(futures, units)}
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract {settings.split}", unit="video", disable=not show_progress):
             try:
@@ -105,12 +126,6 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
         if cluster is not None:
             cluster.close()
     return deferred
-
-
-def _local_workers(requested: int) -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else max(1, requested)
 
 
 def _mark_failed(settings, track, reason: str, sets: list[str]) -> None:

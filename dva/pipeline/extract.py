@@ -22,6 +22,7 @@ from dva.pipeline.claims import POLL, claims_for
 from dva.pipeline.distributed import extract_distributed
 from dva.pipeline.extract_settings import TIMELINE, ExtractReport, ExtractSettings, parse_shard
 from dva.pipeline.provenance import build_encoders, check_compatible, default_device, feature_sets
+from dva.pipeline.reading import check_nvjpeg
 from dva.pipeline.stream import extract_units, settled, unit_key, video_units
 from dva.pipeline.writing import test_phase_attrs
 from dva.stores import complete_sets, open_store, set_errors
@@ -36,17 +37,20 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     reading it, skips videos another process holds, then waits until every track of its share is
     complete or failed (taking over the claims of processes that died)."""
     settings.validate()
+    settings = settings.resolved(default_device())  # Dask workers take this device's kind, so the sets record what computed them
     root = Path(settings.data)
     result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops)
-    device = settings.device or default_device()
-    visual, audio = build_encoders(settings, device if not (settings.workers or settings.scheduler) else "cpu")
+    distributed = bool(settings.workers or settings.scheduler)
+    visual, audio = build_encoders(settings, "cpu" if distributed else settings.device)
+    if settings.jpeg_decoder == "cuda" and not distributed:
+        check_nvjpeg(visual.device if visual is not None else settings.device)
     made = feature_sets(settings, visual, audio)
     sets = {info["modality"]: name for name, info in made.items()}
     store = open_store(settings.out, mode="a")
     claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
-        _record_sets(store, settings, made, result)
-        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=list(result.warnings))
+        warnings = _record_sets(store, settings, made, result)
+        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=[*warnings, *result.warnings])
         since = time.time()
         units, problems = video_units(result.tracks), result.problems
         if settings.shard is not None:
@@ -72,12 +76,12 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     return report
 
 
-def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result: ScanResult) -> None:
+def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result: ScanResult) -> list[str]:
     """Refuse a store whose sets or frame clock differ from this run's; else record this run's sets, the split and
-    (for test) the organisers' files, one process at a time."""
+    (for test) the organisers' files, one process at a time. Returns warnings (sets continued on another device)."""
     with claims_for(store, "store", settings.claim_timeout).hold("metadata"):  # metadata edits by one process at a time
         existing = store.feature_sets()  # refuses a dva 0.1 store, naming `dva upgrade`
-        check_compatible(existing, made, settings.out)
+        warnings = check_compatible(existing, made, settings.out, settings.allow_other_device)
         timeline = store.attrs.get("timeline")
         if timeline is not None and timeline.get("frame_time") != TIMELINE["frame_time"]:
             raise StoreError(f"{settings.out} was made with another frame clock ({timeline}): extract into a new --out")
@@ -90,6 +94,7 @@ def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result
         wanted = test_phase_attrs(result) if settings.split == "test" else {}
         if any(store.split_attrs(settings.split).get(k) != v for k, v in wanted.items()):
             store.set_split_attrs(settings.split, wanted)
+    return warnings
 
 
 def _extract_until_settled(pending: list, root, store, settings, sets, made, visual, audio, report, claims, since) -> None:

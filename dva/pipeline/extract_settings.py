@@ -13,6 +13,7 @@ DEFAULT = PRESETS["default"]  # the encoder families' own default ids, not retyp
 
 VISUAL_SOURCES = ("auto", "crops", "video")
 JPEG_DECODERS = ("cpu", "cuda")
+BATCH_SIZES = {"cpu": 64, "cuda": 256}  # --batch-size's default by device kind: a GPU runs ViT-B-32 on 256 crops at once with room to spare
 # how frame times are made: shared by every feature set of a store, so a store never mixes two clocks
 TIMELINE = {"frame_time": "container timestamps (video packet pts), 0 at the first frame", "audio_start": "PyAV, start offset applied on the frame clock"}
 
@@ -38,7 +39,7 @@ class ExtractSettings:
     audio_pad: bool = False  # window mode: pad each window to the AST's max_length instead of running it at its own length
     visual_source: str = "auto"
     crops: str | None = None  # a folder whose cropped_aligned/ holds the faces to read instead of DATA's (`dva faces --out`)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: BATCH_SIZES of the device (`resolved`)
     device: str | None = None
     workers: int = 0
     scheduler: str | None = None
@@ -51,6 +52,14 @@ class ExtractSettings:
     jpeg_decoder: str = "cpu"  # "cuda": crops decoded on the GPU by nvJPEG (batched); "cpu": libjpeg-turbo in a thread pool
     only: str | None = None  # "visual" or "audio": make one feature set, not both
     name: str | None = None  # the feature set's name (with --only); default: derived from the encoder
+    allow_other_device: bool = False  # continue a set made on another kind of device (cpu/cuda), with a warning
+
+    def resolved(self, default_device: str) -> ExtractSettings:
+        """These settings with the device (default_device when not given) and the batch size (`BATCH_SIZES` of the
+        device's kind when not given) decided: what a run, and every Dask worker of it, works with."""
+        device = self.device or default_device
+        batch = self.batch_size if self.batch_size is not None else BATCH_SIZES.get(str(device).split(":")[0], BATCH_SIZES["cpu"])
+        return dataclasses.replace(self, device=device, batch_size=batch)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -79,7 +88,7 @@ class ExtractSettings:
             raise ConfigError("--crops names the faces to read: it cannot go with --visual-source video")
         if self.audio_mode not in AUDIO_MODES:
             raise ConfigError(f"--audio-mode must be one of {', '.join(AUDIO_MODES)}, not {self.audio_mode!r}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
         if not (self.audio_hop > 0 and self.audio_window > 0):
             raise ConfigError("--audio-hop and --audio-window must be positive")

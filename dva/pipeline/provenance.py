@@ -56,8 +56,19 @@ def resolve_visual_source(settings: ExtractSettings) -> str:
     return "crops" if child_folder(Path(settings.data), "cropped_aligned") is not None else "video"  # any case, as scan finds it
 
 
+COMPUTE_DTYPES = {"cpu": "float32", "cuda": "bfloat16"}  # what the encoders compute in on each kind of device
+
+
+def compute_record(device: str | None) -> dict:
+    """{"device": cpu | cuda, "compute_dtype"} of a set computed on device (None: this machine's default)."""
+    kind = str(device or default_device()).split(":")[0]
+    return {"device": kind, "compute_dtype": COMPUTE_DTYPES.get(kind, "float32")}
+
+
 def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
-    """{name: info} of the feature sets this run makes: what decides whether a store's set can take more tracks."""
+    """{name: info} of the feature sets this run makes: what decides whether a store's set can take more tracks.
+    The device is settings.device (a run's workers take the kind the run resolved), not the encoders': the run
+    itself builds them on the CPU when Dask workers compute."""
     sets = {}
     for modality, encoder in (("visual", visual), ("audio", audio)):
         if encoder is None:
@@ -70,6 +81,7 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
                 preprocessing["jpeg_decoder"] = "nvjpeg"
         else:
             preprocessing = {"audio_decoder": "PyAV", "audio_sample_rate": SAMPLE_RATE, "audio_channels": "mono"}
+        preprocessing.update(compute_record(settings.device))
         provenance = encoder.provenance()
         name = settings.name or encoder.set_name()
         sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
@@ -85,10 +97,20 @@ def crops_provenance(crops: str) -> dict:
     return {"folder": str(root), "faces": crops_settings(root)}
 
 
-def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_path: str) -> None:
-    """A set name already in the store must mean the same encoder settings: refuse otherwise, saying exactly what differs."""
+def check_compatible(existing: dict[str, dict], wanted: dict[str, dict], store_path: str, allow_other_device: bool = False) -> list[str]:
+    """A set name already in the store must mean the same encoder settings, computed on the same kind of device:
+    refuse otherwise, saying exactly what differs. allow_other_device: another device is allowed; returns one
+    warning per set continued so (the store's record keeps the device the set was begun on)."""
+    warnings = []
     for name, info in wanted.items():
-        differences = set_differences(existing[name], info) if name in existing else []
+        if name not in existing:
+            continue
+        differences = set_differences(existing[name], info, compute=not allow_other_device)
         if differences:
             shown = at_most(differences, 3)
-            raise StoreError(f"{store_path} already has a feature set {name!r} made with other settings (store != this run: {shown}): pass the same flags, or --name another set")
+            hint = "pass the same flags, or --name another set" + ("" if allow_other_device or set_differences(existing[name], info, compute=False) else " (or --allow-other-device)")
+            raise StoreError(f"{store_path} already has a feature set {name!r} made with other settings (store != this run: {shown}): {hint}")
+        other = set_differences(existing[name], info)
+        if other:
+            warnings.append(f"feature set {name!r} was begun otherwise ({at_most(other, 2)}); this run continues it (--allow-other-device)")
+    return warnings

@@ -85,9 +85,26 @@ def _torchvision_decode_jpeg():
     return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
 
 
+@functools.cache
+def check_nvjpeg(device) -> None:
+    """Refuse --jpeg-decoder cuda at the start where nvJPEG cannot decode on device (a torchvision or driver without
+    it): otherwise every batch would fall back to the CPU, crop by crop, while the store's record says nvjpeg."""
+    import torch
+    from torchvision.io import encode_jpeg
+
+    decode_jpeg = _torchvision_decode_jpeg()
+    if decode_jpeg is None:
+        raise ConfigError("--jpeg-decoder cuda needs torchvision's decode_jpeg, which this torchvision no longer has: use --jpeg-decoder cpu")
+    try:
+        decode_jpeg([encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8))], device=device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--jpeg-decoder cuda: nvJPEG cannot decode on {device} here ({first_line(exc, 120)}): use --jpeg-decoder cpu") from None
+
+
 def decode_on_gpu(blobs: list[bytes], paths: list[Path], device: str, masked: list) -> list:
     """Crops' bytes -> uint8 [3, H, W] tensors on a CUDA device, decoded there in one batch (nvJPEG); None for a
-    missing or corrupt crop (named in masked). A batch nvJPEG refuses is decoded crop by crop on the CPU to find the bad ones."""
+    missing or corrupt crop (named in masked). A batch nvJPEG refuses is decoded crop by crop on the CPU to find the bad
+    ones (a run checks first that nvJPEG decodes at all on the device: `check_nvjpeg`)."""
     import torch
 
     decode_jpeg = _torchvision_decode_jpeg()

@@ -9,7 +9,9 @@ imported (`dva import`) has no encoder to run again.
 
 from __future__ import annotations
 
-from dva.errors import RunError, at_most
+import warnings
+
+from dva.errors import DvaWarning, RunError, at_most
 from dva.pipeline.extract_settings import ExtractSettings
 from dva.stores import set_differences
 
@@ -58,7 +60,11 @@ def rebuild_settings(name: str, info: dict, **base) -> ExtractSettings:
 
 def check_rebuilt(name: str, recorded: dict, made: dict, source: str) -> None:
     """RunError naming what differs when the set made here (made: its info, as `provenance.feature_sets` gives it) is
-    not the set source (a run directory) recorded."""
-    differences = set_differences(recorded, made)
+    not the set source (a run directory) recorded. Another kind of device (a run trained on GPU features, predicting
+    on a laptop) is allowed with a warning: bf16 and fp32 features differ by rounding, not in kind."""
+    differences = set_differences(recorded, made, compute=False)
     if differences:
         raise RunError(f"{source}: feature set {name!r} cannot be made again the same way here (recorded != rebuilt: {at_most(differences, 3)})")
+    other = set_differences(recorded, made)
+    if other:
+        warnings.warn(DvaWarning(f"feature set {name!r} is made here on another kind of device than the run's ({at_most(other, 2)})"), stacklevel=2)

@@ -116,13 +116,13 @@ class Held:
     unit: list[Track]
 
 
-def read_units(units: list[list[Track]], root: Path, store, settings: ExtractSettings, sets: dict[str, str], claims, since: float, report: ExtractReport) -> Iterator:
+def read_units(units: list[list[Track]], root: Path, store, settings: ExtractSettings, sets: dict[str, str], claims, since: float, report: ExtractReport,
+               device: str = "cpu") -> Iterator:
     """The events of these units, unit by unit (see the module's docstring). sets maps each modality this run makes
-    to its feature-set name; the other modality is not read."""
-    import torch
-
+    to its feature-set name; the other modality is not read. device: the encoders' (nvJPEG decodes there; batches
+    for a GPU are pinned)."""
     source = resolve_visual_source(settings)
-    pin = torch.cuda.is_available() and not str(settings.device or "cuda").startswith("cpu")  # the encoders run on a GPU
+    pin = str(device).startswith("cuda")
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
         for unit in units:
             key = unit_key(unit)
@@ -143,7 +143,7 @@ def read_units(units: list[list[Track]], root: Path, store, settings: ExtractSet
                     if "visual" in sets:
                         if source == "crops" and track.frames_dir is None:
                             report.warnings.append(f"{track.track}: no cropped_aligned folder, every visual row masked")
-                        for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.masked_crops, pin, settings.jpeg_decoder, settings.device or "cuda"):
+                        for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.masked_crops, pin, settings.jpeg_decoder, device):
                             yield Pictures(rows, batch)
                     if "audio" in sets:
                         yield SameSound() if sound_read else Sound(read_audio(track, root))
@@ -240,9 +240,10 @@ def extract_units(units: list[list[Track]], root: Path, store, settings: Extract
 
     claims = claims if claims is not None else NoClaims()
     since = since if since is not None else time.time()
+    device = str((visual if visual is not None else audio).device)
     with TrackWriter(store, settings, sets, report, claims, tracks_bar) as writer, torch.inference_mode():
         encoding = Encoding(visual, audio, sets, settings, report, writer, frames_bar)
-        for event in _prefetch(read_units(units, root, store, settings, sets, claims, since, report), depth=4):
+        for event in _prefetch(read_units(units, root, store, settings, sets, claims, since, report, device), depth=4):
             writer.check()
             encoding.handle(event)
     return encoding.held

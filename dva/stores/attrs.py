@@ -57,12 +57,20 @@ def why_not_usable(attrs: dict | None, sets) -> str | None:
 # --- feature sets' provenance
 
 
-def set_differences(old: dict, new: dict) -> list[str]:
-    """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each. Where
-    crops read with --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
+# how a set was computed (preprocessing keys); a set recorded without them was computed on the CPU in float32, as every
+# set before dva recorded them was
+COMPUTE_DEFAULTS = {"device": "cpu", "compute_dtype": "float32"}
+
+
+def set_differences(old: dict, new: dict, compute: bool = True) -> list[str]:
+    """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each.
+    compute False: the device and compute dtype (`COMPUTE_DEFAULTS`' keys) are not compared. Where crops read with
+    --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
     differences = []
     for section in ("modality", "encoder", "preprocessing"):
         before, after = _without_location(old.get(section)), _without_location(new.get(section))
+        if section == "preprocessing" and (isinstance(before, dict) or isinstance(after, dict)):
+            before, after = (_with_compute(part or {}, compute) for part in (before, after))
         if not (isinstance(before, dict) or isinstance(after, dict)):
             if _plain(before) != _plain(after):
                 differences.append(f"{section}: {before!r} != {after!r}")
@@ -80,14 +88,21 @@ def _without_location(section):
 
 
 def sets_mismatch(wanted: dict[str, dict], found: dict[str, dict], found_where: str) -> str | None:
-    """None when found has every set of wanted with the same provenance, else one line saying what differs."""
+    """None when found has every set of wanted with the same provenance, else one line saying what differs. The
+    device a set was computed on is not compared: a run trained on one machine's features predicts from another's."""
     for name, info in wanted.items():
         if name not in found:
             return f"{found_where} has no feature set {name!r} (it has {', '.join(found) or 'none'})"
-        differences = set_differences(info, found[name])
+        differences = set_differences(info, found[name], compute=False)
         if differences:
             return f"feature set {name!r} of {found_where} was made otherwise ({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''})"
     return None
+
+
+def _with_compute(preprocessing: dict, compute: bool) -> dict:
+    if compute:
+        return {**COMPUTE_DEFAULTS, **preprocessing}
+    return {key: value for key, value in preprocessing.items() if key not in COMPUTE_DEFAULTS}
 
 
 def _plain(value):

@@ -106,15 +106,19 @@ def batch_bar(frames: int, desc: str, progress: bool):
 
 
 
+EVAL_BATCHES = {"cpu": 64, "cuda": 512}  # windows per evaluation batch by device kind: no gradients, a GPU takes many at once
+
+
 @torch.no_grad()
-def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int = 64, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
+def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int | None = None, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
     """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
     frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
-    for the whole pass. normaliser: applied to each batch (None: data is normalised already); progress: a bar
-    over the pass (on a terminal)."""
+    for the whole pass. batch_size: windows per batch (None: `EVAL_BATCHES` of data's device); normaliser: applied
+    to each batch (None: data is normalised already); progress: a bar over the pass (on a terminal)."""
 
     model.eval()
     device = data.visual.device
+    batch_size = batch_size or EVAL_BATCHES.get(device.type, EVAL_BATCHES["cpu"])
     normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
     index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
     index, inside = index.to(device), inside.to(device)

@@ -73,3 +73,29 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(15)
+
+
+# --- which GPU a worker takes ----------------------------------------------------------------------
+
+
+def test_each_local_worker_takes_its_own_gpu_and_an_explicit_device_is_kept():
+    from dva.pipeline.distributed import worker_device
+
+    assert [worker_device("cuda", 2, name, f"tcp://h:{name}", None, local=True) for name in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert [worker_device(None, 4, name, "tcp://h:1", "0,1,2,3", local=True) for name in range(2)] == ["cuda:0", "cuda:1"]  # our own cluster: by index
+    assert worker_device("cuda:1", 4, 0, "tcp://h:1", None, local=True) == "cuda:1"
+    assert worker_device("cpu", 4, 3, "tcp://h:1", None, local=True) == "cpu"
+    assert worker_device(None, 0, 3, "tcp://h:1", None, local=True) == "cpu"
+
+
+def test_workers_of_another_cluster_follow_cuda_visible_devices_then_their_name_then_their_address():
+    from dva.pipeline.distributed import worker_device
+
+    # dask-cuda gives each worker a CUDA_VISIBLE_DEVICES that lists its own GPU first: cuda:0 is that one
+    assert worker_device("cuda", 4, "gpu-worker-2", "tcp://h:9", "2,3,0,1") == "cuda:0"
+    assert worker_device("cuda", 4, 3, "tcp://h:9", "3,0,1,2") == "cuda:0"
+    assert worker_device("cuda", 4, 3, "tcp://h:9", None) == "cuda:3"
+    addresses = [f"tcp://10.0.0.1:{port}" for port in range(40000, 40016)]
+    chosen = [worker_device("cuda", 4, f"w-{a}", a, None) for a in addresses]
+    assert chosen == [worker_device("cuda", 4, f"w-{a}", a, None) for a in addresses]  # stable
+    assert len(set(chosen)) > 1, "workers with names that are not numbers all took one GPU"

@@ -333,3 +333,31 @@ def test_a_store_extracts_with_the_hf_and_wav2vec2_families(synth_data, tmp_path
 
     report = run_extract(tiny_settings(synth_data, "val", tmp_path / "store", visual_encoder="hf", audio_encoder="wav2vec2", hf_model=TINY["hf_model"], wav2vec2_model=TINY["wav2vec2_model"]))
     assert report.extracted and not report.failed and report.frames > 0
+
+
+@pytest.mark.parametrize("modality, family", [("visual", "clip"), ("visual", "hf"), ("audio", "ast"), ("audio", "wav2vec2")])
+def test_weights_cast_to_bf16_once_equal_the_autocast_path_within_bf16_tolerance(modality, family):
+    # on CUDA every family casts its weights to bfloat16 once; CPU bfloat16 shows the same computation against the
+    # autocast path it replaced (fp32 weights, each op re-cast per forward)
+    def build():
+        if modality == "visual":
+            return build_visual(family, *VISUAL_MODELS[family], device="cpu")
+        return build_audio(family, AUDIO_MODELS[family], device="cpu")
+
+    def run(encoder):
+        if modality == "visual":
+            images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 112, 112), dtype=np.uint8))
+            return encoder.encode(encoder.preprocess(images)).numpy()
+        return encoder.encode_waveform(noise(1.5))[0]
+
+    reference = build()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = run(reference)
+    cast = build().cast(torch.bfloat16)
+    assert next(cast.model.parameters()).dtype == torch.bfloat16 and next(reference.model.parameters()).dtype == torch.float32
+    got = run(cast)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert cosine(got, expected).min() > 0.99
+    scale = np.abs(expected).max()
+    assert np.abs(got - expected).max() < 0.05 * scale, f"bf16 weights and bf16 autocast differ by {np.abs(got - expected).max() / scale:.3f} of the scale"
+    assert not np.array_equal(got, run(build())), "the cast copy computed in float32"

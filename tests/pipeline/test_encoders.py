@@ -137,3 +137,28 @@ def test_padded_and_native_windows_are_recorded_and_give_the_same_steps():
     (a, times_a), (b, times_b) = native.encode_waveform(wave), padded.encode_waveform(wave)
     np.testing.assert_array_equal(times_a, times_b)
     assert a.shape == b.shape and not np.allclose(a, b)  # the padding is attended to: the forms differ
+
+
+def _windows_one_by_one(encoder, wave: np.ndarray, batch_size: int):
+    """AST window mode as it was written, each window sliced, padded and normalised alone: the reference."""
+    import math
+
+    wave = torch.as_tensor(wave)
+    steps = max(1, math.ceil(wave.numel() / 16000 / encoder.hop - 1e-9))
+    half = int(round(encoder.window / 2 * 16000))
+    frames = fbank(torch.nn.functional.pad(wave, (half, half)))
+    starts = np.round(np.arange(steps) * encoder.hop / 0.010).astype(int)
+    features = []
+    for b in range(0, steps, batch_size):
+        batch = torch.stack([encoder._fit_length(frames[s : s + encoder.window_frames], encoder.window_input) for s in starts[b : b + batch_size]])
+        features.append(encoder._run(batch).pooler_output.float().cpu() if encoder.pad else encoder.pooled_native(batch))
+    return torch.cat(features).numpy()
+
+
+@pytest.mark.parametrize("window, pad", [(1.0, False), (1.0, True), (2.0, False)])  # 2 s: longer than the tiny AST's 128 frames
+def test_windows_gathered_at_once_equal_the_per_window_code(window, pad):
+    encoder = build_audio("ast", TINY["ast_model"], mode="window", window=window, hop=0.1, pad=pad)
+    _randomise_positions(encoder)
+    wave = np.random.default_rng(1).normal(0, 0.1, int(16000 * 2.37)).astype(np.float32)  # the last windows run past the end
+    ours, _ = encoder.encode_waveform(wave, batch_size=7)
+    np.testing.assert_allclose(ours, _windows_one_by_one(encoder, wave, 7), rtol=1e-5, atol=1e-5)

@@ -105,6 +105,34 @@ def test_rerun_skips_complete_tracks_and_a_set_name_with_other_settings_is_refus
     assert lonely.returncode == 2 and "--only" in lonely.stderr
 
 
+def _edit_set_record(store_path: Path, name: str, edit) -> None:
+    store = open_store(str(store_path), mode="a")
+    try:
+        sets = store.feature_sets()
+        edit(sets[name]["preprocessing"])
+        store.set_attrs({"feature_sets": sets})
+    finally:
+        store.close()
+
+
+def test_a_set_begun_on_another_device_is_refused_unless_allowed_and_an_old_record_counts_as_cpu(synth_data, tmp_path):
+    from dva.errors import StoreError
+
+    out = tmp_path / "s"
+    settings = tiny_settings(synth_data, "val", out, only="visual")
+    assert run_extract(settings).extracted
+    recorded = open_store(str(out), mode="r").feature_sets()[VISUAL]["preprocessing"]
+    assert (recorded["device"], recorded["compute_dtype"]) == ("cpu", "float32")
+    _edit_set_record(out, VISUAL, lambda p: p.update(device="cuda", compute_dtype="bfloat16"))  # as a GPU run records it
+    with pytest.raises(StoreError, match=r"preprocessing\.compute_dtype: 'bfloat16' != 'float32'.*preprocessing\.device: 'cuda' != 'cpu'.*--allow-other-device"):
+        run_extract(settings)
+    allowed = run_extract(tiny_settings(synth_data, "val", out, only="visual", allow_other_device=True))
+    assert allowed.skipped and any("begun otherwise" in w and "'cuda' != 'cpu'" in w for w in allowed.warnings)
+    _edit_set_record(out, VISUAL, lambda p: [p.pop(k) for k in ("device", "compute_dtype")])  # a store of dva before the record
+    again = run_extract(settings)
+    assert again.skipped and not again.extracted and not any("begun otherwise" in w for w in again.warnings)
+
+
 def _set_checksums(store_path: Path, split: str, names) -> dict[str, str]:
     """sha256 of every file of these sets' arrays and of the tracks' own arrays (their bytes on disk), by relative path."""
     import hashlib

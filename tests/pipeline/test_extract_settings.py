@@ -29,7 +29,15 @@ def test_a_preset_gives_its_encoders_and_flags_win_over_it(monkeypatch):
     settings = _cli_settings(monkeypatch, "--preset", "tiny", "--ast-model", "my/ast", "--batch-size", "8", "--audio-pad", "--json")
     assert {k: getattr(settings, k) for k in PRESETS["tiny"]} == {**PRESETS["tiny"], "ast_model": "my/ast"}
     assert settings.batch_size == 8 and settings.audio_pad and not settings.progress
-    assert dataclasses.replace(settings, ast_model=PRESETS["tiny"]["ast_model"], batch_size=64, audio_pad=False, progress=True) == extract_settings_from("tiny", data="d", split="train")
+    assert dataclasses.replace(settings, ast_model=PRESETS["tiny"]["ast_model"], batch_size=None, audio_pad=False, progress=True) == extract_settings_from("tiny", data="d", split="train")
+
+
+def test_the_batch_default_is_sized_for_the_device_the_run_resolves_and_a_given_one_wins():
+    plain = ExtractSettings(data="d", split="train")
+    assert (plain.resolved("cpu").device, plain.resolved("cpu").batch_size) == ("cpu", 64)
+    assert (plain.resolved("cuda").device, plain.resolved("cuda").batch_size) == ("cuda", 256)
+    assert dataclasses.replace(plain, device="cuda:1").resolved("cpu").batch_size == 256  # --device decides, not the machine's default
+    assert dataclasses.replace(plain, batch_size=8).resolved("cuda").batch_size == 8
 
 
 def test_an_unknown_preset_is_one_line():

@@ -350,3 +350,39 @@ def test_hann_stitching_of_a_constant_model_is_exact_everywhere(clip_model):
     for how in ("hann", "mean"):
         pred = predict_frames(model, FitSettings(seq_len=8, stitch=how, prompt="none"), data)
         np.testing.assert_allclose(pred, np.tile(np.tanh([0.3, -0.2]), (frames, 1)), atol=1e-6)
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"))]
+
+
+def seeded_model(seed: int, device: str):
+    """Seed, then build the model with the tiny CLIP's text tower: `dva fit`'s order (trainer/fit.py)."""
+    from dva.trainer.evaluate import build_model
+    from dva.trainer.settings import FitSettings
+
+    settings = FitSettings(prompt="learnable", text_tower="dva-tiny-clip/none", hidden=16, heads=2, seed=seed)
+    torch.manual_seed(seed)
+    return build_model(settings, {}, DV, DA, torch.device(device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seeds_change_the_prompt_context_and_projections_on_every_device(device):
+    first, again, other = seeded_model(1, device), seeded_model(1, device), seeded_model(2, device)
+    for name in ("prompt_head.ctx", "prompt_head.project.weight", "regression.weight"):
+        a, b, c = (dict(m.named_parameters())[name] for m in (first, again, other))
+        assert torch.equal(a, b), f"{name}: one seed, two models on {device}"
+        assert not torch.equal(a, c), f"{name}: seeds 1 and 2 give the same values on {device}"
+
+
+def test_building_a_text_tower_never_reseeds_the_cuda_generators(monkeypatch):
+    # a spy, because no GPU is here: torch.manual_seed reseeds every CUDA generator through this function, and
+    # fork_rng(devices=[]) does not restore them, so a build that calls it pins every later CUDA draw to its seed
+    calls = []
+    original = torch.cuda.manual_seed_all
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: (calls.append(seed), original(seed)))
+    from dva.pipeline.encoders.clip import load_clip
+
+    load_clip("dva-tiny-clip", None)
+    assert calls == []

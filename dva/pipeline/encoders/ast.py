@@ -17,7 +17,7 @@ import numpy as np
 
 from dva.errors import EncoderError
 from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
-from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import AudioEncoder, basename, loading, local_or_hub, register_encoder, seeded_init, set_name, weights_sha256
 
 MEL_BINS = 128
 FRAME_SHIFT_S = 0.010
@@ -47,14 +47,14 @@ def middle_positions(position_embeddings: torch.Tensor, freq_patches: int, time_
 
 
 def fbank(waveform: torch.Tensor) -> torch.Tensor:
-    """16 kHz mono waveform [N] -> log-mel fbank [frames, 128], exactly as ASTFeatureExtractor computes it
-    (not yet normalised). Fewer than 400 samples give zero frames."""
+    """16 kHz mono waveform [N] -> log-mel fbank [frames, 128] on the wave's device, exactly as ASTFeatureExtractor
+    computes it (not yet normalised). Fewer than 400 samples give zero frames."""
     import torch
     import torchaudio.compliance.kaldi as kaldi
 
     waveform = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
     if waveform.numel() < FRAME_LENGTH_SAMPLES:
-        return torch.zeros(0, MEL_BINS)
+        return torch.zeros(0, MEL_BINS, device=waveform.device)
     return kaldi.fbank(waveform[None], sample_frequency=SAMPLE_RATE, window_type="hanning", num_mel_bins=MEL_BINS)
 
 
@@ -64,13 +64,11 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
 
 def load_ast(model: str, device: str = "cpu"):
     """A frozen ASTModel: a hub id, a local directory, or 'dva-tiny-ast' (random init, seed 0)."""
-    import torch
     from transformers import ASTConfig, ASTModel
 
     if model == TINY_AST:
         config = ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_mel_bins=MEL_BINS, max_length=128)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with seeded_init():
             ast = ASTModel(config)
     else:
         source = local_or_hub(model, "--ast-model", DEFAULT_AST)
@@ -102,6 +100,7 @@ class AstEncoder(AudioEncoder):
         # fbank frames one window pass sees: its own length rounded up to whole patches (98 -> 106 for 1 s), or max_length
         self.window_input = self.max_length if self.pad else min(self.max_length, grid_length(self.window_frames, self.patch, self.tstride))
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def provenance(self) -> dict:
         return {
@@ -124,16 +123,11 @@ class AstEncoder(AudioEncoder):
         mode = provenance.get("mode", "window")
         return set_name("ast", *model, mode, *(["padded"] if mode == "window" and provenance.get("window_input") == "padded" else []))
 
-    def _autocast(self):
-        import torch
-
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-
     def _run(self, inputs: torch.Tensor):
         import torch
 
-        with torch.inference_mode(), self._autocast():
-            return self.model(input_values=inputs.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            return self.model(input_values=self.inputs(inputs))
 
     def pooled_native(self, inputs: torch.Tensor) -> torch.Tensor:
         """Normalised fbank [B, L, 128] (L <= max_length) -> pooled features float32 [B, dim] on the CPU, computed as
@@ -143,8 +137,8 @@ class AstEncoder(AudioEncoder):
         embeddings = self.model.embeddings
         # transformers 5 keeps the layers on the model, 4.x in model.encoder.layer (whose layers return tuples)
         layers = self.model.layers if hasattr(self.model, "layers") else self.model.encoder.layer
-        with torch.inference_mode(), self._autocast():
-            patches = embeddings.patch_embeddings(inputs.to(self.device, non_blocking=True))  # [B, F*t, dim]
+        with torch.inference_mode():
+            patches = embeddings.patch_embeddings(self.inputs(inputs))  # [B, F*t, dim]
             positions = middle_positions(embeddings.position_embeddings, self.freq_patches, patches.shape[1] // self.freq_patches)
             tokens = torch.cat([embeddings.cls_token, embeddings.distillation_token], dim=1).expand(len(patches), -1, -1)
             hidden = torch.cat([tokens, patches], dim=1) + positions  # dropout is off in eval mode
@@ -178,12 +172,22 @@ class AstEncoder(AudioEncoder):
         duration = wave.numel() / SAMPLE_RATE
         steps = max(1, math.ceil(duration / self.hop - 1e-9))
         half = int(round(self.window / 2 * SAMPLE_RATE))
-        frames = fbank(torch.nn.functional.pad(wave, (half, half)))  # frame j of the padded wave starts at j*10 ms - window/2
+        # on the encoder's device (kaldi.fbank computes where its wave is); frame j of the padded wave starts at j*10 ms - window/2
+        frames = fbank(torch.nn.functional.pad(wave.to(self.device), (half, half)))
         centres = np.arange(steps, dtype=np.float64) * self.hop
-        starts = np.round(centres / FRAME_SHIFT_S).astype(int)
+        starts = np.round(centres / FRAME_SHIFT_S).astype(np.int64)
+        taken = min(self.window_frames, self.window_input)  # fbank frames of the track in one window
+        # the track's fbank normalised once, rows past its end the normalised zero (the extractor pads raw
+        # zeros): every window is then a row of one strided view, gathered a batch at a time on the device
+        blank = float(normalise(torch.zeros(())))
+        frames = torch.nn.functional.pad(normalise(frames), (0, 0, 0, max(0, int(starts[-1]) + taken - frames.shape[0])), value=blank)
+        starts = torch.from_numpy(starts).to(self.device)
+        windows = frames.unfold(0, taken, 1).transpose(1, 2)  # [rows, taken, 128], a view
         features = []
-        for b in range(0, steps, batch_size):  # windows are sliced lazily: a long video has thousands
-            batch = torch.stack([self._fit_length(frames[s : s + self.window_frames], self.window_input) for s in starts[b : b + batch_size]])
+        for b in range(0, steps, batch_size):  # a long video has thousands of windows: a batch at a time
+            chosen = starts[b : b + batch_size]
+            batch = torch.full((len(chosen), self.window_input, MEL_BINS), blank, device=self.device)
+            batch[:, :taken] = windows[chosen]
             features.append(self._run(batch).pooler_output.float().cpu() if self.pad else self.pooled_native(batch))
         return torch.cat(features).numpy(), centres.astype(np.float32)
 

@@ -50,7 +50,28 @@ def encoder_class(modality: str, family: str) -> type:
         raise EncoderError(f"unknown {modality} encoder family {family!r}: use one of {known}") from None
 
 
-class VisualEncoder(abc.ABC):
+class FrozenModel:
+    """What every encoder shares: a frozen `model` on `device` computing in `dtype`: float32, or bfloat16 on CUDA with
+    the weights cast once (`cast`), not re-cast by autocast on every forward. The weights' checksum is taken before."""
+
+    model: object
+    device: object
+    dtype: object = None
+
+    def cast(self, dtype=None):
+        """Cast the model's weights to dtype (None: bfloat16 on CUDA, float32 elsewhere); inputs follow (`inputs`)."""
+        import torch
+
+        self.dtype = dtype or (torch.bfloat16 if torch.device(self.device).type == "cuda" else torch.float32)
+        self.model.to(self.dtype)
+        return self
+
+    def inputs(self, tensor):
+        """A batch on the model's device, in its dtype."""
+        return tensor.to(self.device, dtype=self.dtype, non_blocking=True)
+
+
+class VisualEncoder(FrozenModel, abc.ABC):
     """Images to one feature vector each: encode(preprocess(uint8 [B, 3, H, W])) -> float [B, dim].
 
     Subclasses are built as cls(model, pretrained, device) and set `dim` and `device` (a torch.device)."""
@@ -76,16 +97,17 @@ class VisualEncoder(abc.ABC):
         """The store's name for these features: letters, digits, '.', '_' and '-' only (see `set_name`)."""
 
 
-class AudioEncoder(abc.ABC):
+class AudioEncoder(FrozenModel, abc.ABC):
     """A 16 kHz mono waveform to features at audio steps: encode_waveform(float32 [N]) ->
     (float32 [K, dim], step centres in seconds float32 [K]); K is 0 for an empty wave.
 
     Subclasses are built as cls(model, device, **options) with the keyword options they name in
-    `options` (of mode, window, hop, pad, layer); `build_audio` drops the others."""
+    `options` (of mode, window, hop, pad, layer); `build_audio` drops the others, and set `dim` and `device`."""
 
     family: str = ""
     options: tuple[str, ...] = ()
     dim: int
+    device: object
 
     @abc.abstractmethod
     def encode_waveform(self, waveform, batch_size: int = 32):
@@ -150,6 +172,18 @@ def weights_sha256(module) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = 0):
+    """Random initialisation that is the same on every call and leaves every generator as it found it: the CPU
+    generator is forked and seeded alone (models are built on the CPU, then moved). `torch.manual_seed` would
+    also reseed every CUDA generator, outside the fork, so on a GPU every later `--seed` would draw from seed 0."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # dva's named architectures (dva-tiny-clip)
 _registered = False
@@ -31,7 +31,6 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
     """A frozen open_clip model in eval mode. pretrained: a tag ("openai"), a checkpoint file, or None/"none"
     for a random initialisation seeded with 0 (the same weights on every call)."""
     import open_clip
-    import torch
 
     _register_configs()
     if pretrained is not None and pretrained.lower() in ("", "none"):
@@ -42,8 +41,7 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)[:6]) or "none"
         raise EncoderError(f"--clip-pretrained {pretrained!r} is neither a checkpoint file nor a tag of {model} (tags: {tags})")
     try:
-        with torch.random.fork_rng(devices=[]), quiet_logging():
-            torch.manual_seed(0)  # random-init weights (tiny preset, timing runs) are the same every time
+        with seeded_init(), quiet_logging():  # random-init weights (tiny preset, timing runs) are the same every time
             clip = open_clip.create_model(model, pretrained=pretrained, device="cpu")
     except (RuntimeError, OSError, ValueError) as exc:
         raise EncoderError(
@@ -77,6 +75,7 @@ class ClipEncoder(VisualEncoder):
         with torch.inference_mode():
             self.dim = int(self.model.encode_image(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)).shape[-1])
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, S, S] on the device, like open_clip's eval transform."""
@@ -93,8 +92,8 @@ class ClipEncoder(VisualEncoder):
     def encode(self, pixels):
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self.model.encode_image(pixels).float()
+        with torch.inference_mode():
+            return self.model.encode_image(self.inputs(pixels)).float()
 
     def provenance(self) -> dict:
         return {

@@ -11,7 +11,7 @@ last_hidden_state; provenance records which.
 from __future__ import annotations
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 DEFAULT_HF = "google/vit-base-patch16-224-in21k"
 TINY_HF = "dva-tiny-hf"
@@ -30,13 +30,11 @@ def load_hf(model: str, device: str = "cpu"):
     """(frozen model in eval mode, its image processor's settings dict or None, names of the weights the checkpoint
     lacks) for a hub id, a local directory, or 'dva-tiny-hf' (random init, seed 0). Missing weights (often the
     pooler, which AutoModel adds to every ViT) are seeded too."""
-    import torch
     from transformers import AutoImageProcessor, AutoModel
 
     source = None if model == TINY_HF else local_or_hub(model, "--hf-model", DEFAULT_HF)
     missing: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_init():
         if source is None:
             net = AutoModel.from_config(tiny_config())
         else:
@@ -121,6 +119,7 @@ class HfImageEncoder(VisualEncoder):
             self.pooling = "mean"
         self.dim = int(self._pool(output).shape[-1])
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, h, w] on the device, as the model's image processor."""
@@ -149,8 +148,8 @@ class HfImageEncoder(VisualEncoder):
     def encode(self, pixels):
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return self._pool(self.model(pixel_values=pixels)).float()
+        with torch.inference_mode():
+            return self._pool(self.model(pixel_values=self.inputs(pixels))).float()
 
     def provenance(self) -> dict:
         settings = self.settings

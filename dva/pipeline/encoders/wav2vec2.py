@@ -16,7 +16,7 @@ import numpy as np
 
 from dva.errors import EncoderError
 from dva.pipeline.media import SAMPLE_RATE  # what the decoder gives every audio family
-from dva.pipeline.encoders.base import AudioEncoder, basename, local_or_hub, loading, quiet_logging, register_encoder, set_name, weights_sha256
+from dva.pipeline.encoders.base import AudioEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
 
 DEFAULT_WAV2VEC2 = "facebook/wav2vec2-base"
 TINY_WAV2VEC2 = "dva-tiny-wav2vec2"
@@ -37,7 +37,6 @@ def tiny_config():
 def load_wav2vec2(model: str, device: str = "cpu"):
     """(frozen model in eval mode, feature-extractor settings dict or None) for a hub id, a local directory,
     or 'dva-tiny-wav2vec2' (random init, seed 0). Weights a checkpoint lacks are seeded too."""
-    import torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     if model == TINY_WAV2VEC2:
@@ -48,8 +47,7 @@ def load_wav2vec2(model: str, device: str = "cpu"):
             config = AutoConfig.from_pretrained(source)
     if not (hasattr(config, "conv_kernel") and hasattr(config, "conv_stride")):
         raise EncoderError(f"--wav2vec2-model {model!r} is a {config.model_type} model, not one of the wav2vec2 family (wav2vec2, HuBERT, WavLM)")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_init():
         if source is None:
             net = AutoModel.from_config(config)
         else:
@@ -114,6 +112,7 @@ class Wav2Vec2Encoder(AudioEncoder):
         self.chunk_frames = max(1, round(chunk * SAMPLE_RATE / self.stride))
         self.context_frames = round(context * SAMPLE_RATE / self.stride)
         self.sha256 = weights_sha256(self.model)
+        self.cast()
 
     def provenance(self) -> dict:
         return {
@@ -173,8 +172,8 @@ class Wav2Vec2Encoder(AudioEncoder):
         """[B, samples] -> float32 [B, frames, dim]: hidden_states[layer], or their mean."""
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.model(input_values=torch.from_numpy(inputs).to(self.device, non_blocking=True), output_hidden_states=True)
+        with torch.inference_mode():
+            output = self.model(input_values=self.inputs(torch.from_numpy(inputs)), output_hidden_states=True)
             states = output.hidden_states
             if self.layer == "mean":
                 hidden = states[0].float()
