@@ -25,7 +25,7 @@ import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
-from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, run_tasks, store_identity
+from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
 CSV_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
@@ -215,8 +215,8 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
     jobs = {job.key: job for job in todo}
     parts: dict[str, dict] = {key: {} for key in jobs}
     failed, best = {}, None
-    with tqdm(total=len(tasks), desc="ablate", unit="fit", disable=not progress) as bar:
-        for task, result, reason in run_tasks(tasks, scheduler, workers):
+    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc="ablate", unit="fit", disable=not progress) as bar:
+        for task, result, reason in finished:
             bar.update(1)
             if reason is not None:
                 failed[task.name] = reason

@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import json
 import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,29 +129,35 @@ def essentials(result, task: FitTask, features) -> dict:
     return out
 
 
-def run_tasks(tasks: list[FitTask], scheduler: str | None = None, workers: int = 0):
-    """Yield (task, essentials, None) or (task, None, reason) as each task finishes: here, one after the other
-    (no scheduler, workers 0; a failure raises), or on a Dask cluster (a failure is its reason, the rest go on).
-    A cluster's workers must see the store the client planned on: refused in one line before anything is sent."""
+@contextmanager
+def running(tasks: list[FitTask], scheduler: str | None = None, workers: int = 0):
+    """An iterator of (task, essentials, None) or (task, None, reason) as each task finishes: here, one after the
+    other (no scheduler, workers 0; a failure raises), or on a Dask cluster (a failure is its reason, the rest go
+    on). On entry a cluster is reached and every worker is checked to see the store the client planned on (a
+    StoreError, before anything is sent)."""
     if not scheduler and workers <= 0:
         try:
-            for task in tasks:
-                yield task, run_task(task), None
+            yield ((task, run_task(task), None) for task in tasks)
         finally:
             forget()
         return
-    from dask.distributed import as_completed
-
     processes, threads, devices = (1, 1, None) if scheduler else plan_workers(workers, tasks[0].settings.device, gpu_count())
     with dask_client(scheduler, processes, threads) as client:
         check_store(client, tasks[0].settings.features, tasks[0].store)
-        futures = {client.submit(run_task, task, devices, pure=False, retries=RETRIES): task for task in tasks}
-        for future in as_completed(futures):
-            try:
-                done, reason = future.result(), None
-            except Exception as exc:  # a bad setting, out of memory, a worker lost too often: this task alone
-                done, reason = None, f"{type(exc).__name__}: {first_line(exc)}"
-            yield futures[future], done, reason
+        run = uuid.uuid4().hex[:8]  # keys the dashboard shows by name, unique to this run
+        futures = {client.submit(run_task, task, devices, key=f"dva {task.name} {run}", retries=RETRIES): task for task in tasks}
+        yield _finished(futures)
+
+
+def _finished(futures: dict):
+    from dask.distributed import as_completed
+
+    for future in as_completed(futures):
+        try:
+            done, reason = future.result(), None
+        except Exception as exc:  # a bad setting, out of memory, a worker lost too often: this task alone
+            done, reason = None, f"{type(exc).__name__}: {first_line(exc)}"
+        yield futures[future], done, reason
 
 
 def check_store(client, path: str, digest: str) -> None:
@@ -200,8 +208,8 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}") for fold in range(settings.folds)]
     tasks.append(FitTask(dataclasses.replace(on, folds=0), digest, modalities, None, keep_model=True, name="plain fit"))
     done, failed, best = {}, [], None
-    with tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
-        for task, result, reason in run_tasks(tasks, scheduler, workers):
+    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
+        for task, result, reason in finished:
             bar.update(1)
             if reason is not None:
                 failed.append(f"{task.name}: {reason}")
