@@ -152,12 +152,13 @@ def running(tasks: list[FitTask], scheduler: str | None = None, workers: int = 0
 def _finished(futures: dict):
     from dask.distributed import as_completed
 
-    for future in as_completed(futures):
+    for future in as_completed(list(futures)):
         try:
             done, reason = future.result(), None
         except Exception as exc:  # a bad setting, out of memory, a worker lost too often: this task alone
             done, reason = None, f"{type(exc).__name__}: {first_line(exc)}"
-        yield futures[future], done, reason
+        future.release()  # a result the client holds is not computed again when the worker that kept it dies
+        yield futures.pop(future), done, reason
 
 
 def check_store(client, path: str, digest: str) -> None:

@@ -129,13 +129,33 @@ def test_a_task_that_fails_on_a_worker_is_named_and_the_others_land(cluster, tin
     assert "| heads=2 |" in done.stdout
 
 
+def test_workers_n_runs_the_same_tasks_on_a_local_cluster_with_the_same_figures(tiny_store, tmp_path, no_training_here, monkeypatch):
+    base = FitSettings(features=str(tiny_store), **TINY)
+    spread = ablate(base, {}, seeds=2, out=tmp_path / "spread", progress=False, workers=1)
+    monkeypatch.undo()  # now here, in this process
+    here = ablate(base, {}, seeds=2, out=tmp_path / "here", progress=False)
+    assert [row["p_va"] for row in rows(tmp_path / "spread")] != ["", ""]
+    assert {r["key"]: float(r["p_va"]) for r in rows(tmp_path / "spread")} == pytest.approx({r["key"]: float(r["p_va"]) for r in rows(tmp_path / "here")}, abs=1e-5)
+    assert spread[0]["p_va"] == pytest.approx(here[0]["p_va"], abs=1e-5)
+    refused = CliRunner().invoke(app, ["fit", "--features", str(tiny_store), "--workers", "2", "--out", str(tmp_path / "fit")])
+    assert refused.exit_code == 2 and "--folds K" in refused.stderr.strip().splitlines()[-1]
+
+
 def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_worker(cluster, tiny_store, tmp_path, no_training_here):
     from dask.distributed import Client
 
-    base = FitSettings(features=str(tiny_store), folds=2, **{**TINY, "epochs": 2, "patience": 2, "stride": 4})
+    # long enough (about half a second a fold here) for the kill to land while w1 trains
+    base = FitSettings(features=str(tiny_store), folds=2, **{**TINY, "epochs": 3, "patience": 3, "stride": 2})
     grid = {"fusion": ["concat", "gated"]}
     finished: list = []
-    run = threading.Thread(target=lambda: finished.append(ablate(base, grid, seeds=2, out=tmp_path, progress=False, scheduler=cluster.address)))
+
+    def client():
+        try:
+            finished.append(ablate(base, grid, seeds=2, out=tmp_path, progress=False, scheduler=cluster.address))
+        except BaseException as exc:  # shown by the assertion below, not lost with the thread
+            finished.append(exc)
+
+    run = threading.Thread(target=client)
     run.start()
     lost, in_flight = cluster.workers[1], []
     with Client(cluster.address, timeout="20s") as client:
@@ -145,12 +165,13 @@ def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_w
             time.sleep(0.05)
             if (tmp_path / "results.csv").is_file():
                 in_flight = client.processing(workers=[w1])[w1]
-        landed = len(rows(tmp_path))
+        landed = len(rows(tmp_path)) if (tmp_path / "results.csv").is_file() else 0
         lost.send_signal(signal.SIGKILL)  # mid-run: its task is Dask's to run again on w0
         lost.wait(30)
     run.join(240)
+    assert not run.is_alive() and finished and not isinstance(finished[0], BaseException), finished
     assert in_flight and landed < 4, (in_flight, landed)
-    assert not run.is_alive() and finished and not finished[0].failed
+    assert not finished[0].failed
     first = {row["key"]: row for row in rows(tmp_path)}
     assert len(first) == 4 and {(r["variant"], r["seed"], r["figure"]) for r in first.values()} == {
         (f"fusion={f}", str(s), "oof") for f in ("concat", "gated") for s in (0, 1)}
