@@ -2,6 +2,7 @@
 and two `dask worker` processes (one thread each), shared by every test here; the lost-worker test runs last."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -192,3 +193,27 @@ def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_w
     assert again[len(survivor):] in ([f"{name} fold 0", f"{name} fold 1"], [f"{name} fold 1", f"{name} fold 0"])
     redone = {row["key"]: row for row in rows(tmp_path)}[gone["key"]]
     assert float(redone["p_va"]) == pytest.approx(float(gone["p_va"]), abs=1e-5)  # the same seed, the same figure
+
+
+def test_a_process_loads_the_store_once_for_every_task_on_the_same_sets(tiny_store, monkeypatch):
+    from tests.conftest import TINY_VISUAL
+
+    loads, real = [], tasks.load_features
+    monkeypatch.setattr(tasks, "load_features", lambda *args, **kwargs: loads.append(args) or real(*args, **kwargs))  # a spy: the real load runs
+    settings = FitSettings(features=str(tiny_store), **TINY)
+    digest = tasks.identity_digest(tasks.store_identity(str(tiny_store)))
+    task = lambda fold=None, store=digest, **changes: tasks.FitTask(  # noqa: E731
+        dataclasses.replace(settings, **changes), store, ("audio", "visual"), fold, name="t")
+    try:
+        for each in (task(), task(seed=1), task(0, folds=2), task(1, folds=2)):  # one choice of sets: one load
+            tasks.run_task(each)
+        assert len(loads) == 1
+        tasks.run_task(task(audio_align="linear"))
+        tasks.run_task(task(visual_features=TINY_VISUAL))  # the same set named: another key, a third load drops the first
+        tasks.run_task(task(audio_align="linear"))
+        assert len(loads) == 3
+        tasks.run_task(task())
+        tasks.run_task(task(store="another digest"))  # the store changed since: loaded again
+        assert len(loads) == 5 and len(tasks._LOADED) == tasks.KEEP
+    finally:
+        tasks.forget()
