@@ -364,15 +364,19 @@ def fit(
     schedule: Optional[str] = typer.Option(None, help="Learning rate after the warmup: constant or cosine (down to 0 at the last epoch)."),
     warmup: Optional[float] = typer.Option(None, help="Fraction of the training steps over which the learning rate rises linearly from 0."),
     folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
+    workers: int = typer.Option(0, help="With --folds: train the folds over N local Dask worker processes (one per GPU when there are GPUs)."),
+    scheduler: Optional[str] = typer.Option(None, help="With --folds: send the folds to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.settings import settings_from
+    from dva.trainer.tasks import fit_folds_spread
 
     settings = settings_from(config, **flags)
-    report = run_fit(settings, progress=not as_json)
+    spread = scheduler or workers > 0
+    report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
 
 
@@ -456,18 +460,23 @@ def ablate(
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
     folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold P_VA instead of best_val."),
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md and ablation.png."),
-    workers: int = typer.Option(0, help="Run variants over N local Dask worker processes."),
+    workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),
+    scheduler: Optional[str] = typer.Option(None, help="Send the variants to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """A grid of fit variants from one load of the store; prints the results table."""
+    """A grid of fit variants, one task per variant x seed x fold; prints the results table."""
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
     base = settings_from(config, **values)
-    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json)
+    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json, scheduler=scheduler)
+    for task, reason in summary.failed.items():
+        typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -11,7 +11,8 @@ import os
 import zlib
 from pathlib import Path
 
-from dva.errors import DvaError, first_line
+from dva.cluster import scheduler_errors
+from dva.errors import first_line
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
 from dva.pipeline.reading import check_nvjpeg
@@ -87,19 +88,12 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
     show_progress = settings.progress
     settings = dataclasses.replace(settings, progress=False, data=str(Path(settings.data).resolve()), out=_absolute(settings.out))
     cluster = None
-    try:
+    with scheduler_errors(settings.scheduler or "a local cluster"):
         if settings.scheduler:
             client = Client(settings.scheduler, timeout="20s")
         else:
             cluster = LocalCluster(n_workers=max(1, settings.workers), threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
-    except (OSError, TimeoutError) as exc:
-        raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'} ({exc}); start one with `dask scheduler` and `dask worker`") from None
-    except (TypeError, RuntimeError) as exc:  # Dask's words for a tls:// address without TLS settings, or tcp:// where they require TLS
-        if "TLS" not in str(exc) and "encryption required" not in str(exc):
-            raise
-        raise DvaError(f"cannot reach the Dask scheduler at {settings.scheduler or 'a local cluster'}: Dask's security settings and the address disagree "
-                       "(tls:// needs distributed.comm.tls.ca-file, .client.cert, .client.key; require-encryption refuses tcp://; README, Several machines)") from None
     deferred = []
     try:
         futures = client.map(extract_unit_task, units, settings=settings, since=since, local=cluster is not None, pure=False)

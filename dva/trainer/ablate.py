@@ -1,6 +1,8 @@
-"""`dva ablate`: a grid of `dva fit` variants x seeds from one load of the store.
+"""`dva ablate`: a grid of `dva fit` variants x seeds, each variant x seed x fold one task (`dva.trainer.tasks`)
+run here, on a LocalCluster (`--workers N`) or on a running Dask cluster (`--scheduler ADDR`); each process
+loads the store once per choice of feature sets.
 
-Results are appended to results.csv as each variant finishes, each under a key made of every
+Results are appended to results.csv as each variant finishes (all its folds), each under a key made of every
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
 rerun with other settings never reports old numbers as new ones; results.md and ablation.png
 summarise mean +- std per variant of the current plan, best first. Each row says which figure it is:
@@ -22,15 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.stores import is_remote
-from dva.trainer.fit import load_features, train, train_folds
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
+from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
 CSV_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
-DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 
 
@@ -82,18 +82,6 @@ def parse_fixed(items: list[str]) -> dict:
 
 def variant_name(choice: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in choice.items()) or "base"
-
-
-def store_identity(path: str) -> dict:
-    """What decides a store's features: its feature sets' provenance, its frame clock, where it is (resolved),
-    and which train/val tracks have which sets complete (finishing a failed track changes the results)."""
-    from dva.stores import complete_sets, open_store
-
-    with open_store(path, "r") as store:
-        sets, timeline = store.feature_sets(), store.attrs.get("timeline")
-        complete = {split: {t: sorted(complete_sets(a)) for t, a in store.track_index(split).items() if complete_sets(a)} for split in ("train", "val")}
-    where = str(path) if is_remote(path) else str(Path(path).resolve())
-    return {"path": where, "feature_sets": sets, "timeline": timeline, "complete_sets": complete}
 
 
 def result_key(settings: FitSettings, store: dict) -> str:
@@ -168,90 +156,104 @@ def append_row(path: Path, row: dict) -> None:
         writer.writerow({k: row[k] for k in CSV_FIELDS})
 
 
-def data_key(settings: FitSettings) -> tuple:
-    return tuple(getattr(settings, name) for name in DATA_KEYS)
+class Summary(list):
+    """`summarise`'s rows, best first; `failed`: {task: reason} of the tasks that failed in this run (their
+    variant has no row; a rerun trains it again)."""
+
+    def __init__(self, rows: list[dict], failed: dict[str, str] | None = None):
+        super().__init__(rows)
+        self.failed = dict(failed or {})
 
 
-def run_job(job: Job, features_by_data: dict, devices: list[str] | None = None) -> dict:
-    """Train one variant; the features were loaded once by the caller (or scattered to this worker) and go
-    to the training device once per process (devices: those of the Dask workers, see `plan_workers`)."""
-    from dva.trainer.evaluate import evaluate_frames, resolve_device
-    from dva.trainer.workers import features_on, worker_device
-
-    settings = job.settings
-    if devices is not None:
-        settings = dataclasses.replace(settings, device=worker_device(devices))
-    features = features_on(features_by_data[data_key(settings)], str(resolve_device(settings.device)))
-    if settings.folds:
-        folds = train_folds(settings, features, progress=False, plain=False)
-        figure, epoch = "oof", "/".join(str(run.best["epoch"]) for run in folds.runs)
-        scores, seconds = evaluate_frames(folds.oof_pred, folds.pooled), folds.seconds
-    else:
-        result = train(settings, features, progress=False)
-        figure, epoch, scores, seconds = "best_val", result.best["epoch"], result.best, result.seconds
-    return {
-        "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
-        **{k: scores[k] for k in METRICS}, "seconds": round(seconds, 2),
-        "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
-    }
-
-
-def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True) -> list[dict]:
-    """Run every variant x seed whose key is not yet in out/results.csv; write the summaries of this
-    plan's results (no other rows); return the summary rows."""
-    from tqdm import tqdm
-
+def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
+           scheduler: str | None = None) -> Summary:
+    """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
+    processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
+    summaries of this plan's results (no other rows); return the summary rows."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_csv = out / "results.csv"
-    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, store_identity(base.features))}.values())
+    identity = store_identity(base.features)
+    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity)}.values())
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
-    if todo:
-        # one load per choice of features, shared by every variant that trains on it (both modalities: some variants use one)
-        used: dict[tuple, set] = {}
-        for job in todo:
-            used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
-        features_by_data = {key: load_features(base.features, *key, modalities=tuple(sorted(m))) for key, m in used.items()}
-        from dva.trainer.workers import forget_features
-
-        bar = tqdm(total=len(todo), desc="ablate", unit="variant", disable=not progress)
-        try:
-            for row in _run_all(todo, features_by_data, workers):
-                append_row(results_csv, row)
-                bar.set_postfix_str(f"{row['variant']} seed {row['seed']}: P_VA {row['p_va']:.3f}")
-                bar.update(1)
-        finally:
-            bar.close()
-            forget_features()
+    failed = _train(todo, job_tasks(todo, identity_digest(identity)), results_csv, scheduler, workers, progress) if todo else {}
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
-    summary = summarise(rows)
+    summary = Summary(summarise(rows), failed)
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)
     return summary
 
 
-def _run_all(todo: list[Job], features_by_data: dict, workers: int):
-    if workers <= 0:
-        for job in todo:
-            yield run_job(job, features_by_data)
-        return
-    from dask.distributed import Client, LocalCluster, as_completed
+def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
+    """One task per job and fold (one per job without folds), the jobs on one choice of feature sets together;
+    each loads both modalities when any variant on those sets uses both (one load serves them all)."""
+    used: dict[tuple, set] = {}
+    for job in jobs:
+        used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
+    order = list(used)
+    tasks = []
+    for job in sorted(jobs, key=lambda job: order.index(data_key(job.settings))):
+        settings = dataclasses.replace(job.settings, features=absolute(job.settings.features))
+        modalities = tuple(sorted(used[data_key(job.settings)]))
+        name = f"{job.variant} seed {job.seed}"
+        if not settings.folds:
+            tasks.append(FitTask(settings, digest, modalities, None, key=job.key, name=name))
+        tasks += [FitTask(settings, digest, modalities, fold, key=job.key, name=f"{name} fold {fold}") for fold in range(settings.folds)]
+    return tasks
 
-    from dva.trainer.workers import gpu_count, plan_workers
 
-    processes, threads, devices = plan_workers(workers, todo[0].settings.device, gpu_count())
-    with LocalCluster(n_workers=processes, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        shared = client.scatter(features_by_data, broadcast=True)  # one copy per worker process, not per task
-        futures = [client.submit(run_job, job, shared, devices, pure=False) for job in todo]
-        for future in as_completed(futures):
-            yield future.result()
+def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool) -> dict[str, str]:
+    """Run the tasks, append each job's row as soon as all its tasks landed; returns {task: reason} of those that failed."""
+    from tqdm import tqdm
 
+    jobs = {job.key: job for job in todo}
+    parts: dict[str, dict] = {key: {} for key in jobs}
+    failed, best = {}, None
+    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc="ablate", unit="fit", disable=not progress) as bar:
+        for task, result, reason in finished:
+            bar.update(1)
+            if reason is not None:
+                failed[task.name] = reason
+                parts.pop(task.key, None)  # the job has no row this time; its other folds are not kept
+                continue
+            if task.key not in parts:
+                continue
+            parts[task.key][task.fold] = result
+            job = jobs[task.key]
+            if len(parts[task.key]) == max(1, job.settings.folds):
+                row = job_row(job, parts.pop(task.key))
+                append_row(results_csv, row)
+                best = better(best, row["p_va"], f"{job.variant} seed {job.seed}")
+                bar.set_postfix_str(best_postfix(best))
+    return failed
+
+
+def job_row(job: Job, results: dict) -> dict:
+    """The results.csv row of a job from its tasks' results ({fold: essentials}; {None: ...} without folds)."""
+    from dva.trainer.evaluate import frame_scores
+
+    if job.settings.folds:  # out of fold: every fold's held-out predictions back in train+val's order, scored together
+        frames = sum(len(r["rows"]) for r in results.values())
+        pred, labels = np.full((frames, 2), np.nan, dtype=np.float32), np.full((frames, 2), np.nan, dtype=np.float32)
+        for r in results.values():
+            pred[r["rows"]], labels[r["rows"]] = r["val_pred"], r["labels"]
+        folds = [results[fold] for fold in sorted(results)]
+        figure, epoch, scores = "oof", "/".join(str(r["best"]["epoch"]) for r in folds), frame_scores(pred, labels)
+        seconds = sum(r["seconds"] for r in folds)
+    else:
+        (result,) = results.values()
+        figure, epoch, scores, seconds = "best_val", result["best"]["epoch"], result["best"], result["seconds"]
+    return {
+        "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
+        **{k: scores[k] for k in METRICS}, "seconds": round(seconds, 2),
+        "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
+    }
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and std of each metric per variant, best mean P_VA first."""

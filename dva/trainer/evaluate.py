@@ -200,7 +200,11 @@ def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) 
 
 def evaluate_frames(pred: np.ndarray, data: SplitData) -> dict:
     """CCC_V, CCC_A and P_VA over all valid frames of data concatenated (no per-track figures)."""
-    labels = data.labels.cpu().numpy()
+    return frame_scores(pred, data.labels.cpu().numpy())
+
+
+def frame_scores(pred: np.ndarray, labels: np.ndarray) -> dict:
+    """CCC_V, CCC_A and P_VA of pred [N, 2] against labels [N, 2] (NaN where invalid), every frame at once."""
     result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
     result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
     return result

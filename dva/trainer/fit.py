@@ -95,7 +95,7 @@ class FitResult:
     history: list[dict]
     val_pred: np.ndarray | None  # [held-out frames, 2] of the model kept
     per_track: dict
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None where only its trainable state came back (a fold trained on a Dask worker)
     normaliser: Normaliser
     seconds: float
     final: dict | None = None  # epoch, ccc_v, ccc_a, p_va of the last epoch (no selection)
@@ -104,6 +104,7 @@ class FitResult:
     held: SplitData | None = None  # the held-out tracks val_pred covers (None: none held out)
     train_tracks: list[str] = dataclasses.field(default_factory=list)
     held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
+    state: dict | None = None  # the model's `trainable_state` (CPU tensors), when model is None
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
@@ -228,28 +229,47 @@ def train_folds(settings: FitSettings, features: Features, progress: bool = True
     epoch and smoothing selected on its own held-out fold; plain: also the plain fit (train, select on val)."""
     from tqdm import tqdm
 
-    from dva.trainer.folds import assign_folds, fold_members
-
     started = time.perf_counter()
     k = settings.folds
     pooled = features.pooled()
-    fold_of = assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), k, settings.seed)
-    members = fold_members(fold_of, k)
-    device = resolve_device(settings.device)
-    on = on_device(pooled, device)  # one copy on the device for every fold
+    fold_of = fold_plan(settings, pooled)
+    on = features.to(resolve_device(settings.device))  # one copy on the device for every fold
     oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
     oof_last = oof_pred.copy()
     runs = []
     for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress):
-        held = select_tracks(on, members[fold], split=f"fold-{fold}")
-        trained_on = [i for f in range(k) if f != fold for i in members[f]]
-        result = train_on(settings, features.provenance, on, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
-        result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device
-        rows = track_rows(pooled.offsets, members[fold], ordered=True)
+        result = train_fold(settings, on, fold, fold_of)
+        rows = fold_rows(pooled, fold_of, fold)
         oof_pred[rows], oof_last[rows] = result.val_pred, result.last_pred
         runs.append(result)
     plain_result = train(dataclasses.replace(settings, folds=0), features, progress=False) if plain else None
     return FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain_result, time.perf_counter() - started)
+
+
+def fold_plan(settings: FitSettings, pooled: SplitData) -> list[int]:
+    """The fold of every pooled track for settings.folds and settings.seed (the same wherever it is computed)."""
+    from dva.trainer.folds import assign_folds
+
+    return assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), settings.folds, settings.seed)
+
+
+def fold_rows(pooled: SplitData, fold_of: list[int], fold: int) -> np.ndarray:
+    """The pooled rows (int64, in track order) of fold's tracks: where its held-out predictions go."""
+    return track_rows(pooled.offsets, [i for i, f in enumerate(fold_of) if f == fold], ordered=True)
+
+
+def train_fold(settings: FitSettings, features: Features, fold: int, fold_of: list[int] | None = None) -> FitResult:
+    """Fold `fold` of settings.folds: trained on the other folds of train+val, its epoch and smoothing selected
+    on its own tracks (held, on the CPU). features may be on the training device already (then nothing is copied)."""
+    from dva.trainer.folds import fold_members
+
+    k, pooled = settings.folds, features.pooled()
+    members = fold_members(fold_of if fold_of is not None else fold_plan(settings, pooled), k)
+    held = select_tracks(pooled, members[fold], split=f"fold-{fold}")
+    trained_on = [i for f in range(k) if f != fold for i in members[f]]
+    result = train_on(settings, features.provenance, pooled, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
+    result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device
+    return result
 
 
 def lr_factor(schedule: str, warmup: float, total_steps: int):

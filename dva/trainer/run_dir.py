@@ -71,7 +71,7 @@ def write_run(result, features, out: Path) -> Path:
     torch.save(
         {
             "settings": dataclasses.asdict(result.settings),
-            "state": trainable_state(result.model),
+            "state": result.state if result.model is None else trainable_state(result.model),
             "normaliser": result.normaliser.state(),
             "visual_dim": features.train.visual_dim,
             "audio_dim": features.train.audio_dim,

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dva.errors import ConfigError
-from dva.trainer import ablate as ablate_module
+from dva.trainer import tasks as tasks_module
 from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
 from dva.trainer.settings import FitSettings
 
@@ -26,8 +26,9 @@ def test_the_same_ablation_twice_trains_nothing_the_second_time(tiny_store, tmp_
     def no_training(*args, **kwargs):
         raise AssertionError("a rerun of the same ablation must not load or train")
 
-    monkeypatch.setattr(ablate_module, "load_features", no_training)
-    monkeypatch.setattr(ablate_module, "train", no_training)
+    monkeypatch.setattr(tasks_module, "load_features", no_training)
+    monkeypatch.setattr(tasks_module, "train", no_training)
+    monkeypatch.setattr(tasks_module, "train_fold", no_training)
     again = ablate(base, grid, seeds=1, out=tmp_path, progress=False)
     assert again == first and len(rows(tmp_path)) == 2
 

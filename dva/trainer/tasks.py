@@ -1,0 +1,252 @@
+"""Training as tasks: one variant x seed x fold, run from its settings alone by this process or by a Dask worker
+(`dva ablate` and `dva fit --folds K`, with `--workers N` or `--scheduler ADDR`).
+
+A task carries settings, never features: the process that runs it opens the store itself (an absolute path or
+a URL every worker reaches), loads the sets the task needs once and keeps them, on its device, for the next
+task on the same store and sets. It returns figures and held-out predictions, and with keep_model the model's
+trainable state (CPU tensors: Dask pickles them back to the client).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dva.cluster import dask_client
+from dva.errors import StoreError, first_line
+from dva.stores import is_remote
+from dva.trainer.evaluate import resolve_device
+from dva.trainer.fit import fold_plan, fold_rows, load_features, train, train_fold
+from dva.trainer.run_dir import trainable_state
+from dva.trainer.settings import FitSettings
+from dva.trainer.workers import features_on, forget_features, gpu_count, plan_workers, worker_device
+
+DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
+KEEP = 2  # loads a process keeps, the least recently used dropped first: a grid over feature sets meets a few, in order
+RETRIES = 1  # a task that raised (a GPU out of memory on a crowded node) runs once more; a worker that died is Dask's to reschedule
+_LOADED: collections.OrderedDict = collections.OrderedDict()  # per process: (store, digest, data key, modalities) -> Features (CPU)
+_LOCK = threading.Lock()
+TRAINED: list[str] = []  # per process: the tasks it trained, by name (read with `client.run` to see where the work went)
+
+
+@dataclass(frozen=True)
+class FitTask:
+    settings: FitSettings  # features: an absolute path or a URL
+    store: str  # `identity_digest` of the store the client planned on: a worker's copy of another one is not reused
+    modalities: tuple[str, ...]  # the modalities loaded: every task on these sets loads the same, as one local run does
+    fold: int | None = None  # a fold of settings.folds; None: a plain fit (train, its epoch selected on val)
+    keep_model: bool = False  # also return the model's trainable state and normaliser (to write a run directory)
+    key: str = ""  # the ablation result this task is part of
+    name: str = ""  # variant, seed and fold, as messages name the task
+
+
+def store_identity(path: str) -> dict:
+    """What decides a store's features: its feature sets' provenance, its frame clock, where it is (resolved),
+    and which train/val tracks have which sets complete (finishing a failed track changes the results)."""
+    from dva.stores import complete_sets, open_store
+
+    with open_store(path, "r") as store:
+        sets, timeline = store.feature_sets(), store.attrs.get("timeline")
+        complete = {split: {t: sorted(complete_sets(a)) for t, a in store.track_index(split).items() if complete_sets(a)} for split in ("train", "val")}
+    return {"path": absolute(path), "feature_sets": sets, "timeline": timeline, "complete_sets": complete}
+
+
+def identity_digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def absolute(path: str) -> str:
+    """A local store path resolved (what a worker on another machine opens); a URL as it is."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+def data_key(settings: FitSettings) -> tuple:
+    return tuple(getattr(settings, name) for name in DATA_KEYS)
+
+
+def run_task(task: FitTask, devices: list[str] | None = None) -> dict:
+    """Train one task where this runs (devices: those `plan_workers` gave a LocalCluster's workers; None: the
+    settings' device, or this worker's GPU); returns `essentials` of the fit."""
+    settings = dataclasses.replace(task.settings, device=task_device(task.settings, devices))
+    features = features_on(_loaded(task), str(resolve_device(settings.device)))
+    result = train(settings, features, progress=False) if task.fold is None else train_fold(settings, features, task.fold)
+    with _LOCK:
+        TRAINED.append(task.name)
+    return essentials(result, task, features)
+
+
+def task_device(settings: FitSettings, devices: list[str] | None) -> str | None:
+    if devices is not None:
+        return worker_device(devices)
+    if settings.device is None and gpu_count():  # one GPU per worker, as extract's workers take them
+        return worker_device([f"cuda:{i}" for i in range(gpu_count())])
+    return settings.device
+
+
+def _loaded(task: FitTask):
+    settings = task.settings
+    key = (settings.features, task.store, data_key(settings), task.modalities)
+    with _LOCK:  # threads of one worker share one load
+        if key not in _LOADED:
+            _LOADED[key] = load_features(settings.features, *data_key(settings), modalities=task.modalities)
+            while len(_LOADED) > KEEP:
+                _LOADED.popitem(last=False)
+                forget_features()  # the dropped load's device copy goes with it (the kept ones are copied again when next used)
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+
+
+def forget() -> None:
+    """Drop this process's loads and their device copies."""
+    with _LOCK:
+        _LOADED.clear()
+    forget_features()
+
+
+def essentials(result, task: FitTask, features) -> dict:
+    """What the client needs of a FitResult, in plain types: figures, history, smoothing, held-out predictions
+    (val_pred/last_pred [held frames, 2]) and labels; for a fold, `rows`, where they go in train+val pooled."""
+    held = result.held
+    out = {
+        "best": result.best, "final": result.final, "history": result.history, "smoothing": result.smoothing,
+        "per_track": result.per_track, "seconds": result.seconds, "train_tracks": result.train_tracks, "held_name": result.held_name,
+        "val_pred": result.val_pred, "last_pred": result.last_pred, "labels": held.labels.cpu().numpy() if held is not None else None,
+    }
+    if task.fold is not None:
+        pooled = features.pooled()
+        out["rows"] = fold_rows(pooled, fold_plan(task.settings, pooled), task.fold)
+    if task.keep_model:
+        out["state"], out["normaliser"] = trainable_state(result.model), result.normaliser.state()
+    return out
+
+
+@contextmanager
+def running(tasks: list[FitTask], scheduler: str | None = None, workers: int = 0):
+    """An iterator of (task, essentials, None) or (task, None, reason) as each task finishes: here, one after the
+    other (no scheduler, workers 0; a failure raises), or on a Dask cluster (a failure is its reason, the rest go
+    on). On entry a cluster is reached and every worker is checked to see the store the client planned on (a
+    StoreError, before anything is sent)."""
+    if not scheduler and workers <= 0:
+        try:
+            yield ((task, run_task(task), None) for task in tasks)
+        finally:
+            forget()
+        return
+    processes, threads, devices = (1, 1, None) if scheduler else plan_workers(workers, tasks[0].settings.device, gpu_count())
+    with dask_client(scheduler, processes, threads) as client:
+        check_store(client, tasks[0].settings.features, tasks[0].store)
+        run = uuid.uuid4().hex[:8]  # keys the dashboard shows by name, unique to this run
+        futures = {client.submit(run_task, task, devices, key=f"dva {task.name} {run}", retries=RETRIES): task for task in tasks}
+        yield _finished(futures)
+
+
+def _finished(futures: dict):
+    from dask.distributed import as_completed
+
+    for future in as_completed(list(futures)):
+        try:
+            done, reason = future.result(), None
+        except Exception as exc:  # a bad setting, out of memory, a worker lost too often: this task alone
+            done, reason = None, f"{type(exc).__name__}: {first_line(exc)}"
+        future.release()  # a result the client holds is not computed again when the worker that kept it dies
+        yield futures.pop(future), done, reason
+
+
+def check_store(client, path: str, digest: str) -> None:
+    """StoreError naming the first Dask worker that cannot open the store at path, or sees another one there."""
+    for worker, seen in sorted(client.run(store_seen, path).items()):
+        if seen != digest:
+            why = seen[1:] if seen.startswith("!") else "it holds another store there (other feature sets or tracks than the client sees)"
+            raise StoreError(f"{path}: the Dask worker {worker} cannot use it ({why}); the store must be where every worker reads the same one "
+                             "(a shared file system at the same path, or an s3://... URL): README, Several machines")
+
+
+def store_seen(path: str) -> str:
+    """Runs on a worker: the digest of the store it sees at path, or "!" and why it cannot open it."""
+    try:
+        return identity_digest(store_identity(path))
+    except Exception as exc:  # whatever stops this worker, the client names it
+        return f"!{type(exc).__name__}: {first_line(exc)}"
+
+
+def best_postfix(best: tuple[float, str] | None) -> str:
+    """The progress bar's postfix: the best figure so far and what made it."""
+    return f"best P_VA {best[0]:.3f} ({best[1]})" if best else ""
+
+
+def better(best: tuple[float, str] | None, p_va, name: str) -> tuple[float, str] | None:
+    value = float(p_va) if p_va is not None else float("nan")
+    return (value, name) if not np.isnan(value) and (best is None or value > best[0]) else best
+
+
+def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, workers: int = 0, progress: bool = True) -> dict:
+    """`dva fit --folds K` with each fold and the plain fit a task on a Dask cluster (a running scheduler, or a
+    LocalCluster of `workers` processes); writes the same folds directory as a local run and returns its summary."""
+    import time
+
+    from tqdm import tqdm
+
+    from dva.errors import ConfigError, DvaError
+    from dva.trainer.fit import FoldsResult, features_for
+    from dva.trainer.run_dir import run_summary, write_folds
+
+    if not settings.folds:
+        raise ConfigError("--scheduler and --workers send the folds of `dva fit --folds K` to a cluster: add --folds K, or leave them out for one fit here")
+    started = time.perf_counter()
+    features = features_for(settings)  # here too: the run directories are written from the held-out tracks
+    path = absolute(settings.features)
+    digest, modalities = identity_digest(store_identity(path)), settings.modality_list
+    on = dataclasses.replace(settings, features=path)
+    tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}") for fold in range(settings.folds)]
+    tasks.append(FitTask(dataclasses.replace(on, folds=0), digest, modalities, None, keep_model=True, name="plain fit"))
+    done, failed, best = {}, [], None
+    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
+        for task, result, reason in finished:
+            bar.update(1)
+            if reason is not None:
+                failed.append(f"{task.name}: {reason}")
+                continue
+            done[task.fold] = result
+            best = better(best, (result["best"] or {}).get("p_va"), task.name)
+            bar.set_postfix_str(best_postfix(best))
+    if failed:
+        raise DvaError(f"dva fit --folds {settings.folds}: {len(failed)} of {len(tasks)} fits failed on the cluster, nothing written: {'; '.join(failed)}")
+    pooled = features.pooled()
+    fold_of = fold_plan(settings, pooled)
+    oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
+    oof_last, runs = oof_pred.copy(), []
+    for fold in range(settings.folds):
+        rows = fold_rows(pooled, fold_of, fold)
+        oof_pred[rows], oof_last[rows] = done[fold]["val_pred"], done[fold]["last_pred"]
+        runs.append(fit_result(settings, done[fold], _select(pooled, fold_of, fold)))
+    plain = fit_result(dataclasses.replace(settings, folds=0), done[None], features.val)
+    result = FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain, time.perf_counter() - started)
+    return run_summary(write_folds(result, features, Path(settings.out)))
+
+
+def _select(pooled, fold_of: list[int], fold: int):
+    from dva.trainer.tracks import select_tracks
+
+    return select_tracks(pooled, [i for i, f in enumerate(fold_of) if f == fold], split=f"fold-{fold}")
+
+
+def fit_result(settings: FitSettings, essentials: dict, held):
+    """A FitResult from a task's `essentials` (with keep_model) and the held-out tracks it predicted (on the CPU)."""
+    from dva.trainer.data import Normaliser
+    from dva.trainer.fit import FitResult
+
+    e = essentials
+    return FitResult(
+        settings, e["best"], e["history"], e["val_pred"], e["per_track"], None, Normaliser.from_state(e["normaliser"]), e["seconds"],
+        final=e["final"], last_pred=e["last_pred"], smoothing=e["smoothing"], held=held, train_tracks=e["train_tracks"],
+        held_name=e["held_name"], state=e["state"],
+    )
