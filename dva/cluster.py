@@ -1,4 +1,5 @@
-"""Reaching a Dask cluster, for every command that sends it work (`dva extract`, `dva fit --folds`, `dva ablate`).
+"""Reaching a Dask cluster, for every command that sends it work (`dva extract`, `dva fit --folds`, `dva ablate`),
+and which GPU each of its workers takes.
 
 `--scheduler ADDR` goes to Dask unchanged (a `tls://` address takes Dask's own security settings); what can go
 wrong on the way is one line naming the address and what to do.
@@ -6,6 +7,8 @@ wrong on the way is one line naming the address and what to do.
 
 from __future__ import annotations
 
+import os
+import zlib
 from contextlib import contextmanager
 
 from dva.errors import DvaError
@@ -51,3 +54,34 @@ def dask_client(scheduler: str | None, processes: int = 1, threads: int = 1):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def worker_device(requested: str | None, cuda_count: int, name, address: str, visible: str | None, local: bool = False) -> str:
+    """The device one Dask worker's encoders (and nvJPEG) run on. requested: --device; cpu or an explicit index
+    (cuda:1) is taken as it is. None (with a GPU) or a bare "cuda": one GPU per worker, chosen in this order:
+    worker i of the LocalCluster this run started (local; named 0..N-1) -> cuda:i mod cuda_count; else
+    CUDA_VISIBLE_DEVICES set for the worker (visible; dask-cuda lists each worker's own GPU first) -> cuda:0; else an
+    integer worker name -> cuda:name mod cuda_count; else crc32 of the worker's address mod cuda_count (stable, but
+    two workers of one machine may share a GPU: name them 0, 1, ... or give each its CUDA_VISIBLE_DEVICES)."""
+    if requested is not None and requested != "cuda":
+        return requested
+    if cuda_count < 1:
+        return requested or "cpu"  # a bare "cuda" without a GPU fails where torch first uses it, naming the device
+    number = str(name).isdigit()
+    if local and number:
+        index = int(name)
+    elif visible:
+        index = 0
+    else:
+        index = int(name) if number else zlib.crc32(str(address).encode())
+    return f"cuda:{index % cuda_count}"
+
+
+def this_worker_device(requested: str | None, local: bool) -> str:
+    """`worker_device` for the Dask worker this runs on."""
+    import torch
+    from dask.distributed import get_worker
+
+    worker = get_worker()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return worker_device(requested, count, worker.name, worker.address, os.environ.get("CUDA_VISIBLE_DEVICES"), local)

@@ -7,50 +7,18 @@ and writes its tracks straight into the shared store (tracks never share a Zarr 
 from __future__ import annotations
 
 import dataclasses
-import os
-import zlib
 from pathlib import Path
 
-from dva.cluster import scheduler_errors
+from dva.cluster import scheduler_errors, this_worker_device
 from dva.errors import first_line
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
 from dva.pipeline.reading import check_nvjpeg
-from dva.stores import is_remote
 from dva.pipeline.stream import extract_units
 from dva.pipeline.writing import track_attrs
+from dva.stores import is_remote
 
 _ENCODERS: dict = {}  # per worker process: settings key -> (visual, audio)
-
-
-def worker_device(requested: str | None, cuda_count: int, name, address: str, visible: str | None, local: bool = False) -> str:
-    """The device one Dask worker's encoders (and nvJPEG) run on. requested: --device; cpu or an explicit index
-    (cuda:1) is taken as it is. None (with a GPU) or a bare "cuda": one GPU per worker, chosen in this order:
-    worker i of the LocalCluster this run started (local; named 0..N-1) -> cuda:i mod cuda_count; else
-    CUDA_VISIBLE_DEVICES set for the worker (visible; dask-cuda lists each worker's own GPU first) -> cuda:0; else an
-    integer worker name -> cuda:name mod cuda_count; else crc32 of the worker's address mod cuda_count (stable, but
-    two workers of one machine may share a GPU: name them 0, 1, ... or give each its CUDA_VISIBLE_DEVICES)."""
-    if requested is not None and requested != "cuda":
-        return requested
-    if cuda_count < 1:
-        return requested or "cpu"  # a bare "cuda" without a GPU fails where torch first uses it, naming the device
-    number = str(name).isdigit()
-    if local and number:
-        index = int(name)
-    elif visible:
-        index = 0
-    else:
-        index = int(name) if number else zlib.crc32(str(address).encode())
-    return f"cuda:{index % cuda_count}"
-
-
-def _this_worker_device(requested: str | None, local: bool) -> str:
-    import torch
-    from dask.distributed import get_worker
-
-    worker = get_worker()
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return worker_device(requested, count, worker.name, worker.address, os.environ.get("CUDA_VISIBLE_DEVICES"), local)
 
 
 def extract_unit_task(unit, settings, since: float, local: bool = False) -> dict:
@@ -60,7 +28,7 @@ def extract_unit_task(unit, settings, since: float, local: bool = False) -> dict
     from dva.pipeline.claims import claims_for
     from dva.stores import open_store
 
-    device = _this_worker_device(settings.device, local)
+    device = this_worker_device(settings.device, local)
     key = (encoder_key(settings), device)
     if key not in _ENCODERS:
         if settings.jpeg_decoder == "cuda":

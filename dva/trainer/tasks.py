@@ -21,14 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.cluster import dask_client
+from dva.cluster import dask_client, this_worker_device
 from dva.errors import StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
 from dva.trainer.fit import fold_plan, fold_rows, load_features, train, train_fold
 from dva.trainer.run_dir import trainable_state
 from dva.trainer.settings import FitSettings
-from dva.trainer.workers import features_on, forget_features, gpu_count, plan_workers, worker_device
+from dva.trainer.workers import (
+    features_on,
+    forget_features,
+    gpu_count,
+    plan_workers,
+    worker_device,
+)
 
 DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
 KEEP = 2  # loads a process keeps, the least recently used dropped first: a grid over feature sets meets a few, in order
@@ -87,8 +93,8 @@ def run_task(task: FitTask, devices: list[str] | None = None) -> dict:
 def task_device(settings: FitSettings, devices: list[str] | None) -> str | None:
     if devices is not None:
         return worker_device(devices)
-    if settings.device is None and gpu_count():  # one GPU per worker, as extract's workers take them
-        return worker_device([f"cuda:{i}" for i in range(gpu_count())])
+    if settings.device in (None, "cuda") and gpu_count():  # one GPU per worker, chosen as extract's workers choose theirs
+        return this_worker_device(settings.device, local=False)
     return settings.device
 
 

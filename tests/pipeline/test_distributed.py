@@ -79,7 +79,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def test_each_local_worker_takes_its_own_gpu_and_an_explicit_device_is_kept():
-    from dva.pipeline.distributed import worker_device
+    from dva.cluster import worker_device
 
     assert [worker_device("cuda", 2, name, f"tcp://h:{name}", None, local=True) for name in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert [worker_device(None, 4, name, "tcp://h:1", "0,1,2,3", local=True) for name in range(2)] == ["cuda:0", "cuda:1"]  # our own cluster: by index
@@ -89,7 +89,7 @@ def test_each_local_worker_takes_its_own_gpu_and_an_explicit_device_is_kept():
 
 
 def test_workers_of_another_cluster_follow_cuda_visible_devices_then_their_name_then_their_address():
-    from dva.pipeline.distributed import worker_device
+    from dva.cluster import worker_device
 
     # dask-cuda gives each worker a CUDA_VISIBLE_DEVICES that lists its own GPU first: cuda:0 is that one
     assert worker_device("cuda", 4, "gpu-worker-2", "tcp://h:9", "2,3,0,1") == "cuda:0"
