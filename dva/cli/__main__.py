@@ -1,0 +1,5 @@
+"""`python -m dva.cli`: the `dva` command."""
+
+from dva.cli import main
+
+main()
