@@ -125,8 +125,6 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     training device (then nothing is copied); the features are normalised per batch."""
     from tqdm import tqdm
 
-    from dva.trainer.losses import loss as compute_loss
-
     settings.validate()
     device = resolve_device(settings.device)
     chosen = list(range(len(data.tracks))) if train_tracks is None else [int(i) for i in train_tracks]
@@ -139,13 +137,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
         model = build_model(settings, provenance, train_data.visual_dim, train_data.audio_dim, device)
-    index, inside = window_index(train_data.offsets, settings.seq_len, settings.stride)
-    keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
-    index, inside = index[keep].to(device), inside[keep].to(device)
-    keep = (train_data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
-    index, inside = index[keep], inside[keep]
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    index, inside = _train_windows(train_data, rows, settings, device)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-index.shape[0] // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
@@ -154,30 +147,11 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        epoch_start, losses = time.perf_counter(), []
+        epoch_start = time.perf_counter()
         order = torch.randperm(index.shape[0], generator=generator).to(device)
-        batches = batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress)
-        for step, start in enumerate(range(0, order.shape[0], settings.batch_size)):
-            chosen_windows = order[start : start + settings.batch_size]
-            batch = normalise_batch(gather(train_data, index[chosen_windows], inside[chosen_windows]), step_normaliser)
-            with autocast(device):
-                out = model(**model_inputs(settings, batch))
-            value = compute_loss(
-                {k: (v.float() if v is not None else None) for k, v in out.items()},
-                batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
-            )
-            optimiser.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimiser.step()
-            scheduler.step()
-            losses.append(value.detach())
-            batches.update(chosen_windows.shape[0] * settings.seq_len)
-            if step % 20 == 0 and not batches.disable:  # .item() waits for the device: not on every step
-                batches.set_postfix(loss=f"{value.item():.3f}", refresh=False)
-        batches.close()
-        row = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else float("nan"), "lr": scheduler.get_last_lr()[0]}
+        loss = _train_epoch(model, optimiser, scheduler, settings, train_data, index[order], inside[order], step_normaliser, device,
+                            batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress))
+        row = {"epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
             evaluated = time.perf_counter()
             last_pred = predict_frames(model, settings, held_data, normaliser=normaliser, progress=progress)
@@ -194,9 +168,9 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
             stale += 1
             if stale >= settings.patience:
                 break
-    final = {k: history[-1][k] for k in FIGURE_KEYS if k in history[-1]} if held_data is not None else None
-    smoothing, per_track = None, {}
+    final, smoothing, per_track = None, None, {}
     if held_data is not None:
+        final = {k: history[-1][k] for k in FIGURE_KEYS if k in history[-1]}
         load_state_strictly(model, best_state, "the best epoch's state")
         per_track = evaluate(best_pred, held_data)["per_track"]
         smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
@@ -204,6 +178,46 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
     )
+
+
+def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training windows on device (global frame indices [W, L], in-track mask): those of the chosen tracks
+    (rows: a bool mask of their frames) with at least one valid label."""
+    index, inside = window_index(data.offsets, settings.seq_len, settings.stride)
+    keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
+    index, inside = index[keep].to(device), inside[keep].to(device)
+    keep = (data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
+    return index[keep], inside[keep]
+
+
+def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor,
+                 normaliser, device, bar) -> float:
+    """One pass over the windows (already in this epoch's order), a batch at a time; the mean loss. bar: the
+    epoch's batch bar, closed at the end."""
+    from dva.trainer.losses import loss as compute_loss
+
+    model.train()
+    parameters = [p for group in optimiser.param_groups for p in group["params"]]
+    losses = []
+    for step, start in enumerate(range(0, index.shape[0], settings.batch_size)):
+        batch = normalise_batch(gather(data, index[start : start + settings.batch_size], inside[start : start + settings.batch_size]), normaliser)
+        with autocast(device):
+            out = model(**model_inputs(settings, batch))
+        value = compute_loss(
+            {k: (v.float() if v is not None else None) for k, v in out.items()},
+            batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
+        )
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        scheduler.step()
+        losses.append(value.detach())
+        bar.update(batch["labels"].shape[0] * settings.seq_len)
+        if step % 20 == 0 and not bar.disable:  # .item() waits for the device: not on every step
+            bar.set_postfix(loss=f"{value.item():.3f}", refresh=False)
+    bar.close()
+    return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
 FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
