@@ -35,7 +35,7 @@ def test_crops_from_another_folder_make_a_second_named_visual_set(synth_data, ti
         assert json.loads(result.stdout)["extracted"]
     with open_store(str(store), mode="r") as opened:
         sets = opened.feature_sets()
-        assert sets["clip-224"]["preprocessing"] == {"visual_source": "crops", "crops": {"folder": str(crops.resolve() / "cropped_aligned"), "faces": None}}
+        assert sets["clip-224"]["preprocessing"] == {"visual_source": "crops", "crops": {"folder": str(crops.resolve() / "cropped_aligned"), "faces": None}, "device": "cpu", "compute_dtype": "float32"}
         assert "crops" not in sets[TINY_VISUAL]["preprocessing"]  # the release's set is untouched
         arrays = opened.read_track("train", track, ["clip-224", TINY_VISUAL])
     mine, release = arrays["clip-224/mask"], arrays[f"{TINY_VISUAL}/mask"]
