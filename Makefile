@@ -24,6 +24,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/ablate.py
 	$(VENV)/bin/python benchmarks/audio_memory.py
 	$(VENV)/bin/python benchmarks/store_open.py
+	$(VENV)/bin/python benchmarks/faces.py
+	$(VENV)/bin/python benchmarks/fit.py --scale release  # writes a 3.3 GB store in a temporary folder
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
