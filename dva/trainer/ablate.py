@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
+from dva.trainer.loading import left_out_in_store
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
@@ -180,7 +181,11 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
-    failed = _train(todo, job_tasks(todo, identity_digest(identity)), results_csv, scheduler, workers, progress) if todo else {}
+    tasks = job_tasks(todo, identity_digest(identity))
+    failed = _train(todo, tasks, results_csv, scheduler, workers, progress) if todo else {}
+    message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks])
+    if message:  # named here, once (after the workers could see the store): the workers that load the sets say nothing
+        warnings.warn(DvaWarning(message), stacklevel=2)
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]

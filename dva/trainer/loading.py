@@ -144,15 +144,41 @@ def _rows(attrs: dict, name: str | None) -> int | None:
 def left_out_message(*splits: SplitData) -> str | None:
     """One line naming every track of these splits that is not loaded (failed or incomplete), with counts;
     None when nothing is left out. Figures on a split with left-out tracks cover only the others."""
+    return _left_out_line([(data.split, len(data.tracks), data.left_out) for data in splits])
+
+
+def left_out_in_store(store_path: str, choices: list[tuple[str | None, str | None, tuple]], splits=("train", "val")) -> str | None:
+    """`left_out_message` for the loads these choices (visual_features, audio_features, modalities) make of the
+    store's splits, from the tracks' attrs alone: what a client says before its workers load (and the workers,
+    loading, say nothing more)."""
+    from dva.stores import open_store
+
+    lines = []
+    with open_store(store_path, "r") as store:
+        available, have = store.feature_sets(), store.splits()
+        for visual, audio, modalities in dict.fromkeys(choices):
+            sets = choose_sets(available, visual, audio, modalities, store_path)
+            needed = [*sets["visual"], *sets["audio"]]
+            parts = []
+            for split in (s for s in splits if s in have):
+                index = store.track_index(split)
+                reasons = {t: why for t, attrs in index.items() if (why := why_not_usable(attrs, needed)) is not None}
+                parts.append((split, len(index) - len(reasons), reasons))
+            lines.append(_left_out_line(parts))
+    return " | ".join(dict.fromkeys(line for line in lines if line)) or None
+
+
+def _left_out_line(splits: list[tuple[str, int, dict[str, str]]]) -> str | None:
+    """(split, tracks loaded, {track: why left out}) of each split -> one line, or None when none is left out."""
     parts = []
-    for data in splits:
-        if not data.left_out:
+    for split, loaded, left_out in splits:
+        if not left_out:
             continue
-        failed = sum(reason.startswith("failed") for reason in data.left_out.values())
-        named = "; ".join(f"{track} ({reason})" for track, reason in data.left_out.items())
+        failed = sum(reason.startswith("failed") for reason in left_out.values())
+        named = "; ".join(f"{track} ({reason})" for track, reason in left_out.items())
         parts.append(
-            f"{data.split}: {len(data.left_out)} of {len(data.tracks) + len(data.left_out)} tracks left out "
-            f"({failed} failed, {len(data.left_out) - failed} incomplete; figures cover the other {len(data.tracks)}): {named}"
+            f"{split}: {len(left_out)} of {loaded + len(left_out)} tracks left out "
+            f"({failed} failed, {len(left_out) - failed} incomplete; figures cover the other {loaded}): {named}"
         )
     return " | ".join(parts) or None
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import threading
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.cluster import dask_client, this_worker_device
-from dva.errors import StoreError, first_line
+from dva.errors import DvaWarning, StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
 from dva.trainer.fit import fold_plan, fold_rows, load_features, train, train_fold
@@ -103,7 +104,9 @@ def _loaded(task: FitTask):
     key = (settings.features, task.store, data_key(settings), task.modalities)
     with _LOCK:  # threads of one worker share one load
         if key not in _LOADED:
-            _LOADED[key] = load_features(settings.features, *data_key(settings), modalities=task.modalities)
+            with warnings.catch_warnings():  # the tracks left out were named by the client (`left_out_in_store`), once
+                warnings.simplefilter("ignore", DvaWarning)
+                _LOADED[key] = load_features(settings.features, *data_key(settings), modalities=task.modalities)
             while len(_LOADED) > KEEP:
                 _LOADED.popitem(last=False)
                 forget_features()  # the dropped load's device copy goes with it (the kept ones are copied again when next used)

@@ -136,3 +136,12 @@ def test_sample_rows_past_the_stored_frames_repeat_the_last_prediction_and_are_n
     assert [loc for loc, _ in b] == locations  # every row of the sample, in its order
     assert all(values == a[loc] for loc, values in b if loc in a)
     assert all(values == a[sample.locations[last]] for loc, values in b if loc in extra)  # the track's last stored frame
+
+
+def test_ablate_on_workers_names_every_left_out_track_once_in_the_client(store_with_failures, tmp_path):
+    store, _ = store_with_failures
+    done = dva("ablate", "--features", store, "--out", tmp_path / "ab", "--workers", "1", "--grid", "fusion=concat,gated",
+               *[f"--set={k}={v}" for k, v in (("epochs", 1), ("hidden", 16), ("prompt", "none"), ("seq_len", 32))])
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("dva: warning:")]
+    assert len(warnings) == 1 and "val: 1 of 3 tracks left out (1 failed" in warnings[0] and "ghost" in warnings[0]
