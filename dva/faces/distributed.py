@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dva.errors import DataError, DvaError
+from dva.errors import DataError, DvaError, first_line
 
 
 def face_task(name: str, video: str, label: str, root: str, settings) -> dict:
@@ -18,8 +18,8 @@ def face_task(name: str, video: str, label: str, root: str, settings) -> dict:
         return {"failed": failure_reason(exc, Path(video))}
 
 
-def faces_distributed(jobs: list, root: Path, settings, workers: int, report, progress: bool) -> None:
-    """Spread jobs ((name, path, label) each) over `workers` processes and add what they did to report."""
+def faces_distributed(jobs: list, root: Path, workers: int, report, progress: bool) -> None:
+    """Spread jobs ((name, path, label, settings) each) over `workers` processes and add what they did to report."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
@@ -31,13 +31,13 @@ def faces_distributed(jobs: list, root: Path, settings, workers: int, report, pr
         raise DvaError(f"cannot start a local Dask cluster of {workers} workers ({exc})") from None
     client = Client(cluster)
     try:
-        futures = [client.submit(face_task, name, str(video.resolve()), label, str(root.resolve()), settings, pure=False) for name, video, label in jobs]
-        labels = {future.key: label for future, (_, _, label) in zip(futures, jobs)}
+        futures = [client.submit(face_task, name, str(video.resolve()), label, str(root.resolve()), settings, pure=False) for name, video, label, settings in jobs]
+        labels = {future.key: label for future, (_, _, label, _) in zip(futures, jobs)}
         for future in tqdm(as_completed(futures), total=len(futures), desc="faces", unit="video", disable=not progress):
             try:
                 part = future.result()
             except Exception as exc:  # a worker died (or a bug on it): that video fails alone
-                report.failed[labels[future.key]] = f"worker error: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                report.failed[labels[future.key]] = f"worker error: {type(exc).__name__}: {first_line(exc)}"
                 continue
             if "failed" in part:
                 report.failed[labels[future.key]] = part["failed"]

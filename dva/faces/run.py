@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.data.layout import CROPS_FOLDER, release_marker
+from dva.data.layout import CROPS_FOLDER, child_folder, release_marker
 from dva.errors import ConfigError, DataError
 from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, record_path, settings_record
 from dva.faces.video import videos_by_name
@@ -66,35 +66,41 @@ def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, worke
     settings.validate()
     models(settings.detector)  # a missing dlib or model file is one line before any video is opened
     root = crops_folder(data, out)
-    jobs = _jobs(data, root)
-    _refuse_other_settings(root, jobs, settings, overwrite)
+    jobs = plan_videos(data, root, settings)
+    _refuse_other_settings(root, jobs, overwrite)
     report = FacesReport(data=str(data), crops=str(root))
     started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     if workers > 1 and len(jobs) > 1:
         from dva.faces.distributed import faces_distributed
 
-        faces_distributed(jobs, root, settings, workers, report, progress)
+        faces_distributed(jobs, root, workers, report, progress)
     else:
-        for name, video, label in jobs:
+        for name, video, label, video_settings in jobs:
             try:
-                report.add(faces_for_video(video, root, settings, name=name, progress=progress, label=label))
+                report.add(faces_for_video(video, root, video_settings, name=name, progress=progress, label=label))
             except DataError as exc:
                 report.failed[label] = failure_reason(exc, video)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _jobs(data: Path, root: Path) -> list[tuple[str, Path, str]]:
-    """(name, path, path relative to data) per video; two videos of one name are a DataError naming both."""
-    return [(name, video, video.relative_to(data).as_posix()) for name, video in videos_by_name(data, skip=root).items()]
+def plan_videos(data: Path, root: Path, settings: FaceSettings) -> list[tuple[str, Path, str, FaceSettings]]:
+    """(name, path, path relative to data, its settings) per video; two videos of one name are a DataError naming
+    both. In an Aff-Wild2 release a video whose annotations are `NAME_left`/`NAME_right` (in any challenge's folder)
+    has two subjects whatever --subjects says: the release names its two people so, and extract looks for those
+    tracks' crops."""
+    annotations = child_folder(data, "Annotations")
+    pairs = {path.stem.rsplit("_", 1)[0] for side in ("left", "right") for path in annotations.rglob(f"*_{side}.txt")} if annotations else set()
+    return [(name, video, video.relative_to(data).as_posix(), dataclasses.replace(settings, subjects=2) if name in pairs else settings)
+            for name, video in videos_by_name(data, skip=root).items()]
 
 
-def _refuse_other_settings(root: Path, jobs: list, settings: FaceSettings, overwrite: bool) -> None:
+def _refuse_other_settings(root: Path, jobs: list, overwrite: bool) -> None:
     if overwrite:
         return
-    wanted = settings_record(settings)
-    for name, _, label in jobs:
+    for name, _, label, settings in jobs:
+        wanted = settings_record(settings)
         record = read_record(record_path(root, name))
         if record is not None and record.get("settings") != wanted:
             differ = ", ".join(f"{k} {record['settings'].get(k)}" for k in wanted if record["settings"].get(k) != wanted[k])

@@ -197,3 +197,14 @@ def test_refusals_are_one_line_errors(videos, crops, tmp_path):
     shutil.copytree(crops, tmp_path / "again" / "cropped_aligned")
     with pytest.raises(ConfigError, match=r"no_face.mkv was done with other settings \(size 112\); pass --overwrite"):
         run_faces(videos, FaceSettings(size=224), out=tmp_path / "again", progress=False)
+
+
+def test_in_a_release_the_videos_annotated_left_and_right_get_two_subjects(synth_data, tmp_path):
+    from dva.data.aff_wild2 import scan
+    from dva.faces.run import plan_videos
+
+    pairs = {t.track.rsplit("_", 1)[0] for t in scan(synth_data, split="train").tracks + scan(synth_data, split="val").tracks if t.subject}
+    assert pairs  # the synthetic release annotates one video as NAME_left / NAME_right
+    plan = {name: settings.subjects for name, _, _, settings in plan_videos(synth_data, tmp_path / "crops", FaceSettings())}
+    assert {name for name, subjects in plan.items() if subjects == 2} == pairs  # their crops are NAME_left/, NAME_right/: what extract reads
+    assert set(plan.values()) == {1, 2}  # the others keep --subjects
