@@ -269,7 +269,16 @@ def fold_plan(settings: FitSettings, pooled: SplitData) -> list[int]:
 
 def fold_rows(pooled: SplitData, fold_of: list[int], fold: int) -> np.ndarray:
     """The pooled rows (int64, in track order) of fold's tracks: where its held-out predictions go."""
-    return track_rows(pooled.offsets, [i for i, f in enumerate(fold_of) if f == fold], ordered=True)
+    from dva.trainer.folds import fold_tracks
+
+    return track_rows(pooled.offsets, fold_tracks(fold_of, fold), ordered=True)
+
+
+def fold_held(pooled: SplitData, fold_of: list[int], fold: int) -> SplitData:
+    """The tracks of fold (the ones its run holds out) as a SplitData of their own, on pooled's device."""
+    from dva.trainer.folds import fold_tracks
+
+    return select_tracks(pooled, fold_tracks(fold_of, fold), split=f"fold-{fold}")
 
 
 def train_fold(settings: FitSettings, features: Features, fold: int, fold_of: list[int] | None = None) -> FitResult:
@@ -278,8 +287,9 @@ def train_fold(settings: FitSettings, features: Features, fold: int, fold_of: li
     from dva.trainer.folds import fold_members
 
     k, pooled = settings.folds, features.pooled()
-    members = fold_members(fold_of if fold_of is not None else fold_plan(settings, pooled), k)
-    held = select_tracks(pooled, members[fold], split=f"fold-{fold}")
+    fold_of = fold_of if fold_of is not None else fold_plan(settings, pooled)
+    members = fold_members(fold_of, k)
+    held = fold_held(pooled, fold_of, fold)
     trained_on = [i for f in range(k) if f != fold for i in members[f]]
     result = train_on(settings, features.provenance, pooled, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
     result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device

@@ -40,4 +40,9 @@ def assign_folds(tracks: list[str], attrs: list[dict], lengths, k: int, seed: in
 
 def fold_members(fold_of: list[int], k: int) -> list[list[int]]:
     """Track indices of each fold, in track order."""
-    return [[i for i, f in enumerate(fold_of) if f == fold] for fold in range(k)]
+    return [fold_tracks(fold_of, fold) for fold in range(k)]
+
+
+def fold_tracks(fold_of: list[int], fold: int) -> list[int]:
+    """Track indices of one fold, in track order."""
+    return [i for i, f in enumerate(fold_of) if f == fold]

@@ -26,7 +26,7 @@ from dva.cluster import dask_client, this_worker_device
 from dva.errors import DvaWarning, StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
-from dva.trainer.fit import fold_plan, fold_rows, load_features, train, train_fold
+from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, train, train_fold
 from dva.trainer.run_dir import trainable_state
 from dva.trainer.settings import FitSettings
 from dva.trainer.workers import (
@@ -236,16 +236,10 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     for fold in range(settings.folds):
         rows = fold_rows(pooled, fold_of, fold)
         oof_pred[rows], oof_last[rows] = done[fold]["val_pred"], done[fold]["last_pred"]
-        runs.append(fit_result(settings, done[fold], _select(pooled, fold_of, fold)))
+        runs.append(fit_result(settings, done[fold], fold_held(pooled, fold_of, fold)))
     plain = fit_result(dataclasses.replace(settings, folds=0), done[None], features.val)
     result = FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain, time.perf_counter() - started)
     return run_summary(write_folds(result, features, Path(settings.out)))
-
-
-def _select(pooled, fold_of: list[int], fold: int):
-    from dva.trainer.tracks import select_tracks
-
-    return select_tracks(pooled, [i for i, f in enumerate(fold_of) if f == fold], split=f"fold-{fold}")
 
 
 def fit_result(settings: FitSettings, essentials: dict, held):
