@@ -16,9 +16,9 @@ import time
 import numpy as np
 import torch
 
-from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
 from dva.trainer.evaluate import autocast, build_model, model_inputs, normalise_batch, normaliser_on
-from dva.trainer.losses import loss as compute_loss
+from dva.trainer.model.losses import loss as compute_loss
 from dva.trainer.settings import FitSettings
 
 QUICK = dict(frames=500, repeats=1, hidden=16)

@@ -63,9 +63,9 @@ def child(store: str, out: str, hidden: int) -> None:
     """One `dva fit --epochs 1 --prompt none` as the CLI runs it, with its phases timed; prints JSON."""
     import torch
 
-    from dva.trainer.data import window_index
+    from dva.trainer.loading.windows import window_index
     from dva.trainer.fit import load_features, train
-    from dva.trainer.run_dir import write_run
+    from dva.trainer.results.run_dir import write_run
     from dva.trainer.settings import FitSettings
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))

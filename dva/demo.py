@@ -17,7 +17,7 @@ def demo(out: Path, progress: bool = True, tracks: int = DEMO_TRACKS, seconds: f
     from dva.pipeline.extract_settings import extract_settings_from
     from dva.trainer.ablate import ablate
     from dva.trainer.fit import fit
-    from dva.trainer.predict import predict
+    from dva.trainer.results.predict import predict
     from dva.trainer.settings import FitSettings
 
     out = Path(out)

@@ -294,7 +294,7 @@ def test_an_interrupted_upgrade_resumes_and_a_run_of_dva_0_1_predicts_on_the_upg
 
     from dva.cli import app
     from dva.data.synth import SAMPLE_FILE
-    from dva.trainer.run_dir import CHECKPOINT
+    from dva.trainer.results.run_dir import CHECKPOINT
     from tests.conftest import SLOWED, TINY_AUDIO, TINY_VISUAL, assert_stores_equal
 
     old, clean = tmp_path / "old", tmp_path / "clean"

@@ -103,7 +103,7 @@ def predict(
         return _predict_videos([*video, *(files or [])], bool(video), run, features, out, device, smooth, as_json)
     if features is None:
         raise DvaError("pass --features STORE (the store holding the split), or --video FILE")
-    from dva.trainer.predict import predict as run_predict
+    from dva.trainer.results.predict import predict as run_predict
 
     summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
@@ -116,7 +116,7 @@ def predict(
 
 
 def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features, out: Path, device, smooth, as_json: bool) -> None:
-    from dva.trainer.predict_video import predict_videos
+    from dva.trainer.results.predict_video import predict_videos
 
     if not flagged:
         raise DvaError(f"{videos[0]}: videos to predict go after --video (dva predict --video FILE [FILE ...] --run RUN --out DIR)")

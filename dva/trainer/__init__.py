@@ -1,7 +1,14 @@
-"""Training: windows over the store (data), model parts, losses, the fit loop, evaluation, ablation.
+"""Training on the store's features, in three places a reader finds apart:
 
-One file per model part (CoOp/nanoGPT style): `temporal` (projection + GRU), `attention`
-(cross-modal attention), `fusion` (concat / xattn / gated / hierarchical), `prompts` (the CLIP-text
-prompt head), `soft_labels` (VA regions and Gaussian soft labels), `losses`; `model` only composes
-them from `ModelSettings`. Nothing is imported here so that `import dva.trainer.data` stays light.
+- `model/`: the model's parts, one module each (temporal encoders behind a registry, cross-modal
+  attention, fusion, the CLIP-text prompt head, soft labels, losses); `model.compose` builds the model
+  from `ModelSettings`.
+- `loading/`: the store's features as tensors (`store`), windows over them (`windows`), audio rows at
+  frame times (`audio_rows`), per-track spans (`tracks`).
+- here: the run. `settings` (every `dva fit` flag, no torch), `fit` (the loop, folds, final fits),
+  `evaluate` (stitched windows, P_VA, smoothing), `folds`, `ablate`, `tasks` and `workers` (Dask).
+- `results/`: what a run writes and what reads it back: the run directory, plots, predictions,
+  submissions, and `predict --video`.
+
+Nothing is imported here so that `import dva.trainer.loading.windows` stays light.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.trainer.loading import left_out_in_store
+from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 

@@ -10,7 +10,7 @@ import torch
 
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
-from dva.trainer.data import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
 from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
 
 
@@ -48,7 +48,7 @@ def text_tower_for(settings: FitSettings, provenance: dict) -> dict | None:
 
 def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_dim: int, device):
     """The model for these settings; the prompt head gets the frozen CLIP text tower `text_tower_for` names."""
-    from dva.trainer.model import ModelSettings, VAModel
+    from dva.trainer.model.compose import ModelSettings, VAModel
 
     clip_model = None
     if settings.prompt != "none":

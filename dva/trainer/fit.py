@@ -19,15 +19,15 @@ import numpy as np
 import torch
 
 from dva.errors import DvaWarning
-from dva.trainer.data import Normaliser, SplitData, gather, window_index
-from dva.trainer.loading import choose_sets, left_out_message, load_splits
+from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.store import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
     autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
     resolve_device,
 )
-from dva.trainer.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
+from dva.trainer.results.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
 from dva.trainer.settings import MODALITIES, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
-from dva.trainer.tracks import select_tracks, track_rows, track_span
+from dva.trainer.loading.tracks import select_tracks, track_rows, track_span
 
 
 @dataclass
@@ -194,7 +194,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
                  normaliser, device, bar) -> float:
     """One pass over the windows (already in this epoch's order), a batch at a time; the mean loss. bar: the
     epoch's batch bar, closed at the end."""
-    from dva.trainer.losses import loss as compute_loss
+    from dva.trainer.model.losses import loss as compute_loss
 
     model.train()
     parameters = [p for group in optimiser.param_groups for p in group["params"]]

@@ -1,7 +1,7 @@
 """K folds over the tracks of train and val together, cut by video (a video's `_left`/`_right` tracks stay
 in one fold), the same for the same seed; and the out-of-fold predictions put back together.
 
-Pure functions: `dva.trainer.fit.train_folds` trains the folds, `dva.trainer.run_dir.write_folds` writes them.
+Pure functions: `dva.trainer.fit.train_folds` trains the folds, `dva.trainer.results.run_dir.write_folds` writes them.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 from dva.errors import ConfigError
 from dva.stores.attrs import MODALITIES  # noqa: F401  (the trainer's modalities are the store's)
 
+TEMPORALS = ("gru",)  # the temporal encoders over each modality's window (model.temporal registers each)
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
 PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
 LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest
@@ -22,7 +23,7 @@ SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva
 SCHEDULES = ("constant", "cosine")
 AUDIO_ALIGNS = ("nearest", "linear")  # how audio steps are read at frame times: the nearest step, or the two around it
 TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
-CHOICES = {"fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
+CHOICES = {"temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -34,6 +35,7 @@ class FitSettings:
     features: str = "stores"
     out: str = "runs/fit"
     modalities: str = "visual,audio"
+    temporal: str = "gru"
     fusion: str = "hierarchical"
     prompt: str = "learnable"
     n_ctx: int = 4

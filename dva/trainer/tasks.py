@@ -27,7 +27,7 @@ from dva.errors import DvaWarning, StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
 from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, train, train_fold
-from dva.trainer.run_dir import trainable_state
+from dva.trainer.results.run_dir import trainable_state
 from dva.trainer.settings import FitSettings
 from dva.trainer.workers import (
     features_on,
@@ -206,7 +206,7 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
 
     from dva.errors import ConfigError, DvaError
     from dva.trainer.fit import FoldsResult, features_for
-    from dva.trainer.run_dir import run_summary, write_folds
+    from dva.trainer.results.run_dir import run_summary, write_folds
 
     if not settings.folds:
         raise ConfigError("--scheduler and --workers send the folds of `dva fit --folds K` to a cluster: add --folds K, or leave them out for one fit here")
@@ -244,7 +244,7 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
 
 def fit_result(settings: FitSettings, essentials: dict, held):
     """A FitResult from a task's `essentials` (with keep_model) and the held-out tracks it predicted (on the CPU)."""
-    from dva.trainer.data import Normaliser
+    from dva.trainer.loading.windows import Normaliser
     from dva.trainer.fit import FitResult
 
     e = essentials

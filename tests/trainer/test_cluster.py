@@ -99,7 +99,7 @@ def test_fit_folds_on_the_cluster_equals_the_same_fit_here(cluster, folds_dir, t
         np.testing.assert_allclose(b, a, atol=1e-5)
     for run in ("fold-0", "fold-1", "fold-2", "plain"):  # each a run directory `dva predict` can read
         assert (out / run / "best.pt").is_file() and (out / run / "val_predictions").is_dir()
-    from dva.trainer.run_dir import load_run
+    from dva.trainer.results.run_dir import load_run
 
     load_run(out / "fold-1", device="cpu")  # the state that came back through Dask loads strictly into its model
     trained = [name for names in cluster.trained().values() for name in names]

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from dva.errors import ConfigError
-from dva.trainer.audio_rows import AudioRows, align_rows
-from dva.trainer.data import Normaliser, SplitData, align_audio, gather, window_index
+from dva.trainer.loading.audio_rows import AudioRows, align_rows
+from dva.trainer.loading.windows import Normaliser, SplitData, align_audio, gather, window_index
 from dva.trainer.evaluate import normalise_batch
-from dva.trainer.tracks import concat_splits, select_tracks, track_rows, track_span
+from dva.trainer.loading.tracks import concat_splits, select_tracks, track_rows, track_span
 
 
 def test_windows_cover_every_frame_and_never_cross_tracks():

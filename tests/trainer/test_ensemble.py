@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from dva.cli import app
-from dva.trainer.data import SplitData
+from dva.trainer.loading.windows import SplitData
 from dva.trainer.evaluate import choose_smoothing, smooth
-from dva.trainer.run_dir import CHECKPOINT, read_checkpoint
+from dva.trainer.results.run_dir import CHECKPOINT, read_checkpoint
 from tests.conftest import TINY_VISUAL
 
 
@@ -94,7 +94,7 @@ def test_a_negative_smoothing_width_is_refused(run_dir, tiny_store, tmp_path):
 
 
 def test_a_final_fit_chose_no_width_so_an_ensemble_takes_its_folds_width(tmp_path):
-    from dva.trainer.predict import smoothing_width
+    from dva.trainer.results.predict import smoothing_width
 
     def run(name, metrics):
         path = tmp_path / name

@@ -81,8 +81,8 @@ def test_more_folds_than_the_store_has_videos_is_one_line_exit_2(tiny_store, tmp
 
 def test_out_of_fold_rows_come_from_the_fold_run_that_held_the_track_out(folds_dir, tiny_store):
     from dva.trainer.evaluate import predict_frames
-    from dva.trainer.run_dir import load_run
-    from dva.trainer.tracks import select_tracks
+    from dva.trainer.results.run_dir import load_run
+    from dva.trainer.loading.tracks import select_tracks
 
     out, _ = folds_dir
     pooled = load_features(str(tiny_store)).pooled()

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from dva.trainer.attention import CrossModalAttention
-from dva.trainer.fusion import FUSIONS
-from dva.trainer.losses import loss, masked_ccc, prompt_kl, va_loss
-from dva.trainer.model import ModelSettings, VAModel
-from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
-from dva.trainer.soft_labels import REGION_CENTRES, hard_labels, soft_labels
-from dva.trainer.temporal import TemporalEncoder
+from dva.trainer.model.attention import CrossModalAttention
+from dva.trainer.model.fusion import FUSIONS
+from dva.trainer.model.losses import loss, masked_ccc, prompt_kl, va_loss
+from dva.trainer.model.compose import ModelSettings, VAModel
+from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
+from dva.trainer.model.soft_labels import REGION_CENTRES, hard_labels, soft_labels
+from dva.trainer.model.temporal import build_temporal
 
 TINY_CLIP = {
     "embed_dim": 64,
@@ -135,8 +135,8 @@ def test_prompt_kl_is_zero_when_logits_match_the_labels_and_ignores_masked_frame
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_temporal_encoder_maps_frames_to_hidden(bidirectional):
-    encoder = TemporalEncoder(DV, 16, layers=2, bidirectional=bidirectional)
+def test_gru_encoder_maps_frames_to_hidden(bidirectional):
+    encoder = build_temporal("gru", DV, ModelSettings(hidden=16, layers=2, bidirectional=bidirectional, heads=2))
     assert encoder(torch.randn(B, T, DV)).shape == (B, T, 16)
 
 
@@ -303,7 +303,7 @@ def test_hard_and_soft_labels_give_different_losses_for_the_same_output(clip_mod
 def test_the_text_tower_runs_once_per_evaluation_pass_and_once_per_step(clip_model):
     import numpy as np
 
-    from dva.trainer.data import SplitData
+    from dva.trainer.loading.windows import SplitData
     from dva.trainer.evaluate import predict_frames
     from dva.trainer.settings import FitSettings
 
@@ -336,7 +336,7 @@ def test_hann_stitching_of_a_constant_model_is_exact_everywhere(clip_model):
     """Weights that sum to less than one at a track's ends must still give the window's value there."""
     import numpy as np
 
-    from dva.trainer.data import SplitData
+    from dva.trainer.loading.windows import SplitData
     from dva.trainer.evaluate import predict_frames
     from dva.trainer.settings import FitSettings
 

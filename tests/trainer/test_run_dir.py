@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from dva.cli import app
 from dva.errors import RunError
-from dva.trainer.run_dir import CHECKPOINT, load_run, read_checkpoint
+from dva.trainer.results.run_dir import CHECKPOINT, load_run, read_checkpoint
 
 
-@pytest.mark.parametrize("module, never", [("dva.trainer.predict", "dva.trainer.fit"), ("dva.trainer.fit", "dva.trainer.predict")])
+@pytest.mark.parametrize("module, never", [("dva.trainer.results.predict", "dva.trainer.fit"), ("dva.trainer.fit", "dva.trainer.results.predict")])
 def test_fit_and_predict_do_not_import_each_other(module, never):
     probe = f"import sys, {module}; assert {never!r} not in sys.modules, 'imported'"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
@@ -92,7 +92,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_name_and_nothing_runs(ru
 
 
 def test_a_saved_state_is_a_copy_that_later_training_does_not_change():
-    from dva.trainer.run_dir import trainable_state
+    from dva.trainer.results.run_dir import trainable_state
 
     model = torch.nn.Linear(2, 2)
     state = trainable_state(model)

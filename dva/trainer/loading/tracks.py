@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from dva.trainer.audio_rows import AudioRows
-from dva.trainer.data import SplitData
+from dva.trainer.loading.audio_rows import AudioRows
+from dva.trainer.loading.windows import SplitData
 
 def _per_frame(data: SplitData) -> list[str]:
     return [f.name for f in dataclasses.fields(data) if isinstance(getattr(data, f.name), torch.Tensor) and getattr(data, f.name).shape[:1] == (data.n_frames,)]

@@ -22,9 +22,9 @@ import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
-from dva.trainer.data import SplitData
-from dva.trainer.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
-from dva.trainer.submission import FORMATS, build_submission, write_csv, write_per_track
+from dva.trainer.loading.windows import SplitData
+from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
+from dva.trainer.results.submission import FORMATS, build_submission, write_csv, write_per_track
 
 
 def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
@@ -52,7 +52,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
     from dva.stores import open_store, sets_mismatch
     from dva.trainer.evaluate import smooth as smooth_frames
-    from dva.trainer.loading import load_split
+    from dva.trainer.loading.store import load_split
 
     given = _check_request(run, out, fmt)
     runs = [path for path in given for path in run_dirs(path)]

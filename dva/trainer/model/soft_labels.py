@@ -9,7 +9,7 @@ positive (v = -2/3, 0, +2/3)::
     6 (-,-)  7 (0,-)  8 (+,-)        low arousal
     negative  ...     positive valence
 
-`dva.trainer.prompts.DEFAULT_DESCRIPTIONS` follows the same order.
+`dva.trainer.model.prompts.DEFAULT_DESCRIPTIONS` follows the same order.
 """
 
 from __future__ import annotations

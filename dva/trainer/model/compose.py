@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from dva.errors import ConfigError
-from dva.trainer.fusion import Fusion
-from dva.trainer.prompts import DEFAULT_DESCRIPTIONS, PromptHead
-from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, FitSettings
-from dva.trainer.soft_labels import N_REGIONS, REGION_CENTRES
-from dva.trainer.temporal import TemporalEncoder
+from dva.trainer.model.fusion import Fusion
+from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, PromptHead
+from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, TEMPORALS, FitSettings
+from dva.trainer.model.soft_labels import N_REGIONS, REGION_CENTRES
+from dva.trainer.model.temporal import build_temporal
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class ModelSettings:
     """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
 
     modalities: tuple[str, ...] = MODALITIES
+    temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry)
     hidden: int = 128
     layers: int = 1
     bidirectional: bool = False
@@ -45,6 +46,8 @@ class ModelSettings:
     def validate(self) -> None:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(m not in MODALITIES for m in self.modalities):
             raise ConfigError(f"modalities must be visual, audio or both, not {self.modalities!r}")
+        if self.temporal not in TEMPORALS:
+            raise ConfigError(f"temporal must be one of {', '.join(TEMPORALS)}, not {self.temporal!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
         if self.prompt not in PROMPTS:
@@ -83,7 +86,7 @@ class VAModel(nn.Module):
         dims = {"visual": visual_dim, "audio": audio_dim}
         s = settings
         self.encoders = nn.ModuleDict(
-            {m: TemporalEncoder(dims[m], s.hidden, s.layers, s.bidirectional, s.dropout) for m in s.modalities}
+            {m: build_temporal(s.temporal, dims[m], s) for m in s.modalities}
         )
         self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout) if len(s.modalities) == 2 else None
         self.regression = nn.Linear(s.hidden, 2) if s.readout != "prompt" else None
@@ -115,7 +118,7 @@ class VAModel(nn.Module):
             mask = mask.bool()
             # where(), not a product: missing frames may hold NaN, and NaN * 0 is NaN.
             x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-            streams[name], masks[name] = encoder(x), mask
+            streams[name], masks[name] = encoder(x, mask), mask
         if self.fusion is not None:
             fused = self.fusion(streams["visual"], streams["audio"], masks["visual"], masks["audio"])
         else:

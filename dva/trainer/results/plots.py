@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.trainer.data import SplitData
+from dva.trainer.loading.windows import SplitData
 
 
 def plot_run(out: Path, history: list[dict], val: SplitData | None, val_pred: np.ndarray | None, n_traces: int = 3) -> list[Path]:

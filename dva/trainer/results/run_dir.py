@@ -51,8 +51,8 @@ def write_run(result, features, out: Path) -> Path:
 
     result: a `dva.trainer.fit.FitResult`; features: the `dva.trainer.fit.Features` it was trained on."""
     from dva.trainer.evaluate import text_tower_for
-    from dva.trainer.plots import plot_run
-    from dva.trainer.submission import write_per_track
+    from dva.trainer.results.plots import plot_run
+    from dva.trainer.results.submission import write_per_track
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,8 +122,8 @@ def write_folds(result, features, out: Path) -> Path:
     out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
     from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
     from dva.trainer.folds import FOLDS_FILE
-    from dva.trainer.submission import write_per_track
-    from dva.trainer.tracks import select_tracks, track_rows
+    from dva.trainer.results.submission import write_per_track
+    from dva.trainer.loading.tracks import select_tracks, track_rows
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def read_checkpoint(run: Path) -> dict:
 
 def load_run(run: Path, device=None):
     """(settings, model, normaliser, provenance) from a run directory written by `dva fit`."""
-    from dva.trainer.data import Normaliser
+    from dva.trainer.loading.windows import Normaliser
     from dva.trainer.evaluate import build_model, resolve_device
     from dva.trainer.settings import settings_from, upgrade_settings
 

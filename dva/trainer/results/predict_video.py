@@ -3,7 +3,7 @@
 The runs' feature sets are rebuilt from the provenance they recorded (`dva.pipeline.rebuild`), each checked to be
 the recorded set before anything is extracted; then, under `DIR/.dva-work/`, the face stage (for sets read from
 crops, with the face settings the set recorded, or the defaults for the release's crops), extraction into a store
-of the one split `all`, and prediction (`dva.trainer.predict`, an ensemble or folds as well as a single run).
+of the one split `all`, and prediction (`dva.trainer.results.predict`, an ensemble or folds as well as a single run).
 
 Work folder: `data/` (a link per video, so the videos form a folder of plain videos), `data/cropped_aligned/` or
 `crops-<size>-<subjects>/cropped_aligned/` (faces), `store/`, `videos.json` (which files the work is of: it is
@@ -45,8 +45,8 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
     """CSV and PNG per track of each video under out. Raises RunError when a run's sets cannot be rebuilt (imported
     features, another family, other weights here), DataError for a missing file or two of one name; a video that
     cannot be read is named in report.failed and the others land."""
-    from dva.trainer.predict import predict
-    from dva.trainer.run_dir import check_compatible, read_checkpoint, run_dirs
+    from dva.trainer.results.predict import predict
+    from dva.trainer.results.run_dir import check_compatible, read_checkpoint, run_dirs
 
     if not videos:
         raise ConfigError("pass at least one --video FILE")
@@ -198,7 +198,7 @@ def _usable_tracks(store: Path, sets: list[str]) -> list[str]:
 
 def _plot(csv: Path) -> dict:
     """<track>.png beside the <track>.csv predict wrote, drawn from the CSV; the track's entry of the report."""
-    from dva.trainer.plots import plot_va_track
+    from dva.trainer.results.plots import plot_va_track
 
     rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
     time = np.array([float(r[1]) for r in rows])

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dva.errors import ConfigError
-from dva.trainer.audio_rows import AudioRows, align_rows
+from dva.trainer.loading.audio_rows import AudioRows, align_rows
 
 CHUNK = 16384  # rows per step when computing statistics: bounds the float64 temporaries (about 200 MB for 768-d audio)
 

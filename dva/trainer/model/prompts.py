@@ -1,6 +1,6 @@
 """The prompt head: CoOp-style learnable context + region descriptions through CLIP's frozen text tower.
 
-Learnable mode builds, for each of the nine VA regions (order: `dva.trainer.soft_labels`),
+Learnable mode builds, for each of the nine VA regions (order: `dva.trainer.model.soft_labels`),
 `[SOS][ctx_1 .. ctx_n][description tokens][EOS][pad...]`, where the ctx vectors are learnable
 and shared by all regions, runs it through the frozen text transformer exactly as
 `open_clip.CLIP.encode_text` does, and reads the feature at the EOT position. Fixed mode uses the
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dva.trainer.settings import PROMPTS
-from dva.trainer.soft_labels import N_REGIONS
+from dva.trainer.model.soft_labels import N_REGIONS
 
 # One per region, in REGION_CENTRES order (rows: arousal high -> low; columns: valence - -> +),
 # after Russell's circumplex model of affect. Edit freely; each must read after "looks ...".

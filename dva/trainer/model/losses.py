@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dva.metrics import masked_ccc  # the one differentiable CCC; re-exported for the trainer
-from dva.trainer.soft_labels import hard_labels, soft_labels
+from dva.trainer.model.soft_labels import hard_labels, soft_labels
 
 __all__ = ["masked_ccc", "va_loss", "prompt_kl", "loss"]
 

@@ -13,9 +13,9 @@ import torch
 
 from dva.errors import ConfigError, StoreError
 from dva.stores import why_not_usable
-from dva.trainer.audio_rows import AudioRows, align_rows
-from dva.trainer.data import SplitData
-from dva.trainer.tracks import track_span
+from dva.trainer.loading.audio_rows import AudioRows, align_rows
+from dva.trainer.loading.windows import SplitData
+from dva.trainer.loading.tracks import track_span
 
 
 def choose_sets(available: dict[str, dict], visual: str | None, audio: str | None, modalities, store_path: str) -> dict[str, list[str]]:

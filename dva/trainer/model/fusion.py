@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dva.trainer.attention import CrossModalAttention
+from dva.trainer.model.attention import CrossModalAttention
 from dva.trainer.settings import FUSIONS
 
 
