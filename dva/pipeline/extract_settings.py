@@ -30,6 +30,8 @@ class ExtractSettings:
     clip_model: str = DEFAULT["clip_model"]
     clip_pretrained: str | None = DEFAULT["clip_pretrained"]
     hf_model: str = DEFAULT["hf_model"]
+    timm_model: str = DEFAULT["timm_model"]
+    timm_weights: str | None = None  # a local weights file (safetensors or a torch state dict); None: timm's pretrained weights
     ast_model: str = DEFAULT["ast_model"]
     wav2vec2_model: str = DEFAULT["wav2vec2_model"]
     audio_layer: str = "mean"  # wav2vec2: a hidden-state index, or "mean" of them all
@@ -71,6 +73,8 @@ class ExtractSettings:
 
         if self.visual_encoder not in VISUAL_FAMILIES:
             raise ConfigError(f"--visual-encoder must be one of {', '.join(VISUAL_FAMILIES)}, not {self.visual_encoder!r}")
+        if self.timm_weights is not None and self.visual_encoder != "timm":
+            raise ConfigError(f"--timm-weights loads into the timm family: add --visual-encoder timm (this run's is {self.visual_encoder})")
         if self.audio_encoder not in AUDIO_FAMILIES:
             raise ConfigError(f"--audio-encoder must be one of {', '.join(AUDIO_FAMILIES)}, not {self.audio_encoder!r}")
         if not (str(self.audio_layer) == "mean" or str(self.audio_layer).isdigit()):

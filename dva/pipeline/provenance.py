@@ -24,11 +24,13 @@ def build_encoders(settings: ExtractSettings, device: str):
     field; None for a modality left out by --only."""
     from dva.pipeline.encoders import build_audio, build_visual
 
-    visual_model = {"clip": settings.clip_model, "hf": settings.hf_model}
+    visual_model = {"clip": settings.clip_model, "hf": settings.hf_model, "timm": settings.timm_model}
+    visual_weights = {"clip": settings.clip_pretrained, "timm": settings.timm_weights}  # a tag or file, in the families that take one
     audio_model = {"ast": settings.ast_model, "wav2vec2": settings.wav2vec2_model}
     visual = audio = None
     if "visual" in settings.modalities:
-        visual = build_visual(settings.visual_encoder, visual_model.get(settings.visual_encoder, ""), settings.clip_pretrained, device)
+        family = settings.visual_encoder
+        visual = build_visual(family, visual_model.get(family, ""), visual_weights.get(family), device)
     if "audio" in settings.modalities:
         audio = build_audio(
             settings.audio_encoder, audio_model.get(settings.audio_encoder, ""), device,
@@ -38,7 +40,7 @@ def build_encoders(settings: ExtractSettings, device: str):
 
 
 ENCODER_FIELDS = (
-    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "hf_model", "ast_model", "wav2vec2_model",
+    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "hf_model", "timm_model", "timm_weights", "ast_model", "wav2vec2_model",
     "audio_mode", "audio_window", "audio_hop", "audio_pad", "audio_layer",
 )
 

@@ -1,7 +1,8 @@
 """A feature set made again from the provenance a store (or a run trained on it) recorded: its encoder record mapped
 back to `dva extract`'s settings, and a check that the set those settings make here is the recorded one.
 
-The encoder record (`provenance()` of each family) names the model id or local path, the pretrained tag or file,
+The encoder record (`provenance()` of each family) names the model id or local path, the pretrained tag or file
+(timm: the weights file, or none for timm's own),
 and the preprocessing the family decides (AST mode, window, hop, padding; the wav2vec2 layer); the set's
 preprocessing names the visual source and, for faces read with --crops, the face stage's settings. A set that was
 imported (`dva import`) has no encoder to run again.
@@ -24,6 +25,10 @@ def _hf(encoder: dict) -> dict:
     return {"visual_encoder": "hf", "hf_model": encoder["model"]}
 
 
+def _timm(encoder: dict) -> dict:
+    return {"visual_encoder": "timm", "timm_model": encoder["model"], "timm_weights": encoder.get("weights_file")}
+
+
 def _ast(encoder: dict) -> dict:
     flags = {"audio_encoder": "ast", "ast_model": encoder["model"], "audio_mode": encoder.get("mode", "window"), "audio_pad": encoder.get("window_input") == "padded"}
     return flags | {key: encoder[field] for key, field in (("audio_window", "window"), ("audio_hop", "hop")) if encoder.get(field) is not None}
@@ -35,7 +40,7 @@ def _wav2vec2(encoder: dict) -> dict:
 
 
 # encoder family as recorded -> the extract settings that build it ("open_clip": what dva 0.1 recorded for CLIP)
-FAMILY_FLAGS = {"clip": _clip, "open_clip": _clip, "hf": _hf, "ast": _ast, "wav2vec2": _wav2vec2}
+FAMILY_FLAGS = {"clip": _clip, "open_clip": _clip, "hf": _hf, "timm": _timm, "ast": _ast, "wav2vec2": _wav2vec2}
 
 
 def rebuild_settings(name: str, info: dict, **base) -> ExtractSettings:

@@ -14,7 +14,7 @@ from dva.pipeline.encoders.clip import ClipEncoder
 from dva.pipeline.encoders.wav2vec2 import Wav2Vec2Encoder
 
 TINY = PRESETS["tiny"]
-VISUAL_MODELS = {"clip": (TINY["clip_model"], TINY["clip_pretrained"]), "hf": (TINY["hf_model"], None)}
+VISUAL_MODELS = {"clip": (TINY["clip_model"], TINY["clip_pretrained"]), "hf": (TINY["hf_model"], None), "timm": (TINY["timm_model"], None)}
 AUDIO_MODELS = {"ast": TINY["ast_model"], "wav2vec2": TINY["wav2vec2_model"]}
 NAME = r"^[A-Za-z0-9._-]+$"
 
@@ -44,13 +44,13 @@ def audio():
 
 
 def test_families_come_from_the_registry_and_every_preset_names_each_family():
-    assert VISUAL_FAMILIES == ("clip", "hf") and AUDIO_FAMILIES == ("ast", "wav2vec2")
+    assert VISUAL_FAMILIES == ("clip", "hf", "timm") and AUDIO_FAMILIES == ("ast", "wav2vec2")
     for preset in PRESETS.values():
-        assert set(preset) == {"clip_model", "clip_pretrained", "ast_model", "hf_model", "wav2vec2_model"}
+        assert set(preset) == {"clip_model", "clip_pretrained", "ast_model", "hf_model", "timm_model", "wav2vec2_model"}
 
 
 def test_an_unknown_family_is_an_encoder_error_naming_the_known_ones():
-    with pytest.raises(EncoderError, match="clip, hf"):
+    with pytest.raises(EncoderError, match="clip, hf, timm"):
         build_visual("dino", "facebook/dino-vitb16")
     with pytest.raises(EncoderError, match="ast, wav2vec2"):
         build_audio("whisper", "openai/whisper-base")
@@ -76,7 +76,7 @@ def test_importing_the_package_does_not_import_torch():
 # --------------------------------------------------------------------------- every family's tiny preset
 
 
-@pytest.mark.parametrize("family", ["clip", "hf"])
+@pytest.mark.parametrize("family", ["clip", "hf", "timm"])
 def test_tiny_visual_presets_build_offline_and_encode_batches(visual, family):
     encoder = visual[family]
     assert isinstance(encoder, VisualEncoder) and encoder.family == family and encoder.dim == 64
@@ -117,14 +117,14 @@ def test_options_a_family_does_not_use_are_ignored_and_absent_from_its_provenanc
 
 def test_set_names_say_family_model_and_options_in_safe_characters(visual, audio):
     names = {
-        "clip": visual["clip"].set_name(), "hf": visual["hf"].set_name(), "ast": audio["ast"].set_name(),
+        "clip": visual["clip"].set_name(), "hf": visual["hf"].set_name(), "timm": visual["timm"].set_name(), "ast": audio["ast"].set_name(),
         "wav2vec2": audio["wav2vec2"].set_name(),
         "ast-tokens": build_audio("ast", TINY["ast_model"], mode="tokens").set_name(),
         "ast-padded": build_audio("ast", TINY["ast_model"], pad=True).set_name(),
         "wav2vec2-1": build_audio("wav2vec2", TINY["wav2vec2_model"], layer="1").set_name(),
     }
     assert names == {
-        "clip": "clip-dva-tiny-clip-random", "hf": "hf-dva-tiny-hf", "ast": "ast-dva-tiny-ast-window", "wav2vec2": "dva-tiny-wav2vec2-layermean",
+        "clip": "clip-dva-tiny-clip-random", "hf": "hf-dva-tiny-hf", "timm": "timm-dva-tiny-timm", "ast": "ast-dva-tiny-ast-window", "wav2vec2": "dva-tiny-wav2vec2-layermean",
         "ast-tokens": "ast-dva-tiny-ast-tokens", "ast-padded": "ast-dva-tiny-ast-window-padded", "wav2vec2-1": "dva-tiny-wav2vec2-layer1",
     }
     # the real defaults, named from their provenance without their weights (as a dva 0.1 store's encoders are)
@@ -308,8 +308,7 @@ def test_extract_settings_pick_the_families_and_each_reads_its_own_model_field()
     from dva.pipeline.extract_settings import ExtractSettings
     from dva.pipeline.provenance import build_encoders
 
-    settings = ExtractSettings(data=".", split="train", visual_encoder="hf", audio_encoder="wav2vec2", audio_layer="1", **{
-        key: TINY[key] for key in ("clip_model", "clip_pretrained", "ast_model", "hf_model", "wav2vec2_model")})
+    settings = ExtractSettings(data=".", split="train", visual_encoder="hf", audio_encoder="wav2vec2", audio_layer="1", **TINY)
     settings.validate()
     visual, audio = build_encoders(settings, "cpu")
     assert (visual.family, visual.provenance()["model"]) == ("hf", TINY["hf_model"])
@@ -335,7 +334,7 @@ def test_a_store_extracts_with_the_hf_and_wav2vec2_families(synth_data, tmp_path
     assert report.extracted and not report.failed and report.frames > 0
 
 
-@pytest.mark.parametrize("modality, family", [("visual", "clip"), ("visual", "hf"), ("audio", "ast"), ("audio", "wav2vec2")])
+@pytest.mark.parametrize("modality, family", [("visual", "clip"), ("visual", "hf"), ("visual", "timm"), ("audio", "ast"), ("audio", "wav2vec2")])
 def test_weights_cast_to_bf16_once_equal_the_autocast_path_within_bf16_tolerance(modality, family):
     # on CUDA every family casts its weights to bfloat16 once; CPU bfloat16 shows the same computation against the
     # autocast path it replaced (fp32 weights, each op re-cast per forward)

@@ -2,7 +2,7 @@
 
 An encoder answers four things: how to build it (name, weights or path, device), how to
 preprocess a batch, how to encode a batch, and its provenance for the store's attrs.
-Visual families: clip (open_clip), hf (transformers image backbones); audio families: ast,
+Visual families: clip (open_clip), hf (transformers image backbones), timm (timm models); audio families: ast,
 wav2vec2 (wav2vec2, HuBERT, WavLM). A new family is one new module imported below.
 `--preset tiny` is one more named configuration: small random-initialised (seeded)
 architectures of every family, built by the same code path as the real ones.
@@ -12,7 +12,7 @@ Importing this package does not import torch: the family modules import it when 
 
 from __future__ import annotations
 
-from dva.pipeline.encoders import ast, clip, hf, wav2vec2  # noqa: F401  (each registers its family)
+from dva.pipeline.encoders import ast, clip, hf, timm, wav2vec2  # noqa: F401  (each registers its family)
 from dva.pipeline.encoders.base import (
     AudioEncoder,
     VisualEncoder,
@@ -28,24 +28,25 @@ __all__ = [
     "quiet_logging", "register_encoder", "weights_sha256",
 ]
 
-VISUAL_FAMILIES = families("visual")  # ("clip", "hf")
+VISUAL_FAMILIES = families("visual")  # ("clip", "hf", "timm")
 AUDIO_FAMILIES = families("audio")  # ("ast", "wav2vec2")
 
 PRESETS = {
     "default": {
         "clip_model": clip.DEFAULT_CLIP, "clip_pretrained": clip.DEFAULT_PRETRAINED, "ast_model": ast.DEFAULT_AST,
-        "hf_model": hf.DEFAULT_HF, "wav2vec2_model": wav2vec2.DEFAULT_WAV2VEC2,
+        "hf_model": hf.DEFAULT_HF, "timm_model": timm.DEFAULT_TIMM, "wav2vec2_model": wav2vec2.DEFAULT_WAV2VEC2,
     },
     "tiny": {
         "clip_model": "dva-tiny-clip", "clip_pretrained": None, "ast_model": ast.TINY_AST,
-        "hf_model": hf.TINY_HF, "wav2vec2_model": wav2vec2.TINY_WAV2VEC2,
+        "hf_model": hf.TINY_HF, "timm_model": timm.TINY_TIMM, "wav2vec2_model": wav2vec2.TINY_WAV2VEC2,
     },
 }
 
 
 def build_visual(family: str, model: str, pretrained: str | None = None, device: str = "cpu") -> VisualEncoder:
     """A frozen image encoder of a registered family: model is a name, hub id or local path; pretrained a
-    tag or checkpoint file where the family has them (clip; None = random init, seeded), else ignored."""
+    tag or checkpoint file where the family has them (clip: None = random init, seeded; timm: a weights file,
+    None = timm's pretrained weights), else ignored."""
     return encoder_class("visual", family)(model, pretrained, device)
 
 
