@@ -171,3 +171,26 @@ def test_extract_makes_a_timm_set_with_its_provenance_and_the_same_set_rebuilds(
     assert (settings.visual_encoder, settings.timm_model, settings.timm_weights, settings.only) == ("timm", TINY, None, "visual")
     visual, audio = build_encoders(settings, "cpu")
     check_rebuilt(SET, info, feature_sets(settings, visual, audio)[SET], "run")  # raises RunError naming what differs
+
+
+def test_a_set_made_from_a_weights_file_rebuilds_from_that_file_and_other_weights_in_it_are_named(synth_data, tiny, tmp_path):
+    from dva.errors import RunError
+    from dva.pipeline.provenance import build_encoders, feature_sets
+    from dva.pipeline.rebuild import check_rebuilt, rebuild_settings
+    from tests.conftest import tiny_settings
+
+    state = tiny.model.state_dict()
+    torch.save(state, tmp_path / "mine.pt")
+    settings = tiny_settings(synth_data, "val", tmp_path / "store", only="visual", visual_encoder="timm", timm_weights=str(tmp_path / "mine.pt"))
+    name, info = next(iter(feature_sets(settings, *build_encoders(settings, "cpu")).items()))
+    assert name == "timm-dva-tiny-timm-mine.pt" and info["encoder"]["weights_file"] == str((tmp_path / "mine.pt").resolve())
+
+    def rebuilt():
+        again = rebuild_settings(name, info, data=str(synth_data), split="all", out=str(tmp_path / "work"), device="cpu", progress=False)
+        assert again.timm_weights == info["encoder"]["weights_file"]
+        return feature_sets(again, *build_encoders(again, "cpu"))[name]
+
+    check_rebuilt(name, info, rebuilt(), "run")
+    torch.save(state | {"conv_stem.weight": state["conv_stem.weight"] + 1}, tmp_path / "mine.pt")  # the file changed since
+    with pytest.raises(RunError, match="encoder.weights_sha256"):
+        check_rebuilt(name, info, rebuilt(), "run")

@@ -129,3 +129,31 @@ def test_a_run_whose_sets_cannot_be_rebuilt_is_refused_in_one_line(run_dir, peop
     for args, message in (([video, other], f"two videos are both called 'talking': {video} and {other}"), ([tmp_path / "gone.mp4"], "gone.mp4: no such video file")):
         done = _invoke("predict", "--video", *args, "--run", run_dir[0], "--out", tmp_path / "out")
         assert done.exit_code == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_run_on_a_timm_set_predicts_a_video_with_the_timm_encoder_rebuilt(run_dir, people, tmp_path):
+    """A run whose visual set the tiny timm family made from decoded frames (its record edited in, as above: 64-d rows
+    like the run's own; fitting one would take a fit of its own): `predict --video` rebuilds that encoder, extracts
+    with it and predicts. Frames, not faces: the face stage is tested above and would triple this test's time."""
+    import decord
+
+    from dva.pipeline.encoders import PRESETS, build_visual
+    from dva.stores import open_store
+
+    encoder = build_visual("timm", PRESETS["tiny"]["timm_model"])
+
+    def timm_set(sets):
+        assert sets[TINY_VISUAL]["dim"] == encoder.dim
+        sets[TINY_VISUAL]["encoder"] = encoder.provenance()
+        sets[TINY_VISUAL]["preprocessing"]["visual_source"] = "video"
+
+    out = tmp_path / "out"
+    done = _invoke("predict", "--video", people / "talking.mp4", "--run", _edited_run(run_dir[0], tmp_path, timm_set), "--out", out)
+    assert done.exit_code == 0, done.output
+    assert len(_rows(out / "talking.csv")) == 120 and (out / "talking.png").is_file()
+    with open_store(str(out / ".dva-work" / "store"), mode="r") as made:
+        assert made.feature_sets()[TINY_VISUAL]["encoder"] == encoder.provenance()
+        rows = made.read("all", "talking", f"{TINY_VISUAL}/data")
+    frames = torch.from_numpy(decord.VideoReader(str(people / "talking.mp4")).get_batch([0, 60]).asnumpy()).permute(0, 3, 1, 2)
+    expected = encoder.encode(encoder.preprocess(frames)).numpy()
+    np.testing.assert_allclose(rows[[0, 60]].astype(np.float32), expected, rtol=2e-3, atol=1e-5)  # timm's features (float16 in the store)
