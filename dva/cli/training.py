@@ -144,19 +144,20 @@ def ablate(
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
     folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold P_VA instead of best_val."),
-    out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md and ablation.png."),
+    baseline: list[str] = typer.Option([], help="KEY=VALUE of the row every other is compared with (repeatable; default: the grid's first value on every axis)."),
+    out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md, ablation.png and predictions/."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the variants to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """A grid of fit variants, one task per variant x seed x fold; prints the results table."""
+    """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
     from dva.trainer.ablate import ablate as run_ablate
-    from dva.trainer.ablate import markdown_table, parse_fixed, parse_grid
+    from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
-    base = settings_from(config, **values)
-    summary = run_ablate(base, parse_grid(grid), seeds, out, workers=workers, progress=not as_json, scheduler=scheduler)
+    base, axes = settings_from(config, **values), parse_grid(grid)
+    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")

@@ -6,7 +6,10 @@ Results are appended to results.csv as each variant finishes (all its folds), ea
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
 rerun with other settings never reports old numbers as new ones; results.md and ablation.png
 summarise mean +- std per variant of the current plan, best first. Each row says which figure it is:
-`best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold).
+`best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold). Every other
+row is compared with a baseline row on the same held-out videos (`dva.trainer.compare`): the difference of
+their P_VA with a paired bootstrap interval over videos, in results.md and results.csv (diff_p_va, ci_low,
+ci_high: against the baseline of the latest run, on the rows of its plan).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
+from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
+from dva.trainer.paired import LEVEL
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 METRICS = ("ccc_v", "ccc_a", "p_va")
-CSV_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+DIFF_FIELDS = ("diff_p_va", "ci_low", "ci_high")  # the row's variant against the baseline (empty on the baseline's rows)
+CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
@@ -79,6 +87,30 @@ def parse_fixed(items: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         fixed[key] = parse_value(key, value.strip())
     return fixed
+
+
+def parse_baseline(items: list[str], grid: dict[str, list]) -> dict:
+    """["fusion=concat"] -> the baseline's grid choice: the named values, the grid's first value on every other axis."""
+    named = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not value.strip():
+            raise ConfigError(f"--baseline {item!r}: expected KEY=VALUE")
+        if key not in grid:
+            raise ConfigError(f"--baseline {item}: {key} is not a --grid axis" + (f" (the axes: {', '.join(grid)})" if grid else " (there is no --grid)"))
+        named[key] = parse_value(key, value.strip())
+    return baseline_choice(grid, named)
+
+
+def baseline_choice(grid: dict[str, list], named: dict | None) -> dict:
+    """The full grid choice of the baseline: named values (each one of its axis's), else the axis's first value."""
+    named = dict(named or {})
+    for key, value in named.items():
+        if key not in grid or value not in grid[key]:
+            shown = ", ".join(map(str, grid.get(key, [])))
+            raise ConfigError(f"--baseline {key}={value}: not a value of the grid" + (f" ({key}: {shown})" if shown else f" (no --grid {key}=...)"))
+    return {key: named.get(key, values[0]) for key, values in grid.items()}
 
 
 def variant_name(choice: dict) -> str:
@@ -138,6 +170,9 @@ def set_aside_unkeyed(path: Path) -> None:
         header = next(csv.reader(handle), [])
     if tuple(header) == CSV_FIELDS:
         return
+    if tuple(header) == LEDGER_FIELDS:  # the same rows before the paired differences: kept, the new columns empty
+        rewrite_results(path, list(read_results(path).values()))
+        return
     aside, number = path.with_name("results.unkeyed.csv"), 1
     while aside.exists():
         number += 1
@@ -154,7 +189,17 @@ def append_row(path: Path, row: dict) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         if new:
             writer.writeheader()
-        writer.writerow({k: row[k] for k in CSV_FIELDS})
+        writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+def rewrite_results(path: Path, rows: list[dict]) -> None:
+    """results.csv replaced whole by rows (written beside it, then renamed: a crash leaves the old file)."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS} for row in rows)
+    os.replace(partial, path)
 
 
 class Summary(list):
@@ -167,12 +212,14 @@ class Summary(list):
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
-           scheduler: str | None = None) -> Summary:
+           scheduler: str | None = None, baseline: dict | None = None) -> Summary:
     """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
     processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
-    summaries of this plan's results (no other rows); return the summary rows."""
+    summaries of this plan's results (no other rows), every variant against the baseline (a grid choice, see
+    `baseline_choice`); return the summary rows."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    baseline_name = variant_name(baseline_choice(grid, baseline))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_csv = out / "results.csv"
@@ -190,6 +237,11 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
     summary = Summary(summarise(rows), failed)
+    landed = [job for job in jobs if job.key in results]
+    compare_to_baseline(summary, baseline_name, {e["variant"]: [j.key for j in landed if j.variant == e["variant"]] for e in summary}, out)
+    if results:  # every row of this plan gets its variant's difference; rows of other plans, none
+        differences = {job.key: next(e for e in summary if e["variant"] == job.variant) for job in landed}
+        rewrite_results(results_csv, [{**row, **{f: differences.get(row["key"], {}).get(f) for f in DIFF_FIELDS}} for row in results.values()])
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)
     return summary
@@ -232,7 +284,9 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
             parts[task.key][task.fold] = result
             job = jobs[task.key]
             if len(parts[task.key]) == max(1, job.settings.folds):
-                row = job_row(job, parts.pop(task.key))
+                done = parts.pop(task.key)
+                row = job_row(job, done)
+                keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
                 append_row(results_csv, row)
                 best = better(best, row["p_va"], f"{job.variant} seed {job.seed}")
                 bar.set_postfix_str(best_postfix(best))
@@ -279,11 +333,19 @@ def summarise(rows: list[dict]) -> list[dict]:
 def markdown_table(summary: list[dict]) -> str:
     figures = sorted({e["figure"] for e in summary})
     caption = "ranked by the mean P_VA over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
-    lines = [caption, "", "| variant | seeds | figure | CCC_V | CCC_A | P_VA |", "| --- | ---: | --- | ---: | ---: | ---: |"]
+    compared = "baseline" in (summary[0] if summary else {})
+    lines = [caption, ""]
+    if compared:
+        lines += [difference_caption(summary), ""]
+    lines += ["| variant | seeds | figure | CCC_V | CCC_A | P_VA |" + (f" ΔP_VA vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
+              "| --- | ---: | --- | ---: | ---: | ---: |" + (" ---: |" if compared else "")]
+    notes = []
     for e in summary:
         cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in METRICS]
+        if compared:
+            cells.append(difference_cell(e, notes))
         lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def plot_summary(path: Path, summary: list[dict]) -> Path:

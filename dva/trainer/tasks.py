@@ -123,12 +123,19 @@ def forget() -> None:
 
 def essentials(result, task: FitTask, features) -> dict:
     """What the client needs of a FitResult, in plain types: figures, history, smoothing, held-out predictions
-    (val_pred/last_pred [held frames, 2]) and labels; for a fold, `rows`, where they go in train+val pooled."""
+    (val_pred [held frames, 2]; last_pred too with keep_model, the only caller that writes it) and labels, the held-out
+    tracks (held_tracks, held_offsets, held_videos: what the paired comparison of an ablation resamples); for a fold,
+    `rows`, where they go in train+val pooled."""
+    from dva.data.layout import video_of
+
     held = result.held
     out = {
         "best": result.best, "final": result.final, "history": result.history, "smoothing": result.smoothing,
         "per_track": result.per_track, "seconds": result.seconds, "train_tracks": result.train_tracks, "held_name": result.held_name,
-        "val_pred": result.val_pred, "last_pred": result.last_pred, "labels": held.labels.cpu().numpy() if held is not None else None,
+        "val_pred": result.val_pred, "last_pred": result.last_pred if task.keep_model else None,
+        "labels": held.labels.cpu().numpy() if held is not None else None,
+        "held_tracks": list(held.tracks) if held is not None else [], "held_offsets": np.asarray(held.offsets) if held is not None else np.zeros(1, np.int64),
+        "held_videos": [video_of(t, a.get("video")) for t, a in zip(held.tracks, held.attrs)] if held is not None else [],
     }
     if task.fold is not None:
         pooled = features.pooled()

@@ -7,7 +7,9 @@ from typer.testing import CliRunner
 
 from dva.errors import ConfigError
 from dva.trainer import tasks as tasks_module
-from dva.trainer.ablate import ablate, plan_jobs, result_key, store_identity
+from dva.trainer.ablate import DIFF_FIELDS, LEDGER_FIELDS, ablate, plan_jobs, result_key, store_identity
+from dva.trainer.compare import kept
+from dva.trainer.paired import figure
 from dva.trainer.settings import FitSettings
 
 TINY = dict(epochs=1, patience=1, hidden=16, prompt="none", seq_len=32, stride=32, batch_size=16)
@@ -99,7 +101,14 @@ def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_
     assert cells[1:3] == ["2", "oof"]
     written = rows(tmp_path)
     assert [row["figure"] for row in written] == ["oof", "oof"] and len(written[0]["epoch"].split("/")) == 2
-    assert float(cells[-1].split(" ± ")[1]) > 0  # two seeds, two different fold cuts and models
+    assert float(cells[5].split(" ± ")[1]) > 0 and cells[6] == "baseline"  # two seeds, two different fold cuts and models
+    from dva.stores import open_store
+
+    with open_store(str(tiny_store), "r") as store:
+        pooled = sorted([*store.track_index("train"), *store.track_index("val")])
+    for row in written:  # each seed's out-of-fold predictions kept: every train+val track once, the frames its figure was computed on
+        held = kept(tmp_path, row["key"])
+        assert sorted(held.tracks) == pooled and figure(held.pred, held.labels) == pytest.approx(float(row["p_va"]), abs=1e-6)
 
 
 def test_ablate_refuses_a_grid_with_nothing_held_out(tiny_store, tmp_path):
@@ -124,3 +133,63 @@ def test_the_chart_has_error_bars_over_seeds_and_names_its_figure(tmp_path, monk
     assert (tmp_path / "chart.png").is_file() and len(drawn) == 3
     assert all(errors == [pytest.approx(0.1)] for errors in drawn)  # std over the two seeds
     assert any("oof" in k.get("title", "") and "2 seeds" in k.get("xlabel", "") for k in titles)
+
+
+@pytest.fixture(scope="module")
+def against_gated(tiny_store, tmp_path_factory):
+    """`dva ablate --grid fusion=concat,gated,xattn --baseline fusion=gated` on the tiny store: (out, result)."""
+    from dva.cli import app
+
+    out = tmp_path_factory.mktemp("paired")
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "fusion=concat,gated,xattn", "--baseline", "fusion=gated",
+                                      *flags, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_every_row_but_the_named_baseline_gets_its_paired_difference_and_interval(against_gated):
+    out, result = against_gated
+    written = {row["variant"]: row for row in rows(out)}
+    assert set(DIFF_FIELDS) <= set(next(iter(written.values())))
+    assert [written["fusion=gated"][f] for f in DIFF_FIELDS] == ["", "", ""]
+    for other in ("fusion=concat", "fusion=xattn"):
+        diff, low, high = (float(written[other][f]) for f in DIFF_FIELDS)
+        assert low <= diff <= high and low < high
+        # one seed: the difference is the two rows' own best_val figures, from the predictions they were scored on
+        assert diff == pytest.approx(float(written[other]["p_va"]) - float(written["fusion=gated"]["p_va"]), abs=1e-6)
+    table = (out / "results.md").read_text()
+    assert result.stdout.startswith(table)
+    assert "paired bootstrap interval" in table and "minus the baseline's (fusion=gated)" in table
+    (line,) = [line for line in table.splitlines() if line.startswith("| fusion=gated |")]
+    assert line.rstrip(" |").endswith("baseline")
+    (line,) = [line for line in table.splitlines() if line.startswith("| fusion=concat |")]
+    assert line.split("|")[-2].strip().startswith(f"{float(written['fusion=concat']['diff_p_va']):+.4f}".replace("-", "−") + " [")
+
+
+def test_resuming_rows_without_kept_predictions_trains_nothing_and_says_why_there_is_no_interval(against_gated, tiny_store, tmp_path, monkeypatch):
+    import shutil
+
+    out, _ = against_gated
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "predictions")  # as an older dva left them: rows without predictions, no diff columns
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LEDGER_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows(out))
+    monkeypatch.setattr(tasks_module, "train", lambda *a, **k: pytest.fail("a row without predictions must not train again"))
+    summary = ablate(FitSettings(features=str(tiny_store), **TINY), {"fusion": ["concat", "gated", "xattn"]}, seeds=1, out=tmp_path, progress=False, baseline={"fusion": "gated"})
+    assert [e["diff_p_va"] for e in summary] == [None] * 3 and not (tmp_path / "results.unkeyed.csv").exists()
+    assert all(row[f] == "" for row in rows(tmp_path) for f in DIFF_FIELDS) and len(rows(tmp_path)) == 3
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("— [") == 2 and "the baseline has no kept predictions" in table
+
+
+@pytest.mark.parametrize("baseline, message", [("fusion=xattn", "--baseline fusion=xattn: not a value of the grid (fusion: concat, gated)"),
+                                               ("sigma=0.3", "--baseline sigma=0.3: sigma is not a --grid axis (the axes: fusion)")])
+def test_a_baseline_outside_the_grid_is_one_line_and_exit_2(tiny_store, tmp_path, baseline, message):
+    from dva.cli import app
+
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "fusion=concat,gated", "--baseline", baseline, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"dva: error: {message}"]
+    assert not (tmp_path / "results.csv").exists()
