@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.data.layout import CROPS_FOLDER, child_folder, release_marker
+from dva.data.layout import CROPS_FOLDER, child_folder, read_record, record_path, release_marker
+from dva.data.video import videos_by_name
 from dva.errors import ConfigError, DataError
-from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, record_path, settings_record
-from dva.faces.video import videos_by_name
+from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, settings_record
 
 CROPS = CROPS_FOLDER
 
