@@ -3,10 +3,12 @@
 What a player shows is the container's decision. An MP4 edit list may start the picture after the first packets
 (a clip cut at a frame that is not a key frame keeps the frames before it, marked discard, because the shown ones
 are coded against them), and a phone's display matrix says how to turn the stored frames. FFmpeg, through PyAV,
-honours both; decord decodes the hidden packets as frames, so each shown frame would get the time of a later one.
-So every count, time and frame of a video in dva comes from here, through PyAV: `probe_video` (how many frames,
-counted from the container's index without reading the file when the index is complete), `frame_times` (when each
-plays) and `open_frames` (the pictures, turned as displayed), and the three agree frame for frame.
+honours both. decord 0.6 counts the hidden packets as frames, makes up the difference at the end (the last frame
+again) and times each frame as if the hidden ones were shown: a trimmed clip got more rows than it has times, and crops
+of frames that are not in it. So every count, time and frame of a video in dva comes from here, through PyAV:
+`probe_video` (how many frames, from the container's index without reading the file when the index is complete),
+`frame_times` (when each plays) and `open_frames` (the pictures, turned as displayed); the three agree frame for
+frame.
 
 A recording with sound and no video stream (a .wav, an .m4a, an .mp4 of sound alone) presents no frames: its
 frame clock is `SOUND_ONLY_FPS` ticks from its first sample, and it is predicted from its sound alone.
