@@ -34,7 +34,7 @@ def scan_plain(root: Path, crops: Path | None = None, progress: bool = False) ->
         record = read_record(record_path(crops_root, name)) if crops_root is not None else None
         tracks = {name: {"subject": None}} if record is None else record["tracks"]
         for track, info in tracks.items():
-            if record is not None and info.get("crops") == 0:
+            if record is not None and info.get("crops") == 0 and record.get("n_frames"):
                 warnings.append(f"{video.relative_to(root).as_posix()}: no face found by dva faces, every visual row of {track} masked")
         jobs.append((video, [(track, info.get("subject")) for track, info in tracks.items()]))
 
@@ -49,6 +49,7 @@ def scan_plain(root: Path, crops: Path | None = None, progress: bool = False) ->
             results = tqdm(results, total=len(jobs), desc="scan", unit="video")
         found = [item for result in results for item in result]
     tracks = [item for item in found if isinstance(item, Track)]
+    warnings += [f"{t.video}: no video stream, {t.track} is its sound alone (every visual row masked)" for t in tracks if not t.n_video_frames]
     return ScanResult(tracks, [item for item in found if isinstance(item, Problem)], warnings=warnings)
 
 

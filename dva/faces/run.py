@@ -25,6 +25,7 @@ class FacesReport:
     skipped: list[str] = field(default_factory=list)  # complete before this run
     failed: dict[str, str] = field(default_factory=dict)  # video -> reason
     without_face: list[str] = field(default_factory=list)  # videos (done or skipped) in which no face was found
+    without_video: list[str] = field(default_factory=list)  # recordings of sound alone: no frames to look at
     frames: int = 0
     seconds: float = 0.0
 
@@ -41,7 +42,9 @@ class FacesReport:
         else:
             self.done[record.video] = record.crops
             self.frames += record.frames
-        if not record.has_face:
+        if not record.frames:
+            self.without_video.append(record.video)
+        elif not record.has_face:
             self.without_face.append(record.video)
 
 

@@ -172,6 +172,8 @@ def _faces(data: Path, sets: dict, crops: dict, report: VideoReport, given: dict
             report.failed.setdefault(user, reason.replace(str(data / Path(video).name), user))  # the user's path, not the work folder's link
         for video in faces.without_face:
             warnings.warn(DvaWarning(f"{given[Path(video).name]}: no face found, its visual rows are all masked (predicted from sound and context)"), stacklevel=3)
+        for video in faces.without_video:
+            warnings.warn(DvaWarning(f"{given[Path(video).name]}: no video stream, predicted from its sound"), stacklevel=3)
 
 
 def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
