@@ -5,7 +5,8 @@ by its file name without extension, or two tracks `NAME_left` / `NAME_right` whe
 followed two people in it (the video's record in the crops folder says which). A track's crops are
 `cropped_aligned/<track>/` of the crops folder (DATA's, or the one `--crops` names) when that folder exists; its
 T is the count of frames a player shows (`dva.data.video`); it has no labels. A recording of sound alone (.wav,
-.m4a, ..., or a video file without a video stream) is a track without pictures, T one row per 1/30 s of its sound. Two videos of one name are refused, naming both.
+.m4a, ..., or a video file without a video stream) is a track without pictures, T one row per 1/30 s of its
+sound. Two recordings of one name are refused, naming both.
 """
 
 from __future__ import annotations
