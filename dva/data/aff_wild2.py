@@ -17,7 +17,8 @@ import numpy as np
 from dva.data.annotations import read_annotation, read_test_list
 from dva.data.layout import CROPS_FOLDER, child_folder
 from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
-from dva.errors import DataError, first_line
+from dva.data.video import probe_video
+from dva.errors import DataError
 
 SPLITS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi")
@@ -43,7 +44,7 @@ class Track:
     fps: float  # from the container
     has_audio: bool
     frames_dir: str | None  # cropped_aligned/<track>, relative to DATA (absolute when read from --crops elsewhere)
-    n_video_frames: int  # decoded frames in the container (not part of the scan record)
+    n_video_frames: int  # frames a player shows (dva.data.video; 0 for sound alone; not part of the scan record)
     annotation: str | None  # relative to DATA (not part of the scan record)
 
     RECORD_KEYS = ("track", "split", "video", "subject", "n_frames", "n_valid", "fps", "has_audio", "frames_dir")
@@ -185,9 +186,12 @@ def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, tr
         n_frames = int(labels.shape[0])
         n_valid = int((~np.isnan(labels).any(axis=1)).sum())
     try:
-        fps, n_video_frames, has_audio = probe_video(video)
+        probe = probe_video(video)
     except DataError as exc:
         return Problem(track, split, str(exc))
+    if not probe.has_video:
+        return Problem(track, split, f"{video}: the container has no video stream")
+    fps, n_video_frames, has_audio = probe.fps, probe.n_frames, probe.has_audio
     frames_dir = crops_root / track if crops_root is not None and (crops_root / track).is_dir() else None
     return Track(
         track=track,
@@ -219,31 +223,6 @@ def split_subject(track: str, videos: dict[str, Path]) -> tuple[str | None, str 
     if track in videos:
         return track, None
     return None, None
-
-
-def probe_video(path: Path) -> tuple[float, int, bool]:
-    """(fps, decoded frame count, has an audio stream), read from the container, never the name."""
-    import av
-    import decord
-
-    # PyAV first: a file FFmpeg cannot open is refused in one line, before decord's C++ logger prints its own
-    try:
-        with av.open(str(path)) as container:
-            has_video, has_audio = len(container.streams.video) > 0, len(container.streams.audio) > 0
-    except Exception as exc:  # PyAV raises many error types for damaged containers
-        raise DataError(f"{path}: container cannot be read ({first_line(exc)})") from None
-    if not has_video:
-        raise DataError(f"{path}: the container has no video stream")
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        fps, n_video_frames = float(reader.get_avg_fps()), len(reader)
-        del reader
-    except Exception as exc:  # decord raises its own DECORDError and RuntimeError variants
-        raise DataError(f"{path}: video cannot be decoded ({first_line(exc)})") from None
-    if not (fps > 0 and n_video_frames > 0):
-        raise DataError(f"{path}: video has no frames or no frame rate")
-    return fps, n_video_frames, has_audio
-
 
 
 def find_videos(root: Path) -> dict[str, Path]:

@@ -3,6 +3,7 @@ so every part of dva that looks for one asks here), and which video a track belo
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -42,3 +43,20 @@ def claim_key(track: str, video: str | None) -> str:
     """The claim every process takes before it writes a track (extract and import alike): its video's name, so
     that one process at a time writes a `_left`/`_right` pair and its shared sound."""
     return Path(video_of(track, video)).stem
+
+
+FACES_RECORD_FORMAT = "dva-faces-1"  # what `dva faces` writes beside its crops (dva/faces/stage.py writes it)
+
+
+def record_path(crops_root: Path, name: str) -> Path:
+    """Where `dva faces` keeps the record of video name in a crops folder: which tracks it made, and their faces."""
+    return Path(crops_root) / f"{name}.faces.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A video's face record, or None when it is absent or not one dva wrote (then the video is redone)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("format") == FACES_RECORD_FORMAT else None

@@ -1,10 +1,12 @@
 """A folder of plain videos as a dataset: one unlabelled split, `all`.
 
-Every video under DATA (recursively: .mp4 .avi .mov .mkv .webm, any case, names with spaces) is a track named
+Every recording under DATA (recursively: .mp4 .avi .mov .mkv .webm, any case, names with spaces) is a track named
 by its file name without extension, or two tracks `NAME_left` / `NAME_right` when `dva faces --subjects 2`
 followed two people in it (the video's record in the crops folder says which). A track's crops are
 `cropped_aligned/<track>/` of the crops folder (DATA's, or the one `--crops` names) when that folder exists; its
-T is the decoded frame count; it has no labels. Two videos of one name are refused, naming both.
+T is the count of frames a player shows (`dva.data.video`); it has no labels. A recording of sound alone (.wav,
+.m4a, ..., or a video file without a video stream) is a track without pictures, T one row per 1/30 s of its
+sound. Two recordings of one name are refused, naming both.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dva.data.aff_wild2 import Problem, ScanResult, Track, crops_dir, probe_video
-from dva.data.layout import CROPS_FOLDER, child_folder
+from dva.data.aff_wild2 import Problem, ScanResult, Track, crops_dir
+from dva.data.layout import CROPS_FOLDER, child_folder, read_record, record_path
+from dva.data.video import probe_video, videos_by_name
 from dva.errors import DataError
-from dva.faces.stage import read_record, record_path
-from dva.faces.video import videos_by_name
 
 PLAIN_SPLIT = "all"
 
@@ -34,7 +35,7 @@ def scan_plain(root: Path, crops: Path | None = None, progress: bool = False) ->
         record = read_record(record_path(crops_root, name)) if crops_root is not None else None
         tracks = {name: {"subject": None}} if record is None else record["tracks"]
         for track, info in tracks.items():
-            if record is not None and info.get("crops") == 0:
+            if record is not None and info.get("crops") == 0 and record.get("n_frames"):
                 warnings.append(f"{video.relative_to(root).as_posix()}: no face found by dva faces, every visual row of {track} masked")
         jobs.append((video, [(track, info.get("subject")) for track, info in tracks.items()]))
 
@@ -49,13 +50,14 @@ def scan_plain(root: Path, crops: Path | None = None, progress: bool = False) ->
             results = tqdm(results, total=len(jobs), desc="scan", unit="video")
         found = [item for result in results for item in result]
     tracks = [item for item in found if isinstance(item, Track)]
+    warnings += [f"{t.video}: no video stream, {t.track} is its sound alone (every visual row masked)" for t in tracks if not t.n_video_frames]
     return ScanResult(tracks, [item for item in found if isinstance(item, Problem)], warnings=warnings)
 
 
 def _tracks(root: Path, crops_root: Path | None, video: Path, named: list[tuple[str, str | None]]) -> list:
     """The video's tracks (one, or its left and right person), probed once; a Problem per track when it cannot be read."""
     try:
-        fps, n_video_frames, has_audio = probe_video(video)
+        probe = probe_video(video)
     except DataError as exc:
         return [Problem(track, PLAIN_SPLIT, str(exc)) for track, _ in named]
     tracks = []
@@ -63,7 +65,7 @@ def _tracks(root: Path, crops_root: Path | None, video: Path, named: list[tuple[
         folder = crops_root / track if crops_root is not None and (crops_root / track).is_dir() else None
         tracks.append(Track(
             track=track, split=PLAIN_SPLIT, video=video.relative_to(root).as_posix(), subject=subject,
-            n_frames=n_video_frames, n_valid=None, fps=fps, has_audio=has_audio, frames_dir=crops_dir(root, folder),
-            n_video_frames=n_video_frames, annotation=None,
+            n_frames=probe.rows, n_valid=None, fps=probe.fps, has_audio=probe.has_audio, frames_dir=crops_dir(root, folder),
+            n_video_frames=probe.n_frames, annotation=None,
         ))
     return tracks

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.data.layout import CROPS_FOLDER, child_folder, release_marker
+from dva.data.layout import CROPS_FOLDER, child_folder, read_record, record_path, release_marker
+from dva.data.video import videos_by_name
 from dva.errors import ConfigError, DataError
-from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, record_path, settings_record
-from dva.faces.video import videos_by_name
+from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, settings_record
 
 CROPS = CROPS_FOLDER
 
@@ -25,6 +25,7 @@ class FacesReport:
     skipped: list[str] = field(default_factory=list)  # complete before this run
     failed: dict[str, str] = field(default_factory=dict)  # video -> reason
     without_face: list[str] = field(default_factory=list)  # videos (done or skipped) in which no face was found
+    without_video: list[str] = field(default_factory=list)  # recordings of sound alone: no frames to look at
     frames: int = 0
     seconds: float = 0.0
 
@@ -41,7 +42,9 @@ class FacesReport:
         else:
             self.done[record.video] = record.crops
             self.frames += record.frames
-        if not record.has_face:
+        if not record.frames:
+            self.without_video.append(record.video)
+        elif not record.has_face:
             self.without_face.append(record.video)
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dva.data.layout import FACES_RECORD_FORMAT, read_record, record_path
 from dva.errors import ConfigError
 from dva.faces.detectors.base import DEFAULT_DETECTOR
 
-RECORD_FORMAT = "dva-faces-1"
 SIZES = (112, 224)
 SIDES = ("left", "right")
 _MODELS: dict = {}  # per process: detector name -> (detector, landmarks), built once
@@ -81,19 +81,6 @@ class FaceRecord:
         return dataclasses.asdict(self)
 
 
-def record_path(crops_root: Path, name: str) -> Path:
-    return Path(crops_root) / f"{name}.faces.json"
-
-
-def read_record(path: Path) -> dict | None:
-    """A video's record, or None when it is absent or not one dva wrote (then the video is redone)."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
-
-
 def crops_settings(crops_root: Path) -> dict | None:
     """The settings the crops under crops_root were made with (their records', `settings_record`), or None when no
     record of dva's is there (crops made another way); the first record's when they differ."""
@@ -111,8 +98,8 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
     record names it (default: its path). Raises DataError when the video cannot be read."""
     from tqdm import tqdm
 
+    from dva.data.video import open_frames
     from dva.faces.follow import Follower
-    from dva.faces.video import open_frames
 
     video, crops_root = Path(video), Path(crops_root)
     name = name or video.stem
@@ -137,7 +124,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
     for track in tracks:
         partial[track].rename(crops_root / track)
     record = {
-        "format": RECORD_FORMAT, "video": label, "n_frames": frames.n_frames, "fps": frames.fps, "width": frames.width, "height": frames.height,
+        "format": FACES_RECORD_FORMAT, "video": label, "n_frames": frames.n_frames, "fps": frames.fps, "width": frames.width, "height": frames.height,
         "rotation": frames.rotation, "settings": settings_record(settings), "detections": follower.detections,
         "tracks": {track: {"subject": None if settings.subjects == 1 else SIDES[i], "crops": len(columns[track]["frame"]), **columns[track]}
                    for i, track in enumerate(tracks)},

@@ -1,9 +1,10 @@
-"""Containers opened for extraction: the sound as 16 kHz mono, and when each video frame plays.
+"""Containers opened for extraction: the sound as 16 kHz mono, on the clock of the video's frames
+(`dva.data.video.frame_times`: when each shown frame plays).
 
 Everything here goes through PyAV (FFmpeg inside the wheel). decord's AudioReader is not
 used: it leaks its decoded buffer on every open, and its resampler delays 44.1/48 kHz
 sound by about 1 ms. Times are seconds on one clock, the *frame clock*: 0 is the
-presentation time of the first video frame.
+presentation time of the first video frame (of the first sound sample, for sound alone).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def read_audio(path: str | Path) -> Audio:
     if bad_packets and bad_packets * 2 > packets:
         raise DataError(f"{path}: audio cannot be decoded ({bad_packets} of {packets} packets refused by the decoder)")
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
-    return Audio(wave=wave, start=(first_audio or 0.0) - (first_video or 0.0), bad_packets=bad_packets, bad_seconds=bad_seconds)
+    origin = (first_video if video is not None else first_audio) or 0.0  # the frame clock's 0
+    return Audio(wave=wave, start=(first_audio or 0.0) - origin, bad_packets=bad_packets, bad_seconds=bad_seconds)
 
 
 def _silence(codec_context, seconds: float):
@@ -90,30 +92,6 @@ def _silence(codec_context, seconds: float):
         plane.update(bytes(plane.buffer_size))
     frame.sample_rate = codec_context.sample_rate
     return frame
-
-
-def frame_times(path: str | Path) -> np.ndarray:
-    """Presentation time of every video frame, float64 [n_frames] seconds, ascending, the first at 0.
-
-    From the packets' timestamps (demuxed, not decoded), so variable frame rates come out right.
-    Raises DataError when the file cannot be read or its video packets carry no timestamps.
-    """
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path}: no video stream")
-            video = container.streams.best("video")
-            # B-frames arrive in decode order: collect, then sort into presentation order.
-            ticks = [packet.pts for packet in container.demux(video) if packet.pts is not None and not packet.is_discard]
-            time_base = video.time_base
-    except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"{path}: video timestamps cannot be read ({first_line(exc)})") from None
-    if not ticks:
-        raise DataError(f"{path}: the video packets carry no timestamps")
-    ticks = np.sort(np.asarray(ticks, dtype=np.int64))
-    return (ticks - ticks[0]).astype(np.float64) * float(time_base)
 
 
 def times_for_rows(times: np.ndarray, rows: int, step: float) -> np.ndarray:

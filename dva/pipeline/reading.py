@@ -1,5 +1,5 @@
 """Reading one track: its plan (rows, frame times, labels), its pictures in batches (JPEG crops decoded on the
-CPU or the GPU, or decord's video frames) and its sound (PyAV, through `media`). Nothing here knows of the
+CPU or the GPU, or the video's own frames as a player shows them) and its sound (PyAV, through `media`). Nothing here knows of the
 store or of claims: these are the reader thread's tools (`stream.read_units`)."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 from dva.data.aff_wild2 import Track
 from dva.data.annotations import read_annotation
-from dva.errors import ConfigError, DataError, first_line
+from dva.data.video import frame_times, open_frames
+from dva.errors import ConfigError, first_line
 from dva.pipeline import media
 
 # torchvision 0.29 deprecates its image codecs for TorchCodec's and warns on every call: one line per crop
@@ -40,8 +41,8 @@ def plan_track(track: Track, root: Path) -> TrackPlan:
         rows = labels.shape[0]
     else:  # test: the sample file's rows when the organisers gave one, else one row per video frame
         labels, rows = None, track.n_frames if track.n_frames is not None else track.n_video_frames
-    # the container's timestamps, not index / fps: some videos have a variable frame rate
-    frame_time = media.times_for_rows(media.frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
+    # the container's timestamps, not index / fps: some videos have a variable frame rate (sound alone: none, 1/fps apart)
+    frame_time = media.times_for_rows(frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
     return TrackPlan(track, rows, frame_time, labels)
 
 
@@ -189,19 +190,22 @@ def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolEx
 
 
 def _frame_batches(plan: TrackPlan, root: Path, usable: int, batch_size: int, pin: bool) -> Iterator[tuple[np.ndarray, object]]:
-    """`visual_batches` from the video's own frames, decoded by decord: every usable row has a picture."""
-    import decord
+    """`visual_batches` from the video's own frames as a player shows them (`dva.data.video`): row i is the i-th
+    shown frame, at frame_time[i]; every usable row has a picture."""
     import torch
 
-    try:
-        reader = decord.VideoReader(str(root / plan.track.video), ctx=decord.cpu(0))
-        for start in range(0, usable, batch_size):
-            rows = np.arange(start, min(start + batch_size, usable))
-            frames = reader.get_batch(rows.tolist()).asnumpy()  # [B, H, W, 3] uint8
-            batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-            yield rows, batch.pin_memory() if pin else batch
-    except decord.DECORDError as exc:
-        raise DataError(f"{plan.track.video}: frames cannot be decoded ({first_line(exc, 120)})") from None
+    if not usable:  # sound alone, or no rows
+        return
+    images, start = [], 0
+    for row, image in zip(range(usable), open_frames(root / plan.track.video)):
+        images.append(image)
+        if len(images) == batch_size or row + 1 == usable:
+            batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W] uint8
+            yield np.arange(start, row + 1), batch.pin_memory() if pin else batch
+            start, images = row + 1, []
+    if images:  # the decoder ended before the count: the rows it gave, the rest stay masked
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        yield np.arange(start, start + len(images)), batch.pin_memory() if pin else batch
 
 
 def read_audio(track: Track, root: Path) -> media.Audio:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from dva.data.synth import write_video
+from dva.data.video import frame_times
 from dva.errors import DataError
 from dva.pipeline.extract import run_extract
-from dva.pipeline.media import frame_times, read_audio, times_for_rows
+from dva.pipeline.media import read_audio, times_for_rows
 from dva.stores import open_store
 from tests.conftest import (
     TINY_AUDIO,

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from dva.cli import app
-from tests.conftest import TINY_VISUAL
+from tests.conftest import TINY_AUDIO, TINY_VISUAL
 
 pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
 
@@ -157,3 +157,43 @@ def test_a_run_on_a_timm_set_predicts_a_video_with_the_timm_encoder_rebuilt(run_
     frames = torch.from_numpy(decord.VideoReader(str(people / "talking.mp4")).get_batch([0, 60]).asnumpy()).permute(0, 3, 1, 2)
     expected = encoder.encode(encoder.preprocess(frames)).numpy()
     np.testing.assert_allclose(rows[[0, 60]].astype(np.float32), expected, rtol=2e-3, atol=1e-5)  # timm's features (float16 in the store)
+
+
+def _sound_alone(path, seconds: float, hz: float):
+    """A recording of sound alone through PyAV: .wav (16-bit PCM) or .m4a (AAC), a 44.1 kHz tone."""
+    import av
+
+    rate = 44100
+    wave = (0.3 * np.sin(2 * np.pi * hz * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le" if path.suffix == ".wav" else "aac", rate=rate)
+        stream.layout = "mono"
+        for start in range(0, wave.shape[0], 1024):
+            chunk = wave[None, start : start + 1024]
+            frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_recording_of_sound_alone_is_predicted_from_its_sound_on_a_30_fps_clock(run_dir, tmp_path):
+    speech, voice = _sound_alone(tmp_path / "speech.wav", 3.0, 440.0), _sound_alone(tmp_path / "voice.m4a", 2.0, 220.0)
+    done = _invoke("predict", "--video", speech, voice, "--run", run_dir[0], "--out", tmp_path / "out")
+    assert done.exit_code == 0, done.output
+    for path, seconds in ((speech, 3.0), (voice, 2.0)):
+        assert f"{path}: no video stream, predicted from its sound" in done.stderr
+        rows = _rows(tmp_path / "out" / f"{path.stem}.csv")
+        assert len(rows) == round(seconds * 30) and {r[4] for r in rows} == {"0"}
+        assert np.allclose([float(r[1]) for r in rows], np.arange(len(rows)) / 30, atol=1e-4)
+        values = np.array([[float(r[2]), float(r[3])] for r in rows])
+        assert np.isfinite(values).all() and (np.abs(values) <= 1).all()
+        assert (tmp_path / "out" / f"{path.stem}.png").is_file()
+    from dva.stores import open_store
+
+    with open_store(str(tmp_path / "out" / ".dva-work" / "store"), mode="r") as store:
+        for path, seconds in ((speech, 3.0), (voice, 2.0)):  # the sound was encoded, over the whole recording
+            audio_time = store.read("all", path.stem, f"{TINY_AUDIO}/time")
+            assert audio_time.shape[0] > 0 and audio_time[0] < 0.5 and audio_time[-1] > seconds - 1.0

@@ -78,14 +78,14 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
 def _link_videos(videos: list[Path], work: Path) -> tuple[Path, dict[str, Path]]:
     """work/data with a link to each video (named as the file); the work folder made again unless it is of these
     very files. Returns (work/data, {link name: the video as given})."""
-    from dva.faces.video import VIDEO_SUFFIXES
+    from dva.data.video import RECORDING_SUFFIXES
 
     manifest, given = {}, {}
     for video in videos:
         if not video.is_file():
             raise DataError(f"{video}: no such video file")
-        if video.suffix.lower() not in VIDEO_SUFFIXES:
-            raise DataError(f"{video}: not a video file name (expected {', '.join(VIDEO_SUFFIXES)}, any case)")
+        if video.suffix.lower() not in RECORDING_SUFFIXES:
+            raise DataError(f"{video}: not a video file name (expected {', '.join(RECORDING_SUFFIXES)}, any case)")
         if video.stem in {Path(name).stem for name in manifest}:
             first = next(given[name] for name in given if Path(name).stem == video.stem)
             raise DataError(f"two videos are both called {video.stem!r}: {first} and {video} (a track is named by its file name); rename one")
@@ -172,6 +172,8 @@ def _faces(data: Path, sets: dict, crops: dict, report: VideoReport, given: dict
             report.failed.setdefault(user, reason.replace(str(data / Path(video).name), user))  # the user's path, not the work folder's link
         for video in faces.without_face:
             warnings.warn(DvaWarning(f"{given[Path(video).name]}: no face found, its visual rows are all masked (predicted from sound and context)"), stacklevel=3)
+        for video in faces.without_video:
+            warnings.warn(DvaWarning(f"{given[Path(video).name]}: no video stream, predicted from its sound"), stacklevel=3)
 
 
 def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
