@@ -76,6 +76,20 @@ def test_every_fusion_and_prompt_variant_trains(tiny_store, fusion, prompt, requ
     assert np.isfinite(result.history[0]["loss"])
 
 
+def test_the_loss_weights_reach_the_training_loss(tiny_store, request):
+    """With a learning rate too small to move the model, the first epoch's loss is the loss of one model: doubling
+    both CCC weights doubles it, and an MSE term adds to it."""
+    features = request.getfixturevalue("_features")
+    frozen = {**QUICK, "epochs": 1, "lr": 1e-20, "prompt": "none"}
+
+    def first_loss(**loss_settings):
+        return train(FitSettings(features=str(tiny_store), **frozen, **loss_settings), features, progress=False).history[0]["loss"]
+
+    paper = first_loss()
+    assert first_loss(va_weights="2,2") == pytest.approx(2 * paper, rel=1e-5)
+    assert first_loss(mse_weight=1.0) > paper + 1e-3
+
+
 @pytest.fixture(scope="module")
 def _features(tiny_store):
     return load_features(str(tiny_store))
