@@ -109,7 +109,7 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
 
     def probe(job):
         track, split_of_track = job
-        of_track = {task: _task_split(members[task], track, split_of_track) for task in TASK_ORDER if _splits_of(members[task], track)}
+        of_track = {task: task_split_of(members[task], track, split_of_track) for task in TASK_ORDER if splits_of(members[task], track)}
         return _make_track(root, videos, crops_root, track, split_of_track, of_track, {task: rows[track] for task, rows in sample_rows.items() if track in rows})
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
@@ -153,18 +153,18 @@ def release_tasks(root: Path, test_list, sample, split: str | None, selected) ->
 def track_split(members: dict[str, dict[str, dict]], track: str, split: str) -> str:
     """The store split of a track scanned for split: the split of the first task (TASK_ORDER) that names the track,
     split itself when that task names it there (a release may list one track in two splits of a task)."""
-    splits = next(found for task in TASK_ORDER if (found := _splits_of(members[task], track)))
+    splits = next(found for task in TASK_ORDER if (found := splits_of(members[task], track)))
     return split if split in splits else splits[0]
 
 
-def _splits_of(member: dict[str, dict], track: str) -> list[str]:
+def splits_of(member: dict[str, dict], track: str) -> list[str]:
     """The splits (train, val, test order) in which one task names a track."""
     return [name for name in SPLITS if track in member.get(name, {})]
 
 
-def _task_split(member: dict[str, dict], track: str, split: str) -> tuple[str, Path | None]:
+def task_split_of(member: dict[str, dict], track: str, split: str) -> tuple[str, Path | None]:
     """(the task's split of a track stored under split, its annotation file): split itself when the task has the track there."""
-    chosen = split if track in member.get(split, {}) else _splits_of(member, track)[0]
+    chosen = split if track in member.get(split, {}) else splits_of(member, track)[0]
     return chosen, member[chosen][track]
 
 

@@ -24,6 +24,21 @@ SUBMISSION_HEADER = "image_location,valence,arousal"
 LOCATION = re.compile(r"^(?P<track>[^/\\]+)[/\\](?P<frame>\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 
 
+def submission_header(task: str) -> str:
+    """A challenge's submission header: `image_location,valence,arousal`, `image_location,Neutral,...,Other` (EXPR,
+    one class index per row) or `image_location,AU1,...,AU26` (AU, 12 bits per row)."""
+    return "image_location," + ",".join(TASKS[task].columns)
+
+
+def task_test_files(root: str | Path, task: str) -> tuple[Path | None, Path | None]:
+    """(test list, sample file) of a challenge in a release, found by their names (None where the release has none)."""
+    from dva.data.tasks import annotation_dirs
+
+    root = Path(root)
+    own = annotation_dirs(root, task)
+    return find_test_list(root, task, own), find_task_sample(root, task, own)
+
+
 def _txt_files(folder: Path | None) -> list[Path]:
     if folder is None or not folder.is_dir():
         return []
