@@ -107,7 +107,8 @@ def test_phase_attrs(result) -> dict:
     attrs = phase_attrs(result.test_list, result.sample, _named(result, va))
     others = {}
     for task, phase in result.task_tests.items():
-        others[task] = phase_attrs(str(phase.test_list) if phase.test_list else None, phase.sample, _named(result, set(phase.tracks)))
+        scanned = {t.track for t in result.tracks} | {p.track for p in result.problems}
+        others[task] = phase_attrs(str(phase.test_list) if phase.test_list else None, phase.sample, [t for t in phase.tracks if t in scanned])
     if others:
         attrs["task_tests"] = others
     return attrs
