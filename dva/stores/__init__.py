@@ -2,7 +2,8 @@
 
 Layout (format 2, DESIGN.md): the root attrs name every **feature set** (what one encoder
 configuration produced) with its modality, dim and provenance. `<split>/<track>/` holds the
-track's own arrays (`frame_time`, `labels`) and one group per feature set (`<NAME>/data` and
+track's own arrays (`frame_time`, `labels`; `labels_expr`, `labels_au` for the other challenges, with the track's
+`tasks` attr {task: split}) and one group per feature set (`<NAME>/data` and
 `mask` for a visual set, `time` for an audio set). A set is written whole, then marked complete
 for that track in the track's attrs (`complete: {NAME: true}`); a run that dies never leaves a
 set marked complete, and adding a set never touches another. Nothing else in dva imports zarr
