@@ -2,7 +2,8 @@
 
 Layout (format 2, DESIGN.md): the root attrs name every **feature set** (what one encoder
 configuration produced) with its modality, dim and provenance. `<split>/<track>/` holds the
-track's own arrays (`frame_time`, `labels`) and one group per feature set (`<NAME>/data` and
+track's own arrays (`frame_time`, `labels`; `labels_expr`, `labels_au` for the other challenges, with the track's
+`tasks` attr {task: split}) and one group per feature set (`<NAME>/data` and
 `mask` for a visual set, `time` for an audio set). A set is written whole, then marked complete
 for that track in the track's attrs (`complete: {NAME: true}`); a run that dies never leaves a
 set marked complete, and adding a set never touches another. Nothing else in dva imports zarr
@@ -21,6 +22,7 @@ from dva.stores.attrs import (
     DTYPES,
     FORMAT,
     HDF5_SUFFIXES,
+    LABEL_ARRAYS,
     MODALITIES,
     ROWS_PER_CHUNK,
     SET_ARRAYS,
@@ -31,6 +33,7 @@ from dva.stores.attrs import (
     set_differences,
     set_errors,
     sets_mismatch,
+    track_tasks,
     why_not_usable,
 )
 from dva.stores.base import Store
@@ -42,7 +45,7 @@ from dva.stores.summary import describe_set
 from dva.stores.zarr_store import ZarrStore, is_remote, store_bytes
 
 __all__ = [
-    "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
+    "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "LABEL_ARRAYS", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
     "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "describe_set", "format_1_sets", "open_store",
-    "set_differences", "set_errors", "sets_mismatch", "store_bytes", "upgrade", "why_not_usable",
+    "set_differences", "set_errors", "sets_mismatch", "store_bytes", "track_tasks", "upgrade", "why_not_usable",
 ]
