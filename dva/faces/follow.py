@@ -80,8 +80,9 @@ class Follower:
         previous = self.previous
         periodic = self.since_detection >= self.detect_every or all(p is None for p in previous)
         faces: list[Face | None] = [None] * self.subjects
-        if not periodic:
-            faces = [self._follow(frame, p) if p is not None else None for p in previous]
+        if not periodic:  # a face kept on other grounds than its crop, or missed, is looked for by the detector at once
+            faces = [self._follow(frame, p) if p is not None and p.kept == "checked" and not missed else None
+                     for p, missed in zip(previous, self.missed)]
         if periodic or any(p is not None and f is None for p, f in zip(previous, faces)):
             found = self._detect(frame)
             self.detections, self.since_detection = self.detections + 1, 0

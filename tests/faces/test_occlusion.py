@@ -77,3 +77,17 @@ def test_a_short_gap_is_carried_and_nothing_is_carried_across_a_cut(montage, rec
     assert len(carried & where["gap"]) >= COVERED - 1, sorted(carried)  # the man's face hidden a moment: bridged
     assert not carried & where["first_covered"], sorted(carried)  # her face hidden up to the cut: nothing bridges it to his
     assert all((record["crops"] / "montage" / f"{frame:05d}.jpg").is_file() for frame in carried)
+
+
+def test_dlib_cnn_finds_her_face_half_covered_by_her_hand():
+    from PIL import Image
+
+    from dva.faces.detectors import build_detector
+
+    before, covered = _clip("WolfgangLanger_Pexels.mp4", range(92, 121, 28))  # frame 120: her hand over half her face
+    small = np.asarray(Image.fromarray(covered).resize((320, 180), Image.BILINEAR))  # her face ~100 px: the CNN's size, 4x cheaper
+    found = build_detector("dlib-cnn").detect(small)
+    x0, y0, x1, y1 = footage.face_box(before)  # before the hand came up
+    assert len(found) == 1, found
+    cx, cy = (found.boxes[0, :2] + found.boxes[0, 2:]) / 2 * 2
+    assert x0 < cx < x1 and y0 < cy < y1, (found.boxes[0] * 2, (x0, y0, x1, y1))
