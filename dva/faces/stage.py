@@ -41,6 +41,7 @@ class FaceSettings:
     detect_every: int = 10  # frames between full-frame detections while every subject is followed
     detect_side: int = 640  # the detector sees frames scaled to this longest side
     padding: float = 0.25  # margin around dlib's face template, as a fraction of its size
+    carry: int = 12  # the longest gap (frames) between two sightings of a subject that is bridged with carried faces
     quality: int = 95  # JPEG quality of the crops
 
     def validate(self) -> "FaceSettings":
@@ -52,6 +53,8 @@ class FaceSettings:
             raise ConfigError(f"--subjects must be 1 or 2, not {self.subjects}")
         if self.detect_every < 1:
             raise ConfigError(f"--detect-every must be 1 or more, not {self.detect_every}")
+        if self.carry < 0:
+            raise ConfigError(f"--carry must be 0 or more, not {self.carry}")
         if not 160 <= self.detect_side <= 4096:
             raise ConfigError(f"--detect-side must be between 160 and 4096 px, not {self.detect_side}")
         detector_class(self.detector)
@@ -111,21 +114,26 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
     started = time.perf_counter()
     frames = open_frames(video)
     detector, landmarks = models(settings.detector)
-    follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding)
+    follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding,
+                        settings.carry)
     tracks = settings.tracks(name)
     partial = _fresh_folders(crops_root, tracks, path)
-    columns = {track: {"frame": [], "source": [], "score": [], "box": [], "landmarks": []} for track in tracks}
-    for index, frame in enumerate(tqdm(frames, total=frames.n_frames, desc=name, unit="frame", disable=not progress, leave=False)):
-        for track, face in zip(tracks, follower.step(frame)):
+    columns = {track: {"frame": [], "source": [], "score": [], "box": [], "landmarks": [], "kept": []} for track in tracks}
+    for current, frame in enumerate(tqdm(frames, total=frames.n_frames, desc=name, unit="frame", disable=not progress, leave=False)):
+        faces = [(current, track, face) for track, face in zip(tracks, follower.step(frame))]
+        faces += [(index, tracks[slot], face) for index, slot, face in follower.carried()]  # a short gap's frames, once seen again
+        for index, track, face in faces:
             if face is None:
                 continue
             _write_crop(landmarks.chip(face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
             _add(columns[track], index + 1, face)
     for track in tracks:
         partial[track].rename(crops_root / track)
+        columns[track] = _by_frame(columns[track])
     record = {
         "format": FACES_RECORD_FORMAT, "video": label, "n_frames": frames.n_frames, "fps": frames.fps, "width": frames.width, "height": frames.height,
         "rotation": frames.rotation, "settings": settings_record(settings), "detections": follower.detections,
+        "cuts": [index + 1 for index in follower.cuts],
         "tracks": {track: {"subject": None if settings.subjects == 1 else SIDES[i], "crops": len(columns[track]["frame"]), **columns[track]}
                    for i, track in enumerate(tracks)},
     }
@@ -170,9 +178,16 @@ def _write_crop(chip: np.ndarray, path: Path, quality: int) -> None:
 def _add(column: dict, frame: int, face) -> None:
     column["frame"].append(frame)
     column["source"].append(face.source)
+    column["kept"].append(face.kept)
     column["score"].append(round(face.score, 4))
     column["box"].append([round(float(v), 1) for v in face.box])
     column["landmarks"].append([[round(float(x), 1), round(float(y), 1)] for x, y in face.points])
+
+
+def _by_frame(column: dict) -> dict:
+    """column's entries in frame order (carried faces are added when their gap closes, after later frames)."""
+    order = np.argsort(column["frame"], kind="stable")
+    return {key: [values[i] for i in order] for key, values in column.items()}
 
 
 def _write_atomically(path: Path, text: str) -> None:
