@@ -41,6 +41,9 @@ CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
+# Settings added after results were first keyed: at their default they stay out of the key, so a result written
+# before they existed (made with that default) keeps its key and is not trained again.
+KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task")
 
 
 def parse_value(key: str, text: str):
@@ -122,7 +125,7 @@ def result_key(settings: FitSettings, store: dict) -> str:
     defaults = FitSettings()
     values = {}
     for name, value in dataclasses.asdict(settings).items():
-        if name in NOT_IN_KEY:
+        if name in NOT_IN_KEY or (name in KEYED_WHEN_SET and value == getattr(defaults, name, None)):
             continue
         if isinstance(getattr(defaults, name), float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # sigma = 1 in a TOML file is the same setting as --set sigma=1.0

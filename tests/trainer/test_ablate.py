@@ -193,3 +193,19 @@ def test_a_baseline_outside_the_grid_is_one_line_and_exit_2(tiny_store, tmp_path
     result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "fusion=concat,gated", "--baseline", baseline, "--out", str(tmp_path)])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"dva: error: {message}"]
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_settings_added_since_keys_began_leave_a_default_result_its_old_key():
+    """A result written before --temporal, --mse-weight, ... existed was made with their defaults: its key, the sha256
+    of the settings it knew (computed here by hand, as dva 0.2 wrote it), is the key of the same run today."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from dva.trainer.ablate import KEYED_WHEN_SET, NOT_IN_KEY
+
+    settings, store = FitSettings(seed=3), {"store": "s"}
+    known = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_IN_KEY and k not in KEYED_WHEN_SET}
+    old = hashlib.sha256(json.dumps({"settings": known, "store": store}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert result_key(settings, store) == old
+    assert result_key(dataclasses.replace(settings, temporal="tcn"), store) != old
