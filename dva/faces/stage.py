@@ -24,6 +24,7 @@ import numpy as np
 
 from dva.errors import ConfigError
 from dva.faces.detectors.base import DEFAULT_DETECTOR
+from dva.faces.framing import DLIB, Cropper, Framing
 
 RECORD_FORMAT = "dva-faces-1"
 SIZES = (112, 224)
@@ -42,6 +43,10 @@ class FaceSettings:
     detect_side: int = 640  # the detector sees frames scaled to this longest side
     padding: float = 0.25  # margin around dlib's face template, as a fraction of its size
     quality: int = 95  # JPEG quality of the crops
+    framing: Framing = DLIB  # where the face sits in the crop (dva/faces/framing.py); a record or a name is taken too
+
+    def __post_init__(self):
+        object.__setattr__(self, "framing", Framing.from_record(self.framing))
 
     def validate(self) -> "FaceSettings":
         from dva.faces.detectors import detector_class
@@ -55,6 +60,7 @@ class FaceSettings:
         if not 160 <= self.detect_side <= 4096:
             raise ConfigError(f"--detect-side must be between 160 and 4096 px, not {self.detect_side}")
         detector_class(self.detector)
+        self.framing.validate()
         return self
 
     def tracks(self, name: str) -> list[str]:
@@ -91,7 +97,11 @@ def read_record(path: Path) -> dict | None:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == RECORD_FORMAT else None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return None
+    if isinstance(record.get("settings"), dict):
+        record["settings"].setdefault("framing", DLIB.record())  # dva before framings: dlib's get_face_chip
+    return record
 
 
 def crops_settings(crops_root: Path) -> dict | None:
@@ -125,6 +135,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
     frames = open_frames(video)
     detector, landmarks = models(settings.detector)
     follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding)
+    cropper = Cropper(settings.framing, landmarks, settings.padding)
     tracks = settings.tracks(name)
     partial = _fresh_folders(crops_root, tracks, path)
     columns = {track: {"frame": [], "source": [], "score": [], "box": [], "landmarks": []} for track in tracks}
@@ -132,7 +143,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
         for track, face in zip(tracks, follower.step(frame)):
             if face is None:
                 continue
-            _write_crop(landmarks.chip(face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
+            _write_crop(cropper.chip(frame, face, settings.size), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
             _add(columns[track], index + 1, face)
     for track in tracks:
         partial[track].rename(crops_root / track)
@@ -158,7 +169,11 @@ def models(detector_name: str):
 
 
 def settings_record(settings: FaceSettings) -> dict:
-    return {**dataclasses.asdict(settings), "landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "dlib get_face_chip"}
+    if settings.framing.name == "dlib":
+        how = {"landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "dlib get_face_chip"}
+    else:  # the follower still fits the 5 points; the crop is aligned by the 68 points' five (dva/faces/framing.py)
+        how = {"landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "similarity of dlib shape_predictor_68's five points onto the framing's template"}
+    return {**dataclasses.asdict(settings), "framing": settings.framing.record(), **how}
 
 
 def _fresh_folders(crops_root: Path, tracks: list[str], path: Path) -> dict[str, Path]:
