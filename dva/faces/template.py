@@ -118,6 +118,8 @@ def default_framing(data: Path, framing_from: Path | None) -> str:
 def resolved_framing(framing: Framing, data: Path, crops_root: Path, framing_from: Path | None) -> Framing:
     """framing with its template: a release framing without points is learned from --framing-from or the release's
     crops, or read from crops_root/framing.json when that was learned from the same folder (written otherwise)."""
+    if framing_from is not None and framing.name != "release":
+        raise ConfigError(f"--framing-from learns the release framing: it does not go with --framing {framing.name}")
     if framing.name != "release" or framing.points:
         return framing.validate()
     source = crops_source(framing_from) if framing_from is not None else release_crops(data)

@@ -60,12 +60,15 @@ def why_not_usable(attrs: dict | None, sets) -> str | None:
 # how a set was computed (preprocessing keys); a set recorded without them was computed on the CPU in float32, as every
 # set before dva recorded them was
 COMPUTE_DEFAULTS = {"device": "cpu", "compute_dtype": "float32"}
+# compared only where both sets record them: a crops framing is unknown to a set made before dva recorded it, or
+# without dlib to learn it, and unknown is not another framing
+ONE_SIDED = ("framing",)
 
 
 def set_differences(old: dict, new: dict, compute: bool = True) -> list[str]:
     """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each.
-    compute False: the device and compute dtype (`COMPUTE_DEFAULTS`' keys) are not compared. Where crops read with
-    --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
+    compute False: the device and compute dtype (`COMPUTE_DEFAULTS`' keys) are not compared, nor a framing one side
+    lacks (`ONE_SIDED`). Where crops read with --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
     differences = []
     for section in ("modality", "encoder", "preprocessing"):
         before, after = _without_location(old.get(section)), _without_location(new.get(section))
@@ -77,6 +80,8 @@ def set_differences(old: dict, new: dict, compute: bool = True) -> list[str]:
             continue
         before, after = before or {}, after or {}
         for key in sorted(set(before) | set(after)):
+            if key in ONE_SIDED and (before.get(key) is None or after.get(key) is None):
+                continue
             if _plain(before.get(key)) != _plain(after.get(key)):
                 differences.append(f"{section}.{key}: {before.get(key)!r} != {after.get(key)!r}")
     return differences
