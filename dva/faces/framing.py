@@ -145,14 +145,19 @@ class Points68:
     template, measuring a framing)."""
 
     def __init__(self):
-        if "predictor" not in _MODELS:
-            from dva.faces.detectors.base import model_file, require_dlib
+        if "hog" not in _MODELS:
+            from dva.faces.detectors.base import require_dlib
 
             dlib = require_dlib()
-            _MODELS.update(dlib=dlib, predictor=dlib.shape_predictor(str(model_file(PREDICTOR_68))), hog=dlib.get_frontal_face_detector())
+            _MODELS.update(dlib=dlib, hog=dlib.get_frontal_face_detector())
         self._models = _MODELS
 
     def _predictor(self):
+        """Loaded on first use (seconds): a folder whose crops show no face never loads it."""
+        if "predictor" not in self._models:
+            from dva.faces.detectors.base import model_file
+
+            self._models["predictor"] = self._models["dlib"].shape_predictor(str(model_file(PREDICTOR_68)))
         return self._models["predictor"]
 
     def on_box(self, image: np.ndarray, box, offset=(0.0, 0.0)) -> np.ndarray:

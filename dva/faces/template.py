@@ -17,7 +17,8 @@ Where it is written: `dva faces` writes the framing it learned to `framing.json`
 (`OUT/cropped_aligned/framing.json`: the record, plus `from`, the folder it was learned from), and reuses it on a
 rerun from the same folder; every faces record carries the framing in its settings, so `dva extract` reading dva's
 crops finds it in their records. `dva extract` reading crops dva did not make (the release's own) learns it from
-them (`crops_framing`, once per process and folder) when dlib is installed.
+them (`crops_framing`) when dlib is installed, and keeps what it learned in the user's cache (`cache_file`), never
+in the release.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TRACKS = 16  # at most this many tracks sampled
 LEAST = 8  # crops with a face found needed to learn a template
 GIVE_UP = 12  # no face in the first this many crops: not a folder of faces
 FRAMING_FILE = "framing.json"
-_LEARNED: dict = {}  # per process: (folder, sampled files) -> Framing or None
+_LEARNED: dict = {}  # per process: cache file (the folder and its sampled crops) -> framing record or None
 
 
 def sample_crops(root: Path, sample: int = SAMPLE) -> list[Path]:
@@ -143,8 +144,8 @@ def resolved_framing(framing: Framing, data: Path, crops_root: Path, framing_fro
 
 def crops_framing(root: Path) -> dict | None:
     """The framing record of the crops under root, for a feature set's provenance: their records' when dva made them,
-    else learned from them (once per process and folder) when dlib is installed; None when neither can be had (no
-    dlib, no crops, no face in them)."""
+    else learned from them when dlib is installed (once per process, and kept in the user's cache, `cache_file`);
+    None when neither can be had (no dlib, no crops, too few faces in them)."""
     from dva.faces.stage import crops_settings
 
     root = Path(root)
@@ -156,10 +157,45 @@ def crops_framing(root: Path) -> dict | None:
     except ImportError:
         return None
     files = sample_crops(root) if root.is_dir() else []
-    key = (str(root.resolve()), tuple(str(f) for f in files))
-    if key not in _LEARNED:
-        try:
-            _LEARNED[key] = learn_framing(root) if files else None
-        except DataError:
-            _LEARNED[key] = None
-    return None if _LEARNED[key] is None else _LEARNED[key].record()
+    if not files:
+        return None
+    cache = cache_file(root, files)
+    if cache not in _LEARNED:
+        found, record = _cached(cache)
+        if not found:
+            try:
+                record = learn_framing(root).record()
+            except DataError:
+                record = None  # too few faces: the set records no framing
+            _keep(cache, record)
+        _LEARNED[cache] = record
+    return _LEARNED[cache]
+
+
+def cache_file(root: Path, files: list[Path]) -> Path:
+    """Where the framing learned from files (a sample of root) is kept: named by the folder and each sampled crop's
+    name, size and time, so that other crops are learned afresh. `$XDG_CACHE_HOME/dva/framing/` (~/.cache/...)."""
+    import hashlib
+
+    stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps([str(root.resolve()), stats]).encode()).hexdigest()[:32]
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dva" / "framing" / f"{key}.json"
+
+
+def _cached(path: Path) -> tuple[bool, dict | None]:
+    """(whether the cache has an entry, its framing record)."""
+    try:
+        return True, json.loads(path.read_text())["framing"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, None
+
+
+def _keep(path: Path, record: dict | None) -> None:
+    """Write the cache entry (a folder without a learnable framing too); a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"framing": record}))
+        os.replace(temporary, path)
+    except OSError:
+        pass
