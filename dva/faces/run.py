@@ -114,4 +114,5 @@ def _refuse_other_settings(root: Path, jobs: list, overwrite: bool) -> None:
 
 
 def _shown(key: str, value) -> str:
-    return str(value.get("name")) if key == "framing" and isinstance(value, dict) else str(value)
+    """A setting as the refusal names it: a framing by its name and template (its record is long)."""
+    return f"{value.get('name')} {value.get('points') or ''}".strip() if key == "framing" and isinstance(value, dict) else str(value)

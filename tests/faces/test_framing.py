@@ -72,6 +72,8 @@ def test_the_learned_framing_is_written_once_beside_the_crops_and_in_every_recor
     again = CliRunner().invoke(app, ["faces", "--data", str(release), "--out", str(release_crops), "--json"])
     assert again.exit_code == 0 and len(json.loads(again.stdout)["skipped"]) == 3, again.output  # the same framing: nothing redone
     assert (release_crops / "cropped_aligned" / "framing.json").stat().st_mtime_ns == before  # read, not learned again
+    other = CliRunner().invoke(app, ["faces", "--data", str(release), "--out", str(release_crops), "--framing", "arcface"])
+    assert other.exit_code == 2 and "was done with other settings (framing release [[" in other.stderr and "--overwrite" in other.stderr, other.stderr
 
 
 def test_extract_on_the_releases_own_crops_records_the_framing_learned_from_them(release, release_crops, tmp_path):
