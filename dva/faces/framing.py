@@ -28,7 +28,6 @@ from dva.errors import ConfigError
 FRAMINGS = ("release", "dlib", "arcface")
 ARCFACE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
 PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
-FIVE_NAMES = ("left eye", "right eye", "nose tip", "left mouth corner", "right mouth corner")  # image left/right
 MEASURED = slice(17, 68)  # brows, nose, eyes, mouth: the 68 points less the jaw line (often cut off by a tight crop)
 _MODELS: dict = {}  # per process: the 68-point predictor and HOG, loaded once (the predictor file is 100 MB)
 
