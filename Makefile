@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/store_open.py
 	$(VENV)/bin/python benchmarks/faces.py
 	$(VENV)/bin/python benchmarks/decode.py
+	$(VENV)/bin/python benchmarks/framing.py
 	$(VENV)/bin/python benchmarks/fit.py --scale release  # writes a 3.3 GB store in a temporary folder
 
 clean:

@@ -111,13 +111,18 @@ def faces(
     carry: int = typer.Option(12, help="Longest gap (frames) between two sightings of a face bridged with its last landmarks (marked carried; never across a cut)."),
     workers: int = typer.Option(0, help="Videos in parallel on a local Dask cluster of N processes."),
     overwrite: bool = typer.Option(False, help="Redo videos whose crops were made with other settings."),
+    framing: Optional[str] = typer.Option(None, help="Where the face sits in the crop: release (learned from a release's crops; the default on a release), dlib (the default elsewhere) or arcface."),
+    framing_from: Optional[Path] = typer.Option(None, help="Learn the release framing from these crops (CROPS/cropped_aligned/ or CROPS/: <track>/NNNNN.jpg) instead of DATA's."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Aligned face crops in the release's layout (cropped_aligned/<track>/NNNNN.jpg) for every video under DATA; resumable."""
     from dva.faces import FaceSettings, run_faces
+    from dva.faces.framing import Framing
+    from dva.faces.template import default_framing
 
-    settings = FaceSettings(size=size, subjects=subjects, detector=detector, detect_every=detect_every, detect_side=detect_side, carry=carry)
-    report = run_faces(data, settings, out=out, workers=workers, overwrite=overwrite, progress=not as_json)
+    framing = framing or default_framing(data, framing_from)
+    settings = FaceSettings(size=size, subjects=subjects, detector=detector, detect_every=detect_every, detect_side=detect_side, carry=carry, framing=framing)
+    report = run_faces(data, settings, out=out, workers=workers, overwrite=overwrite, progress=not as_json, framing_from=framing_from)
     for video in report.without_face:
         warn(f"{video}: no face found, its track has no crops (every visual row masked)")
     for video in report.without_video:
@@ -132,5 +137,6 @@ def faces(
             f"{len(report.done)} videos done ({crops} crops), {len(report.skipped)} already complete, {len(report.failed)} failed; "
             f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {report.crops}"
         )
+        typer.echo(f"framing: {Framing.from_record(report.framing).describe()}")
     if report.failed:
         raise typer.Exit(1)

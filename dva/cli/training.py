@@ -134,6 +134,8 @@ def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
+        for name, framing in report.framing.items():
+            typer.echo(f"{name}: crops framed {framing}")
         for track, files in report.tracks.items():
             faces = "no faces read" if files["faces"] is None else f"a face in {files['faces']}"
             typer.echo(f"{track}: {files['frames']} frames ({faces}) -> {files['csv']}, {files['png']}")

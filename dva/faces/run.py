@@ -7,10 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dva.data.layout import CROPS_FOLDER, child_folder, read_record, record_path, release_marker
+from dva.data.layout import CROPS_FOLDER, child_folder, record_path, release_marker
 from dva.data.video import videos_by_name
 from dva.errors import ConfigError, DataError
-from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, settings_record
+from dva.faces.stage import FaceSettings, failure_reason, faces_for_video, models, read_record, settings_record
+from dva.faces.framing import DLIB
+from dva.faces.template import resolved_framing
 
 CROPS = CROPS_FOLDER
 
@@ -24,6 +26,7 @@ class FacesReport:
     done: dict[str, dict[str, int]] = field(default_factory=dict)  # video -> track -> crops, made by this run
     skipped: list[str] = field(default_factory=list)  # complete before this run
     failed: dict[str, str] = field(default_factory=dict)  # video -> reason
+    framing: dict = field(default_factory=dict)  # the crops' framing (dva/faces/framing.py), learned or fixed
     without_face: list[str] = field(default_factory=list)  # videos (done or skipped) in which no face was found
     without_video: list[str] = field(default_factory=list)  # recordings of sound alone: no frames to look at
     frames: int = 0
@@ -59,19 +62,21 @@ def crops_folder(data: Path, out: Path | None) -> Path:
 
 
 def run_faces(data: Path, settings: FaceSettings, out: Path | None = None, workers: int = 0, overwrite: bool = False,
-              progress: bool = True) -> FacesReport:
+              progress: bool = True, framing_from: Path | None = None) -> FacesReport:
     """Crops and records for every video under data (see dva/faces/stage.py for the layout). A video that cannot be
-    read is named in report.failed and the others still land. Raises DataError when data has no videos or two of one
-    name, ConfigError when crops of other settings are already there (unless overwrite)."""
+    read is named in report.failed and the others still land. A release framing without its points is learned from
+    framing_from or the release's crops (dva/faces/template.py). Raises DataError when data has no videos or two of
+    one name, ConfigError when crops of other settings are already there (unless overwrite)."""
     data = Path(data)
     if not data.is_dir():
         raise DataError(f"{data}: no such folder")
-    settings.validate()
-    models(settings.detector)  # a missing dlib or model file is one line before any video is opened
     root = crops_folder(data, out)
+    dataclasses.replace(settings, framing=DLIB).validate()  # the rest before a release's framing is learned
+    models(settings.detector)  # a missing dlib or model file is one line before any video is opened
+    settings = dataclasses.replace(settings, framing=resolved_framing(settings.framing, data, root, framing_from)).validate()
     jobs = plan_videos(data, root, settings)
     _refuse_other_settings(root, jobs, overwrite)
-    report = FacesReport(data=str(data), crops=str(root))
+    report = FacesReport(data=str(data), crops=str(root), framing=settings.framing.record())
     started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     if workers > 1 and len(jobs) > 1:
@@ -106,6 +111,11 @@ def _refuse_other_settings(root: Path, jobs: list, overwrite: bool) -> None:
         wanted = settings_record(settings)
         record = read_record(record_path(root, name))
         if record is not None and record.get("settings") != wanted:
-            differ = ", ".join(f"{k} {record['settings'].get(k)}" for k in wanted if record["settings"].get(k) != wanted[k])
+            differ = ", ".join(f"{k} {_shown(k, record['settings'].get(k))}" for k in wanted if record["settings"].get(k) != wanted[k])
             raise ConfigError(f"{record_path(root, name)}: {label} was done with other settings ({differ}); pass --overwrite to redo, or another --out")
 
+
+
+def _shown(key: str, value) -> str:
+    """A setting as the refusal names it: a framing by its name and template (its record is long)."""
+    return f"{value.get('name')} {value.get('points') or ''}".strip() if key == "framing" and isinstance(value, dict) else str(value)

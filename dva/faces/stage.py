@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.data.layout import FACES_RECORD_FORMAT, read_record, record_path
+from dva.data import layout
+from dva.data.layout import FACES_RECORD_FORMAT, record_path
 from dva.errors import ConfigError
 from dva.faces.detectors.base import DEFAULT_DETECTOR
+from dva.faces.framing import DLIB, Cropper, Framing
 
 SIZES = (112, 224)
 SIDES = ("left", "right")
@@ -43,6 +45,10 @@ class FaceSettings:
     padding: float = 0.25  # margin around dlib's face template, as a fraction of its size
     carry: int = 12  # the longest gap (frames) between two sightings of a subject that is bridged with carried faces
     quality: int = 95  # JPEG quality of the crops
+    framing: Framing = DLIB  # where the face sits in the crop (dva/faces/framing.py); a record or a name is taken too
+
+    def __post_init__(self):
+        object.__setattr__(self, "framing", Framing.from_record(self.framing))
 
     def validate(self) -> "FaceSettings":
         from dva.faces.detectors import detector_class
@@ -58,6 +64,7 @@ class FaceSettings:
         if not 160 <= self.detect_side <= 4096:
             raise ConfigError(f"--detect-side must be between 160 and 4096 px, not {self.detect_side}")
         detector_class(self.detector)
+        self.framing.validate()
         return self
 
     def tracks(self, name: str) -> list[str]:
@@ -82,6 +89,14 @@ class FaceRecord:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def read_record(path: Path) -> dict | None:
+    """`dva.data.layout.read_record`, with a record of dva before framings read as made in dlib's framing (get_face_chip)."""
+    record = layout.read_record(path)
+    if record is not None and isinstance(record.get("settings"), dict):
+        record["settings"].setdefault("framing", DLIB.record())
+    return record
 
 
 def crops_settings(crops_root: Path) -> dict | None:
@@ -116,6 +131,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
     detector, landmarks = models(settings.detector)
     follower = Follower(detector, landmarks, settings.subjects, settings.detect_every, settings.detect_side, settings.padding,
                         settings.carry)
+    cropper = Cropper(settings.framing, landmarks, settings.padding)
     tracks = settings.tracks(name)
     partial = _fresh_folders(crops_root, tracks, path)
     columns = {track: {"frame": [], "source": [], "score": [], "box": [], "landmarks": [], "kept": []} for track in tracks}
@@ -125,7 +141,7 @@ def faces_for_video(video: Path, crops_root: Path, settings: FaceSettings, name:
         for index, track, face in faces:
             if face is None:
                 continue
-            _write_crop(landmarks.chip(face.shape, settings.size, settings.padding), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
+            _write_crop(cropper.chip(frame, face, settings.size), partial[track] / f"{index + 1:05d}.jpg", settings.quality)
             _add(columns[track], index + 1, face)
     for track in tracks:
         partial[track].rename(crops_root / track)
@@ -153,7 +169,11 @@ def models(detector_name: str):
 
 
 def settings_record(settings: FaceSettings) -> dict:
-    return {**dataclasses.asdict(settings), "landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "dlib get_face_chip"}
+    if settings.framing.name == "dlib":
+        how = {"landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "dlib get_face_chip"}
+    else:  # the follower still fits the 5 points; the crop is aligned by the 68 points' five (dva/faces/framing.py)
+        how = {"landmarks": "dlib shape_predictor_5_face_landmarks", "alignment": "similarity of dlib shape_predictor_68's five points onto the framing's template"}
+    return {**dataclasses.asdict(settings), "framing": settings.framing.record(), **how}
 
 
 def _fresh_folders(crops_root: Path, tracks: list[str], path: Path) -> dict[str, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dva.cluster import scheduler_errors, this_worker_device
 from dva.errors import first_line
 from dva.pipeline.extract_settings import ExtractReport
-from dva.pipeline.provenance import build_encoders, encoder_key, feature_sets
+from dva.pipeline.provenance import build_encoders, encoder_key, set_names
 from dva.pipeline.reading import check_nvjpeg
 from dva.pipeline.stream import extract_units
 from dva.pipeline.writing import track_attrs
@@ -35,7 +35,7 @@ def extract_unit_task(unit, settings, since: float, local: bool = False) -> dict
             check_nvjpeg(device)
         _ENCODERS[key] = build_encoders(settings, device)
     visual, audio = _ENCODERS[key]
-    sets = {info["modality"]: name for name, info in feature_sets(settings, visual, audio).items()}
+    sets = set_names(settings, visual, audio)
     report = ExtractReport(store=settings.out, split=settings.split)
     store = open_store(settings.out, mode="a")
     claims = claims_for(store, settings.split, settings.claim_timeout)

@@ -79,6 +79,9 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
             preprocessing = {"visual_source": resolve_visual_source(settings)}
             if settings.crops is not None:  # faces from elsewhere (another size, another aligner): a set of their own
                 preprocessing["crops"] = crops_provenance(settings.crops)
+            framing = crops_framing(settings) if preprocessing["visual_source"] == "crops" else None
+            if framing is not None:  # where the face sits in the crops: what predict --video frames a recording's crops by
+                preprocessing["framing"] = framing
             if settings.jpeg_decoder == "cuda":  # nvJPEG's pixels may differ from libjpeg-turbo's by a level or two
                 preprocessing["jpeg_decoder"] = "nvjpeg"
         else:
@@ -88,6 +91,20 @@ def feature_sets(settings: ExtractSettings, visual, audio) -> dict[str, dict]:
         name = settings.name or encoder.set_name()
         sets[name] = {"modality": modality, "dim": int(encoder.dim), "encoder": provenance, "preprocessing": preprocessing, "dva_version": __version__}
     return sets
+
+
+def set_names(settings: ExtractSettings, visual, audio) -> dict[str, str]:
+    """{modality: set name} of the sets this run makes (what a worker needs, without feature_sets' provenance work)."""
+    return {modality: settings.name or encoder.set_name() for modality, encoder in (("visual", visual), ("audio", audio)) if encoder is not None}
+
+
+def crops_framing(settings: ExtractSettings) -> dict | None:
+    """The framing of the crops a visual set reads (--crops CROPS/cropped_aligned or the data's own), as their
+    records say or learned from them (dva/faces/template.py); None when it cannot be known (no dlib, no faces)."""
+    from dva.faces.template import crops_framing as framing_of
+
+    root = Path(settings.crops).resolve() / CROPS_FOLDER if settings.crops is not None else child_folder(Path(settings.data), CROPS_FOLDER)
+    return None if root is None else framing_of(root)
 
 
 def crops_provenance(crops: str) -> dict:

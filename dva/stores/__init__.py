@@ -30,6 +30,7 @@ from dva.stores.attrs import (
     TRACK_BOOKKEEPING,
     check_set_name,
     complete_sets,
+    framing_mismatches,
     set_differences,
     set_errors,
     sets_mismatch,
@@ -46,6 +47,6 @@ from dva.stores.zarr_store import ZarrStore, is_remote, store_bytes
 
 __all__ = [
     "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "LABEL_ARRAYS", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
-    "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "describe_set", "format_1_sets", "open_store",
+    "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "framing_mismatches", "describe_set", "format_1_sets", "open_store",
     "set_differences", "set_errors", "sets_mismatch", "store_bytes", "track_tasks", "upgrade", "why_not_usable",
 ]

@@ -79,12 +79,16 @@ def count_annotated(task: str, labels: np.ndarray) -> int:
 # how a set was computed (preprocessing keys); a set recorded without them was computed on the CPU in float32, as every
 # set before dva recorded them was
 COMPUTE_DEFAULTS = {"device": "cpu", "compute_dtype": "float32"}
+# compared only where both sets record them: a crops framing is unknown to a set made before dva recorded it, or
+# without dlib to learn it, and unknown is not another framing
+ONE_SIDED = ("framing",)
 
 
-def set_differences(old: dict, new: dict, compute: bool = True) -> list[str]:
+def set_differences(old: dict, new: dict, compute: bool = True, framing: bool = True) -> list[str]:
     """What differs between two feature sets' infos (modality, encoder, preprocessing), one "key: a != b" each.
-    compute False: the device and compute dtype (`COMPUTE_DEFAULTS`' keys) are not compared. Where crops read with
-    --crops lie is not compared (the same faces settings in another folder make the same kind of set)."""
+    compute False: the device and compute dtype (`COMPUTE_DEFAULTS`' keys) are not compared; nor is the crops' framing
+    where one side lacks it (`ONE_SIDED`), or with framing False. Where crops read with --crops lie is not compared
+    (the same faces settings in another folder make the same kind of set)."""
     differences = []
     for section in ("modality", "encoder", "preprocessing"):
         before, after = _without_location(old.get(section)), _without_location(new.get(section))
@@ -96,6 +100,8 @@ def set_differences(old: dict, new: dict, compute: bool = True) -> list[str]:
             continue
         before, after = before or {}, after or {}
         for key in sorted(set(before) | set(after)):
+            if key in ONE_SIDED and (before.get(key) is None or after.get(key) is None or not framing):
+                continue
             if _plain(before.get(key)) != _plain(after.get(key)):
                 differences.append(f"{section}.{key}: {before.get(key)!r} != {after.get(key)!r}")
     return differences
@@ -112,10 +118,24 @@ def sets_mismatch(wanted: dict[str, dict], found: dict[str, dict], found_where: 
     for name, info in wanted.items():
         if name not in found:
             return f"{found_where} has no feature set {name!r} (it has {', '.join(found) or 'none'})"
-        differences = set_differences(info, found[name], compute=False)
+        differences = set_differences(info, found[name], compute=False, framing=False)
         if differences:
             return f"feature set {name!r} of {found_where} was made otherwise ({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''})"
     return None
+
+
+def framing_mismatches(wanted: dict[str, dict], found: dict[str, dict], found_where: str) -> list[str]:
+    """One line per set of wanted whose crops found frames otherwise (both recorded a framing): features of the same
+    encoder on faces placed otherwise in the crop, which a model reads worse, not wrongly (`sets_mismatch` lets them by)."""
+    lines = []
+    for name in wanted:
+        mine, theirs = ((sets.get(name) or {}).get("preprocessing") or {} for sets in (wanted, found))
+        if mine.get("framing") and theirs.get("framing") and _plain(mine["framing"]) != _plain(theirs["framing"]):
+            a, b = mine["framing"].get("name"), theirs["framing"].get("name")
+            shown = f"{a}, {found_where}'s {b}" if a != b else f"{a}, {found_where}'s another {b} template"
+            lines.append(f"feature set {name!r}: the run was trained on crops framed {shown}; make the crops with dva faces --framing-from "
+                         "the run's release (or dva predict --video) to frame them alike")
+    return lines
 
 
 def _with_compute(preprocessing: dict, compute: bool) -> dict:

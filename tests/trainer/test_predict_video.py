@@ -56,20 +56,27 @@ def test_csv_has_a_row_per_frame_with_its_time_and_whether_a_face_was_there(run_
             assert np.array_equal([r[4] == "1" for r in rows], store.read("all", track, f"{TINY_VISUAL}/mask"))
 
 
-def test_predict_video_writes_a_csv_row_per_decoded_frame_and_a_png_in_one_command(run_dir, people, people_store, tmp_path):
+def test_predict_video_writes_a_csv_row_per_decoded_frame_and_a_png_in_one_command(run_dir, people, synth_data, tmp_path):
     import decord
 
     run, out = run_dir[0], tmp_path / "out"
     done = _invoke("predict", "--video", people / "talking.mp4", people / "no face.mp4", "--run", run, "--out", out)
     assert done.exit_code == 0, done.output
     assert "dva: warning: " in done.stderr and "no face.mp4: no face found" in done.stderr
+    assert f"{TINY_VISUAL}: crops framed release (learned from " in done.stdout  # the run's set recorded the framing of its release's crops
     for track in ("talking", "no face"):
         rows = _rows(out / f"{track}.csv")
         assert len(rows) == len(decord.VideoReader(str(people / f"{track}.mp4")))
         assert (out / f"{track}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {r[4] for r in _rows(out / "talking.csv")} == {"1"} and {r[4] for r in _rows(out / "no face.csv")} == {"0"}
-    # the same sets as `dva faces` + `dva extract` + `dva predict --format csv` make by hand: the same traces
-    _invoke("predict", "--run", run, "--features", people_store, "--split", "all", "--format", "csv", "--out", tmp_path / "by-hand")
+    # the same sets as `dva faces` (framed as the run's release: --framing-from it) + `dva extract` + `dva predict --format csv` by hand: the same traces
+    by_hand = tmp_path / "by-hand-data"
+    shutil.copytree(people, by_hand)
+    for args in (["faces", "--data", by_hand, "--framing-from", synth_data],
+                 ["extract", "--data", by_hand, "--split", "all", "--preset", "tiny", "--device", "cpu", "--out", tmp_path / "by-hand-store"],
+                 ["predict", "--run", run, "--features", tmp_path / "by-hand-store", "--split", "all", "--format", "csv", "--out", tmp_path / "by-hand"]):
+        made = _invoke(*args)
+        assert made.exit_code == 0 and "framed" not in made.stderr, made.output  # no framing warning: the crops are framed alike
     assert (out / "talking.csv").read_text() == (tmp_path / "by-hand" / "talking.csv").read_text()
     record, store = out / ".dva-work" / "data" / "cropped_aligned" / "talking.faces.json", out / ".dva-work" / "store"
     before = record.stat().st_mtime_ns, _done_at(store)
@@ -105,6 +112,21 @@ def _edited_run(run, tmp_path, edit):
     edit(checkpoint["provenance"]["feature_sets"])
     torch.save(checkpoint, copy / "best.pt")
     return copy
+
+
+def test_a_run_trained_on_crops_of_no_recorded_framing_is_warned_about(run_dir, people, tmp_path):
+    def no_framing_and_other_weights(sets):  # other weights too: the warning comes before the refusal, and nothing is extracted
+        sets[TINY_VISUAL]["preprocessing"].pop("framing")
+        sets[TINY_VISUAL]["encoder"]["weights_sha256"] = "0" * 64
+
+    done = _invoke("predict", "--video", people / "talking.mp4", "--run", _edited_run(run_dir[0], tmp_path, no_framing_and_other_weights), "--out", tmp_path / "out")
+    assert done.exit_code == 2 and f"dva: warning: feature set {TINY_VISUAL!r} recorded no framing of the crops it was made from" in done.stderr, done.stderr
+
+
+def test_predicting_from_crops_framed_otherwise_than_the_runs_warns(run_dir, people_store, tmp_path):
+    done = _invoke("predict", "--run", run_dir[0], "--features", people_store, "--split", "all", "--format", "csv", "--out", tmp_path)
+    assert done.exit_code == 0, done.output  # the run's crops were framed as its release's (learned), these by dlib: a warning, not a refusal
+    assert f"dva: warning: feature set {TINY_VISUAL!r}: the run was trained on crops framed release, {people_store}'s dlib" in done.stderr, done.stderr
 
 
 def test_a_run_whose_sets_cannot_be_rebuilt_is_refused_in_one_line(run_dir, people, tmp_path):

@@ -53,7 +53,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     width or (valence, arousal) (None: what `dva fit` recorded, per dimension). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
     "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
-    from dva.stores import open_store, sets_mismatch
+    from dva.stores import framing_mismatches, open_store, sets_mismatch
     from dva.trainer.evaluate import DIMENSIONS
     from dva.trainer.evaluate import smooth as smooth_frames
     from dva.trainer.loading.store import load_split
@@ -69,6 +69,8 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
         if mismatch:
             raise ConfigError(f"{given[0]} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
+        for line in framing_mismatches(provenance["feature_sets"], store.feature_sets(), features):
+            warnings.warn(DvaWarning(line), stacklevel=2)
         if split not in store.splits():
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
         sample_file = resolve_sample(store, split, sample)

@@ -2,11 +2,12 @@
 
 The runs' feature sets are rebuilt from the provenance they recorded (`dva.pipeline.rebuild`), each checked to be
 the recorded set before anything is extracted; then, under `DIR/.dva-work/`, the face stage (for sets read from
-crops, with the face settings the set recorded, or the defaults for the release's crops), extraction into a store
+crops, with the face settings the set recorded, or for the release's crops the defaults in the framing the set
+recorded: learned from the release's crops), extraction into a store
 of the one split `all`, and prediction (`dva.trainer.results.predict`, an ensemble or folds as well as a single run).
 
 Work folder: `data/` (a link per video, so the videos form a folder of plain videos), `data/cropped_aligned/` or
-`crops-<size>-<subjects>/cropped_aligned/` (faces), `store/`, `videos.json` (which files the work is of: it is
+`crops-<size>-<subjects>-<framing>/cropped_aligned/` (faces), `store/`, `videos.json` (which files the work is of: it is
 reused, and resumes, only for the same files unchanged; otherwise it is made again).
 """
 
@@ -35,6 +36,7 @@ class VideoReport:
     tracks: dict[str, dict] = field(default_factory=dict)  # track -> {"csv", "png", "frames", "faces"}
     failed: dict[str, str] = field(default_factory=dict)  # the video as given -> one-line reason
     prediction: dict = field(default_factory=dict)  # what `predict` returned (runs, smoothing, ...)
+    framing: dict[str, str] = field(default_factory=dict)  # visual set read from crops -> the framing its crops were made in
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,6 +62,7 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
     report = VideoReport(out=str(out))
     store = work / "store"
     crops = _crops_folders(work, sets)
+    _framings(sets, report)
     plans = {name: _rebuilt(name, info, data, crops.get(name), store, device, str(runs[0]), progress) for name, info in sets.items()}
     _faces(data, sets, crops, report, given, progress)
     for name, settings in plans.items():
@@ -120,12 +123,30 @@ def _fresh_work(work: Path, manifest: dict) -> None:
 
 def _face_settings(info: dict):
     """The face stage's settings for a visual set read from crops: those the set recorded (--crops of dva faces'
-    crops), else the defaults (the release's crops: 112 px, one subject)."""
+    crops; before framings were recorded, dlib's framing), else the defaults (the release's crops: 112 px, one
+    subject) in the framing the set recorded (learned from the release's crops), dlib's when it recorded none."""
     from dva.faces import FaceSettings
 
-    recorded = ((info.get("preprocessing") or {}).get("crops") or {}).get("faces") or {}
+    preprocessing = info.get("preprocessing") or {}
+    recorded = (preprocessing.get("crops") or {}).get("faces") or {}
     names = {f.name for f in dataclasses.fields(FaceSettings)}
-    return FaceSettings(**{k: v for k, v in recorded.items() if k in names})
+    settings = FaceSettings(**{k: v for k, v in recorded.items() if k in names})
+    if "crops" not in preprocessing and preprocessing.get("framing"):
+        settings = dataclasses.replace(settings, framing=preprocessing["framing"])
+    return settings
+
+
+def _framings(sets: dict, report: VideoReport) -> None:
+    """Which framing each visual set's crops are made in (report.framing); a set trained on crops whose framing it
+    did not record (the release's, extracted without dlib or before dva recorded framings) is warned about."""
+    for name, info in sets.items():
+        preprocessing = info.get("preprocessing") or {}
+        if info["modality"] != "visual" or preprocessing.get("visual_source") != "crops":
+            continue
+        report.framing[name] = _face_settings(info).framing.describe()
+        if "crops" not in preprocessing and not preprocessing.get("framing"):
+            warnings.warn(DvaWarning(f"feature set {name!r} recorded no framing of the crops it was made from: the recording's crops are dlib's, "
+                                     "which may frame faces otherwise (extract the release's crops with dlib installed to record theirs)"), stacklevel=3)
 
 
 def _crops_folders(work: Path, sets: dict) -> dict[str, Path | None]:
@@ -138,7 +159,7 @@ def _crops_folders(work: Path, sets: dict) -> dict[str, Path | None]:
             if "crops" in preprocessing and not preprocessing["crops"].get("faces"):
                 raise RunError(f"feature set {name!r} was made from crops dva faces did not make ({preprocessing['crops'].get('folder')}): they cannot be made again from a video")
             settings = _face_settings(info)
-            crops[name] = None if "crops" not in preprocessing else work / f"crops-{settings.size}-{settings.subjects}"
+            crops[name] = None if "crops" not in preprocessing else work / f"crops-{settings.size}-{settings.subjects}-{settings.framing.name}"
     return crops
 
 
@@ -151,8 +172,9 @@ def _rebuilt(name: str, info: dict, data: Path, crops: Path | None, store: Path,
                                 device=device or default_device(), progress=progress)
     visual, audio = build_encoders(settings, settings.device)
     made = feature_sets(settings, visual, audio)[name]
-    if "crops" in made["preprocessing"]:  # the face stage runs with the settings the set recorded (_face_settings): the same by construction
-        made["preprocessing"]["crops"] = info["preprocessing"]["crops"]
+    for key in ("crops", "framing"):  # the face stage runs with the settings the set recorded (_face_settings): the same by construction
+        if key in made["preprocessing"]:
+            made["preprocessing"][key] = info["preprocessing"].get(key)
     check_rebuilt(name, info, made, source)
     return settings
 
