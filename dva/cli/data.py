@@ -38,12 +38,13 @@ def scan(
     test_list: Optional[Path] = typer.Option(None, help="The VA test list (default: found in DATA by its challenge name)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA)."),
     crops: Optional[Path] = typer.Option(None, help="Read faces from CROPS/cropped_aligned/ (written by dva faces --out CROPS) instead of DATA's."),
+    task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): whose splits to show (default: every challenge the release annotates)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
 ):
-    """Show what the pipeline sees: one record per track."""
+    """Show what the pipeline sees: one record per track (its split: where the store keeps it), and per challenge its splits."""
     from dva.data.dataset import scan as scan_data
 
-    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample, crops=crops)
+    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample, crops=crops, tasks=task)
     for problem in result.problems:
         warn(f"[{problem.split}] {problem.track} left out: {problem.reason}")
     for message in result.warnings:
@@ -75,7 +76,22 @@ def _scan_table(result) -> str:
             f"{sum(not t.has_audio for t in tracks)} without audio, {sum(t.frames_dir is None for t in tracks)} without crops, "
             f"{left_out} left out"
         )
+    lines += _task_lines(result.tracks)
     return "\n".join(lines)
+
+
+def _task_lines(tracks) -> list[str]:
+    """Per challenge and split: tracks, frames (the rows its annotations or sample give), annotated frames."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for t in tracks:
+        for task, info in t.tasks.items():
+            part = counts.setdefault((task, info["split"]), [0, 0, 0])
+            part[0] += 1
+            part[1] += info["rows"] or 0
+            part[2] += info["annotated"] or 0
+    order = {"va": 0, "expr": 1, "au": 2, "train": 0, "val": 1, "test": 2}
+    return [f"task {task} {split}: {n} tracks, {frames} frames, {annotated} annotated"
+            for (task, split), (n, frames, annotated) in sorted(counts.items(), key=lambda kv: (order[kv[0][0]], order[kv[0][1]]))]
 
 
 def _dash(value) -> str:

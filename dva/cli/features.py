@@ -47,9 +47,11 @@ def extract(
     claim_timeout: Optional[float] = typer.Option(None, help="Seconds without a heartbeat before a claim of another process is taken over (default 600)."),
     only: Optional[str] = typer.Option(None, help="visual or audio: make that modality's feature set only."),
     name: Optional[str] = typer.Option(None, help="Name of the feature set (with --only; default: derived from the encoder, e.g. clip-ViT-B-32-openai)."),
+    task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): whose split's tracks to take (default: every challenge the release annotates)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
-    """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched)."""
+    """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched).
+    The split's tracks of every challenge (VA, EXPR, AU) are taken, each stored once with all its labels."""
     from dva.pipeline.extract import run_extract
     from dva.pipeline.extract_settings import extract_settings_from
 
@@ -60,7 +62,7 @@ def extract(
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
-        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None,
+        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings, report.masked_crops)
@@ -152,6 +154,31 @@ def info(
                 typer.echo(f"          incomplete: {', '.join(coverage['incomplete'][:10])}{' ...' if len(coverage['incomplete']) > 10 else ''} (rerun `dva {summary['provenance'][name]['maker']}` to finish)")
         if part.get("sample"):
             typer.echo(f"        sample file {part['sample']['path']} ({part['sample']['rows']} rows): the submission's rows and order")
+    for task, splits in (summary.get("tasks") or {}).items():
+        for split, part in splits.items():
+            stored = ", ".join(f"{n} in {where}" for where, n in part["stored_in"].items())
+            typer.echo(f"task    {task:<4} {split:<5}  {part['tracks']} tracks ({stored}), {part['frames']} frames, {part['annotated']} annotated")
+
+
+@app.command()
+@user_errors
+def labels(
+    data: Path = typer.Option(..., help="The Aff-Wild2 release whose annotations to read (VA, EXPR, AU)."),
+    features: str = typer.Option(..., help="Feature store (Zarr directory or .h5 file) holding the tracks."),
+    task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): which challenges' labels (default: every one the release has)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Add every challenge's labels (and each track's split per challenge) to the tracks a store holds, without re-encoding."""
+    from dva.pipeline.labels import run_labels
+
+    report = run_labels(data, features, tasks=task, progress=not as_json)
+    for message in report.warnings:
+        warn(message)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        done = ", ".join(f"{task}: {n} tracks ({report.annotated.get(task, 0)} annotated frames)" for task, n in report.labelled.items()) or "no labels"
+        typer.echo(f"labels written: {done} -> {features}")
 
 
 @app.command()

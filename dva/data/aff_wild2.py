@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.data.annotations import read_annotation, read_test_list
+from dva.data.annotations import annotated_rows, read_task_annotation, read_test_list
 from dva.data.layout import CROPS_FOLDER, child_folder
-from dva.data.test_set import LIST_FOLDER, SampleFile, find_sample_file, find_va_test_list, other_lists, read_sample_file
+from dva.data.tasks import SPLIT_DIR_NAMES, TASK_ORDER, TASKS, annotated_tracks, annotation_dirs, split_dir
+from dva.data.test_set import LIST_FOLDER, SampleFile, find_task_sample, find_test_list, other_lists, read_sample_file
 from dva.errors import DataError, first_line
 
 SPLITS = ("train", "val", "test")
@@ -26,7 +27,6 @@ VIDEO_DIRS = (
     ("videos", "batch1"), ("videos", "batch2"), ("videos", "new_vids"), ("videos",),
     ("batch1",), ("batch2",), ("new_vids",),
 )
-SPLIT_DIR_NAMES = {"train": ("train_set", "training_set"), "val": ("validation_set", "val_set")}
 SUBJECTS = ("left", "right")
 
 
@@ -44,13 +44,19 @@ class Track:
     has_audio: bool
     frames_dir: str | None  # cropped_aligned/<track>, relative to DATA (absolute when read from --crops elsewhere)
     n_video_frames: int  # decoded frames in the container (not part of the scan record)
-    annotation: str | None  # relative to DATA (not part of the scan record)
+    annotation: str | None  # VA's, relative to DATA (not part of the scan record)
+    # every task that names the track: {task: {"split", "annotation" (relative to DATA or None), "rows", "annotated"}}
+    tasks: dict = field(default_factory=dict, hash=False, compare=False)
 
     RECORD_KEYS = ("track", "split", "video", "subject", "n_frames", "n_valid", "fps", "has_audio", "frames_dir")
 
     def record(self) -> dict:
         full = asdict(self)
         return {key: full[key] for key in self.RECORD_KEYS}
+
+    def task_splits(self) -> dict[str, str]:
+        """{task: split} of every task that names the track (what the store keeps as its `tasks` attr)."""
+        return {task: info["split"] for task, info in self.tasks.items()}
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,15 @@ class ScanResult:
     test_list: str | None = None  # the VA test list that named the test tracks
     sample: SampleFile | None = None  # the organisers' sample submission: T and order of the test tracks
     warnings: list[str] = field(default_factory=list)
+    task_tests: dict = field(default_factory=dict)  # {"expr"/"au": TestPhase} of the other challenges that have a test list or sample
 
 
 def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None,
-         crops: Path | None = None) -> ScanResult:
-    """Scan DATA for the tracks of one split (or all splits when split is None).
+         crops: Path | None = None, tasks: tuple[str, ...] | None = None) -> ScanResult:
+    """Scan DATA for the tracks of one split (or all splits when split is None) of every task the release has
+    (VA, EXPR, AU; tasks narrows them), each track once, its `split` the store split it lands in (`dva.data.tasks`).
 
-    test_list / sample override the VA test list and the organisers' sample file found in DATA; crops: the
+    test_list / sample override the VA test list and the organisers' VA sample file found in DATA; crops: the
     cropped_aligned folder to take the faces from (default: DATA's).
     Raises DataError when DATA is missing or holds nothing usable; single bad tracks
     become `Problem`s.
@@ -88,32 +96,21 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
     videos = find_videos(root)
     if not videos:
         raise DataError(f"{data}: no .mp4/.avi videos under videos/batch1, videos/batch2, batch1, batch2 or new_vids")
+    selected = tasks or TASK_ORDER
+    members, phases = release_tasks(root, test_list, sample, split, selected)
     wanted = [split] if split else list(SPLITS)
-
-    candidates: list[tuple[str, str, Path | None]] = []  # (track, split, annotation file)
-    problems: list[Problem] = []
-    test_phase = TestPhase(None, None, [])
-    for name in wanted:
-        if name == "test":
-            test_phase = find_test_phase(root, test_list, sample, required=split == "test")
-            candidates += [(track, "test", None) for track in test_phase.tracks]
-        else:
-            folder = find_annotation_dir(root, name)
-            if folder is None:
-                if split == name:
-                    raise DataError(f"{data}: no {SPLIT_DIR_NAMES[name][0].title()} folder under Annotations/VA_Estimation_Challenge (or annotations/VA_Set)")
-                continue
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt")
-            candidates += [(p.stem, name, p) for p in files]
-    if not candidates:
-        raise DataError(f"{data}: no VA annotation folders and no test list found")
-
+    jobs = list(dict.fromkeys(
+        (track, track_split(members, track, name)) for name in wanted for task in selected for track in members[task].get(name, {})
+    ))
+    if not jobs:
+        raise DataError(f"{data}: no annotation folders and no test list of {', '.join(selected)} found")
+    sample_rows = {task: phase.sample.rows_per_track() for task, phase in phases.items() if phase.sample is not None}
     crops_root = Path(crops) if crops is not None else child_folder(root, CROPS_FOLDER)
-    jobs = [(track, name, annotation) for track, name, annotation in candidates]
-    sample_rows = test_phase.sample.rows_per_track() if test_phase.sample else {}
 
     def probe(job):
-        return _make_track(root, videos, crops_root, *job, sample_rows=sample_rows.get(job[0]) if job[1] == "test" else None)
+        track, split_of_track = job
+        of_track = {task: task_split_of(members[task], track, split_of_track) for task in TASK_ORDER if splits_of(members[task], track)}
+        return _make_track(root, videos, crops_root, track, split_of_track, of_track, {task: rows[track] for task, rows in sample_rows.items() if track in rows})
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         results = pool.map(probe, jobs)
@@ -121,11 +118,54 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
             from tqdm import tqdm
 
             results = tqdm(results, total=len(jobs), desc="scan", unit="track")
-        tracks = []
+        tracks, problems = [], []
         for result in results:
             (tracks if isinstance(result, Track) else problems).append(result)
-    sample_file = test_phase.sample
-    return ScanResult(tracks, problems, str(test_phase.test_list) if test_phase.test_list else None, sample_file, test_phase.warnings)
+    va = phases.get("va", TestPhase(None, None, []))
+    others = {task: phase for task, phase in phases.items() if task != "va"}
+    warnings = [message for phase in phases.values() for message in phase.warnings]
+    return ScanResult(tracks, problems, str(va.test_list) if va.test_list else None, va.sample, warnings, others)
+
+
+def release_tasks(root: Path, test_list, sample, split: str | None, selected) -> tuple[dict[str, dict], dict[str, TestPhase]]:
+    """({task: {split: {track: annotation file or None}}} of every task the release has, in each split's order; {task:
+    its TestPhase} of those with a test list or sample file). Raises DataError when a split asked for has nothing of
+    the selected tasks."""
+    members: dict[str, dict[str, dict]] = {task: {} for task in TASK_ORDER}
+    phases: dict[str, TestPhase] = {}
+    for task in TASK_ORDER:
+        for name in ("train", "val"):
+            found = annotated_tracks(root, task, name)
+            if found:
+                members[task][name] = found
+        phase = find_test_phase(root, test_list if task == "va" else None, sample if task == "va" else None, required=False, task=task)
+        if phase.test_list is not None or phase.sample is not None:
+            phases[task] = phase
+            members[task]["test"] = dict.fromkeys(phase.tracks)
+    if split in ("train", "val") and not any(split_dir(root, task, split) for task in selected):
+        under = ", ".join(f"Annotations/{TASKS[task].title}" for task in selected)
+        raise DataError(f"{root}: no {SPLIT_DIR_NAMES[split][0].title()} folder under {under} (or annotations/VA_Set, EXPR_Set, AU_Set)")
+    if split == "test" and not any(task in phases for task in selected):
+        find_test_phase(root, test_list, sample, required=True, task=selected[0])  # raises, naming what it found
+    return members, phases
+
+
+def track_split(members: dict[str, dict[str, dict]], track: str, split: str) -> str:
+    """The store split of a track scanned for split: the split of the first task (TASK_ORDER) that names the track,
+    split itself when that task names it there (a release may list one track in two splits of a task)."""
+    splits = next(found for task in TASK_ORDER if (found := splits_of(members[task], track)))
+    return split if split in splits else splits[0]
+
+
+def splits_of(member: dict[str, dict], track: str) -> list[str]:
+    """The splits (train, val, test order) in which one task names a track."""
+    return [name for name in SPLITS if track in member.get(name, {})]
+
+
+def task_split_of(member: dict[str, dict], track: str, split: str) -> tuple[str, Path | None]:
+    """(the task's split of a track stored under split, its annotation file): split itself when the task has the track there."""
+    chosen = split if track in member.get(split, {}) else splits_of(member, track)[0]
+    return chosen, member[chosen][track]
 
 
 @dataclass(frozen=True)
@@ -142,20 +182,21 @@ class TestPhase:
         return listed + extra
 
 
-def find_test_phase(root: Path, test_list=None, sample=None, required: bool = True) -> TestPhase:
-    """The VA test list and sample file (given, or found in root); DataError when required and neither exists."""
+def find_test_phase(root: Path, test_list=None, sample=None, required: bool = True, task: str = "va") -> TestPhase:
+    """A task's test list and sample file (given, or found in root); DataError when required and neither exists."""
     for given, flag in ((test_list, "--test-list"), (sample, "--sample")):
         if given is not None and not Path(given).is_file():
             raise DataError(f"{flag} {given}: no such file")
-    list_path = Path(test_list) if test_list else find_va_test_list(root, _va_dirs(root))
-    sample_path = Path(sample) if sample else find_sample_file(root, _va_dirs(root))
+    own = annotation_dirs(root, task)
+    list_path = Path(test_list) if test_list else find_test_list(root, task, own)
+    sample_path = Path(sample) if sample else find_task_sample(root, task, own)
     sample_file = read_sample_file(sample_path) if sample_path else None
     if list_path is None and sample_file is None:
         if not required:
             return TestPhase(None, None, [])
-        others = ", ".join(p.name for p in other_lists(root, _va_dirs(root))) or "none"
+        others = ", ".join(p.name for p in other_lists(root, own)) or "none"
         raise DataError(
-            f"{root}: no VA test list (Valence_Arousal_Estimation_Challenge_test_set_release.txt in {LIST_FOLDER}/ or the top folder; "
+            f"{root}: no {task.upper()} test list ({TASKS[task].test_list} in {LIST_FOLDER}/ or the top folder; "
             f"other test lists found: {others}); pass --test-list FILE"
         )
     warnings = []
@@ -170,20 +211,28 @@ def find_test_phase(root: Path, test_list=None, sample=None, required: bool = Tr
     return TestPhase(list_path, sample_file, warnings)
 
 
-def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, track: str, split: str, annotation: Path | None, sample_rows: int | None = None):
+def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, track: str, split: str, of_track: dict[str, tuple], sample_rows: dict[str, int]):
+    """A Track (or a Problem) stored under split, from the track's task splits (of_track: {task: (split, annotation or
+    None)}) and the sample rows each challenge asks of it: T is the most rows any of them gives (lines, sample rows)."""
     video_name, subject = split_subject(track, videos)
-    where = annotation if annotation is not None else track
+    annotation = of_track.get("va", (None, None))[1]
     if video_name is None:
+        where = next((path for _, path in of_track.values() if path is not None), track)
         return Problem(track, split, f"{where}: no video named {track}.mp4/.avi (or {track.rsplit('_', 1)[0]}.mp4 for _left/_right) under videos/")
     video = videos[video_name]
-    n_frames, n_valid = sample_rows, None  # a test track's T comes from the sample file, when there is one
-    if annotation is not None:
-        try:
-            labels = read_annotation(annotation)
-        except DataError as exc:
-            return Problem(track, split, str(exc))
-        n_frames = int(labels.shape[0])
-        n_valid = int((~np.isnan(labels).any(axis=1)).sum())
+    tasks, n_valid = {}, None
+    for task, (task_split, path) in of_track.items():
+        rows, annotated = sample_rows.get(task) if task_split == "test" else None, None
+        if path is not None:
+            try:
+                labels = read_task_annotation(path, task)
+            except DataError as exc:
+                return Problem(track, split, str(exc))
+            rows, annotated = int(labels.shape[0]), int(annotated_rows(labels, task).sum())
+        tasks[task] = {"split": task_split, "annotation": path.relative_to(root).as_posix() if path is not None else None, "rows": rows, "annotated": annotated}
+    if "va" in tasks and tasks["va"]["split"] != "test":
+        n_valid = tasks["va"]["annotated"]
+    known = [info["rows"] for info in tasks.values() if info["rows"] is not None]
     try:
         fps, n_video_frames, has_audio = probe_video(video)
     except DataError as exc:
@@ -194,13 +243,14 @@ def _make_track(root: Path, videos: dict[str, Path], crops_root: Path | None, tr
         split=split,
         video=video.relative_to(root).as_posix(),
         subject=subject,
-        n_frames=n_frames,
+        n_frames=max(known) if known else None,
         n_valid=n_valid,
         fps=fps,
         has_audio=has_audio,
         frames_dir=crops_dir(root, frames_dir),
         n_video_frames=n_video_frames,
         annotation=annotation.relative_to(root).as_posix() if annotation is not None else None,
+        tasks=tasks,
     )
 
 
@@ -259,27 +309,3 @@ def find_videos(root: Path) -> dict[str, Path]:
             if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 videos.setdefault(path.stem, path)
     return videos
-
-
-def _va_dirs(root: Path) -> list[Path]:
-    """VA annotation folders: Annotations/VA_Estimation_Challenge, annotations/VA_Set, ..."""
-    found = []
-    for annotations in (child_folder(root, "Annotations"), root):
-        if annotations is None:
-            continue
-        for child in sorted(annotations.iterdir()):
-            lower = child.name.lower()
-            if child.is_dir() and (lower.startswith("va_") or lower.startswith("valence")):
-                found.append(child)
-        if annotations is not root:
-            found.append(annotations)  # Train_Set directly under annotations/
-    return found
-
-
-def find_annotation_dir(root: Path, split: str) -> Path | None:
-    for va_dir in _va_dirs(root):
-        for name in SPLIT_DIR_NAMES[split]:
-            folder = child_folder(va_dir, name)
-            if folder is not None:
-                return folder
-    return None

@@ -68,3 +68,53 @@ def read_test_list(path: Path) -> list[str]:
                 name = name[: -len(suffix)]
         names[name] = None
     return list(names)
+
+
+NOT_ANNOTATED = -1  # EXPR and AU rows not annotated
+EXPR_CLASS_COUNT, AU_COUNT = 8, 12
+
+
+def read_task_annotation(path: Path, task: str) -> np.ndarray:
+    """One annotation file of a task: VA float32 [T, 2] (`read_annotation`), EXPR int8 [T] (0-7, -1 where not
+    annotated), AU int8 [T, 12] (0/1, -1 where not annotated). The header line is skipped; a bad line is a DataError
+    naming the file and line."""
+    if task == "va":
+        return read_annotation(path)
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read annotation file ({exc})") from None
+    width, allowed, what = (1, range(-1, EXPR_CLASS_COUNT), "one class 0-7 or -1") if task == "expr" else (AU_COUNT, (-1, 0, 1), "12 comma-separated 0/1 (or -1)")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        parts = [p.strip() for p in text.split(",")]
+        if number == 1 and not _is_number(parts[0]):
+            continue  # header, e.g. "Neutral,Anger,..." or "AU1,AU2,..."
+        try:
+            values = [int(float(p)) if float(p).is_integer() else None for p in parts]
+        except ValueError:
+            values = [None]
+        if len(values) != width or any(v not in allowed for v in values):
+            raise DataError(f"{path}:{number}: expected {what}, got {text[:40]!r}")
+        rows.append(values)
+    labels = np.asarray(rows, dtype=np.int8).reshape(-1, width)
+    return labels[:, 0] if task == "expr" else labels
+
+
+def annotated_rows(labels: np.ndarray, task: str) -> np.ndarray:
+    """bool [T]: the frames a task's labels annotate (VA: no NaN; EXPR: not -1; AU: none of the 12 is -1)."""
+    if task == "va":
+        return ~np.isnan(labels).any(axis=1)
+    return labels >= 0 if labels.ndim == 1 else (labels >= 0).all(axis=1)
+
+
+def fit_rows(labels: np.ndarray, rows: int, task: str) -> np.ndarray:
+    """labels cut or padded to rows (padding not annotated: NaN for VA, -1 for EXPR and AU)."""
+    if labels.shape[0] >= rows:
+        return labels[:rows]
+    pad = np.full((rows - labels.shape[0], *labels.shape[1:]), np.nan if task == "va" else NOT_ANNOTATED, dtype=labels.dtype)
+    return np.concatenate([labels, pad])

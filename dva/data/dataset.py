@@ -9,6 +9,7 @@ from dva.data.aff_wild2 import SPLITS, ScanResult
 from dva.data.aff_wild2 import scan as scan_release
 from dva.data.layout import CROPS_FOLDER, release_marker
 from dva.data.plain import PLAIN_SPLIT, scan_plain
+from dva.data.tasks import parse_tasks
 from dva.data.test_set import find_sample_file, find_va_test_list
 from dva.errors import DataError
 
@@ -16,8 +17,9 @@ ALL_SPLITS = (*SPLITS, PLAIN_SPLIT)
 
 
 def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None,
-         crops: str | Path | None = None) -> ScanResult:
-    """The tracks of DATA's split (every split when None). crops: a folder whose cropped_aligned/ holds the faces
+         crops: str | Path | None = None, tasks: str | tuple[str, ...] | None = None) -> ScanResult:
+    """The tracks of DATA's split (every split when None) of every task the release has (tasks: "va,expr" or a tuple
+    narrows them; a folder of plain videos has no tasks). crops: a folder whose cropped_aligned/ holds the faces
     to use instead of DATA's (`dva faces --out CROPS`). Raises DataError when DATA or CROPS cannot be used, or
     the split is not one of DATA's kind."""
     root = Path(data)
@@ -34,7 +36,7 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
     if release:
         if split == PLAIN_SPLIT:
             raise DataError(f"{data} is an Aff-Wild2 release ({release}): its splits are {', '.join(SPLITS)}, not {PLAIN_SPLIT}")
-        return scan_release(root, split, progress, test_list, sample, crops=crops_root)
+        return scan_release(root, split, progress, test_list, sample, crops=crops_root, tasks=parse_tasks(tasks) if isinstance(tasks, str) else tasks)
     if split not in (None, PLAIN_SPLIT):
         raise DataError(f"{data} has no Annotations/ or test lists, so it is a folder of plain videos: one unlabelled split, pass --split {PLAIN_SPLIT}")
     return scan_plain(root, crops_root, progress)

@@ -14,6 +14,15 @@ the video, gaps in cropped_aligned, the three challenges' test lists in
 names_of_videos_in_each_test_set/ (the Action Unit and Expression lists name other videos), and
 the organisers' VA sample file, whose rows for the first test video end 2 frames before the
 video does (the sample, not the decoded count, decides a test track's length).
+
+The other two challenges on the same videos (`Annotations/EXPR_Recognition_Challenge/`,
+`Annotations/AU_Detection_Challenge/`), drawn from the planted VA with their own random stream (so VA's figures are
+those of a VA-only synth): EXPR's class is the region of the VA plane the frame is in (`expression`), AU's bits are
+thresholds of valence and arousal (`action_units`), each with a few frames flipped and runs of -1. Their splits
+differ from VA's: VA train tracks in EXPR val and test and AU val, a VA val track in EXPR test and AU test; the
+video without sound has no AU labels (`synth_tasks.task_splits`). Each has
+its own test list and sample file (`..._Expr_test_set_example.txt`, `..._AU_test_set_sample.txt`), whose rows for
+a video VA also tests may end before VA's.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dva.data.synth_tasks import write_tasks
 from dva.errors import DataError
 
 CROP = 112
@@ -181,7 +191,8 @@ def _write_annotation(path: Path, valence: np.ndarray, arousal: np.ndarray, line
 
 
 def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, progress: bool = True) -> dict:
-    """Write the dataset under out; returns {"out", "tracks": [{track, split, video, subject, fps, n_video_frames, n_lines, has_audio}]}."""
+    """Write the dataset under out; returns {"out", "tracks": [{track, split, video, subject, fps, n_video_frames, n_lines, has_audio}],
+    "tasks": {task: {split: tracks}}} (split and n_lines are VA's)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -194,6 +205,7 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
     rng = np.random.default_rng(seed)
     summary = []
     test_names, sample_rows = [], []
+    planted = {}  # track -> (valence, arousal, VA's rows): what the other challenges' labels are made of
     for plan in tqdm(plan_videos(tracks), desc="synth", unit="video", disable=not progress):
         n_frames = int(round(seconds * plan.fps))
         people = []
@@ -218,7 +230,9 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
                 test_names.append(track)
                 rows = n_frames - (SAMPLE_SHORTFALL if len(test_names) == 1 else 0)
                 sample_rows += [f"{track}/{frame:05d}.jpg,," for frame in range(1, rows + 1)]
+                planted[track] = (valence, arousal, rows)
             else:
+                planted[track] = (valence, arousal, lines)
                 folder = "Train_Set" if plan.split == "train" else "Validation_Set"
                 _write_annotation(out / ANNOTATIONS / folder / f"{track}.txt", valence, arousal, lines, plan.invalid_runs, rng)
             summary.append({
@@ -228,8 +242,6 @@ def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, prog
     lists = out / TEST_LISTS
     lists.mkdir(parents=True, exist_ok=True)
     (lists / VA_TEST_LIST).write_text("\n".join(test_names) + "\n")
-    others = [t["track"] for t in summary if t["split"] == "train"]  # other challenges test other videos
-    for name in OTHER_TEST_LISTS:
-        (lists / name).write_text("\n".join(others) + "\n")
     (out / SAMPLE_FILE).write_text("\n".join(["image_location,valence,arousal", *sample_rows]) + "\n")
-    return {"out": str(out), "tracks": summary}
+    va_splits = {split: [t["track"] for t in summary if t["split"] == split] for split in ("train", "val", "test")}
+    return {"out": str(out), "tracks": summary, "tasks": {"va": va_splits, **write_tasks(out, planted, va_splits, seed)}}

@@ -17,13 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dva.data.layout import LIST_FOLDER, child_folder
+from dva.data.tasks import TASKS, named_other
 from dva.errors import DataError
 
 SUBMISSION_HEADER = "image_location,valence,arousal"
-# How challenge names appear in file names (lower case), for the lists the VA challenge must never take.
-VA_NAME = re.compile(r"valence|arousal|(^|[^a-z])va([^a-z]|$)")
-OTHER_CHALLENGES = re.compile(r"action_unit|expression|(^|[^a-z])(au|expr|mtl|ce)([^a-z]|$)")
 LOCATION = re.compile(r"^(?P<track>[^/\\]+)[/\\](?P<frame>\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
+
+
+def submission_header(task: str) -> str:
+    """A challenge's submission header: `image_location,valence,arousal`, `image_location,Neutral,...,Other` (EXPR,
+    one class index per row) or `image_location,AU1,...,AU26` (AU, 12 bits per row)."""
+    return "image_location," + ",".join(TASKS[task].columns)
+
+
+def task_test_files(root: str | Path, task: str) -> tuple[Path | None, Path | None]:
+    """(test list, sample file) of a challenge in a release, found by their names (None where the release has none)."""
+    from dva.data.tasks import annotation_dirs
+
+    root = Path(root)
+    own = annotation_dirs(root, task)
+    return find_test_list(root, task, own), find_task_sample(root, task, own)
 
 
 def _txt_files(folder: Path | None) -> list[Path]:
@@ -38,21 +51,37 @@ def _folders(root: Path, extra: list[Path]) -> list[Path]:
 
 
 def is_sample_file(path: Path) -> bool:
+    """The organisers' sample submission: `..._test_set_sample.txt`, or `..._test_set_example.txt` in some years."""
     name = path.name.lower()
-    return "sample" in name and "test" in name
+    return ("sample" in name or "example" in name) and "test" in name
 
 
-def find_va_test_list(root: Path, extra: list[Path] = ()) -> Path | None:
-    """The VA challenge's test list, by its name, in names_of_videos_in_each_test_set/, the top
-    folder, then `extra` (the VA annotation folders). Never another challenge's list."""
-    va_folders = set(extra)
+def find_test_list(root: Path, task: str, extra: list[Path] = ()) -> Path | None:
+    """A challenge's test list, by its name, in names_of_videos_in_each_test_set/, the top folder, then `extra` (the
+    task's annotation folders). Never another challenge's list."""
+    own_folders = set(extra)
     for folder in _folders(root, list(extra)):
         for path in _txt_files(folder):
             name = path.name.lower()
-            named_va = VA_NAME.search(name) or folder in va_folders  # inside a VA folder the name need not say so
-            if "test" in name and not is_sample_file(path) and named_va and not OTHER_CHALLENGES.search(name):
+            named = TASKS[task].named.search(name) or folder in own_folders  # inside the task's own folder the name need not say so
+            if "test" in name and not is_sample_file(path) and named and not named_other(task, name):
                 return path
     return None
+
+
+def find_task_sample(root: Path, task: str, extra: list[Path] = ()) -> Path | None:
+    """A challenge's sample submission (`*VA*test_set_sample*.txt`, `*Expr*test_set_example*.txt`, any case)."""
+    for folder in _folders(root, list(extra)):
+        for path in _txt_files(folder):
+            name = path.name.lower()
+            if is_sample_file(path) and TASKS[task].named.search(name) and not named_other(task, name):
+                return path
+    return None
+
+
+def find_va_test_list(root: Path, extra: list[Path] = ()) -> Path | None:
+    """The VA challenge's test list (`find_test_list` of va)."""
+    return find_test_list(root, "va", extra)
 
 
 def other_lists(root: Path, extra: list[Path] = ()) -> list[Path]:
@@ -61,13 +90,8 @@ def other_lists(root: Path, extra: list[Path] = ()) -> list[Path]:
 
 
 def find_sample_file(root: Path, extra: list[Path] = ()) -> Path | None:
-    """The organisers' VA sample submission (`*VA*test_set_sample*.txt`, any case)."""
-    for folder in _folders(root, list(extra)):
-        for path in _txt_files(folder):
-            name = path.name.lower()
-            if is_sample_file(path) and VA_NAME.search(name) and not OTHER_CHALLENGES.search(name):
-                return path
-    return None
+    """The organisers' VA sample submission (`find_task_sample` of va)."""
+    return find_task_sample(root, "va", extra)
 
 
 @dataclass(frozen=True)

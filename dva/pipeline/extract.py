@@ -9,6 +9,7 @@ overlapped read -> encode -> write stage), `writing` (the store side), `media` (
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import zlib
@@ -33,13 +34,16 @@ __all__ = ["ExtractReport", "ExtractSettings", "run_extract"]  # the settings an
 def run_extract(settings: ExtractSettings) -> ExtractReport:
     """Extract one split into the store; returns what happened (never raises for a single bad track).
 
-    Several processes may run this on one store and split at once: each claims a video before
+    The split's tracks of every task the release has (settings.tasks narrows them) are taken, each written under the
+    store split the scan gives it (the first task's, `dva.data.tasks`): most under settings.split, a few perhaps under
+    another. Several processes may run this on one store and split at once: each claims a video before
     reading it, skips videos another process holds, then waits until every track of its share is
     complete or failed (taking over the claims of processes that died)."""
     settings.validate()
     settings = settings.resolved(default_device())  # Dask workers take this device's kind, so the sets record what computed them
     root = Path(settings.data)
-    result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops)
+    result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops,
+                  tasks=settings.tasks)
     distributed = bool(settings.workers or settings.scheduler)
     visual, audio = build_encoders(settings, "cpu" if distributed else settings.device)
     if settings.jpeg_decoder == "cuda" and not distributed:
@@ -47,12 +51,35 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     made = feature_sets(settings, visual, audio)
     sets = {info["modality"]: name for name, info in made.items()}
     store = open_store(settings.out, mode="a")
+    groups = _store_splits(result, settings.split)
+    try:
+        warnings = _record_sets(store, settings, made, result, list(groups))
+        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=[*warnings, *result.warnings])
+        started = time.perf_counter()
+        for group, (tracks, problems) in groups.items():
+            _extract_split(dataclasses.replace(settings, split=group), tracks, problems, store, sets, made, visual, audio, report)
+        report.seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    return report
+
+
+def _store_splits(result: ScanResult, split: str) -> dict[str, tuple[list, list]]:
+    """{store split: (its tracks, its problems)} of a scan, split itself first."""
+    groups: dict[str, tuple[list, list]] = {split: ([], [])}
+    for track in result.tracks:
+        groups.setdefault(track.split, ([], []))[0].append(track)
+    for problem in result.problems:
+        groups.setdefault(problem.split, ([], []))[1].append(problem)
+    return groups
+
+
+def _extract_split(settings: ExtractSettings, tracks: list, problems: list, store, sets, made, visual, audio, report: ExtractReport) -> None:
+    """Extract the scan's tracks of one store split (settings.split), skipping what is complete."""
     claims = claims_for(store, settings.split, settings.claim_timeout)
     try:
-        warnings = _record_sets(store, settings, made, result)
-        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=[*warnings, *result.warnings])
         since = time.time()
-        units, problems = video_units(result.tracks), result.problems
+        units = video_units(tracks)
         if settings.shard is not None:
             index, count = parse_shard(settings.shard)
             units = sorted(units, key=unit_key)[index::count]
@@ -67,16 +94,12 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
                 report.skipped += [t.track for t in unit]
             else:
                 todo.append(unit)
-        started = time.perf_counter()
-        _extract_until_settled(todo, root, store, settings, sets, made, visual, audio, report, claims, since)
-        report.seconds = time.perf_counter() - started
+        _extract_until_settled(todo, Path(settings.data), store, settings, sets, made, visual, audio, report, claims, since)
     finally:
         claims.release_all()
-        store.close()
-    return report
 
 
-def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result: ScanResult) -> list[str]:
+def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result: ScanResult, splits: list[str]) -> list[str]:
     """Refuse a store whose sets or frame clock differ from this run's; else record this run's sets, the split and
     (for test) the organisers' files, one process at a time. Returns warnings (sets continued on another device)."""
     with claims_for(store, "store", settings.claim_timeout).hold("metadata"):  # metadata edits by one process at a time
@@ -90,7 +113,8 @@ def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result
         for name, info in made.items():
             if name not in existing:
                 store.add_feature_set(name, info)
-        store.ensure_split(settings.split)
+        for split in splits:
+            store.ensure_split(split)
         wanted = test_phase_attrs(result) if settings.split == "test" else {}
         if any(store.split_attrs(settings.split).get(k) != v for k, v in wanted.items()):
             store.set_split_attrs(settings.split, wanted)

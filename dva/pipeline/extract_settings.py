@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from dva.errors import ConfigError, StoreError
+from dva.data.tasks import parse_tasks
+from dva.errors import ConfigError, DataError, StoreError
 from dva.pipeline.encoders import PRESETS
 from dva.stores import HDF5_SUFFIXES, MODALITIES, check_set_name
 
@@ -55,6 +56,7 @@ class ExtractSettings:
     only: str | None = None  # "visual" or "audio": make one feature set, not both
     name: str | None = None  # the feature set's name (with --only); default: derived from the encoder
     allow_other_device: bool = False  # continue a set made on another kind of device (cpu/cuda), with a warning
+    tasks: str | None = None  # "va,expr,au": whose split's tracks to take (default: every task the release has)
 
     def resolved(self, default_device: str) -> ExtractSettings:
         """These settings with the device (default_device when not given) and the batch size (`BATCH_SIZES` of the
@@ -100,6 +102,11 @@ class ExtractSettings:
             raise ConfigError("HDF5 has no concurrent writers: extract into a Zarr store with --workers/--scheduler, then `dva convert` it")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.tasks is not None:
+            try:
+                parse_tasks(self.tasks)
+            except DataError as exc:
+                raise ConfigError(str(exc)) from None
         if self.claim_timeout <= 0:
             raise ConfigError("--claim-timeout must be positive")
         if self.only is not None and self.only not in MODALITIES:

@@ -4,6 +4,7 @@ store or of claims: these are the reader thread's tools (`stream.read_units`).""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -16,9 +17,10 @@ from typing import Iterator
 import numpy as np
 
 from dva.data.aff_wild2 import Track
-from dva.data.annotations import read_annotation
+from dva.data.annotations import fit_rows, read_annotation, read_task_annotation
 from dva.errors import ConfigError, DataError, first_line
 from dva.pipeline import media
+from dva.stores.attrs import LABEL_ARRAYS
 
 # torchvision 0.29 deprecates its image codecs for TorchCodec's and warns on every call: one line per crop
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated", category=DeprecationWarning)
@@ -26,23 +28,39 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 @dataclass
 class TrackPlan:
-    """What to read for one track: T rows, their times, labels (None for test)."""
+    """What to read for one track: T rows, their times, VA labels (None for a track VA does not annotate), and the
+    other tasks' labels ({store array: values}, e.g. labels_expr [T])."""
 
     track: Track
     rows: int
     frame_time: np.ndarray
     labels: np.ndarray | None
+    task_labels: dict = dataclasses.field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The track's own arrays for the store: frame_time, labels (VA) and each other task's labels."""
+        return {"frame_time": self.frame_time, **({"labels": self.labels} if self.labels is not None else {}), **self.task_labels}
 
 
 def plan_track(track: Track, root: Path) -> TrackPlan:
-    if track.annotation is not None:
+    """T is the most rows any task gives the track (annotation lines, a challenge's sample rows; `scan`), else one row
+    per video frame; each task's labels are padded to T with 'not annotated'."""
+    rows = track.n_frames if track.n_frames is not None else track.n_video_frames
+    labels, task_labels = None, {}
+    for task, info in track.tasks.items():
+        if info.get("annotation") is None:
+            continue
+        values = fit_rows(read_task_annotation(root / info["annotation"], task), rows, task)
+        if task == "va":
+            labels = values
+        else:
+            task_labels[LABEL_ARRAYS[task]] = values
+    if labels is None and track.annotation is not None:  # a Track made without its tasks (by hand): its VA file alone
         labels = read_annotation(root / track.annotation)
         rows = labels.shape[0]
-    else:  # test: the sample file's rows when the organisers gave one, else one row per video frame
-        labels, rows = None, track.n_frames if track.n_frames is not None else track.n_video_frames
     # the container's timestamps, not index / fps: some videos have a variable frame rate
     frame_time = media.times_for_rows(media.frame_times(root / track.video), rows, 1 / track.fps).astype(np.float32)
-    return TrackPlan(track, rows, frame_time, labels)
+    return TrackPlan(track, rows, frame_time, labels, task_labels)
 
 
 def read_crop(path: Path):

@@ -225,8 +225,7 @@ class Encoding:
         plan = self.plan
         if self.visual is not None:
             self.made[self.sets["visual"]] = ("visual", {"data": self.visual_rows, "mask": self.visual_mask})
-        own = {"frame_time": plan.frame_time, **({"labels": plan.labels} if plan.labels is not None else {})}
-        self.writer.write(plan.track, own, self.made, {**track_attrs(plan.track), "n_frames": plan.rows})
+        self.writer.write(plan.track, plan.arrays(), self.made, {**track_attrs(plan.track), "n_frames": plan.rows})
         if self.frames_bar is not None:
             self.frames_bar.update(plan.rows - (int(self.visual_mask.sum()) if self.visual is not None else 0))
         self.plan = None

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from dva.data.aff_wild2 import Track
+from dva.data.annotations import read_test_list
 from dva.pipeline.extract_settings import ExtractReport, ExtractSettings
 from dva.stores import complete_sets
 
@@ -93,14 +94,34 @@ def write_track_sets(store, split: str, track: str, own: dict, made: dict[str, t
 
 
 def track_attrs(track: Track) -> dict:
-    return {"video": track.video, "subject": track.subject, "fps": track.fps, "n_frames": track.n_frames, "has_audio": track.has_audio}
+    """A track's attrs from its scan record; `tasks` ({task: split}) for a release's track (a plain video has none)."""
+    attrs = {"video": track.video, "subject": track.subject, "fps": track.fps, "n_frames": track.n_frames, "has_audio": track.has_audio}
+    return {**attrs, "tasks": track.task_splits()} if track.tasks else attrs
 
 
 def test_phase_attrs(result) -> dict:
-    """What the test split records of the organisers' files, so `dva predict` can write the submission from the store."""
+    """What the test split records of the organisers' files, so `dva predict` can write the submission from the store:
+    VA's `test_list` and `sample`, and for each other challenge with a test phase `task_tests` {task: {test_list, sample}}."""
+    va = set(read_test_list(result.test_list)) if result.test_list else set()
+    va |= set(result.sample.tracks) if result.sample is not None else set()
+    attrs = phase_attrs(result.test_list, result.sample, _named(result, va))
+    others = {}
+    for task, phase in result.task_tests.items():
+        others[task] = phase_attrs(str(phase.test_list) if phase.test_list else None, phase.sample, _named(result, set(phase.tracks)))
+    if others:
+        attrs["task_tests"] = others
+    return attrs
+
+
+def _named(result, names: set[str]) -> list[str]:
+    """The scan's tracks, then its problems, that a challenge's test phase names."""
+    return [t.track for t in result.tracks if t.track in names] + [p.track for p in result.problems if p.track in names]
+
+
+def phase_attrs(test_list: str | None, sample, tracks: list[str]) -> dict:
     attrs = {}
-    if result.test_list is not None:
-        attrs["test_list"] = {"path": str(Path(result.test_list).resolve()), "tracks": [t.track for t in result.tracks] + [p.track for p in result.problems]}
-    if result.sample is not None:
-        attrs["sample"] = {"path": result.sample.path, "sha256": result.sample.sha256, "rows": len(result.sample.locations), "tracks": result.sample.track_order()}
+    if test_list is not None:
+        attrs["test_list"] = {"path": str(Path(test_list).resolve()), "tracks": tracks}
+    if sample is not None:
+        attrs["sample"] = {"path": sample.path, "sha256": sample.sha256, "rows": len(sample.locations), "tracks": sample.track_order()}
     return attrs

@@ -21,6 +21,7 @@ from dva.stores.attrs import (
     DTYPES,
     FORMAT,
     HDF5_SUFFIXES,
+    LABEL_ARRAYS,
     MODALITIES,
     ROWS_PER_CHUNK,
     SET_ARRAYS,
@@ -31,6 +32,7 @@ from dva.stores.attrs import (
     set_differences,
     set_errors,
     sets_mismatch,
+    track_tasks,
     why_not_usable,
 )
 from dva.stores.base import Store
@@ -42,7 +44,7 @@ from dva.stores.summary import describe_set
 from dva.stores.zarr_store import ZarrStore, is_remote, store_bytes
 
 __all__ = [
-    "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
+    "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "LABEL_ARRAYS", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
     "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "describe_set", "format_1_sets", "open_store",
-    "set_differences", "set_errors", "sets_mismatch", "store_bytes", "upgrade", "why_not_usable",
+    "set_differences", "set_errors", "sets_mismatch", "store_bytes", "track_tasks", "upgrade", "why_not_usable",
 ]

@@ -12,13 +12,16 @@ from dva.errors import StoreError
 
 FORMAT = 2
 MODALITIES = ("visual", "audio")
-TRACK_ARRAYS = ("frame_time", "labels")  # the track's own arrays, shared by every feature set
+# the track's own arrays, shared by every feature set: frame_time [T]; labels [T, 2] (VA, NaN where invalid);
+# labels_expr [T] (class 0-7, -1 where not annotated); labels_au [T, 12] (0/1, -1 where not annotated)
+TRACK_ARRAYS = ("frame_time", "labels", "labels_expr", "labels_au")
+LABEL_ARRAYS = {"va": "labels", "expr": "labels_expr", "au": "labels_au"}  # each task's labels (dva.data.tasks names the same)
 SET_ARRAYS = {"visual": ("data", "mask"), "audio": ("data", "time")}
-DTYPES = {"frame_time": np.float32, "labels": np.float32, "data": np.float16, "mask": np.bool_, "time": np.float32}
+DTYPES = {"frame_time": np.float32, "labels": np.float32, "labels_expr": np.int8, "labels_au": np.int8, "data": np.float16, "mask": np.bool_, "time": np.float32}
 ROWS_PER_CHUNK = 4096
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SET_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-TRACK_BOOKKEEPING = ("rows", "labelled", "valid_labels", "complete", "error", "done_at", "set_rows")  # what the store keeps itself
+TRACK_BOOKKEEPING = ("rows", "labelled", "valid_labels", "annotated", "complete", "error", "done_at", "set_rows")  # what the store keeps itself
 
 
 def check_set_name(name: str) -> str:
@@ -52,6 +55,22 @@ def why_not_usable(attrs: dict | None, sets) -> str | None:
             return f"failed: {errors[name]}"
     missing = [name for name in sets if name not in done]
     return f"incomplete ({', '.join(missing)})" if missing else None
+
+
+def track_tasks(attrs: dict, split: str) -> dict[str, str]:
+    """{task: split} of a track stored under split: its `tasks` attr, or, for a track written before the store kept
+    one (VA only), {"va": split} when it has VA labels or is a test track (a plain video's track has no task)."""
+    tasks = attrs.get("tasks")
+    if isinstance(tasks, dict):
+        return dict(tasks)
+    return {"va": split} if attrs.get("labelled") or split == "test" else {}
+
+
+def count_annotated(task: str, labels: np.ndarray) -> int:
+    """Frames a task's labels annotate: VA without NaN, EXPR not -1, AU with none of the 12 at -1."""
+    if task == "va":
+        return int((~np.isnan(labels).any(axis=1)).sum())
+    return int((labels >= 0).sum()) if labels.ndim == 1 else int((labels >= 0).all(axis=1).sum())
 
 
 # --- feature sets' provenance

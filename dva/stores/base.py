@@ -7,8 +7,10 @@ import time
 import numpy as np
 
 from dva.errors import StoreError
-from dva.stores.attrs import DTYPES, FORMAT, MODALITIES, SET_ARRAYS, TRACK_ARRAYS, check_set_name, complete_sets, set_errors, why_not_usable
-from dva.stores.summary import describe_set, split_summary
+from dva.stores.attrs import (
+    DTYPES, FORMAT, LABEL_ARRAYS, MODALITIES, SET_ARRAYS, TRACK_ARRAYS, check_set_name, complete_sets, count_annotated, set_errors, track_tasks, why_not_usable,
+)
+from dva.stores.summary import describe_set, split_summary, task_summary
 
 
 class Store:
@@ -113,7 +115,9 @@ class Store:
             self._write_array(group, name, values)
         # what `dva info` reports, kept in the attrs so that it never has to open an array
         valid = int((~np.isnan(typed["labels"]).any(axis=1)).sum()) if "labels" in typed else 0
-        self._set_attrs(group, {**attrs, "rows": int(typed["frame_time"].shape[0]), "labelled": "labels" in typed, "valid_labels": valid, "complete": {}, "error": {}, "done_at": {}})
+        annotated = _annotated(typed)
+        self._set_attrs(group, {**attrs, "rows": int(typed["frame_time"].shape[0]), "labelled": "labels" in typed, "valid_labels": valid,
+                                **({"annotated": annotated} if set(annotated) - {"va"} else {}), "complete": {}, "error": {}, "done_at": {}})
 
     def replace_track_arrays(self, split: str, track: str, arrays: dict[str, np.ndarray]) -> None:
         """Rewrite a track's own arrays with the same number of rows (new annotations, same video); the sets stay."""
@@ -125,6 +129,23 @@ class Store:
         if "labels" in arrays:
             self._set_attrs(group, {"valid_labels": int((~np.isnan(np.asarray(arrays["labels"], np.float32)).any(axis=1)).sum())})
 
+    def write_labels(self, split: str, track: str, labels: dict[str, np.ndarray], tasks: dict[str, str]) -> None:
+        """Write a track's labels of some tasks ({task: array}, each with the track's rows) without touching its feature
+        sets, and record every task's split of it (`tasks`: {task: split}) and each task's annotated frames."""
+        state = self.track_attrs(split, track)
+        rows = int(state["rows"])
+        typed = {LABEL_ARRAYS[task]: _typed(LABEL_ARRAYS[task], values) for task, values in labels.items()}
+        for name, values in typed.items():
+            if values.shape[0] != rows:
+                raise ValueError(f"write_labels: {name} has {values.shape[0]} rows, {split}/{track} has {rows}")
+        group = self._group(f"{split}/{track}")
+        for name, values in typed.items():
+            self._write_array(group, name, values)
+        annotated = {**(state.get("annotated") or {}), **_annotated(typed)}
+        update = {"tasks": dict(tasks), "annotated": annotated}
+        if "va" in labels:
+            update.update(labelled=True, valid_labels=annotated["va"])
+        self._set_attrs(group, update)
     def write_set(self, split: str, track: str, name: str, modality: str, arrays: dict[str, np.ndarray]) -> None:
         """Write one feature set of a track (replacing it), then mark it complete; the track must exist."""
         expected = SET_ARRAYS[modality]
@@ -205,11 +226,17 @@ class Store:
         if self.layout == 1:
             return {**head, "layout": 1, "dva_version": attrs.get("dva_version"), "feature_sets": {}, "provenance": {}, "splits": {}, "bytes": self.size_bytes()}
         sets = self.feature_sets()
-        splits = {split: split_summary(self.track_index(split), sets, self.split_attrs(split)) for split in self.splits()}
+        indexes = {split: self.track_index(split) for split in self.splits()}
+        splits = {split: split_summary(index, sets, self.split_attrs(split)) for split, index in indexes.items()}
         return {
             **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "timeline": attrs.get("timeline"), "feature_sets": sets,
-            "provenance": {name: describe_set(info) for name, info in sets.items()}, "splits": splits, "bytes": self.size_bytes(),
+            "provenance": {name: describe_set(info) for name, info in sets.items()}, "splits": splits, "tasks": task_summary(indexes), "bytes": self.size_bytes(),
         }
+
+    def task_tracks(self, task: str, split: str) -> list[tuple[str, str]]:
+        """(store split, track) of every track of a task's split ("va", "expr", "au"; "train", "val", "test"), in store
+        split then name order: where a trainer of that task reads its tracks (a task's split may span store splits)."""
+        return [(stored, track) for stored in self.splits() for track, attrs in self.track_index(stored).items() if track_tasks(attrs, stored).get(task) == split]
 
     def size_bytes(self) -> int | None:
         """The store's size on disk or object storage; None when it cannot be measured."""
@@ -223,6 +250,11 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _annotated(typed: dict[str, np.ndarray]) -> dict[str, int]:
+    """{task: annotated frames} of the label arrays among typed."""
+    return {task: count_annotated(task, typed[name]) for task, name in LABEL_ARRAYS.items() if name in typed}
 
 
 def _typed(name: str, values) -> np.ndarray:

@@ -3,7 +3,7 @@ set's provenance means to a reader (how often it has a row, where it came from, 
 
 from __future__ import annotations
 
-from dva.stores.attrs import complete_sets, set_errors
+from dva.stores.attrs import complete_sets, set_errors, track_tasks
 
 
 def describe_set(info: dict) -> dict[str, str]:
@@ -63,3 +63,21 @@ def split_summary(index: dict[str, dict], sets, recorded: dict) -> dict:
     if "sample" in recorded:
         part["sample"] = {k: recorded["sample"][k] for k in ("path", "rows", "sha256")}
     return part
+
+
+def task_summary(indexes: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Per task and split, from every store split's track index ({split: {track: attrs}}): {task: {split: {"tracks",
+    "frames", "annotated", "stored_in": {store split: tracks}}}}; a task's split may lie in several store splits (a
+    track is stored under the split of the first task that names it, `dva.data.tasks`)."""
+    found: dict[str, dict[str, dict]] = {}
+    for stored, index in indexes.items():
+        for attrs in index.values():
+            annotated = attrs.get("annotated") or {}
+            for task, split in track_tasks(attrs, stored).items():
+                part = found.setdefault(task, {}).setdefault(split, {"tracks": 0, "frames": 0, "annotated": 0, "stored_in": {}})
+                part["tracks"] += 1
+                part["frames"] += int(attrs.get("rows") or 0)
+                part["annotated"] += int(annotated.get(task, attrs.get("valid_labels") or 0) if task != "va" else attrs.get("valid_labels") or 0)
+                part["stored_in"][stored] = part["stored_in"].get(stored, 0) + 1
+    tasks, splits = ("va", "expr", "au"), ("train", "val", "test")
+    return {task: {split: found[task][split] for split in splits if split in found[task]} for task in tasks if task in found}

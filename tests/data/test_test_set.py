@@ -40,7 +40,7 @@ def _layout(root, tmp_path, folder: str | None, lists=LISTS):
 @pytest.mark.parametrize("folder", ["names_of_videos_in_each_test_set", "NAMES_OF_VIDEOS_IN_EACH_TEST_SET", None])
 def test_the_va_list_is_found_by_its_challenge_name_never_another_challenges(release, tmp_path, folder):
     data = _layout(release, tmp_path, folder)
-    result = scan(data, split="test")
+    result = scan(data, split="test", tasks=("va",))  # the VA challenge alone (every task: test_test_set_tasks.py)
     assert [t.track for t in result.tracks] == ["gamma", "alpha_right", "alpha_left"]  # the list's order
     assert result.test_list.endswith("Valence_Arousal_Estimation_Challenge_test_set_release.txt")
     assert result.tracks[1].subject == "right" and result.tracks[1].video == "videos/batch1/alpha.mp4"
@@ -51,12 +51,12 @@ def test_only_other_challenges_lists_is_an_error_naming_them_and_test_list_overr
     others = {k: v for k, v in LISTS.items() if "Valence" not in k}
     data = _layout(release, tmp_path, "names_of_videos_in_each_test_set", others)
     with pytest.raises(DataError, match="no VA test list.*Action_Unit_Detection"):
-        scan(data, split="test")
+        scan(data, split="test", tasks=("va",))
     mine = tmp_path / "mine.txt"
     mine.write_text("beta\n")
-    assert [t.track for t in scan(data, split="test", test_list=mine).tracks] == ["beta"]
+    assert [t.track for t in scan(data, split="test", test_list=mine, tasks=("va",)).tracks] == ["beta"]
     with pytest.raises(DataError, match="--test-list .*no such file"):
-        scan(data, split="test", test_list=tmp_path / "nope.txt")
+        scan(data, split="test", test_list=tmp_path / "nope.txt", tasks=("va",))
 
 
 def test_the_sample_file_decides_each_test_tracks_rows_and_adds_tracks_it_names(release, tmp_path):
@@ -65,7 +65,7 @@ def test_the_sample_file_decides_each_test_tracks_rows_and_adds_tracks_it_names(
     rows += [f"beta/{i:05d}.jpg,," for i in range(1, 5)]
     (data / "CVPR_8th_ABAW_VA_test_set_sample.txt").write_text("image_location,valence,arousal\n" + "\n".join(rows) + "\n")
     (data / "CVPR_8th_ABAW_EXPR_test_set_sample.txt").write_text("image_location,Neutral\nbeta/00001.jpg,\n")
-    result = scan(data, split="test")
+    result = scan(data, split="test", tasks=("va",))
     tracks = {t.track: t for t in result.tracks}
     assert tracks["alpha_left"].n_frames == 27 and tracks["gamma"].n_frames == 30  # not the decoded 30 and 25
     assert tracks["alpha_right"].n_frames is None  # listed, but the sample asks for none of its rows

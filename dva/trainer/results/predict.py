@@ -27,11 +27,13 @@ from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpo
 from dva.trainer.results.submission import FORMATS, build_submission, write_csv, write_per_track
 
 
-def resolve_sample(store, split: str, sample: str | Path | None) -> SampleFile | None:
-    """The sample file: given, or the one the split was extracted with (it must still be there, unchanged)."""
+def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va") -> SampleFile | None:
+    """The sample file: given, or the one the split was extracted with (it must still be there, unchanged); for
+    task expr or au that challenge's own (the split's `task_tests[task]["sample"]`, recorded by extract or labels)."""
     if sample is not None:
         return read_sample_file(sample)
-    recorded = store.split_attrs(split).get("sample")
+    attrs = store.split_attrs(split)
+    recorded = attrs.get("sample") if task == "va" else ((attrs.get("task_tests") or {}).get(task) or {}).get("sample")
     if not recorded:
         return None
     path = Path(recorded["path"])

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.data.test_set import SUBMISSION_HEADER, SampleFile
+from dva.data.tasks import TASKS
+from dva.data.test_set import SUBMISSION_HEADER, SampleFile, submission_header
 
 FORMATS = ("submission", "per-track", "csv")
 CSV_HEADER = "frame,time,valence,arousal,face"
@@ -87,6 +88,14 @@ class Submission:
 def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str]) -> Submission:
     """The submission rows: the sample's rows in its order (frame N of a track is its row N-1), or, without a
     sample, every frame of every listed track in list order. Tracks with no predictions are named in `missing`."""
+    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed)
+    values = np.clip(pred[np.asarray(rows, dtype=np.int64)], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
+    return Submission(locations, values, filled, missing)
+
+
+def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile | None, listed: list[str]) -> tuple[list[str], list[int], dict[str, int], list[str]]:
+    """(locations, the prediction row of each, {track: rows past its stored frames}, tracks without predictions): the
+    sample's rows in its order, or every frame of every listed track without a sample (`build_submission`)."""
     position = {track: i for i, track in enumerate(tracks)}
     if sample is not None:
         wanted_tracks, wanted_frames, locations = sample.tracks, sample.frames, sample.locations
@@ -112,5 +121,63 @@ def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, s
             row = stop - 1
         keep.append(k)
         rows.append(row)
-    values = np.clip(pred[np.asarray(rows, dtype=np.int64)], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
-    return Submission([locations[k] for k in keep], values, filled, missing)
+    return [locations[k] for k in keep], rows, filled, missing
+
+
+@dataclass
+class TaskSubmission:
+    """One challenge's submission rows (`build_task_submission`): VA values [rows, 2] in [-1, 1], EXPR class indices
+    [rows] in 0-7, AU bits [rows, 12] in {0, 1}."""
+
+    task: str
+    locations: list[str]
+    values: np.ndarray
+    filled: dict[str, int]
+    missing: list[str]
+
+    def check(self, sample: SampleFile | None) -> str:
+        """One line: the sample's rows in its order, each value of the challenge's kind; ValueError when not."""
+        values = self.values
+        if self.task == "va":
+            return Submission(self.locations, values, self.filled, self.missing).check(sample)
+        width = len(TASKS[self.task].columns) if self.task == "au" else None
+        shape_ok = values.shape == ((len(self.locations),) if width is None else (len(self.locations), width))
+        kind = "class indices 0-7" if self.task == "expr" else "12 bits 0/1"
+        if not shape_ok or not np.isin(values, np.arange(8) if self.task == "expr" else (0, 1)).all():
+            raise ValueError(f"{self.task} submission holds values that are not {kind} (shape {values.shape})")
+        if sample is None:
+            return f"{len(self.locations)} rows, every frame of {len(set(loc.split('/')[0] for loc in self.locations))} tracks in list order, all {kind}"
+        if self.missing:
+            return f"{len(self.locations)} of the sample's {len(sample.locations)} rows (tracks missing: {', '.join(self.missing)}), in its order, all {kind}"
+        if self.locations != sample.locations:
+            raise ValueError(f"submission rows differ from {sample.path}")
+        return f"checked against {Path(sample.path).name}: {len(self.locations)} rows, same order, all {kind}"
+
+    def write(self, path: Path) -> Path:
+        """The file, header `submission_header(task)` then one `<location>,<values>` per row, written atomically."""
+        if self.task == "va":
+            return Submission(self.locations, self.values, self.filled, self.missing).write(path)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = self.values.reshape(len(self.locations), -1)
+        lines = [submission_header(self.task)] + [f"{loc},{','.join(str(int(v)) for v in row)}" for loc, row in zip(self.locations, rows)]
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str]) -> TaskSubmission:
+    """A challenge's submission from per-frame predictions of the tracks (rows offsets[i]:offsets[i+1] are track i's):
+    pred float [N, 2] for va, int [N] class indices for expr, int [N, 12] bits for au. The rows are the challenge's
+    own sample file's (its `find_task_sample`, or the store's test split `task_tests[task]["sample"]`), in its order.
+    Call `check(sample)` before `write(path)`, as `dva predict` does for VA."""
+    if task not in TASKS:
+        raise ValueError(f"build_task_submission: unknown task {task!r}")
+    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed)
+    index = np.asarray(rows, dtype=np.int64)
+    if task == "va":
+        values = np.clip(pred[index], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
+    else:
+        values = np.asarray(pred)[index].astype(np.int64) if rows else np.zeros((0,) if task == "expr" else (0, 12), np.int64)
+    return TaskSubmission(task, locations, values, filled, missing)

@@ -1,0 +1,105 @@
+"""`dva labels`: every challenge's labels of a release (VA, EXPR, AU) onto the tracks a store already holds, without
+re-encoding anything: a store extracted before dva knew the other challenges (or with --task va) gains
+`labels_expr` / `labels_au`, each track's `tasks` attr ({task: split}) and the test split's `task_tests`.
+
+A label file longer than the track's stored rows is cut to them (named in a warning: the store's rows were decided
+when it was extracted); a shorter one is padded with 'not annotated'. Tracks a task names that the store does not
+hold are named too: `dva extract --split S` adds them (labels and all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dva.data.aff_wild2 import splits_of, task_split_of, release_tasks
+from dva.data.annotations import fit_rows, read_task_annotation
+from dva.data.layout import claim_key
+from dva.data.tasks import TASK_ORDER, parse_tasks
+from dva.errors import StoreError
+from dva.pipeline.claims import claims_for
+from dva.pipeline.writing import phase_attrs
+from dva.stores import open_store, track_tasks
+
+
+@dataclasses.dataclass
+class LabelsReport:
+    store: str
+    labelled: dict[str, int] = dataclasses.field(default_factory=dict)  # task -> tracks given its labels
+    annotated: dict[str, int] = dataclasses.field(default_factory=dict)  # task -> annotated frames written
+    not_in_store: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # "task split" -> tracks the store lacks
+    cut: dict[str, int] = dataclasses.field(default_factory=dict)  # "task track" -> label rows past the stored rows
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run_labels(data: str | Path, store_path: str, tasks: str | None = None, progress: bool = False) -> LabelsReport:
+    """Write the labels of every task DATA has (tasks: "expr,au" narrows them) to the store's tracks; returns what it did."""
+    from tqdm import tqdm
+
+    root, selected = Path(data), parse_tasks(tasks) or TASK_ORDER
+    members, phases = release_tasks(root, None, None, None, selected)
+    report = LabelsReport(store=str(store_path))
+    with open_store(store_path, mode="a") as store:
+        if not store.splits():
+            raise StoreError(f"{store_path}: no tracks in the store: `dva extract` them first (labels come with them)")
+        held = set()
+        for stored in store.splits():
+            index = store.track_index(stored)
+            held |= set(index)
+            claims = claims_for(store, stored)
+            for track, attrs in tqdm(index.items(), desc=f"labels {stored}", unit="track", disable=not progress):
+                if not attrs.get("rows"):
+                    continue  # failed before it had rows: extract writes its labels when it lands
+                _label_track(store, root, members, selected, stored, track, attrs, claims, report)
+        for task in selected:
+            for split, named in members[task].items():
+                missing = [t for t in named if t not in held]
+                if missing:
+                    report.not_in_store[f"{task} {split}"] = missing
+                    report.warnings.append(f"{len(missing)} tracks of {task} {split} are not in the store (dva extract --split {split} adds them): {', '.join(missing[:10])}")
+        _record_tests(store, phases, selected, held)
+    if report.cut:
+        report.warnings.append(f"{len(report.cut)} label files are longer than their tracks' stored rows, cut to them (re-extract with --overwrite to take every row): "
+                               + ", ".join(f"{key} (+{rows})" for key, rows in list(report.cut.items())[:10]))
+    return report
+
+
+def _label_track(store, root: Path, members: dict, selected, stored: str, track: str, attrs: dict, claims, report: LabelsReport) -> None:
+    """One track's labels of the selected tasks, fitted to its stored rows, and its `tasks` attr."""
+    rows, splits, labels = int(attrs["rows"]), track_tasks(attrs, stored), {}
+    for task in selected:
+        if not splits_of(members[task], track):
+            continue
+        split, path = task_split_of(members[task], track, stored)
+        splits[task] = split
+        if path is None:
+            continue
+        values = read_task_annotation(path, task)
+        if values.shape[0] > rows:
+            report.cut[f"{task} {track}"] = int(values.shape[0] - rows)
+        labels[task] = fit_rows(values, rows, task)
+    if not splits:
+        return
+    with claims.hold(claim_key(track, attrs.get("video"))):  # never beside an extract writing the same video
+        store.write_labels(stored, track, labels, {task: splits[task] for task in TASK_ORDER if task in splits})
+    after = store.track_attrs(stored, track).get("annotated") or {}
+    for task in labels:
+        report.labelled[task] = report.labelled.get(task, 0) + 1
+        report.annotated[task] = report.annotated.get(task, 0) + int(after.get(task, 0))
+
+
+def _record_tests(store, phases: dict, selected, held: set[str]) -> None:
+    """The other challenges' test lists and sample files on the store's test split (VA's stay as extract wrote them)."""
+    if "test" not in store.splits():
+        return
+    others = {}
+    for task, phase in phases.items():
+        if task == "va" or task not in selected:
+            continue
+        named = [t for t in phase.tracks if t in held]
+        others[task] = phase_attrs(str(phase.test_list) if phase.test_list else None, phase.sample, named)
+    if others:
+        store.set_split_attrs("test", {"task_tests": {**(store.split_attrs("test").get("task_tests") or {}), **others}})
