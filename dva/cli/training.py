@@ -27,6 +27,8 @@ def fit(
     n_ctx: Optional[int] = typer.Option(None, help="Learnable context vectors per prompt."),
     sigma: Optional[float] = typer.Option(None, help="Width of the Gaussian soft labels over region centres."),
     lambda_prompt: Optional[float] = typer.Option(None, help="Weight of the prompt KL loss."),
+    mse_weight: Optional[float] = typer.Option(None, help="Add this x the MSE over valid frames to the CCC loss (default 0: the paper's loss; ABAW's Team RAS used 0.01)."),
+    va_weights: Optional[str] = typer.Option(None, help="V,A: weights of valence and arousal in the CCC (and MSE) terms (default 1,1; Team RAS used 0.7,0.3)."),
     hidden: Optional[int] = typer.Option(None, help="GRU and fusion width."),
     layers: Optional[int] = typer.Option(None, help="GRU layers."),
     bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional", help="Bidirectional GRUs."),
@@ -94,7 +96,7 @@ def predict(
     format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
-    smooth: Optional[float] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping (default: the width `dva fit` chose on held-out tracks; 0: none)."),
+    smooth: Optional[str] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping: one width, or V,A for valence and arousal (default: the widths `dva fit` chose on held-out tracks, per dimension; 0: none)."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
@@ -104,6 +106,7 @@ def predict(
     if features is None:
         raise DvaError("pass --features STORE (the store holding the split), or --video FILE")
     from dva.trainer.results.predict import predict as run_predict
+    from dva.trainer.results.run_dir import widths_text
 
     summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
@@ -111,7 +114,7 @@ def predict(
         return
     if summary["check"]:
         typer.echo(summary["check"])
-    typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {summary['smooth_seconds']:g} s ({summary['smoothing']})")
+    typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {widths_text(summary['smooth_seconds'])} ({summary['smoothing']})")
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
 
 

@@ -63,7 +63,7 @@ def parse_value(key: str, text: str):
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
     if key in CHOICES:
         check_choice(key, text)
-    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features") else text  # A+B means both
+    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights") else text  # A+B: both
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:

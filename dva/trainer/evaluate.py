@@ -159,19 +159,43 @@ def evaluate(pred: np.ndarray, data: SplitData) -> dict:
     return result
 
 
-def smooth(pred: np.ndarray, data: SplitData, seconds: float) -> np.ndarray:
+def smooth(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
     """pred [N, 2] with a centred Gaussian of standard deviation `seconds` applied along each track of data
     (sigma in frames = seconds x the track's fps; weights renormalised at the track's ends, so an end
-    is not pulled towards zero). seconds 0 returns pred unchanged."""
-    if seconds < 0:
-        raise ConfigError(f"--smooth must be 0 or more seconds, not {seconds}")
-    if seconds == 0:
+    is not pulled towards zero). seconds: one width for both dimensions, or one per dimension (see
+    `smooth_widths`); a dimension of width 0 is left unchanged, and 0 for both returns pred itself."""
+    widths = smooth_widths(seconds)
+    if widths == (0.0, 0.0):
         return pred
     out = np.array(pred, dtype=np.float32, copy=True)
     for i in range(len(data.tracks)):
         part = data.track_slice(i)
-        out[part] = gaussian_smooth(pred[part], seconds * float(data.attrs[i]["fps"]))
+        for column, width in enumerate(widths):
+            if width > 0:  # each column is smoothed on its own: the same figures as both at once with one width
+                out[part, column] = gaussian_smooth(pred[part, column : column + 1], width * float(data.attrs[i]["fps"]))[:, 0]
     return out
+
+
+DIMENSIONS = ("valence", "arousal")  # the columns of a prediction, and the keys of a per-dimension width
+
+
+def smooth_widths(seconds) -> tuple[float, float]:
+    """(valence, arousal) seconds of smoothing from one width (both dimensions), a pair, "S" or "V,A" (text, as
+    --smooth takes it) or {"valence": V, "arousal": A} (as metrics.json records it); ConfigError unless 0 or more."""
+    if isinstance(seconds, dict):
+        seconds = tuple(seconds.get(d) for d in DIMENSIONS)
+    elif isinstance(seconds, str) and "," in seconds:
+        seconds = tuple(seconds.split(","))
+    elif not isinstance(seconds, (tuple, list)):
+        seconds = (seconds, seconds)
+    try:
+        widths = tuple(float(s) for s in seconds)
+    except (TypeError, ValueError):
+        widths = ()
+    if len(widths) != 2 or not all(0 <= w < float("inf") for w in widths):
+        shown = ",".join(map(str, seconds)) if isinstance(seconds, tuple) else seconds
+        raise ConfigError(f"--smooth must be 0 or more seconds, one width or V,A (one per dimension), not {shown!r}")
+    return widths
 
 
 def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -188,14 +212,20 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
-    """The smoothing width (seconds) with the best P_VA of pred on data (ties: the smaller width), and the
-    P_VA of every width tried: {"seconds", "p_va_by_seconds": {str(seconds): p_va}}."""
-    scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data)["p_va"] for s in choices}
-    best = min(choices)
-    for seconds, score in sorted(scores.items()):
-        if np.isfinite(score) and (not np.isfinite(scores[best]) or score > scores[best]):
-            best = seconds
-    return {"seconds": float(best), "p_va_by_seconds": {str(s): v for s, v in scores.items()}}
+    """For valence and arousal separately, the smoothing width (seconds) with the best CCC of that dimension of
+    pred on data (ties: the smaller width), and the CCC of every width tried:
+    {"seconds": {"valence": s, "arousal": s}, "ccc_by_seconds": {"valence": {str(seconds): ccc}, "arousal": {...}}}.
+    A dimension's smoothing never changes the other's CCC, so P_VA is the best any pair of widths gives."""
+    scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data) for s in sorted(choices)}
+    chosen, by_seconds = {}, {}
+    for dimension, key in zip(DIMENSIONS, ("ccc_v", "ccc_a")):
+        best = min(scores)
+        for seconds, score in scores.items():
+            if np.isfinite(score[key]) and (not np.isfinite(scores[best][key]) or score[key] > scores[best][key]):
+                best = seconds
+        chosen[dimension] = best
+        by_seconds[dimension] = {str(s): score[key] for s, score in scores.items()}
+    return {"seconds": chosen, "ccc_by_seconds": by_seconds}
 
 
 def evaluate_frames(pred: np.ndarray, data: SplitData) -> dict:

@@ -206,6 +206,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
         value = compute_loss(
             {k: (v.float() if v is not None else None) for k, v in out.items()},
             batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
+            va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight,
         )
         optimiser.zero_grad(set_to_none=True)
         value.backward()

@@ -41,6 +41,8 @@ class FitSettings:
     n_ctx: int = 4
     sigma: float = 0.35
     lambda_prompt: float = 0.5
+    mse_weight: float = 0.0  # loss + this x MSE over valid frames (0: the paper's loss; Team RAS used 0.01)
+    va_weights: str = "1,1"  # V,A: weights of valence and arousal in the CCC and MSE terms (Team RAS: 0.7,0.3)
     hidden: int = 128
     layers: int = 1
     bidirectional: bool = False
@@ -83,6 +85,9 @@ class FitSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.sigma <= 0 or self.lr <= 0:
             raise ConfigError("--sigma and --lr must be positive")
+        if not 0 <= self.mse_weight < float("inf"):
+            raise ConfigError(f"--mse-weight must be 0 or more, not {self.mse_weight}")
+        self.va_weight_pair  # ConfigError unless two weights
         splits = self.train_split_list
         if not splits or any(s not in TRAIN_SPLITS for s in splits) or len(set(splits)) != len(splits):
             raise ConfigError(f"--train-splits must be train, val or train,val, not {self.train_splits!r}")
@@ -92,6 +97,18 @@ class FitSettings:
             raise ConfigError(f"--folds must be 0 (no folds) or at least 2, not {self.folds}")
         if self.folds and splits != ("train",):
             raise ConfigError("--folds cuts train and val together into folds; leave --train-splits out")
+
+    @property
+    def va_weight_pair(self) -> tuple[float, float]:
+        """(w_v, w_a) of --va-weights V,A: finite, 0 or more, not both 0."""
+        parts = str(self.va_weights).split(",")
+        try:
+            pair = tuple(float(p) for p in parts)
+        except ValueError:
+            pair = ()
+        if len(pair) != 2 or not all(0 <= w < float("inf") for w in pair) or pair == (0.0, 0.0):
+            raise ConfigError(f"--va-weights must be two weights V,A (0 or more, not both 0), e.g. 0.7,0.3 (0.7+0.3 in dva ablate), not {self.va_weights!r}")
+        return pair
 
     @property
     def train_split_list(self) -> tuple[str, ...]:
@@ -140,6 +157,8 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
         if unknown:
             raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     values.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(values.get("va_weights"), list):  # TOML: va_weights = [0.7, 0.3]
+        values["va_weights"] = ",".join(str(w) for w in values["va_weights"])
     if isinstance(values.get("descriptions"), list):
         values["descriptions"] = tuple(values["descriptions"])
     settings = FitSettings(**values)

@@ -29,7 +29,7 @@ def test_two_runs_predict_the_mean_of_their_single_predictions(run_dir, folds_di
     a, b = run_dir[0], folds_dir[0] / "fold-0"
     for name, runs in (("a", [a]), ("b", [b]), ("ab", [a, b])):
         summary = predict(*[arg for run in runs for arg in ("--run", run)], "--features", tiny_store, "--out", tmp_path / f"{name}.txt", "--smooth", "0")
-        assert summary["runs"] == len(runs) and summary["smooth_seconds"] == 0
+        assert summary["runs"] == len(runs) and summary["smooth_seconds"] == {"valence": 0.0, "arousal": 0.0}
     single_a, single_b = values(tmp_path / "a.txt"), values(tmp_path / "b.txt")
     assert np.abs(single_a - single_b).max() > 1e-2  # two different models
     np.testing.assert_allclose(values(tmp_path / "ab.txt"), (single_a + single_b) / 2, atol=1e-4)
@@ -78,14 +78,31 @@ def test_smoothing_is_a_gaussian_of_seconds_times_fps_within_each_track():
     assert smooth(impulse, data, 0.0) is impulse
 
 
-def test_the_width_chosen_is_the_one_that_scores_best_and_none_for_clean_predictions():
+def test_smoothing_widths_apply_per_dimension_and_a_zero_width_leaves_its_dimension_alone():
+    data = split_of([201, 50], fps=[25, 10])
+    pred = np.random.default_rng(1).normal(size=(251, 2)).astype(np.float32)
+    both = smooth(pred, data, 0.2)
+    valence_only = smooth(pred, data, (0.2, 0.0))
+    np.testing.assert_array_equal(valence_only[:, 0], both[:, 0])
+    np.testing.assert_array_equal(valence_only[:, 1], pred[:, 1])
+    mixed = smooth(pred, data, {"valence": 0.1, "arousal": 0.8})  # as metrics.json records it
+    np.testing.assert_array_equal(mixed[:, 0], smooth(pred, data, 0.1)[:, 0])
+    np.testing.assert_array_equal(mixed[:, 1], smooth(pred, data, "0.8")[:, 1])
+    np.testing.assert_array_equal(smooth(pred, data, "0.1,0.8"), mixed)  # --smooth V,A
+
+
+def test_the_width_chosen_per_dimension_is_the_one_that_scores_best_and_none_for_a_clean_dimension():
     data = split_of([400], fps=[30])
     truth = np.sin(np.arange(400) / 40.0)[:, None].repeat(2, axis=1).astype(np.float32)
     data.labels = torch.from_numpy(truth)
-    noisy = truth + np.random.default_rng(0).normal(0, 0.5, truth.shape).astype(np.float32)
+    noisy = truth.copy()
+    noisy[:, 0] += np.random.default_rng(0).normal(0, 0.5, 400).astype(np.float32)  # valence noisy, arousal exact
     chosen = choose_smoothing(noisy, data)
-    assert chosen["seconds"] > 0 and chosen["p_va_by_seconds"][str(chosen["seconds"])] == max(chosen["p_va_by_seconds"].values())
-    assert choose_smoothing(truth, data)["seconds"] == 0.0
+    valence = chosen["ccc_by_seconds"]["valence"]
+    assert chosen["seconds"]["valence"] > 0 and valence[str(chosen["seconds"]["valence"])] == max(valence.values())
+    assert chosen["seconds"]["arousal"] == 0.0
+    assert set(valence) == {"0.0", "0.1", "0.2", "0.4", "0.8"}
+    assert choose_smoothing(truth, data)["seconds"] == {"valence": 0.0, "arousal": 0.0}
 
 
 def test_a_negative_smoothing_width_is_refused(run_dir, tiny_store, tmp_path):
@@ -103,12 +120,40 @@ def test_a_final_fit_chose_no_width_so_an_ensemble_takes_its_folds_width(tmp_pat
             (path / "metrics.json").write_text(json.dumps(metrics))
         return path
 
-    folds = run("cv", {"smooth_seconds": 0.4})
+    folds = run("cv", {"smooth_seconds": {"valence": 0.4, "arousal": 0.1}})
     final = run("final", {"smooth_seconds": None})  # `dva fit --train-splits train,val`: nothing held out to choose on
+    single = run("single", {"smooth_seconds": 0.2})  # a dva that chose one width for both dimensions
     older = run("old", None)  # a run of a dva that did not smooth
-    assert smoothing_width([folds, final], None) == (0.4, "chosen by dva fit on held-out tracks")
+    assert smoothing_width([folds, final], None) == ((0.4, 0.1), "chosen by dva fit on held-out tracks")
+    assert smoothing_width([single], None) == ((0.2, 0.2), "chosen by dva fit on held-out tracks")
     with pytest.warns(UserWarning, match="no run chose"):
-        assert smoothing_width([final], None)[0] == 0.0
-    with pytest.warns(UserWarning, match="median"):
-        assert smoothing_width([folds, older], None)[0] == pytest.approx(0.2)
-    assert smoothing_width([final], 0.1) == (0.1, "--smooth")
+        assert smoothing_width([final], None)[0] == (0.0, 0.0)
+    with pytest.warns(UserWarning, match="median per dimension"):
+        assert smoothing_width([folds, older], None)[0] == pytest.approx((0.2, 0.05))
+    assert smoothing_width([final], 0.1) == ((0.1, 0.1), "--smooth")
+    assert smoothing_width([final], "0.1,0.4") == ((0.1, 0.4), "--smooth")
+
+
+def test_predict_smooths_with_the_recorded_widths_old_single_and_new_per_dimension(run_dir, tiny_store, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir[0], run)
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    def recorded(widths):
+        (run / "metrics.json").write_text(json.dumps({**metrics, "smooth_seconds": widths}))
+        return values_of(predict("--run", run, "--features", tiny_store, "--out", tmp_path / "recorded.txt"))
+
+    def given(widths):
+        return values_of(predict("--run", run, "--features", tiny_store, "--out", tmp_path / "given.txt", "--smooth", widths))
+
+    def values_of(summary):
+        return values(summary["out"]), summary["smooth_seconds"]
+
+    old, old_seconds = recorded(0.4)  # the record of a dva that chose one width for both
+    assert old_seconds == {"valence": 0.4, "arousal": 0.4}
+    np.testing.assert_array_equal(old, given("0.4")[0])
+    new, new_seconds = recorded({"valence": 0.0, "arousal": 0.8})
+    assert new_seconds == {"valence": 0.0, "arousal": 0.8}
+    np.testing.assert_array_equal(new, given("0,0.8")[0])
+    np.testing.assert_array_equal(new[:, 0], given("0")[0][:, 0])
+    assert np.abs(new[:, 1] - given("0")[0][:, 1]).max() > 1e-4  # arousal smoothed, valence not

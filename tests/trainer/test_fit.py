@@ -24,8 +24,10 @@ def test_fit_writes_the_run_directory_and_beats_a_constant(run_dir):
     assert report["best_val"]["p_va"] > 0.2  # a constant predictor scores 0
     assert metrics["final"]["epoch"] == metrics["epochs"][-1]["epoch"] and metrics["final"]["p_va"] == pytest.approx(metrics["epochs"][-1]["p_va"])
     assert set(report["figures"]) == {"best_val", "final", "best_val_smoothed"}  # every figure says what it is
-    assert metrics["smooth_seconds"] == metrics["smoothing"]["seconds"] in (0.0, 0.1, 0.2, 0.4, 0.8) and metrics["smoothing"]["selected_on"] == "val"
-    assert metrics["best_val_smoothed"]["p_va"] == pytest.approx(max(metrics["smoothing"]["p_va_by_seconds"].values()))
+    chosen, by_seconds = metrics["smoothing"]["seconds"], metrics["smoothing"]["ccc_by_seconds"]
+    assert metrics["smooth_seconds"] == chosen and set(chosen.values()) <= {0.0, 0.1, 0.2, 0.4, 0.8} and metrics["smoothing"]["selected_on"] == "val"
+    assert metrics["best_val_smoothed"]["ccc_v"] == pytest.approx(max(by_seconds["valence"].values()))  # each dimension its own best width
+    assert metrics["best_val_smoothed"]["ccc_a"] == pytest.approx(max(by_seconds["arousal"].values()))
     assert set(metrics["per_track"]) == set(json.loads((out / "config.json").read_text())["val_tracks"])
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["fusion"] == "hierarchical" and config["store"]["feature_sets"][TINY_VISUAL]["encoder"]["weights_sha256"]
@@ -72,6 +74,20 @@ def test_every_fusion_and_prompt_variant_trains(tiny_store, fusion, prompt, requ
     features = request.getfixturevalue("_features")
     result = train(FitSettings(features=str(tiny_store), fusion=fusion, prompt=prompt, **{**QUICK, "epochs": 1}), features, progress=False)
     assert np.isfinite(result.history[0]["loss"])
+
+
+def test_the_loss_weights_reach_the_training_loss(tiny_store, request):
+    """With a learning rate too small to move the model, the first epoch's loss is the loss of one model: doubling
+    both CCC weights doubles it, and an MSE term adds to it."""
+    features = request.getfixturevalue("_features")
+    frozen = {**QUICK, "epochs": 1, "lr": 1e-20, "prompt": "none"}
+
+    def first_loss(**loss_settings):
+        return train(FitSettings(features=str(tiny_store), **frozen, **loss_settings), features, progress=False).history[0]["loss"]
+
+    paper = first_loss()
+    assert first_loss(va_weights="2,2") == pytest.approx(2 * paper, rel=1e-5)
+    assert first_loss(mse_weight=1.0) > paper + 1e-3
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,9 @@ def test_fit_folds_writes_a_run_per_fold_and_every_track_out_of_fold_once(folds_
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"oof", "oof_last", "oof_smoothed", "oof_val", "plain_best_val"} <= set(metrics["figures"]) <= set(metrics)
     assert [entry["fold"] for entry in metrics["per_fold"]] == [0, 1, 2] and all(entry["best_val"]["p_va"] is not None for entry in metrics["per_fold"])
-    assert metrics["smooth_seconds"] in (0.0, 0.1, 0.2, 0.4, 0.8) and (out / "plain" / "best.pt").is_file()
+    assert metrics["smooth_seconds"] == metrics["smoothing"]["seconds"] and set(metrics["smooth_seconds"]) == {"valence", "arousal"}
+    assert metrics["oof_smoothed"]["ccc_a"] == pytest.approx(max(metrics["smoothing"]["ccc_by_seconds"]["arousal"].values()))  # chosen out of fold, per dimension
+    assert (out / "plain" / "best.pt").is_file()
 
 
 def test_more_folds_than_the_store_has_videos_is_one_line_exit_2(tiny_store, tmp_path):

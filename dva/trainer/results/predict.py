@@ -1,7 +1,8 @@
 """`dva predict`: the ABAW submission from one or more run directories (an ensemble) and a store.
 
 The runs' per-frame predictions are averaged (a folds directory stands for its fold runs), then smoothed
-by a centred Gaussian along each track (the width `dva fit` chose on held-out tracks, or --smooth),
+by a centred Gaussian along each track (the widths `dva fit` chose on held-out tracks for valence and arousal
+separately, or --smooth),
 then clipped to [-1, 1]. The runs may use different feature sets of one store (an AST model and a
 wav2vec2 model, say), but a set they share must have been made the same way, and the store must
 hold every set with that provenance.
@@ -23,7 +24,7 @@ import numpy as np
 from dva.data.test_set import SampleFile, read_sample_file
 from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
 from dva.trainer.loading.windows import SplitData
-from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance
+from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance, widths_text
 from dva.trainer.results.submission import FORMATS, build_submission, write_csv, write_per_track
 
 
@@ -46,13 +47,14 @@ def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va
 
 
 def predict(run: Path | list[Path], features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None,
-            allow_incomplete: bool = False, smooth: float | None = None) -> dict:
+            allow_incomplete: bool = False, smooth=None) -> dict:
     """Predict every listed track of split with the ensemble of run (one path or several: run or folds
-    directories) and write `out` (a file, or a folder for per-track); smooth: seconds of Gaussian smoothing
-    (None: what `dva fit` recorded). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
+    directories) and write `out` (a file, or a folder for per-track); smooth: seconds of Gaussian smoothing, one
+    width or (valence, arousal) (None: what `dva fit` recorded, per dimension). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
     "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
     from dva.stores import open_store, sets_mismatch
+    from dva.trainer.evaluate import DIMENSIONS
     from dva.trainer.evaluate import smooth as smooth_frames
     from dva.trainer.loading.store import load_split
 
@@ -79,7 +81,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     mean, data = ensemble_frames(runs, inputs, data_by_key, device)
     pred = smooth_frames(mean, data, seconds)  # after the ensemble, before clipping
     done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
-            "runs": len(runs), "smooth_seconds": seconds, "smoothing": smoothing}
+            "runs": len(runs), "smooth_seconds": dict(zip(DIMENSIONS, seconds)), "smoothing": smoothing}
     if fmt == "csv":
         write_csv(out, data.tracks, data.offsets, pred, *columns)
     elif fmt == "per-track":
@@ -154,21 +156,23 @@ def frame_columns(store, split: str, tracks: list[str], feature_sets: dict[str, 
     return np.concatenate(times), None if faces is None else np.concatenate(faces)
 
 
-def smoothing_width(given: list[Path], smooth: float | None) -> tuple[float, str]:
-    """(seconds, where the width came from): smooth when given, else the width `dva fit` recorded for the given
-    run or folds directories (their median, with a warning, when they recorded different widths)."""
+def smoothing_width(given: list[Path], smooth=None) -> tuple[tuple[float, float], str]:
+    """((valence, arousal) seconds, where the widths came from): smooth when given (one width or V,A), else the
+    widths `dva fit` recorded for the given run or folds directories (per dimension their median, with a warning,
+    when they recorded different widths; a run of an older dva recorded one width for both)."""
+    from dva.trainer.evaluate import smooth_widths
+
     if smooth is not None:
-        if smooth < 0:
-            raise ConfigError(f"--smooth must be 0 or more seconds, not {smooth}")
-        return float(smooth), "--smooth"
+        return smooth_widths(smooth), "--smooth"
     recorded = [width for width in (recorded_smoothing(path) for path in given) if width is not None]  # final fits choose none
     if not recorded:
         warnings.warn(DvaWarning("no run chose a smoothing width (a final fit holds nothing out to choose on): not smoothing; pass --smooth SECONDS"), stacklevel=3)
-        return 0.0, "none chosen (final fits): no smoothing"
+        return (0.0, 0.0), "none chosen (final fits): no smoothing"
     if len(set(recorded)) == 1:
         return recorded[0], "chosen by dva fit on held-out tracks"
-    median = float(np.median(recorded))
-    warnings.warn(DvaWarning(f"the runs recorded different smoothing widths ({', '.join(f'{s:g} s' for s in recorded)}): using their median, {median:g} s; pass --smooth to choose"), stacklevel=3)
+    median = tuple(float(np.median([pair[d] for pair in recorded])) for d in range(2))
+    shown = "; ".join(widths_text(pair) for pair in recorded)
+    warnings.warn(DvaWarning(f"the runs recorded different smoothing widths ({shown}): using their median per dimension, {widths_text(median)}; pass --smooth to choose"), stacklevel=3)
     return median, "median of the widths dva fit chose"
 
 

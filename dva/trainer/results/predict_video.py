@@ -40,7 +40,7 @@ class VideoReport:
         return dataclasses.asdict(self)
 
 
-def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str | None = None, smooth: float | None = None,
+def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str | None = None, smooth=None,
                    progress: bool = True) -> VideoReport:
     """CSV and PNG per track of each video under out. Raises RunError when a run's sets cannot be rebuilt (imported
     features, another family, other weights here), DataError for a missing file or two of one name; a video that

@@ -98,11 +98,11 @@ def run_metrics(result, features) -> dict:
         metrics["smooth_seconds"] = None  # chose none: an ensemble takes the width its other runs chose
         metrics["smoothing"] = {"seconds": None, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
     else:
-        seconds = result.smoothing["seconds"]
+        seconds = result.smoothing["seconds"]  # {"valence": s, "arousal": s}
         metrics["figures"] = {
             "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
             "final": f"the last epoch, scored on {name} (not selected)",
-            "best_val_smoothed": f"best_val after {seconds} s of smoothing, the width that scored best on {name} (selected on it too)",
+            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), each dimension's width the one that scored best on {name} (selected on it too)",
         }
         metrics["best_val"] = result.best
         metrics["final"] = result.final
@@ -149,7 +149,7 @@ def write_folds(result, features, out: Path) -> Path:
             "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
                    "each fold's epoch was selected on its own held-out fold (the standard)",
             "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
-            "oof_smoothed": f"oof after {seconds} s of smoothing, the width that scored best on the out-of-fold predictions (selected on them)",
+            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), each dimension's width the one that scored best on the out-of-fold predictions (selected on them)",
             "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
             "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
         },
@@ -253,15 +253,25 @@ def run_dirs(path: Path) -> list[Path]:
     raise RunError(f"{path}: no {CHECKPOINT} (a run directory) or {FOLDS_FILE} (a folds directory) here; pass a directory `dva fit` wrote")
 
 
-def recorded_smoothing(path: Path) -> float | None:
-    """The smoothing width (seconds) `dva fit` chose for a run or folds directory; None when it chose none
-    (a final fit holds nothing out); 0 for runs of a dva that did not smooth."""
+def recorded_smoothing(path: Path) -> tuple[float, float] | None:
+    """The (valence, arousal) smoothing widths (seconds) `dva fit` chose for a run or folds directory; None when it
+    chose none (a final fit holds nothing out); one width for both from a dva that chose one for both, 0 from a
+    dva that did not smooth."""
+    from dva.trainer.evaluate import smooth_widths
+
     metrics = Path(path) / "metrics.json"
     recorded = json.loads(metrics.read_text()) if metrics.is_file() else {}
     if "smooth_seconds" not in recorded:
-        return 0.0
+        return (0.0, 0.0)
     value = recorded["smooth_seconds"]
-    return None if value is None else float(value)
+    return None if value is None else smooth_widths(value)
+
+
+def widths_text(seconds) -> str:
+    """'valence 0.2 s, arousal 0.4 s' of a per-dimension width (see `dva.trainer.evaluate.smooth_widths`)."""
+    from dva.trainer.evaluate import DIMENSIONS, smooth_widths
+
+    return ", ".join(f"{d} {w:g} s" for d, w in zip(DIMENSIONS, smooth_widths(seconds)))
 
 
 def check_compatible(checkpoints: dict[Path, dict]) -> dict:
