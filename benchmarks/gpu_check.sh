@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of dva on one GPU, offline, from the repository root, in under 8 minutes:
+# One prepared check of dva on one GPU, offline, from the repository root, in under 9 minutes:
 #
 #     bash benchmarks/gpu_check.sh [--dry-run] [FOLDER]
 #
@@ -8,8 +8,9 @@
 # config) and AST-base (transformers' ASTConfig(), saved to a local folder), as benchmarks/extract.py builds them.
 # Steps: the environment line; a synthetic release-shaped set (one track starts with a whole batch of missing crops)
 # extracted with the CPU JPEG decoder and with nvJPEG, and the feature difference between the two; a two-worker Dask
-# extraction on the GPU; fit, predict and a two-worker ablation on cuda; benchmarks/extract.py --scale release and
-# benchmarks/fit.py on cuda.
+# extraction on the GPU; fit, predict and a two-worker ablation on cuda; benchmarks/extract.py --scale release,
+# benchmarks/fit.py on cuda, and its temporal table (gru, tcn, transformer on 64-, 300- and 400-frame windows, 1/16 of
+# the release's frames).
 # --dry-run: `bash -n`, then every step with --device cpu on tiny sizes (the tiny preset), as the test suite runs it.
 set -uo pipefail
 
@@ -30,7 +31,7 @@ if [[ $DRY == 1 ]]; then
   DEVICE=cpu; NVJPEG=cpu; TRACKS=5; SECONDS_PER_TRACK=4; BATCH=16; EPOCHS=1; QUICK=(--quick); SCALE=3
   ENCODERS=(--preset tiny)
 else
-  DEVICE=cuda; NVJPEG=cuda; TRACKS=6; SECONDS_PER_TRACK=40; BATCH=64; EPOCHS=5; QUICK=(); SCALE=1  # timeouts sum to 480 s
+  DEVICE=cuda; NVJPEG=cuda; TRACKS=6; SECONDS_PER_TRACK=40; BATCH=64; EPOCHS=5; QUICK=(); SCALE=1  # timeouts sum to 540 s
   ENCODERS=(--clip-model ViT-B-32 --clip-pretrained none --ast-model "$FOLDER/ast-base")
 fi
 DVA=("$PY" -m dva.cli)
@@ -125,5 +126,6 @@ step predict $((25 * SCALE)) "${DVA[@]}" predict --run "$(run_dir)" --features "
 step ablate-2-workers $((50 * SCALE)) "${DVA[@]}" ablate --features "$FOLDER/stores/cpu-decoder" --grid prompt=none,learnable --set device="$DEVICE" --set epochs="$EPOCHS" --workers 2 --out "$FOLDER/ablation"
 step bench-extract-release $((90 * SCALE)) "$PY" benchmarks/extract.py --scale release --device "$DEVICE" "${QUICK[@]}"
 step bench-fit $((40 * SCALE)) "$PY" benchmarks/fit.py --device "$DEVICE" "${QUICK[@]}"
+step bench-fit-temporal $((60 * SCALE)) "$PY" benchmarks/fit.py --temporal gru,tcn,transformer --seq-len 64,300,400 --size 1/16 --device "$DEVICE" "${QUICK[@]}"
 summary
 ! grep -qv $'\tok\t' "$SUMMARY"  # exit 1 when a step did not pass

@@ -37,6 +37,6 @@ def test_gpu_check_runs_every_step_in_its_dry_mode_and_ends_with_its_table(tmp_p
     assert done.returncode == 0, table + done.stderr[-2000:]
     steps = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert steps == ["environment", "prepare", "extract-cpu-decoder", "extract-nvjpeg", "decoder-difference", "extract-dask-2-workers", "fit", "predict",
-                     "ablate-2-workers", "bench-extract-release", "bench-fit"]
+                     "ablate-2-workers", "bench-extract-release", "bench-fit", "bench-fit-temporal"]
     assert all("| ok |" in line for line in table.splitlines()[2:]), table
     assert "max |cpu - nvjpeg| 0.0000" in (tmp_path / "check" / "decoder-difference.log").read_text()  # one decoder twice on the CPU: equal

@@ -13,7 +13,7 @@ from pathlib import Path
 from dva.errors import ConfigError
 from dva.stores.attrs import MODALITIES  # noqa: F401  (the trainer's modalities are the store's)
 
-TEMPORALS = ("gru",)  # the temporal encoders over each modality's window (model.temporal registers each)
+TEMPORALS = ("gru", "tcn", "transformer")  # the temporal encoders over each modality's window (model.temporal registers each)
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
 PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
 LABELS = ("soft", "hard")  # the prompt head's target: Gaussian over region centres, or one-hot of the nearest
@@ -36,6 +36,8 @@ class FitSettings:
     out: str = "runs/fit"
     modalities: str = "visual,audio"
     temporal: str = "gru"
+    tcn_kernel: int = 3  # --temporal tcn: kernel of every dilated convolution (odd: the padding is symmetric)
+    temporal_layers: int = 2  # --temporal transformer: encoder layers
     fusion: str = "hierarchical"
     prompt: str = "learnable"
     n_ctx: int = 4
@@ -83,6 +85,7 @@ class FitSettings:
         for name in ("epochs", "batch_size", "hidden", "layers", "seq_len", "stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        self._validate_temporal()
         if self.sigma <= 0 or self.lr <= 0:
             raise ConfigError("--sigma and --lr must be positive")
         if not 0 <= self.mse_weight < float("inf"):
@@ -97,6 +100,14 @@ class FitSettings:
             raise ConfigError(f"--folds must be 0 (no folds) or at least 2, not {self.folds}")
         if self.folds and splits != ("train",):
             raise ConfigError("--folds cuts train and val together into folds; leave --train-splits out")
+
+    def _validate_temporal(self) -> None:
+        if self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0:
+            raise ConfigError(f"--tcn-kernel must be odd and at least 3 (the convolutions are centred), not {self.tcn_kernel}")
+        if self.temporal_layers < 1:
+            raise ConfigError("--temporal-layers must be at least 1")
+        if self.temporal == "transformer" and (self.heads < 1 or self.hidden % self.heads):
+            raise ConfigError(f"--temporal transformer: --hidden ({self.hidden}) must be divisible by --heads ({self.heads})")
 
     @property
     def va_weight_pair(self) -> tuple[float, float]:

@@ -22,6 +22,9 @@ class ModelSettings:
 
     modalities: tuple[str, ...] = MODALITIES
     temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry)
+    seq_len: int = 64  # the training window: a TCN gets as many levels as cover it
+    tcn_kernel: int = 3
+    temporal_layers: int = 2  # transformer encoder layers
     hidden: int = 128
     layers: int = 1
     bidirectional: bool = False
@@ -58,6 +61,10 @@ class ModelSettings:
             raise ConfigError(f"readout {self.readout!r} needs the prompt head (prompt fixed or learnable)")
         if self.hidden < 1 or self.layers < 1 or self.heads < 1 or self.n_ctx < 0:
             raise ConfigError("hidden, layers and heads must be at least 1, n_ctx at least 0")
+        if self.temporal == "transformer" and self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for the transformer")
+        if self.seq_len < 1 or self.temporal_layers < 1 or self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0:
+            raise ConfigError("seq_len and temporal_layers must be at least 1, tcn_kernel odd and at least 3")
         if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for {self.fusion} fusion")
         if len(self.descriptions) != N_REGIONS:

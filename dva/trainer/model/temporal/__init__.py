@@ -9,7 +9,7 @@ frames arrive zeroed); runs under autocast on a GPU. A new kind is one module th
 
 from __future__ import annotations
 
-from dva.trainer.model.temporal import gru  # noqa: F401  (each registers its kind)
+from dva.trainer.model.temporal import gru, tcn, transformer  # noqa: F401  (each registers its kind)
 from dva.trainer.model.temporal.base import build_temporal, registered
 
 __all__ = ["build_temporal", "registered"]
