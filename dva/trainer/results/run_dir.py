@@ -21,6 +21,7 @@ from dva.data.tasks import TASKS
 from dva.errors import RunError, at_most
 
 CHECKPOINT = "best.pt"
+WIDTH_WORDS = {True: "each dimension's width", False: "the width"}  # VA smooths each dimension with its own width, EXPR and AU with one
 
 
 def trainable_state(model: torch.nn.Module) -> dict:
@@ -120,7 +121,7 @@ def run_metrics(result, features) -> dict:
         metrics["figures"] = {
             "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
             "final": f"the last epoch, scored on {name} (not selected)",
-            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), {"each dimension's width" if task == "va" else "the width"} the one that scored best on {name} (selected on it too)",
+            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[task == 'va']} the one that scored best on {name} (selected on it too)",
         }
         metrics["best_val"] = result.best
         metrics["final"] = result.final
@@ -170,7 +171,7 @@ def write_folds(result, features, out: Path) -> Path:
             "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
                    "each fold's epoch was selected on its own held-out fold (the standard)",
             "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
-            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {"each dimension's width" if result.settings.task == "va" else "the width"} the one that scored best on the out-of-fold predictions (selected on them)",
+            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[result.settings.task == 'va']} the one that scored best on the out-of-fold predictions (selected on them)",
             "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
             "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
         },
