@@ -1,4 +1,5 @@
-"""Concordance correlation coefficient (CCC), ABAW's metric, for numpy arrays and torch tensors."""
+"""ABAW's metrics: the concordance correlation coefficient (CCC) of VA, for numpy arrays and torch tensors; F1 of EXPR
+(macro over eight classes) and AU (per unit, their mean)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,30 @@ def _to_numpy(values) -> np.ndarray:
     if hasattr(values, "detach"):
         return values.detach().float().cpu().numpy()
     return np.asarray(values)
+
+
+def f1_binary(pred, target) -> float:
+    """F1 of 0/1 predictions against 0/1 targets (1-D, NaN or -1 in target: not annotated, ignored):
+    2 TP / (2 TP + FP + FN); 0 when there is no positive in either (sklearn's zero_division=0)."""
+    pred = np.asarray(_to_numpy(pred), dtype=np.float64).ravel()
+    target = np.asarray(_to_numpy(target), dtype=np.float64).ravel()
+    valid = ~np.isnan(target) & (target >= 0)
+    pred, target = pred[valid] > 0.5, target[valid] > 0.5
+    tp = float(np.sum(pred & target))
+    denominator = 2 * tp + float(np.sum(pred & ~target)) + float(np.sum(~pred & target))
+    return 2 * tp / denominator if denominator else 0.0
+
+
+def f1_per_class(pred, target, n_classes: int) -> list[float]:
+    """One-vs-rest F1 of each class 0..n_classes-1 of class indices pred against target (1-D; NaN or -1 in target:
+    not annotated, ignored), as ABAW computes EXPR's."""
+    pred = np.asarray(_to_numpy(pred), dtype=np.float64).ravel()
+    target = np.asarray(_to_numpy(target), dtype=np.float64).ravel()
+    valid = ~np.isnan(target) & (target >= 0)
+    return [f1_binary((pred[valid] == c).astype(float), (target[valid] == c).astype(float)) for c in range(n_classes)]
+
+
+def macro_f1(pred, target, n_classes: int) -> float:
+    """EXPR's figure: the mean of the per-class F1s over all n_classes classes (a class never annotated nor predicted
+    counts 0, so the figure is always over the same classes)."""
+    return float(np.mean(f1_per_class(pred, target, n_classes)))

@@ -19,6 +19,7 @@ def fit(
     out: Optional[str] = typer.Option(None, help="Run directory (default: runs/fit)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
+    task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1) or au (twelve action units: mean F1; needs --prompt none). Its own labels and splits of the store."),
     temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window) or transformer (self-attention, sinusoidal positions)."),
     tcn_kernel: Optional[int] = typer.Option(None, help="--temporal tcn: kernel of the dilated convolutions (odd); levels are added until the receptive field covers --seq-len."),
     temporal_layers: Optional[int] = typer.Option(None, help="--temporal transformer: encoder layers (pre-norm; --heads heads)."),
@@ -77,11 +78,13 @@ def report_lines(report: dict) -> list[str]:
         figure = report.get(name)
         if not figure:
             continue
-        if figure.get("p_va") is None:
+        key = report.get("figure", "p_va")  # the task's figure: p_va, expr_f1 or au_f1
+        if figure.get(key) is None:
             lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
             continue
         epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
-        lines.append(f"{name:<18} {epoch}: CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}")
+        shown = f"CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}" if key == "p_va" else f"{key.upper().replace('_', ' ')} {figure[key]:.4f}"
+        lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
     lines.append(f"-> {report['run']}")
     return lines

@@ -152,6 +152,8 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
+            if settings.task != "va":  # its table, ledger and paired bootstrap are P_VA's; an F1 ranking is not built yet
+                raise ConfigError(f"dva ablate ranks by P_VA and compares VA predictions: task {settings.task} is not supported yet; run dva fit --task {settings.task} per variant")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
 

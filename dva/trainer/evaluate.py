@@ -111,19 +111,23 @@ EVAL_BATCHES = {"cpu": 64, "cuda": 512}  # windows per evaluation batch by devic
 
 @torch.no_grad()
 def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int | None = None, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
-    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data: windows every seq_len / 2
+    """Per-frame (valence, arousal) float32 [N, 2] for every frame of data (EXPR: the 8 class probabilities, AU: the 12
+    units' probabilities, `model.heads.frame_values`): windows every seq_len / 2
     frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
     for the whole pass. batch_size: windows per batch (None: `EVAL_BATCHES` of data's device); normaliser: applied
     to each batch (None: data is normalised already); progress: a bar over the pass (on a terminal)."""
 
+    from dva.trainer.model.heads import TASK_WIDTH, frame_values
+
     model.eval()
+    width = TASK_WIDTH[settings.task]
     device = data.visual.device
     batch_size = batch_size or EVAL_BATCHES.get(device.type, EVAL_BATCHES["cpu"])
     normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
     index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
     index, inside = index.to(device), inside.to(device)
     position = stitch_weights(settings.stitch, settings.seq_len).to(device)
-    total = torch.zeros(data.n_frames, 2, device=device)
+    total = torch.zeros(data.n_frames, width, device=device)
     count = torch.zeros(data.n_frames, 1, device=device)
     with autocast(device):
         text = model.text_features()
@@ -135,21 +139,26 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
         if normaliser is not None:
             batch = normalise_batch(batch, normaliser)
         with autocast(device):
-            va = model(**model_inputs(settings, batch), text=text)["va"].float()
+            va = frame_values(settings.task, model(**model_inputs(settings, batch), text=text)).float()
         weights = (valid.float() * position)[..., None]
-        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, 2))
+        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, width))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
     bar.close()
     return (total / torch.where(count > 0, count, torch.ones_like(count))).cpu().numpy()  # hann weights sum to < 1 at track ends
 
 
 def evaluate(pred: np.ndarray, data: SplitData) -> dict:
-    """ABAW's CCC over all valid frames concatenated, and per track."""
+    """ABAW's CCC over all valid frames concatenated, and per track (EXPR, AU: the task's figure per track)."""
     labels = data.labels.cpu().numpy()
     result = evaluate_frames(pred, data)
     result["per_track"] = {}
     for i, track in enumerate(data.tracks):
         part = data.track_slice(i)
+        if labels.shape[1] != 2:
+            scores = frame_scores(pred[part], labels[part])
+            name = FIGURE_NAMES[task_of(labels)]
+            result["per_track"][track] = {"frames": int(part.stop - part.start), "valid": int(data.label_mask[part].sum()), name: scores[name]}
+            continue
         result["per_track"][track] = {
             "frames": int(part.stop - part.start),
             "valid": int(data.label_mask[part].sum()),
@@ -168,6 +177,11 @@ def smooth(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
     if widths == (0.0, 0.0):
         return pred
     out = np.array(pred, dtype=np.float32, copy=True)
+    if pred.shape[1] != 2:  # EXPR's or AU's probabilities: one width for every column
+        for i in range(len(data.tracks)):
+            part = data.track_slice(i)
+            out[part] = gaussian_smooth(pred[part], widths[0] * float(data.attrs[i]["fps"]))
+        return out
     for i in range(len(data.tracks)):
         part = data.track_slice(i)
         for column, width in enumerate(widths):
@@ -215,7 +229,10 @@ def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) 
     """For valence and arousal separately, the smoothing width (seconds) with the best CCC of that dimension of
     pred on data (ties: the smaller width), and the CCC of every width tried:
     {"seconds": {"valence": s, "arousal": s}, "ccc_by_seconds": {"valence": {str(seconds): ccc}, "arousal": {...}}}.
-    A dimension's smoothing never changes the other's CCC, so P_VA is the best any pair of widths gives."""
+    A dimension's smoothing never changes the other's CCC, so P_VA is the best any pair of widths gives.
+    EXPR, AU: `choose_class_smoothing` (one width; AU's per-unit thresholds too)."""
+    if pred.shape[1] != 2:
+        return choose_class_smoothing(pred, data, choices)
     scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data) for s in sorted(choices)}
     chosen, by_seconds = {}, {}
     for dimension, key in zip(DIMENSIONS, ("ccc_v", "ccc_a")):
@@ -228,13 +245,67 @@ def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) 
     return {"seconds": chosen, "ccc_by_seconds": by_seconds}
 
 
-def evaluate_frames(pred: np.ndarray, data: SplitData) -> dict:
-    """CCC_V, CCC_A and P_VA over all valid frames of data concatenated (no per-track figures)."""
-    return frame_scores(pred, data.labels.cpu().numpy())
+def choose_class_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
+    """EXPR, AU: the one smoothing width (seconds, of the probabilities) with the best figure on data (ties: the smaller;
+    AU scored at 0.5), and for AU the per-unit thresholds then chosen on the smoothed predictions (`choose_thresholds`):
+    {"seconds": s, "figure_by_seconds": {str(s): figure}, "thresholds": [12] (AU only)}."""
+    labels = data.labels.cpu().numpy()
+    by_seconds = {float(c): task_figure(frame_scores(smooth(pred, data, float(c)), labels)) for c in sorted(choices)}
+    best = min(by_seconds)
+    for seconds, value in by_seconds.items():
+        if np.isfinite(value) and (not np.isfinite(by_seconds[best]) or value > by_seconds[best]):
+            best = seconds
+    chosen = {"seconds": best, "figure_by_seconds": {str(k): v for k, v in by_seconds.items()}}
+    if task_of(labels) == "au":
+        chosen["thresholds"] = choose_thresholds(smooth(pred, data, best), labels)
+    return chosen
 
 
-def frame_scores(pred: np.ndarray, labels: np.ndarray) -> dict:
-    """CCC_V, CCC_A and P_VA of pred [N, 2] against labels [N, 2] (NaN where invalid), every frame at once."""
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # the grid AU's per-unit thresholds are chosen from
+
+
+def choose_thresholds(pred: np.ndarray, labels: np.ndarray) -> list[float]:
+    """AU: for each unit, the threshold of THRESHOLDS with the best F1 of pred [N, 12] (probabilities) against labels
+    [N, 12] (NaN where not annotated); ties: the one nearest 0.5."""
+    from dva.metrics import f1_binary
+
+    chosen = []
+    for unit in range(labels.shape[1]):
+        scores = [(f1_binary(pred[:, unit] >= t, labels[:, unit]), -abs(t - 0.5), t) for t in THRESHOLDS]
+        chosen.append(max(scores)[2])
+    return chosen
+
+
+FIGURE_NAMES = {"va": "p_va", "expr": "expr_f1", "au": "au_f1"}  # each task's figure: what selects epochs and ranks variants
+
+
+def task_of(labels) -> str:
+    """The task of labels as the trainer holds them (`loading.store.task_labels`): VA [N, 2], EXPR [N, 1], AU [N, 12]."""
+    return {2: "va", 1: "expr", 12: "au"}[int(labels.shape[1])]
+
+
+def task_figure(scores: dict | None) -> float:
+    """The task's figure in a scores dict (`frame_scores`, a best or final record): P_VA, EXPR's macro F1 or AU's mean
+    F1; NaN when there is none."""
+    for name in FIGURE_NAMES.values():
+        if scores and scores.get(name) is not None:
+            return float(scores[name])
+    return float("nan")
+
+
+def evaluate_frames(pred: np.ndarray, data: SplitData, thresholds=None) -> dict:
+    """CCC_V, CCC_A and P_VA over all valid frames of data concatenated (no per-track figures); EXPR, AU: F1s
+    (`frame_scores`)."""
+    return frame_scores(pred, data.labels.cpu().numpy(), thresholds)
+
+
+def frame_scores(pred: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
+    """CCC_V, CCC_A and P_VA of pred [N, 2] against labels [N, 2] (NaN where invalid), every frame at once. EXPR (labels
+    [N, 1]): expr_f1, the macro F1 of pred's argmax over the 8 classes, and expr_f1_per_class; AU (labels [N, 12]):
+    au_f1, the mean F1 of the 12 units with pred >= thresholds (per unit; None: 0.5), and au_f1_per_au."""
+    task = task_of(labels)
+    if task != "va":
+        return _class_scores(task, pred, labels, thresholds)
     result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
     result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
     return result
@@ -244,3 +315,15 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
+
+
+def _class_scores(task: str, pred: np.ndarray, labels: np.ndarray, thresholds) -> dict:
+    from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+    from dva.metrics import f1_binary, f1_per_class
+
+    if task == "expr":
+        per = f1_per_class(np.argmax(pred, axis=1), labels[:, 0], len(EXPR_CLASSES))
+        return {"expr_f1": float(np.mean(per)), "expr_f1_per_class": dict(zip(EXPR_CLASSES, per))}
+    cut = np.full(labels.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    per = [f1_binary(pred[:, unit] >= cut[unit], labels[:, unit]) for unit in range(labels.shape[1])]
+    return {"au_f1": float(np.mean(per)), "au_f1_per_au": dict(zip(AU_NAMES, per))}

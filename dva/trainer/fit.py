@@ -22,9 +22,10 @@ from dva.errors import DvaWarning
 from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
 from dva.trainer.loading.store import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
-    autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
-    resolve_device,
+    FIGURE_NAMES, autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
+    resolve_device, task_figure,
 )
+from dva.trainer.model.heads import TASK_WIDTH
 from dva.trainer.results.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
 from dva.trainer.settings import MODALITIES, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
 from dva.trainer.loading.tracks import select_tracks, track_rows, track_span
@@ -56,9 +57,11 @@ class Features:
         return dataclasses.replace(self, train=train, val=val, pool=pool)
 
 
-def load_features(store_path: str, audio_align: str = "nearest", visual_features: str | None = None, audio_features: str | None = None, modalities=MODALITIES) -> Features:
-    """Train and val from the chosen feature sets of the store (see `choose_sets`); one DvaWarning names every
-    failed or incomplete track left out."""
+def load_features(store_path: str, audio_align: str = "nearest", visual_features: str | None = None, audio_features: str | None = None,
+                  task: str = "va", modalities=MODALITIES) -> Features:
+    """The task's train and val from the chosen feature sets of the store (see `choose_sets`): the tracks whose `tasks`
+    attr puts them in the task's train or val, wherever they are stored, with the task's labels; one DvaWarning names
+    every failed or incomplete track left out, and every track of the task's splits without its labels."""
     from dva.stores import open_store
 
     store = open_store(store_path, mode="r")
@@ -68,9 +71,9 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
         provenance = {
             "dva_version": store.attrs.get("dva_version"), "timeline": store.attrs.get("timeline"),
             "feature_sets": {name: available[name] for names in sets.values() for name in names}, "sets": sets,
-            "text_towers": clip_text_towers(available, sets),
+            "text_towers": clip_text_towers(available, sets), "task": task,
         }
-        pool, (train, val) = load_splits(store, ["train", "val"], sets, audio_align)
+        pool, (train, val) = load_splits(store, ["train", "val"], sets, audio_align, task=task)
         features = Features(str(store_path), provenance, train, val, pool)
     finally:
         store.close()
@@ -82,7 +85,7 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
 
 def features_for(settings: FitSettings) -> Features:
     """The features a fit with these settings trains on."""
-    return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.modality_list)
+    return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.task, settings.modality_list)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class FitResult:
     held-out tracks (best_val), `final` is the last epoch (not selected); both None without held-out tracks."""
 
     settings: FitSettings
-    best: dict | None  # epoch, ccc_v, ccc_a, p_va at the epoch kept (selected on the held-out tracks)
+    best: dict | None  # epoch and the task's scores (VA: ccc_v, ccc_a, p_va) at the epoch kept (selected on the held-out tracks)
     history: list[dict]
     val_pred: np.ndarray | None  # [held-out frames, 2] of the model kept
     per_track: dict
@@ -105,6 +108,7 @@ class FitResult:
     train_tracks: list[str] = dataclasses.field(default_factory=list)
     held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
     state: dict | None = None  # the model's `trainable_state` (CPU tensors), when model is None
+    weights: list[float] | None = None  # EXPR's class weights or AU's positive weights in the loss (from the trained frames)
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
@@ -138,6 +142,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         np.random.seed(settings.seed)
         model = build_model(settings, provenance, train_data.visual_dim, train_data.audio_dim, device)
     index, inside = _train_windows(train_data, rows, settings, device)
+    weights = label_weights(settings.task, data.labels[on_data])
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-index.shape[0] // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
@@ -150,7 +155,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         epoch_start = time.perf_counter()
         order = torch.randperm(index.shape[0], generator=generator).to(device)
         loss = _train_epoch(model, optimiser, scheduler, settings, train_data, index[order], inside[order], step_normaliser, device,
-                            batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress))
+                            batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress), weights)
         row = {"epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
             evaluated = time.perf_counter()
@@ -159,25 +164,36 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
             row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"p_va": f"{row['p_va']:.3f}"} if "p_va" in row else {}))
+        figure = FIGURE_NAMES[settings.task]
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({figure: f"{row[figure]:.3f}"} if figure in row else {}))
         if held_data is None:
             continue
-        if best is None or _better(row["p_va"], best["p_va"]):
-            best, best_state, best_pred, stale = {k: row[k] for k in FIGURE_KEYS}, trainable_state(model), last_pred, 0
+        if best is None or _better(task_figure(row), task_figure(best)):
+            best, best_state, best_pred, stale = {k: v for k, v in row.items() if k not in NOT_FIGURES}, trainable_state(model), last_pred, 0
         else:
             stale += 1
             if stale >= settings.patience:
                 break
     final, smoothing, per_track = None, None, {}
     if held_data is not None:
-        final = {k: history[-1][k] for k in FIGURE_KEYS if k in history[-1]}
+        final = {k: v for k, v in history[-1].items() if k not in NOT_FIGURES}
         load_state_strictly(model, best_state, "the best epoch's state")
         per_track = evaluate(best_pred, held_data)["per_track"]
         smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
     return FitResult(
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
+        weights=None if weights is None else [float(w) for w in weights],
     )
+
+
+def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
+    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights; None for VA."""
+    from dva.trainer.model.losses import class_weights, pos_weights
+
+    if task == "va":
+        return None
+    return class_weights(labels.cpu()) if task == "expr" else pos_weights(labels.cpu())
 
 
 def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,10 +207,10 @@ def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, d
 
 
 def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor,
-                 normaliser, device, bar) -> float:
+                 normaliser, device, bar, weights: torch.Tensor | None = None) -> float:
     """One pass over the windows (already in this epoch's order), a batch at a time; the mean loss. bar: the
-    epoch's batch bar, closed at the end."""
-    from dva.trainer.model.losses import loss as compute_loss
+    epoch's batch bar, closed at the end; weights: `label_weights` (EXPR, AU)."""
+    from dva.trainer.model.losses import task_loss
 
     model.train()
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
@@ -203,11 +219,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
         batch = normalise_batch(gather(data, index[start : start + settings.batch_size], inside[start : start + settings.batch_size]), normaliser)
         with autocast(device):
             out = model(**model_inputs(settings, batch))
-        value = compute_loss(
-            {k: (v.float() if v is not None else None) for k, v in out.items()},
-            batch["labels"], batch["label_mask"], settings.sigma, settings.lambda_prompt, settings.labels,
-            va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight,
-        )
+        value = task_loss(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
         optimiser.zero_grad(set_to_none=True)
         value.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -221,7 +233,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
     return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
-FIGURE_KEYS = ("epoch", "ccc_v", "ccc_a", "p_va")
+NOT_FIGURES = ("loss", "lr", "eval_seconds", "seconds")  # what an epoch's history row holds besides the epoch and its scores
 MODEL_INIT = threading.Lock()
 
 
@@ -249,7 +261,7 @@ def train_folds(settings: FitSettings, features: Features, progress: bool = True
     pooled = features.pooled()
     fold_of = fold_plan(settings, pooled)
     on = features.to(resolve_device(settings.device))  # one copy on the device for every fold
-    oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
+    oof_pred = np.full((pooled.n_frames, TASK_WIDTH[settings.task]), np.nan, dtype=np.float32)
     oof_last = oof_pred.copy()
     runs = []
     for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress):

@@ -13,6 +13,7 @@ from pathlib import Path
 from dva.errors import ConfigError
 from dva.stores.attrs import MODALITIES  # noqa: F401  (the trainer's modalities are the store's)
 
+TASK_NAMES = ("va", "expr", "au")  # the challenges a head is trained for (dva.data.tasks describes each)
 TEMPORALS = ("gru", "tcn", "transformer")  # the temporal encoders over each modality's window (model.temporal registers each)
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
 PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
@@ -23,7 +24,7 @@ SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva
 SCHEDULES = ("constant", "cosine")
 AUDIO_ALIGNS = ("nearest", "linear")  # how audio steps are read at frame times: the nearest step, or the two around it
 TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
-CHOICES = {"temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
+CHOICES = {"task": TASK_NAMES, "temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -35,6 +36,7 @@ class FitSettings:
     features: str = "stores"
     out: str = "runs/fit"
     modalities: str = "visual,audio"
+    task: str = "va"  # va | expr | au: whose labels, splits, head, loss and figure
     temporal: str = "gru"
     tcn_kernel: int = 3  # --temporal tcn: kernel of every dilated convolution (odd: the padding is symmetric)
     temporal_layers: int = 2  # --temporal transformer: encoder layers
@@ -60,7 +62,7 @@ class FitSettings:
     seed: int = 0
     device: str | None = None
     audio_align: str = "nearest"
-    descriptions: tuple[str, ...] | None = None  # nine region texts; None = the circumplex defaults
+    descriptions: tuple[str, ...] | None = None  # nine region texts (eight class texts for --task expr); None = the defaults
     labels: str = "soft"
     readout: str = "regression"
     stitch: str = "hann"
@@ -80,8 +82,7 @@ class FitSettings:
             check_choice(name, getattr(self, name))
         if self.readout != "regression" and self.prompt == "none":
             raise ConfigError(f"--readout {self.readout} reads the prompt head: use --prompt fixed or learnable, or --readout regression")
-        if self.descriptions is not None and len(self.descriptions) != 9:
-            raise ConfigError(f"descriptions must hold nine texts (one per region), got {len(self.descriptions)}")
+        self._validate_task()
         for name in ("epochs", "batch_size", "hidden", "layers", "seq_len", "stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -100,6 +101,16 @@ class FitSettings:
             raise ConfigError(f"--folds must be 0 (no folds) or at least 2, not {self.folds}")
         if self.folds and splits != ("train",):
             raise ConfigError("--folds cuts train and val together into folds; leave --train-splits out")
+
+    def _validate_task(self) -> None:
+        wanted = {"va": (9, "one per region"), "expr": (8, "one per expression class")}.get(self.task)
+        if self.task == "au" and self.prompt != "none":
+            raise ConfigError("--task au has no prompt head (twelve independent action units): pass --prompt none")
+        if self.task == "au" and self.readout != "regression":
+            raise ConfigError(f"--task au reads its linear head: leave --readout {self.readout} out")
+        if self.descriptions is not None and (wanted is None or len(self.descriptions) != wanted[0]):
+            count = wanted[0] if wanted else 0
+            raise ConfigError(f"descriptions must hold {count} texts ({wanted[1] if wanted else 'no prompt head'}) for --task {self.task}, got {len(self.descriptions)}")
 
     def _validate_temporal(self) -> None:
         if self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0:

@@ -37,7 +37,7 @@ from dva.trainer.workers import (
     worker_device,
 )
 
-DATA_KEYS = ("audio_align", "visual_features", "audio_features")  # the settings that decide which features are loaded
+DATA_KEYS = ("audio_align", "visual_features", "audio_features", "task")  # the settings that decide which features are loaded
 KEEP = 2  # loads a process keeps, the least recently used dropped first: a grid over feature sets meets a few, in order
 RETRIES = 1  # a task that raised (a GPU out of memory on a crowded node) runs once more; a worker that died is Dask's to reschedule
 _LOADED: collections.OrderedDict = collections.OrderedDict()  # per process: (store, digest, data key, modalities) -> Features (CPU)
@@ -131,7 +131,7 @@ def essentials(result, task: FitTask, features) -> dict:
     held = result.held
     out = {
         "best": result.best, "final": result.final, "history": result.history, "smoothing": result.smoothing,
-        "per_track": result.per_track, "seconds": result.seconds, "train_tracks": result.train_tracks, "held_name": result.held_name,
+        "per_track": result.per_track, "seconds": result.seconds, "train_tracks": result.train_tracks, "held_name": result.held_name, "weights": result.weights,
         "val_pred": result.val_pred, "last_pred": result.last_pred if task.keep_model else None,
         "labels": held.labels.cpu().numpy() if held is not None else None,
         "held_tracks": list(held.tracks) if held is not None else [], "held_offsets": np.asarray(held.offsets) if held is not None else np.zeros(1, np.int64),
@@ -196,11 +196,12 @@ def store_seen(path: str) -> str:
 
 def best_postfix(best: tuple[float, str] | None) -> str:
     """The progress bar's postfix: the best figure so far and what made it."""
-    return f"best P_VA {best[0]:.3f} ({best[1]})" if best else ""
+    return f"best {best[0]:.3f} ({best[1]})" if best else ""
 
 
-def better(best: tuple[float, str] | None, p_va, name: str) -> tuple[float, str] | None:
-    value = float(p_va) if p_va is not None else float("nan")
+def better(best: tuple[float, str] | None, figure, name: str) -> tuple[float, str] | None:
+    """best (value, name) after a result whose task's figure (P_VA, EXPR F1, AU F1) is figure (a number or None)."""
+    value = float(figure) if figure is not None else float("nan")
     return (value, name) if not np.isnan(value) and (best is None or value > best[0]) else best
 
 
@@ -212,7 +213,9 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     from tqdm import tqdm
 
     from dva.errors import ConfigError, DvaError
+    from dva.trainer.evaluate import task_figure
     from dva.trainer.fit import FoldsResult, features_for
+    from dva.trainer.model.heads import TASK_WIDTH
     from dva.trainer.results.run_dir import run_summary, write_folds
 
     if not settings.folds:
@@ -232,13 +235,13 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
                 failed.append(f"{task.name}: {reason}")
                 continue
             done[task.fold] = result
-            best = better(best, (result["best"] or {}).get("p_va"), task.name)
+            best = better(best, task_figure(result["best"]), task.name)
             bar.set_postfix_str(best_postfix(best))
     if failed:
         raise DvaError(f"dva fit --folds {settings.folds}: {len(failed)} of {len(tasks)} fits failed on the cluster, nothing written: {'; '.join(failed)}")
     pooled = features.pooled()
     fold_of = fold_plan(settings, pooled)
-    oof_pred = np.full((pooled.n_frames, 2), np.nan, dtype=np.float32)
+    oof_pred = np.full((pooled.n_frames, TASK_WIDTH[settings.task]), np.nan, dtype=np.float32)
     oof_last, runs = oof_pred.copy(), []
     for fold in range(settings.folds):
         rows = fold_rows(pooled, fold_of, fold)
@@ -258,5 +261,5 @@ def fit_result(settings: FitSettings, essentials: dict, held):
     return FitResult(
         settings, e["best"], e["history"], e["val_pred"], e["per_track"], None, Normaliser.from_state(e["normaliser"]), e["seconds"],
         final=e["final"], last_pred=e["last_pred"], smoothing=e["smoothing"], held=held, train_tracks=e["train_tracks"],
-        held_name=e["held_name"], state=e["state"],
+        held_name=e["held_name"], state=e["state"], weights=e.get("weights"),
     )

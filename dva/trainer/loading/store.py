@@ -13,9 +13,13 @@ import torch
 
 from dva.errors import ConfigError, StoreError
 from dva.stores import why_not_usable
+from dva.stores.attrs import LABEL_ARRAYS, track_tasks
 from dva.trainer.loading.audio_rows import AudioRows, align_rows
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.loading.tracks import track_span
+
+
+LABEL_WIDTH = {"va": 2, "expr": 1, "au": 12}  # the columns of each task's labels as the trainer holds them (`task_labels`)
 
 
 def choose_sets(available: dict[str, dict], visual: str | None, audio: str | None, modalities, store_path: str) -> dict[str, list[str]]:
@@ -43,83 +47,127 @@ def choose_sets(available: dict[str, dict], visual: str | None, audio: str | Non
 
 
 
-def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None) -> SplitData:
+def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None, task: str | None = None) -> SplitData:
     """Every track of split whose chosen feature sets (sets: modality -> names, see `choose_sets`) are
     complete (or only these tracks), from an open store into CPU tensors. Several sets of one modality are
     side by side along features (normalisation is per feature, so each keeps its own); a frame is valid for a
     modality when every one of its sets has it. The tracks left out are named in `SplitData.left_out`."""
-    return load_splits(store, [split], sets, audio_align, tracks)[1][0]
+    return load_splits(store, [split], sets, audio_align, tracks, task)[1][0]
 
 
-def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None) -> tuple[SplitData, list[SplitData]]:
+def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None,
+                task: str | None = None) -> tuple[SplitData, list[SplitData]]:
     """(all the splits' tracks as one SplitData, named like "train+val", whose attrs say each track's split;
-    one SplitData per split, each a view of it) — see `load_split`."""
-    check_split = [s for s in splits if s not in store.splits()]
+    one SplitData per split, each a view of it) — see `load_split`. task None: the store's splits as stored, their
+    VA labels; task va|expr|au: each split is that task's (the tracks whose `tasks` attr names it, wherever they are
+    stored), with that task's labels (`task_labels`); a track of the task's split without its labels is left out,
+    named in `left_out`."""
+    check_split = [s for s in splits if s not in store.splits()] if task is None else []
     if check_split:
         raise StoreError(f"{store.path} has no {check_split[0]!r} split: run `dva extract --split {check_split[0]}` into it first")
     needed = [*sets["visual"], *sets["audio"]]
-    chosen = {split: _usable(store, split, needed, tracks) for split in splits}
+    chosen = {split: _usable(store, split, needed, tracks, task) for split in splits}
     available = store.feature_sets()
     dims = {name: int(available[name]["dim"]) for name in needed}
-    jobs = [(split, name, index[name]) for split, (index, names, _) in chosen.items() for name in names]
-    pooled = _read(store, jobs, sets, dims, audio_align)
-    pooled.split, pooled.left_out = "+".join(splits), {t: why for _, _, left_out in chosen.values() for t, why in left_out.items()}
+    jobs = [job for jobs_of_split, _ in chosen.values() for job in jobs_of_split]
+    pooled = _read(store, jobs, sets, dims, audio_align, task or "va")
+    pooled.split, pooled.left_out = "+".join(splits), {t: why for _, left_out in chosen.values() for t, why in left_out.items()}
     parts, first = [], 0
-    for split, (_, names, left_out) in chosen.items():
+    for split, (names, left_out) in chosen.items():
         last = first + len(names)
         parts.append(track_span(pooled, first, last, split, pooled.attrs[first:last], left_out))
         first = last
     for part in parts:  # a split's own attrs do not say which split they are from; the pool's do
-        part.attrs = [{k: v for k, v in a.items() if k != "split"} for a in part.attrs]
+        part.attrs = [{k: v for k, v in a.items() if k not in ("split", "stored_split")} for a in part.attrs]
     return pooled, parts
 
 
-def _usable(store, split: str, needed: list[str], tracks: list[str] | None) -> tuple[dict, list[str], dict[str, str]]:
-    """(the split's track index, the tracks to read, {track: why not} for the others)."""
-    index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
-    wanted = list(index) if tracks is None else [t for t in tracks if t in index]
-    reasons = {t: why_not_usable(index[t], needed) for t in wanted}
-    names = [t for t in wanted if reasons[t] is None]
-    if not names:
-        raise StoreError(f"{store.path}: no track of split {split!r} has {', '.join(needed) or 'any feature set'} complete: run `dva extract --split {split}`")
-    return index, names, {t: reason for t, reason in reasons.items() if reason is not None}
+def _usable(store, split: str, needed: list[str], tracks: list[str] | None, task: str | None) -> tuple[list[tuple], dict[str, str]]:
+    """(the jobs to read: (stored split, track, attrs, split) each, {track: why not} for the others)."""
+    if task is None:
+        index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
+        candidates = [(split, t, index[t]) for t in (list(index) if tracks is None else [t for t in tracks if t in index])]
+    else:
+        candidates = _task_candidates(store, task, split, tracks)
+    reasons = {t: why_not_usable(attrs, needed) for _, t, attrs in candidates}
+    if task is not None and split != "test":  # a track of the task's split that has none of its labels teaches and scores nothing
+        for stored, t, attrs in candidates:
+            if reasons[t] is None and not _has_labels(store, stored, t, attrs, task):
+                reasons[t] = f"no {task} labels in the store (dva labels --data DATA adds them)"
+    jobs = [(stored, t, attrs, split) for stored, t, attrs in candidates if reasons[t] is None]
+    if not jobs:
+        what = f"split {split!r}" if task is None else f"{task}'s {split} split"
+        raise StoreError(f"{store.path}: no track of {what} has {', '.join(needed) or 'any feature set'} complete{_labels_hint(task, split)}: run `dva extract --split {split}`"
+                         + ("" if task is None else " (with the release's annotations of that challenge), or `dva labels`"))
+    return jobs, {t: reason for t, reason in reasons.items() if reason is not None}
 
 
-def _read(store, jobs: list[tuple[str, str, dict]], sets: dict[str, list[str]], dims: dict[str, int], audio_align: str) -> SplitData:
-    """jobs: (split, track, attrs) in order -> one SplitData, every array allocated once at its final size."""
-    frames = [store.read(split, track, "frame_time").shape[0] if _rows(attrs, None) is None else _rows(attrs, None) for split, track, attrs in jobs]
+def _task_candidates(store, task: str, split: str, tracks: list[str] | None) -> list[tuple[str, str, dict]]:
+    """(stored split, track, attrs) of every track whose `tasks` attr puts it in task's split, in the store's order (or
+    these tracks, in this order); for VA a track written before the store kept `tasks` counts as its stored split's."""
+    indexes = {stored: store.track_index(stored) for stored in store.splits()}
+    found = {t: (stored, t, attrs) for stored, index in indexes.items() for t, attrs in index.items() if track_tasks(attrs, stored).get(task) == split}
+    return list(found.values()) if tracks is None else [found[t] for t in tracks if t in found]
+
+
+def _labels_hint(task: str | None, split: str) -> str:
+    return "" if task is None or split == "test" else f" and {task} labels"
+
+
+def _has_labels(store, stored: str, track: str, attrs: dict, task: str) -> bool:
+    annotated = attrs.get("annotated")
+    if isinstance(annotated, dict):
+        return int(annotated.get(task) or 0) > 0
+    return bool(attrs.get("labelled")) if task == "va" else store.has_array(stored, track, LABEL_ARRAYS[task])
+
+
+def task_labels(task: str, values: np.ndarray) -> np.ndarray:
+    """A task's stored labels as the trainer holds them, float32 [T, C] with NaN where not annotated: VA [T, 2] as stored,
+    EXPR the class index [T, 1] (-1 -> NaN), AU the 12 bits [T, 12] (-1 -> NaN)."""
+    values = np.asarray(values)
+    if task == "va":
+        return values.astype(np.float32)
+    out = values.astype(np.float32).reshape(values.shape[0], -1)
+    out[out < 0] = np.nan
+    return out
+
+
+def _read(store, jobs: list[tuple[str, str, dict, str]], sets: dict[str, list[str]], dims: dict[str, int], audio_align: str, task: str = "va") -> SplitData:
+    """jobs: (stored split, track, attrs, split) in order -> one SplitData, every array allocated once at its final size."""
+    frames = [store.read(stored, track, "frame_time").shape[0] if _rows(attrs, None) is None else _rows(attrs, None) for stored, track, attrs, _ in jobs]
     offsets = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
     total = int(offsets[-1])
     visual = torch.empty(total, sum(dims[n] for n in sets["visual"]), dtype=torch.float16)
     masks = {m: torch.full((total,), bool(sets[m])) for m in ("visual", "audio")}
-    labels = torch.full((total, 2), float("nan"))
+    labels = torch.full((total, LABEL_WIDTH[task]), float("nan"))
     audio = [_audio_rows(store, jobs, name, dims[name], offsets, audio_align, masks["audio"]) for name in sets["audio"]]
-    for i, (split, track, attrs) in enumerate(jobs):
+    for i, (stored, track, attrs, _) in enumerate(jobs):
         rows = slice(int(offsets[i]), int(offsets[i + 1]))
         column = 0
         for name in sets["visual"]:
-            arrays = store.read_set(split, track, name, "visual")
+            arrays = store.read_set(stored, track, name, "visual")
             visual[rows, column : column + dims[name]] = torch.from_numpy(np.asarray(arrays["data"], dtype=np.float16))
             masks["visual"][rows] &= torch.from_numpy(arrays["mask"].astype(bool))
             column += dims[name]
-        if attrs.get("labelled"):
-            labels[rows] = torch.from_numpy(store.read(split, track, "labels").astype(np.float32))
+        if attrs.get("labelled") if task == "va" else store.has_array(stored, track, LABEL_ARRAYS[task]):
+            labels[rows] = torch.from_numpy(task_labels(task, store.read(stored, track, LABEL_ARRAYS[task])))
     return SplitData(
-        split="", tracks=[t for _, t, _ in jobs], offsets=offsets, visual=visual, visual_mask=masks["visual"], audio=audio,
-        audio_mask=masks["audio"], labels=labels, label_mask=~torch.isnan(labels).any(dim=1), attrs=[{**attrs, "split": split} for split, _, attrs in jobs],
+        split="", tracks=[t for _, t, _, _ in jobs], offsets=offsets, visual=visual, visual_mask=masks["visual"], audio=audio,
+        audio_mask=masks["audio"], labels=labels, label_mask=~torch.isnan(labels).any(dim=1),
+        attrs=[{**attrs, "split": split, **({"stored_split": stored} if stored != split else {})} for stored, _, attrs, split in jobs],
     )
 
 
 def _audio_rows(store, jobs, name: str, dim: int, offsets: np.ndarray, how: str, mask: torch.Tensor) -> AudioRows:
     """One audio set of every job's track at its own rate; mask (per frame) is narrowed to frames with sound."""
-    counts = [_rows(attrs, name) for _, _, attrs in jobs]
+    counts = [_rows(attrs, name) for _, _, attrs, *_ in jobs]
     if any(c is None for c in counts):  # a store without row counts in its attrs: read the steps' times
-        counts = [store.read(split, track, f"{name}/time").shape[0] for split, track, _ in jobs]
+        counts = [store.read(split, track, f"{name}/time").shape[0] for split, track, *_ in jobs]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     data = torch.zeros(int(starts[-1]) + 1, dim, dtype=torch.float16)  # the spare last row: see AudioRows
     left, right = torch.empty(int(offsets[-1]), dtype=torch.int64), torch.empty(int(offsets[-1]), dtype=torch.int64) if how == "linear" else None
     weight = torch.empty(int(offsets[-1]), dtype=torch.float32) if how == "linear" else None
-    for i, (split, track, _) in enumerate(jobs):
+    for i, (split, track, *_) in enumerate(jobs):
         arrays = store.read_set(split, track, name, "audio")
         frame_time = store.read(split, track, "frame_time")
         values = np.asarray(arrays["data"], dtype=np.float16).reshape(-1, dim)

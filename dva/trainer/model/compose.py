@@ -1,4 +1,5 @@
-"""The VA model, composed from settings: temporal encoders -> fusion -> regression and prompt heads."""
+"""The model, composed from settings: temporal encoders -> fusion -> the task's heads (VA: regression and prompt heads;
+EXPR and AU: model.heads)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from torch import nn
 
 from dva.errors import ConfigError
 from dva.trainer.model.fusion import Fusion
-from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, PromptHead
+from dva.trainer.model.heads import EXPR_DESCRIPTIONS, EXPR_TEMPLATE, TASK_WIDTH, ClassHead
+from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
 from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, TEMPORALS, FitSettings
 from dva.trainer.model.soft_labels import N_REGIONS, REGION_CENTRES
 from dva.trainer.model.temporal import build_temporal
@@ -21,6 +23,7 @@ class ModelSettings:
     """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
 
     modalities: tuple[str, ...] = MODALITIES
+    task: str = "va"  # va | expr | au: which heads
     temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry)
     seq_len: int = 64  # the training window: a TCN gets as many levels as cover it
     tcn_kernel: int = 3
@@ -34,7 +37,7 @@ class ModelSettings:
     prompt: str = "learnable"  # none | fixed | learnable
     n_ctx: int = 4
     readout: str = "regression"  # regression | prompt | blend
-    descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order
+    descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order (EXPR: one per class)
 
     @classmethod
     def of(cls, settings: FitSettings) -> ModelSettings:
@@ -44,6 +47,8 @@ class ModelSettings:
         values["modalities"] = settings.modality_list
         if settings.descriptions is not None:
             values["descriptions"] = tuple(settings.descriptions)
+        elif settings.task == "expr":
+            values["descriptions"] = EXPR_DESCRIPTIONS
         return cls(**values)
 
     def validate(self) -> None:
@@ -67,15 +72,21 @@ class ModelSettings:
             raise ConfigError("seq_len and temporal_layers must be at least 1, tcn_kernel odd and at least 3")
         if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for {self.fusion} fusion")
-        if len(self.descriptions) != N_REGIONS:
-            raise ConfigError(f"descriptions must hold {N_REGIONS} texts (one per region), got {len(self.descriptions)}")
+        if self.task not in TASK_WIDTH:
+            raise ConfigError(f"task must be one of {', '.join(TASK_WIDTH)}, not {self.task!r}")
+        if self.task == "au" and (self.prompt != "none" or self.readout != "regression"):
+            raise ConfigError("task au has no prompt head: prompt none, readout regression")
+        classes = N_REGIONS if self.task == "va" else TASK_WIDTH[self.task]
+        if self.task != "au" and len(self.descriptions) != classes:
+            raise ConfigError(f"descriptions must hold {classes} texts (one per {'region' if self.task == 'va' else 'class'}), got {len(self.descriptions)}")
 
 
 class VAModel(nn.Module):
     """Per-frame valence-arousal from visual and/or audio features.
 
     forward(visual [B, T, Dv] or None, audio [B, T, Da] or None, visual_mask bool [B, T] or None,
-    audio_mask bool [B, T] or None, text [9, E] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}.
+    audio_mask bool [B, T] or None, text [9, E] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}
+    (settings.task expr or au: {"va": None, "logits": the prompt head's [B, T, 8] or None, "scores": [B, T, 8 or 12]}).
     "va" is the readout: the regression head (tanh), the prompt head's expectation of the region
     centres (sum_k softmax(logits)_k c_k), or a learned per-dimension mix of the two (blend).
     text: the prompt head's region text features from `text_features()`, computed once by a caller
@@ -96,7 +107,8 @@ class VAModel(nn.Module):
             {m: build_temporal(s.temporal, dims[m], s) for m in s.modalities}
         )
         self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout) if len(s.modalities) == 2 else None
-        self.regression = nn.Linear(s.hidden, 2) if s.readout != "prompt" else None
+        self.regression = nn.Linear(s.hidden, 2) if s.readout != "prompt" and s.task == "va" else None
+        self.head = ClassHead(s.hidden, TASK_WIDTH[s.task], s.readout) if s.task != "va" else None
         # blend: va = g * regression + (1 - g) * prompt readout, g = sigmoid(mix) per dimension, starting at 1/2
         self.mix = nn.Parameter(torch.zeros(2)) if s.readout == "blend" else None
         self.register_buffer("centres", REGION_CENTRES.clone(), persistent=False)
@@ -104,7 +116,9 @@ class VAModel(nn.Module):
         if s.prompt != "none":
             if clip_model is None:
                 raise ValueError(f"VAModel: prompt={s.prompt!r} needs a clip_model for its text tower")
-            self.prompt_head = PromptHead(clip_model, s.descriptions, s.n_ctx, s.prompt, s.hidden, tokenizer=tokenizer)
+            expr = s.task == "expr"
+            self.prompt_head = PromptHead(clip_model, s.descriptions, s.n_ctx, s.prompt, s.hidden, tokenizer=tokenizer,
+                                          template=EXPR_TEMPLATE if expr else HARD_TEMPLATE, classes=len(s.descriptions))
 
     def forward(
         self,
@@ -131,6 +145,8 @@ class VAModel(nn.Module):
         else:
             (fused,) = streams.values()
         logits = self.prompt_head(fused, text) if self.prompt_head is not None else None
+        if self.head is not None:  # EXPR, AU: class scores ("logits" stays the prompt head's, for its loss term)
+            return {"va": None, "logits": logits, "scores": self.head(fused, logits)}
         regression = torch.tanh(self.regression(fused)) if self.regression is not None else None
         if self.settings.readout == "regression":
             return {"va": regression, "logits": logits}

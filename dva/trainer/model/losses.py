@@ -1,5 +1,6 @@
 """Training losses: (1 - CCC) per VA dimension (optionally weighted, plus a weighted MSE), and KL from the region
-soft labels to the prompt logits."""
+soft labels to the prompt logits; EXPR's class-weighted cross-entropy, AU's BCE with per-unit positive weights (the
+weights from the train split's counts), frames not annotated masked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from dva.metrics import masked_ccc  # the one differentiable CCC; re-exported for the trainer
 from dva.trainer.model.soft_labels import hard_labels, soft_labels
 
-__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss"]
+__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss"]
 
 
 def va_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: tuple[float, float] = (1.0, 1.0), mse_weight: float = 0.0) -> torch.Tensor:
@@ -82,3 +83,57 @@ def loss(
     else:
         raise ValueError(f"loss: labels must be soft or hard, not {labels!r}")
     return value + lambda_prompt * prompt_kl(logits, q.to(logits.dtype), label_mask)
+
+
+def class_weights(labels: torch.Tensor, n_classes: int = 8) -> torch.Tensor:
+    """EXPR's class weights from the train frames' labels (class indices, NaN where not annotated; any shape):
+    inverse frequency, 1 / n_c, normalised to mean 1 over the classes present; 0 for a class absent from train."""
+    labels = labels.reshape(-1)
+    labels = labels[~torch.isnan(labels)].long()
+    counts = torch.bincount(labels, minlength=n_classes)[:n_classes].double()
+    inverse = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+    present = int((counts > 0).sum())
+    return (inverse * present / inverse.sum()).float() if present else torch.ones(n_classes)
+
+
+def pos_weights(labels: torch.Tensor) -> torch.Tensor:
+    """AU's positive weights from the train frames' labels [N, 12] (0/1, NaN where not annotated): negatives /
+    positives of each unit among its annotated frames (1 for a unit with no positive or no negative)."""
+    valid = ~torch.isnan(labels)
+    positive = ((labels == 1) & valid).sum(0).double()
+    negative = ((labels == 0) & valid).sum(0).double()
+    return torch.where((positive > 0) & (negative > 0), negative / positive.clamp_min(1), torch.ones_like(positive)).float()
+
+
+def expr_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy of scores [B, T, 8] against class indices y [B, T, 1] (NaN where not annotated) over the frames
+    where mask is True, class-weighted (torch's weighted mean: sum w_y CE / sum w_y); 0 when no frame is."""
+    mask = mask.bool() & ~torch.isnan(y[..., 0])
+    target = torch.where(mask, torch.nan_to_num(y[..., 0]), torch.zeros_like(y[..., 0])).long()
+    per_frame = torch.nn.functional.cross_entropy(scores.float().reshape(-1, scores.shape[-1]), target.reshape(-1), reduction="none")
+    w = (weights.to(scores.device)[target] if weights is not None else torch.ones_like(per_frame.reshape(target.shape))) * mask
+    return (per_frame.reshape(target.shape) * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def au_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """BCE with logits of scores [B, T, 12] against bits y [B, T, 12] (NaN where not annotated), positives weighted per
+    unit (weights [12]), the mean over the annotated (frame, unit) pairs of the frames where mask is True."""
+    valid = mask.bool()[..., None] & ~torch.isnan(y)
+    target = torch.where(valid, torch.nan_to_num(y), torch.zeros_like(y)).float()
+    per = torch.nn.functional.binary_cross_entropy_with_logits(scores.float(), target, reduction="none",
+                                                               pos_weight=weights.to(scores.device) if weights is not None else None)
+    return (per * valid).sum() / valid.sum().clamp_min(1)
+
+
+def task_loss(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The objective of settings.task: VA's `loss`; EXPR's weighted cross-entropy (+ lambda_prompt x the same on the
+    prompt head's logits when it has one); AU's weighted BCE. weights: `class_weights` or `pos_weights` of train."""
+    if task == "va":
+        return loss(out, y, label_mask, settings.sigma, settings.lambda_prompt, settings.labels,
+                    va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight)
+    if task == "au":
+        return au_loss(out["scores"], y, label_mask, weights)
+    value = expr_loss(out["scores"], y, label_mask, weights)
+    if out.get("logits") is not None and settings.lambda_prompt > 0 and settings.readout == "regression":
+        value = value + settings.lambda_prompt * expr_loss(out["logits"], y, label_mask, weights)
+    return value

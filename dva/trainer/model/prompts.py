@@ -100,7 +100,8 @@ class PromptHead(nn.Module):
     Only the text tower is kept. descriptions: nine texts in region order. n_ctx: learnable context
     vectors [n_ctx, text_width], N(0, 0.02) (learnable mode; 0 is allowed and gives plain CLIP prompts).
     tokenizer: callable(list[str]) -> LongTensor [N, context_length]; default open_clip's CLIP BPE
-    tokenizer (pass `open_clip.get_tokenizer(model_name)` for models with another vocabulary).
+    tokenizer (pass `open_clip.get_tokenizer(model_name)` for models with another vocabulary). template: the fixed
+    prompts' sentence; classes: how many descriptions (9 VA regions; 8 for EXPR's classes, see model.heads).
     """
 
     def __init__(
@@ -111,12 +112,14 @@ class PromptHead(nn.Module):
         mode: str = "learnable",
         feature_dim: int = 128,
         tokenizer: Callable | None = None,
+        template: str = HARD_TEMPLATE,
+        classes: int = N_REGIONS,
     ):
         super().__init__()
         if mode not in PROMPT_MODES:
             raise ValueError(f"PromptHead: mode must be one of {', '.join(PROMPT_MODES)}, not {mode!r}")
-        if len(descriptions) != N_REGIONS:
-            raise ValueError(f"PromptHead: need {N_REGIONS} descriptions (one per region), got {len(descriptions)}")
+        if len(descriptions) != classes:
+            raise ValueError(f"PromptHead: need {classes} descriptions (one per class), got {len(descriptions)}")
         if n_ctx < 0:
             raise ValueError(f"PromptHead: n_ctx must be >= 0, not {n_ctx}")
         clip_model.requires_grad_(False)
@@ -126,7 +129,7 @@ class PromptHead(nn.Module):
         device = encoder.positional_embedding.device
 
         if mode == "fixed":
-            tokens = tokenizer([HARD_TEMPLATE.format(d) for d in descriptions]).to(device)
+            tokens = tokenizer([template.format(d) for d in descriptions]).to(device)
             with torch.no_grad():
                 features = encoder(encoder.token_embedding(tokens), encoder.pool_index(tokens)).float()
             # Fixed prompts: compute once, keep no tower (nothing of CLIP in the state).

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
-from dva.errors import ConfigError, DataError, DvaWarning, StoreError, at_most
+from dva.data.tasks import TASKS
+from dva.errors import ConfigError, DataError, DvaWarning, RunError, StoreError, at_most
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance, widths_text
-from dva.trainer.results.submission import FORMATS, build_submission, write_csv, write_per_track
+from dva.trainer.results.submission import FORMATS, build_submission, build_task_submission, write_csv, write_per_track
 
 
 def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va") -> SampleFile | None:
@@ -61,6 +62,9 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     given = _check_request(run, out, fmt)
     runs = [path for path in given for path in run_dirs(path)]
     checkpoints = {path: read_checkpoint(path) for path in runs}  # read once here; load_run builds each model later
+    task = run_task(checkpoints)
+    if task != "va" and fmt != "submission":
+        raise ConfigError(f"--format {fmt} writes VA values; a {task} run writes the challenge's submission (leave --format out)")
     provenance = check_compatible(checkpoints)
     seconds, smoothing = smoothing_width(given, smooth)
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
@@ -71,12 +75,13 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
             raise ConfigError(f"{given[0]} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
         for line in framing_mismatches(provenance["feature_sets"], store.feature_sets(), features):
             warnings.warn(DvaWarning(line), stacklevel=2)
-        if split not in store.splits():
+        if split not in store.splits() and task == "va":
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
-        sample_file = resolve_sample(store, split, sample)
-        listed, unusable = _listed_tracks(store, split, sample_file, list(provenance["feature_sets"]), allow_incomplete)
+        sample_file = resolve_sample(store, split, sample, task)
+        listed, unusable = _listed_tracks(store, split, sample_file, list(provenance["feature_sets"]), allow_incomplete, task)
         usable = [t for t in listed if t not in unusable]
-        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable) for key in sorted(set(inputs.values()))}
+        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task)
+                       for key in sorted(set(inputs.values()))}
         columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, provenance["feature_sets"]) if fmt == "csv" else None
     finally:
         store.close()
@@ -88,9 +93,52 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         write_csv(out, data.tracks, data.offsets, pred, *columns)
     elif fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, pred)
+    elif task != "va":
+        done["rows"], done["check"], done["thresholds"] = _write_task_submission(task, given, out, data, pred, sample_file, listed)
+        done["smooth_seconds"] = seconds[0]
     else:
         done["rows"], done["check"] = _write_submission(out, data, pred, sample_file, listed, split)
     return done
+
+
+def run_task(checkpoints: dict[Path, dict]) -> str:
+    """The task every run was trained for (va for a run of a dva before tasks); RunError when they differ: an ensemble
+    averages one kind of prediction."""
+    tasks = {path: checkpoint["settings"].get("task", "va") for path, checkpoint in checkpoints.items()}
+    if len(set(tasks.values())) > 1:
+        shown = ", ".join(f"{path} ({task})" for path, task in tasks.items())
+        raise RunError(f"an ensemble averages the runs of one task; these were trained for different tasks: {shown}")
+    return next(iter(tasks.values()))
+
+
+def recorded_thresholds(given: list[Path]) -> list[float] | None:
+    """AU: the per-unit thresholds `dva fit` chose on held-out tracks for each given run or folds directory, their mean
+    per unit when there are several; None when none recorded any (final fits)."""
+    found = []
+    for path in given:
+        metrics = Path(path) / "metrics.json"
+        recorded = json.loads(metrics.read_text()).get("thresholds") if metrics.is_file() else None
+        if recorded:
+            found.append([float(recorded[name]) for name in TASKS["au"].columns])
+    return [float(v) for v in np.mean(found, axis=0)] if found else None
+
+
+def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str]) -> tuple[int, str, list | None]:
+    """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
+    its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
+    thresholds = None
+    if task == "expr":
+        values = np.argmax(pred, axis=1)
+    else:
+        thresholds = recorded_thresholds(given)
+        if thresholds is None:
+            warnings.warn(DvaWarning("no run chose AU thresholds (a final fit holds nothing out to choose on): using 0.5 for every unit"), stacklevel=3)
+            thresholds = [0.5] * len(TASKS["au"].columns)
+        values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
+    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed)
+    check = submission.check(sample_file)
+    submission.write(out)
+    return len(submission.locations), check, thresholds
 
 
 def _check_request(run, out: Path, fmt: str) -> list[Path]:
@@ -105,13 +153,20 @@ def _check_request(run, out: Path, fmt: str) -> list[Path]:
     return given
 
 
-def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool) -> tuple[list[str], dict[str, str]]:
+def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool, task: str = "va") -> tuple[list[str], dict[str, str]]:
     """(the tracks to predict, in the submission's order; {track: why} for those that cannot be): a DataError
-    naming them unless allow_incomplete, then a warning."""
+    naming them unless allow_incomplete, then a warning. EXPR, AU: the tracks of that task's split, wherever stored."""
     from dva.stores import why_not_usable
+    from dva.stores.attrs import track_tasks
 
-    index = store.track_index(split)
-    listed = sample_file.track_order() if sample_file else store.split_attrs(split).get("test_list", {}).get("tracks") or list(index)
+    if task == "va":
+        index = store.track_index(split)
+        test_list = store.split_attrs(split).get("test_list", {}).get("tracks")
+    else:
+        index = {t: a for stored in store.splits() for t, a in store.track_index(stored).items() if track_tasks(a, stored).get(task) == split}
+        recorded = ((store.split_attrs(split).get("task_tests") or {}).get(task) or {}) if split in store.splits() else {}
+        test_list = (recorded.get("test_list") or {}).get("tracks")
+    listed = sample_file.track_order() if sample_file else test_list or list(index)
     unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
     if unusable:
         named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)

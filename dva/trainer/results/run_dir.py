@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dva.data.tasks import TASKS
 from dva.errors import RunError, at_most
 
 CHECKPOINT = "best.pt"
+WIDTH_WORDS = {True: "each dimension's width", False: "the width"}  # VA smooths each dimension with its own width, EXPR and AU with one
 
 
 def trainable_state(model: torch.nn.Module) -> dict:
@@ -52,12 +54,12 @@ def write_run(result, features, out: Path) -> Path:
     result: a `dva.trainer.fit.FitResult`; features: the `dva.trainer.fit.Features` it was trained on."""
     from dva.trainer.evaluate import text_tower_for
     from dva.trainer.results.plots import plot_run
-    from dva.trainer.results.submission import write_per_track
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     held = result.held
     config = {
+        "task": result.settings.task,
         "settings": dataclasses.asdict(result.settings),
         "store": {"path": features.store_path, **features.provenance},
         "train_tracks": result.train_tracks,
@@ -80,21 +82,38 @@ def write_run(result, features, out: Path) -> Path:
         out / CHECKPOINT,
     )
     if held is not None:
-        write_per_track(out / "val_predictions", held.tracks, held.offsets, result.val_pred)
-    plot_run(out, result.history, held, result.val_pred)
+        write_predictions(out / "val_predictions", result.settings.task, held, result.val_pred)
+    plot_run(out, result.history, held if result.settings.task == "va" else None, result.val_pred)
     return out
+
+
+def write_predictions(out: Path, task: str, data, pred: np.ndarray) -> None:
+    """Held-out predictions: VA's as ABAW per-track files under out; EXPR's or AU's probabilities as out.npz (tracks,
+    offsets, probabilities [N, 8 or 12])."""
+    from dva.trainer.results.submission import write_per_track
+
+    if task == "va":
+        write_per_track(out, data.tracks, data.offsets, pred)
+    else:
+        np.savez_compressed(out.with_suffix(".npz"), tracks=np.asarray(data.tracks), offsets=np.asarray(data.offsets), probabilities=pred)
 
 
 def run_metrics(result, features) -> dict:
     """metrics.json of one run: every figure under the name of what it is, and a line saying so."""
     from dva.trainer.evaluate import evaluate_frames, smooth
 
-    held, name = result.held, result.held_name or "the held-out tracks"
-    metrics: dict = {"train_splits": result.settings.train_splits, "held_out": result.held_name}
+    from dva.trainer.evaluate import FIGURE_NAMES
+
+    held, name, task = result.held, result.held_name or "the held-out tracks", result.settings.task
+    metrics: dict = {"task": task, "figure": FIGURE_NAMES[task], "train_splits": result.settings.train_splits, "held_out": result.held_name}
+    if result.weights is not None:
+        metrics["loss_weights"] = {"kind": "class weights (inverse frequency, mean 1)" if task == "expr" else "positive weights (negatives / positives)",
+                                   "values": dict(zip(TASKS[task].columns, result.weights))}
     if held is None:
         last = result.history[-1]
         metrics["figures"] = {"final": "the last epoch (no selection); nothing was held out, so it has no score"}
-        metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], "ccc_v": None, "ccc_a": None, "p_va": None}
+        empty = {"ccc_v": None, "ccc_a": None, "p_va": None} if task == "va" else {FIGURE_NAMES[task]: None}
+        metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], **empty}
         metrics["smooth_seconds"] = None  # chose none: an ensemble takes the width its other runs chose
         metrics["smoothing"] = {"seconds": None, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
     else:
@@ -102,13 +121,17 @@ def run_metrics(result, features) -> dict:
         metrics["figures"] = {
             "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
             "final": f"the last epoch, scored on {name} (not selected)",
-            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), each dimension's width the one that scored best on {name} (selected on it too)",
+            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[task == 'va']} the one that scored best on {name} (selected on it too)",
         }
         metrics["best_val"] = result.best
         metrics["final"] = result.final
-        metrics["best_val_smoothed"] = {"epoch": result.best["epoch"], **evaluate_frames(smooth(result.val_pred, held, seconds), held), "smooth_seconds": seconds}
+        thresholds = result.smoothing.get("thresholds")
+        metrics["best_val_smoothed"] = {"epoch": result.best["epoch"], **evaluate_frames(smooth(result.val_pred, held, seconds), held, thresholds), "smooth_seconds": seconds}
         metrics["smooth_seconds"] = seconds
         metrics["smoothing"] = result.smoothing
+        if thresholds is not None:
+            metrics["figures"]["best_val_smoothed"] += f"; AU at the per-unit thresholds chosen on {name} after smoothing (selected on it too)"
+            metrics["thresholds"] = dict(zip(TASKS[task].columns, thresholds))
     metrics.update({
         "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
         "val_tracks": len(held.tracks) if held is not None else 0, "val_left_out": features.val.left_out,
@@ -122,7 +145,6 @@ def write_folds(result, features, out: Path) -> Path:
     out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
     from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
     from dva.trainer.folds import FOLDS_FILE
-    from dva.trainer.results.submission import write_per_track
     from dva.trainer.loading.tracks import select_tracks, track_rows
 
     out = Path(out)
@@ -137,9 +159,9 @@ def write_folds(result, features, out: Path) -> Path:
         "fold_of": dict(zip(pooled.tracks, result.fold_of)),
     }
     (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
-    write_per_track(out / "oof_predictions", pooled.tracks, pooled.offsets, result.oof_pred)
+    write_predictions(out / "oof_predictions", result.settings.task, pooled, result.oof_pred)
     smoothing = {**choose_smoothing(result.oof_pred, pooled), "selected_on": "the out-of-fold predictions"}
-    seconds = smoothing["seconds"]
+    seconds, thresholds = smoothing["seconds"], smoothing.get("thresholds")
     val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
     val_data = select_tracks(pooled, val)
     val_rows = track_rows(pooled.offsets, val, ordered=True)
@@ -149,13 +171,13 @@ def write_folds(result, features, out: Path) -> Path:
             "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
                    "each fold's epoch was selected on its own held-out fold (the standard)",
             "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
-            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), each dimension's width the one that scored best on the out-of-fold predictions (selected on them)",
+            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[result.settings.task == 'va']} the one that scored best on the out-of-fold predictions (selected on them)",
             "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
             "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
         },
         "oof": {**evaluate_frames(result.oof_pred, pooled), "folds": k},
         "oof_last": {**evaluate_frames(result.oof_last, pooled), "folds": k},
-        "oof_smoothed": {**evaluate_frames(smooth(result.oof_pred, pooled, seconds), pooled), "folds": k, "smooth_seconds": seconds},
+        "oof_smoothed": {**evaluate_frames(smooth(result.oof_pred, pooled, seconds), pooled, thresholds), "folds": k, "smooth_seconds": seconds},
         "oof_val": {**evaluate_frames(result.oof_pred[val_rows], val_data), "folds": k},
         "plain_best_val": result.plain.best if result.plain is not None else None,
         "smooth_seconds": seconds,
@@ -169,11 +191,17 @@ def write_folds(result, features, out: Path) -> Path:
     }
     if result.plain is None:
         del metrics["figures"]["plain_best_val"], metrics["plain_best_val"]
+    from dva.trainer.evaluate import FIGURE_NAMES
+
+    metrics.update(task=result.settings.task, figure=FIGURE_NAMES[result.settings.task])
+    if thresholds is not None:
+        metrics["figures"]["oof_smoothed"] += "; AU at the per-unit thresholds chosen on the out-of-fold predictions after smoothing"
+        metrics["thresholds"] = dict(zip(TASKS[result.settings.task].columns, thresholds))
     (out / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
     return out
 
 
-SUMMARY = ("figures", "oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
+SUMMARY = ("task", "figure", "thresholds", "figures", "oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
 
 
 def run_summary(out: Path) -> dict:
@@ -268,9 +296,12 @@ def recorded_smoothing(path: Path) -> tuple[float, float] | None:
 
 
 def widths_text(seconds) -> str:
-    """'valence 0.2 s, arousal 0.4 s' of a per-dimension width (see `dva.trainer.evaluate.smooth_widths`)."""
+    """'valence 0.2 s, arousal 0.4 s' of a per-dimension width (see `dva.trainer.evaluate.smooth_widths`); '0.2 s' of the
+    one width of EXPR or AU (a number)."""
     from dva.trainer.evaluate import DIMENSIONS, smooth_widths
 
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return f"{float(seconds):g} s"
     return ", ".join(f"{d} {w:g} s" for d, w in zip(DIMENSIONS, smooth_widths(seconds)))
 
 
