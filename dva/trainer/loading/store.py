@@ -106,8 +106,16 @@ def _task_candidates(store, task: str, split: str, tracks: list[str] | None) -> 
     """(stored split, track, attrs) of every track whose `tasks` attr puts it in task's split, in the store's order (or
     these tracks, in this order); for VA a track written before the store kept `tasks` counts as its stored split's."""
     indexes = {stored: store.track_index(stored) for stored in store.splits()}
-    found = {t: (stored, t, attrs) for stored, index in indexes.items() for t, attrs in index.items() if track_tasks(attrs, stored).get(task) == split}
+    found = {t: (stored, t, attrs) for stored, index in indexes.items() for t, attrs in index.items() if _task_split(attrs, stored, task) == split}
     return list(found.values()) if tracks is None else [found[t] for t in tracks if t in found]
+
+
+def _task_split(attrs: dict, stored: str, task: str) -> str | None:
+    """The track's split for task; for VA a track that records no `tasks` (failed before its labels were read, or written
+    by an older dva) is its stored split's, as VA always took it (so a failed one is named, not skipped)."""
+    if task == "va" and not isinstance(attrs.get("tasks"), dict):
+        return stored
+    return track_tasks(attrs, stored).get(task)
 
 
 def _labels_hint(task: str | None, split: str) -> str:
@@ -115,10 +123,12 @@ def _labels_hint(task: str | None, split: str) -> str:
 
 
 def _has_labels(store, stored: str, track: str, attrs: dict, task: str) -> bool:
+    if task == "va":  # VA takes every track of its split, as it always did (an unlabelled one still feeds the normaliser)
+        return True
     annotated = attrs.get("annotated")
     if isinstance(annotated, dict):
         return int(annotated.get(task) or 0) > 0
-    return bool(attrs.get("labelled")) if task == "va" else store.has_array(stored, track, LABEL_ARRAYS[task])
+    return store.has_array(stored, track, LABEL_ARRAYS[task])
 
 
 def task_labels(task: str, values: np.ndarray) -> np.ndarray:
