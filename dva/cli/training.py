@@ -154,7 +154,7 @@ def ablate(
     fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
-    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold P_VA instead of best_val."),
+    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold figure (P_VA; --set task=expr|au: its F1) instead of best_val."),
     baseline: list[str] = typer.Option([], help="KEY=VALUE of the row every other is compared with (repeatable; default: the grid's first value on every axis)."),
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md, ablation.png and predictions/."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),

@@ -5,10 +5,11 @@ loads the store once per choice of feature sets.
 Results are appended to results.csv as each variant finishes (all its folds), each under a key made of every
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
 rerun with other settings never reports old numbers as new ones; results.md and ablation.png
-summarise mean +- std per variant of the current plan, best first. Each row says which figure it is:
+summarise mean +- std per variant of the current plan, best first by the task's figure (`--set task=expr|au`: EXPR's
+macro F1, AU's mean F1 at 0.5; one task per plan). Each row says which figure it is:
 `best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold). Every other
 row is compared with a baseline row on the same held-out videos (`dva.trainer.compare`): the difference of
-their P_VA with a paired bootstrap interval over videos, in results.md and results.csv (diff_p_va, ci_low,
+their figure with a paired bootstrap interval over videos, in results.md and results.csv (diff, ci_low,
 ci_high: against the baseline of the latest run, on the rows of its plan).
 """
 
@@ -34,10 +35,15 @@ from dva.trainer.paired import LEVEL
 from dva.trainer.settings import CHOICES, FitSettings, check_choice
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
-METRICS = ("ccc_v", "ccc_a", "p_va")
+TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
+METRICS = tuple(m for metrics in TASK_METRICS.values() for m in metrics)
 LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
-DIFF_FIELDS = ("diff_p_va", "ci_low", "ci_high")  # the row's variant against the baseline (empty on the baseline's rows)
+DIFF_FIELDS = ("diff", "ci_low", "ci_high")  # the row's variant's figure minus the baseline's (empty on the baseline's rows)
 CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
+# results.csv headers of earlier dvas whose rows are kept as they are (VA rows; their difference columns are recomputed)
+VA_LEDGER = ("key", "variant", "seed", "figure", "epoch", "ccc_v", "ccc_a", "p_va", "seconds", "settings")
+EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"))
+LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
@@ -144,6 +150,8 @@ class Job:
 
 def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict) -> list[Job]:
     """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity)."""
+    if len(set(grid.get("task", [base.task]))) > 1:
+        raise ConfigError(f"--grid task={','.join(grid['task'])}: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr")
     jobs = []
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
@@ -152,8 +160,6 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
-            if settings.task != "va":  # its table, ledger and paired bootstrap are P_VA's; an F1 ranking is not built yet
-                raise ConfigError(f"dva ablate ranks by P_VA and compares VA predictions: task {settings.task} is not supported yet; run dva fit --task {settings.task} per variant")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
 
@@ -175,7 +181,7 @@ def set_aside_unkeyed(path: Path) -> None:
         header = next(csv.reader(handle), [])
     if tuple(header) == CSV_FIELDS:
         return
-    if tuple(header) == LEDGER_FIELDS:  # the same rows before the paired differences: kept, the new columns empty
+    if tuple(header) in EARLIER_HEADERS:  # the same rows before the other tasks' figures: kept, the new columns empty
         rewrite_results(path, list(read_results(path).values()))
         return
     aside, number = path.with_name("results.unkeyed.csv"), 1
@@ -241,7 +247,7 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
-    summary = Summary(summarise(rows), failed)
+    summary = Summary(summarise(rows, plan_task(base, grid)), failed)
     landed = [job for job in jobs if job.key in results]
     compare_to_baseline(summary, baseline_name, {e["variant"]: [j.key for j in landed if j.variant == e["variant"]] for e in summary}, out)
     if results:  # every row of this plan gets its variant's difference; rows of other plans, none
@@ -293,7 +299,7 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
                 row = job_row(job, done)
                 keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
                 append_row(results_csv, row)
-                best = better(best, row["p_va"], f"{job.variant} seed {job.seed}")
+                best = better(best, row[TASK_METRICS[job.settings.task][-1]], f"{job.variant} seed {job.seed}")
                 bar.set_postfix_str(best_postfix(best))
     return failed
 
@@ -304,7 +310,9 @@ def job_row(job: Job, results: dict) -> dict:
 
     if job.settings.folds:  # out of fold: every fold's held-out predictions back in train+val's order, scored together
         frames = sum(len(r["rows"]) for r in results.values())
-        pred, labels = np.full((frames, 2), np.nan, dtype=np.float32), np.full((frames, 2), np.nan, dtype=np.float32)
+        some = next(iter(results.values()))  # widths: the task's (VA 2 and 2, EXPR 8 probabilities and 1 label, AU 12 and 12)
+        pred = np.full((frames, some["val_pred"].shape[1]), np.nan, dtype=np.float32)
+        labels = np.full((frames, some["labels"].shape[1]), np.nan, dtype=np.float32)
         for r in results.values():
             pred[r["rows"]], labels[r["rows"]] = r["val_pred"], r["labels"]
         folds = [results[fold] for fold in sorted(results)]
@@ -315,38 +323,53 @@ def job_row(job: Job, results: dict) -> dict:
         figure, epoch, scores, seconds = "best_val", result["best"]["epoch"], result["best"], result["seconds"]
     return {
         "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
-        **{k: scores[k] for k in METRICS}, "seconds": round(seconds, 2),
+        **{k: scores[k] for k in TASK_METRICS[job.settings.task]}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
     }
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and std of each metric per variant, best mean P_VA first."""
+def plan_task(base: FitSettings, grid: dict[str, list]) -> str:
+    """The one task of a plan (`plan_jobs` refuses a grid over several)."""
+    return grid.get("task", [base.task])[0]
+
+
+def summarise(rows: list[dict], task: str = "va") -> list[dict]:
+    """Mean and std of each of the task's metrics per variant (each entry says its task), best mean figure first
+    (P_VA, EXPR F1, AU F1)."""
     by_variant: dict[str, list[dict]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
-        entry = {"variant": variant, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
-        for metric in METRICS:
-            values = np.array([float(r[metric]) if r[metric] not in ("", None) else math.nan for r in group])
+        entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
+        for metric in TASK_METRICS[task]:
+            values = np.array([float(r[metric]) if r.get(metric) not in ("", None) else math.nan for r in group])
             entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
             entry[metric + "_std"] = float(np.nanstd(values)) if len(group) > 1 else 0.0
         summary.append(entry)
-    return sorted(summary, key=lambda e: -e["p_va"] if not math.isnan(e["p_va"]) else math.inf)
+    ranked = TASK_METRICS[task][-1]
+    return sorted(summary, key=lambda e: -e[ranked] if not math.isnan(e[ranked]) else math.inf)
+
+
+def summary_metrics(summary: list[dict]) -> tuple[str, ...]:
+    """The metrics of a summary's task, the ranking one last."""
+    return TASK_METRICS[summary[0]["task"] if summary else "va"]
 
 
 def markdown_table(summary: list[dict]) -> str:
+    metrics = summary_metrics(summary)
     figures = sorted({e["figure"] for e in summary})
-    caption = "ranked by the mean P_VA over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
+    caption = f"ranked by the mean {LABELS[metrics[-1]]} over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
+    if metrics[-1] == "au_f1":  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
+        caption += "; AU F1 with every unit at 0.5"
     compared = "baseline" in (summary[0] if summary else {})
     lines = [caption, ""]
     if compared:
-        lines += [difference_caption(summary), ""]
-    lines += ["| variant | seeds | figure | CCC_V | CCC_A | P_VA |" + (f" ΔP_VA vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
-              "| --- | ---: | --- | ---: | ---: | ---: |" + (" ---: |" if compared else "")]
+        lines += [difference_caption(summary, LABELS[metrics[-1]]), ""]
+    lines += ["| variant | seeds | figure | " + " | ".join(LABELS[m] for m in metrics) + " |" + (f" Δ{LABELS[metrics[-1]]} vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
+              "| --- | ---: | --- |" + " ---: |" * len(metrics) + (" ---: |" if compared else "")]
     notes = []
     for e in summary:
-        cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in METRICS]
+        cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in metrics]
         if compared:
             cells.append(difference_cell(e, notes))
         lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
@@ -362,14 +385,16 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
     names = [e["variant"] for e in summary][::-1]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
     y = np.arange(len(names))
-    for offset, metric in zip((-0.25, 0, 0.25), METRICS):
+    metrics = summary_metrics(summary)
+    height = 0.75 / len(metrics)
+    for k, metric in enumerate(metrics):
         values = [e[metric] for e in summary][::-1]
         errors = [e[metric + "_std"] for e in summary][::-1]
-        ax.barh(y + offset, values, height=0.25, xerr=errors, label=metric.upper().replace("_", " "))
+        ax.barh(y + (k - (len(metrics) - 1) / 2) * height, values, height=height, xerr=errors, label=LABELS[metric])
     ax.set_yticks(y, names)
     figures = "/".join(sorted({e["figure"] for e in summary}))
     seeds = sorted({e["seeds"] for e in summary})
-    ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} P_VA")
+    ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} {LABELS[metrics[-1]]}")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars start at 0 and fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=100)

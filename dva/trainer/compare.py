@@ -1,7 +1,7 @@
 """An ablation's rows against its baseline: every job's held-out predictions kept beside results.csv
 (predictions/<key>.npz: the frames its figure was computed on), each variant's averaged over its seeds, and
-each variant compared with the baseline on the videos both predicted by `dva.trainer.paired`, and the
-results.md cells that say so. numpy only.
+each variant compared with the baseline on the videos both predicted by `dva.trainer.paired` (in the task's figure),
+and the results.md cells that say so. numpy only.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class Held:
     tracks: list[str]
     videos: list[str]  # the video of each track (a video's `_left`/`_right` tracks share it)
     offsets: np.ndarray  # int64 [tracks + 1]
-    pred: np.ndarray  # float32 [frames, 2]
-    labels: np.ndarray  # float32 [frames, 2], NaN where invalid
+    pred: np.ndarray  # float32 [frames, 2] (EXPR: [frames, 8] class probabilities, AU: [frames, 12] probabilities)
+    labels: np.ndarray  # float32 [frames, 2] (EXPR: [frames, 1] class index, AU: [frames, 12]), NaN where not annotated
 
     def rows(self, tracks: list[str]) -> np.ndarray:
         """The frames of these tracks, in their order."""
@@ -96,7 +96,7 @@ def against(baseline: Held, variant: Held):
 
 
 def compare_to_baseline(summary: list[dict], baseline: str, keys: dict[str, list[str]], out: Path) -> None:
-    """Each entry of summary gets `baseline` (bool), diff_p_va, ci_low, ci_high and holds_zero (None on the baseline and
+    """Each entry of summary gets `baseline` (bool), diff (of the task's figure), ci_low, ci_high and holds_zero (None on the baseline and
     where nothing can be compared), videos, and a note saying why there is no interval or what it is not over. A
     variant's predictions are its seeds' averaged (keys: its jobs with a row); one seed without kept predictions
     (a row written by an older dva) leaves it without an interval."""
@@ -106,7 +106,7 @@ def compare_to_baseline(summary: list[dict], baseline: str, keys: dict[str, list
         helds[entry["variant"]] = seed_average(found) if found and all(h is not None for h in found) else None
     base = helds.get(baseline)
     for entry in summary:
-        entry.update(baseline=entry["variant"] == baseline, diff_p_va=None, ci_low=None, ci_high=None, holds_zero=None, videos=None, note="")
+        entry.update(baseline=entry["variant"] == baseline, diff=None, ci_low=None, ci_high=None, holds_zero=None, videos=None, note="")
         if entry["baseline"]:
             continue
         if base is None or helds[entry["variant"]] is None:
@@ -118,33 +118,34 @@ def compare_to_baseline(summary: list[dict], baseline: str, keys: dict[str, list
         if paired is None:
             entry["note"] = "no held-out track in common with the baseline"
             continue
-        entry.update(diff_p_va=paired.diff, ci_low=paired.low, ci_high=paired.high, holds_zero=paired.holds_zero, videos=paired.videos)
+        entry.update(diff=paired.diff, ci_low=paired.low, ci_high=paired.high, holds_zero=paired.holds_zero, videos=paired.videos)
         if unshared:
             entry["note"] = f"over the tracks both predicted ({unshared} predicted by one of the two only)"
 
 
-def difference_caption(summary: list[dict]) -> str:
+def difference_caption(summary: list[dict], name: str = "P_VA") -> str:
+    """The caption of the Δ column; name: the figure (P_VA, EXPR F1, AU F1)."""
     from dva.trainer.paired import LEVEL, RESAMPLES, SEED
 
     base = next((e["variant"] for e in summary if e["baseline"]), None)
     videos = sorted({e["videos"] for e in summary if e.get("videos")})
     over = f"the same {'/'.join(map(str, videos))} held-out videos" if videos else "the same held-out videos"
     few = f" With under {FEW_VIDEOS} videos the interval is too narrow to trust." if videos and videos[0] < FEW_VIDEOS else ""
-    return (f"ΔP_VA: the row's P_VA minus the baseline's ({base or 'not in these results'}), each from its predictions averaged over its "
+    return (f"Δ{name}: the row's {name} minus the baseline's ({base or 'not in these results'}), each from its predictions averaged over its "
             f"seeds, on {over}; [low, high]: {LEVEL:.0%} paired bootstrap interval ({RESAMPLES} resamples of whole videos, seed {SEED}). "
             "\"holds 0\": the interval holds 0, the difference is within the noise of which videos were held out." + few)
 
 
 def difference_cell(entry: dict, notes: list[str]) -> str:
-    """The ΔP_VA cell of a row (its note, if any, appended to notes and marked)."""
+    """The Δ cell of a row (its note, if any, appended to notes and marked)."""
     if entry["baseline"]:
         return "baseline"
     mark = ""
     if entry["note"]:
         notes.append(f"[{len(notes) + 1}] {entry['variant']}: {entry['note']}")
         mark = f" [{len(notes)}]"
-    if entry["diff_p_va"] is None:
+    if entry["diff"] is None:
         return "—" + mark
     signed = lambda x: f"{x:+.4f}".replace("-", "−")  # noqa: E731
     interval = f"[{signed(entry['ci_low'])}, {signed(entry['ci_high'])}]" if not math.isnan(entry["ci_low"]) else "[no interval]"
-    return f"{signed(entry['diff_p_va'])} {interval}" + (" holds 0" if entry["holds_zero"] else "") + mark
+    return f"{signed(entry['diff'])} {interval}" + (" holds 0" if entry["holds_zero"] else "") + mark

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dva.data.tasks import task_of
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
 from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
@@ -277,11 +278,6 @@ def choose_thresholds(pred: np.ndarray, labels: np.ndarray) -> list[float]:
 
 
 FIGURE_NAMES = {"va": "p_va", "expr": "expr_f1", "au": "au_f1"}  # each task's figure: what selects epochs and ranks variants
-
-
-def task_of(labels) -> str:
-    """The task of labels as the trainer holds them (`loading.store.task_labels`): VA [N, 2], EXPR [N, 1], AU [N, 12]."""
-    return {2: "va", 1: "expr", 12: "au"}[int(labels.shape[1])]
 
 
 def task_figure(scores: dict | None) -> float:

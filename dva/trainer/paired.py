@@ -1,12 +1,14 @@
-"""A paired bootstrap over videos: is one variant's P_VA above another's on the same held-out videos, or
-inside the noise of which videos happen to be held out?
+"""A paired bootstrap over videos: is one variant's figure (VA's P_VA, EXPR's macro F1, AU's mean F1) above
+another's on the same held-out videos, or inside the noise of which videos happen to be held out?
 
 Both variants are scored on the same resamples: videos drawn with replacement (a drawn video brings all its
 frames, every track of it; frames are never drawn one by one: neighbouring frames are nearly copies of each
 other), P_VA over the drawn videos' frames concatenated, as a split is scored (CCC per dimension over every
 valid frame, population variances: `dva.metrics`). Each video is reduced once to its sums per dimension
 (valid frames, sum p, sum y, sum p^2, sum y^2, sum p*y), so a resample's figure comes from a weighted sum of
-them: 2000 resamples of 400 videos is one [2000, 400] x [400, 12] product per variant. numpy only.
+them: 2000 resamples of 400 videos is one [2000, 400] x [400, 12] product per variant. EXPR and AU likewise: each
+video is reduced to its true positives, false positives and false negatives per class (EXPR: of the argmax; AU: of each
+unit at 0.5, as `dva fit` scores them), which add up over the drawn videos into each resample's F1s. numpy only.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dva.metrics import ccc, p_va
+from dva.data.tasks import LABEL_WIDTH, task_of
+from dva.metrics import ccc, f1_binary, f1_per_class, p_va
 
 RESAMPLES, LEVEL, SEED = 2000, 0.95, 0  # fixed: the same table from the same predictions
 
 
 @dataclass(frozen=True)
 class Paired:
-    """P_VA(b) - P_VA(a) on every video, and its percentile interval over the resamples."""
+    """The figure of b minus a's on every video, and its percentile interval over the resamples."""
 
     diff: float
     low: float
@@ -36,15 +39,19 @@ class Paired:
 
 
 def paired_difference(pred_a, pred_b, labels, videos, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = SEED) -> Paired:
-    """pred_a, pred_b, labels: [N, 2] over the same frames (labels NaN where invalid); videos: [N], the video of
-    each frame (any labels: a video's frames need not be contiguous). The difference is b minus a."""
+    """pred_a, pred_b: [N, width] over the same frames, labels as the trainer holds them (`task_of`: VA [N, 2] and
+    predictions [N, 2]; EXPR [N, 1] class indices and the 8 class probabilities; AU [N, 12] and the 12 units'
+    probabilities; NaN where not annotated); videos: [N], the video of each frame (any labels: a video's frames need
+    not be contiguous). The difference is b minus a."""
     pred_a, pred_b, labels = (np.asarray(x, dtype=np.float64) for x in (pred_a, pred_b, labels))
-    if not (pred_a.shape == pred_b.shape == labels.shape) or labels.ndim != 2 or labels.shape[1] != 2 or len(videos) != len(labels):
+    if pred_a.shape != pred_b.shape or labels.ndim != 2 or labels.shape[1] not in LABEL_WIDTH.values() or pred_a.shape[0] != len(labels) or len(videos) != len(labels):
         raise ValueError(f"paired_difference: shapes differ: {pred_a.shape}, {pred_b.shape}, {labels.shape}, {len(videos)} videos")
+    task = task_of(labels)
     diff = figure(pred_b, labels) - figure(pred_a, labels)
     names, index = np.unique(np.asarray(videos), return_inverse=True)
     counts = resample_counts(len(names), resamples, seed)
-    draws = resampled_p_va(video_sums(pred_b, labels, index, len(names)), counts) - resampled_p_va(video_sums(pred_a, labels, index, len(names)), counts)
+    reduce, resampled = (video_sums, resampled_p_va) if task == "va" else (video_counts, resampled_f1)
+    draws = resampled(reduce(pred_b, labels, index, len(names)), counts) - resampled(reduce(pred_a, labels, index, len(names)), counts)
     draws = draws[np.isfinite(draws)]
     if not draws.size:
         return Paired(diff, float("nan"), float("nan"), len(names), 0)
@@ -54,7 +61,13 @@ def paired_difference(pred_a, pred_b, labels, videos, resamples: int = RESAMPLES
 
 
 def figure(pred: np.ndarray, labels: np.ndarray) -> float:
-    """P_VA of pred against labels over every frame, exactly as a split is scored."""
+    """The task's figure of pred against labels over every frame, exactly as a split is scored: P_VA, EXPR's macro F1
+    of the argmax, AU's mean F1 at 0.5."""
+    task = task_of(labels)
+    if task == "expr":
+        return float(np.mean(f1_per_class(np.argmax(pred, axis=1), labels[:, 0], pred.shape[1])))
+    if task == "au":
+        return float(np.mean([f1_binary(pred[:, unit] >= 0.5, labels[:, unit]) for unit in range(labels.shape[1])]))
     return p_va(ccc(pred[:, 0], labels[:, 0]), ccc(pred[:, 1], labels[:, 1]))
 
 
@@ -90,3 +103,30 @@ def resampled_p_va(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         denominator = (spp / n - mp * mp) + (syy / n - my * my) + (mp - my) ** 2
         values = np.where((n >= 2) & (denominator > 0), 2 * covariance / denominator, np.nan)
     return values.mean(axis=1)
+
+
+def video_counts(pred: np.ndarray, labels: np.ndarray, index: np.ndarray, videos: int) -> np.ndarray:
+    """float64 [videos, classes, 3]: per video (index: each frame's video) and class (EXPR: the argmax of pred
+    one-vs-rest; AU: each unit with pred >= 0.5), over the frames whose label is annotated: TP, FP, FN."""
+    if task_of(labels) == "expr":
+        valid = ~np.isnan(labels[:, 0])
+        classes = np.arange(pred.shape[1])
+        guess, truth = np.argmax(pred[valid], axis=1)[:, None] == classes, labels[valid, 0][:, None] == classes
+    else:
+        valid = ~np.isnan(labels).any(axis=1)  # a frame is annotated for every unit or for none
+        guess, truth = pred[valid] >= 0.5, labels[valid] > 0.5
+    out = np.zeros((videos, guess.shape[1], 3))
+    at = index[valid]
+    for k, hit in enumerate((guess & truth, guess & ~truth, ~guess & truth)):
+        for c in range(hit.shape[1]):
+            out[:, c, k] = np.bincount(at, hit[:, c].astype(np.float64), minlength=videos)
+    return out
+
+
+def resampled_f1(counts_per_video: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """float64 [resamples]: the mean over classes of F1 = 2 TP / (2 TP + FP + FN) (0 where a class is neither annotated
+    nor predicted, as `dva.metrics.f1_binary`) of each resample, from the videos' counts [videos, classes, 3]."""
+    tp, fp, fn = np.moveaxis(np.einsum("rv,vck->rck", counts, counts_per_video), -1, 0)
+    denominator = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, 0.0).mean(axis=1)

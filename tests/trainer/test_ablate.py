@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from dva.errors import ConfigError
 from dva.trainer import tasks as tasks_module
-from dva.trainer.ablate import DIFF_FIELDS, LEDGER_FIELDS, ablate, plan_jobs, result_key, store_identity
+from dva.trainer.ablate import DIFF_FIELDS, VA_LEDGER, ablate, plan_jobs, result_key, store_identity
 from dva.trainer.compare import kept
 from dva.trainer.paired import figure
 from dva.trainer.settings import FitSettings
@@ -164,7 +164,7 @@ def test_every_row_but_the_named_baseline_gets_its_paired_difference_and_interva
     (line,) = [line for line in table.splitlines() if line.startswith("| fusion=gated |")]
     assert line.rstrip(" |").endswith("baseline")
     (line,) = [line for line in table.splitlines() if line.startswith("| fusion=concat |")]
-    assert line.split("|")[-2].strip().startswith(f"{float(written['fusion=concat']['diff_p_va']):+.4f}".replace("-", "−") + " [")
+    assert line.split("|")[-2].strip().startswith(f"{float(written['fusion=concat']['diff']):+.4f}".replace("-", "−") + " [")
 
 
 def test_resuming_rows_without_kept_predictions_trains_nothing_and_says_why_there_is_no_interval(against_gated, tiny_store, tmp_path, monkeypatch):
@@ -174,12 +174,12 @@ def test_resuming_rows_without_kept_predictions_trains_nothing_and_says_why_ther
     shutil.copytree(out, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "predictions")  # as an older dva left them: rows without predictions, no diff columns
     with (tmp_path / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LEDGER_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=VA_LEDGER, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows(out))
     monkeypatch.setattr(tasks_module, "train", lambda *a, **k: pytest.fail("a row without predictions must not train again"))
     summary = ablate(FitSettings(features=str(tiny_store), **TINY), {"fusion": ["concat", "gated", "xattn"]}, seeds=1, out=tmp_path, progress=False, baseline={"fusion": "gated"})
-    assert [e["diff_p_va"] for e in summary] == [None] * 3 and not (tmp_path / "results.unkeyed.csv").exists()
+    assert [e["diff"] for e in summary] == [None] * 3 and not (tmp_path / "results.unkeyed.csv").exists()
     assert all(row[f] == "" for row in rows(tmp_path) for f in DIFF_FIELDS) and len(rows(tmp_path)) == 3
     table = (tmp_path / "results.md").read_text()
     assert table.count("— [") == 2 and "the baseline has no kept predictions" in table
@@ -209,3 +209,30 @@ def test_settings_added_since_keys_began_leave_a_default_result_its_old_key():
     old = hashlib.sha256(json.dumps({"settings": known, "store": store}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert result_key(settings, store) == old
     assert result_key(dataclasses.replace(settings, temporal="tcn"), store) != old
+
+
+def test_an_expr_ablation_ranks_by_expr_f1_and_compares_each_row_in_it(tiny_store, tmp_path):
+    """`dva ablate --set task=expr`: the rows carry EXPR's macro F1 (no CCC), the table ranks by it, and each row's
+    difference is its EXPR F1 minus the baseline's, from the predictions kept for it."""
+    from dva.cli import app
+
+    flags = [f"--set={key}={value}" for key, value in TINY.items()]
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--set", "task=expr", "--grid", "fusion=concat,gated", *flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = {row["variant"]: row for row in rows(tmp_path)}
+    assert all(row["expr_f1"] and not row["p_va"] and not row["au_f1"] for row in written.values())
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("ranked by the mean EXPR F1") and "| variant | seeds | figure | EXPR F1 | ΔEXPR F1 vs baseline [95% CI] |" in table
+    ranked = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| fusion=")]
+    assert ranked == sorted(written, key=lambda v: -float(written[v]["expr_f1"]))
+    held = kept(tmp_path, written["fusion=gated"]["key"])
+    assert held.pred.shape[1] == 8 and held.labels.shape[1] == 1
+    assert figure(held.pred, held.labels) == pytest.approx(float(written["fusion=gated"]["expr_f1"]), abs=1e-6)
+    assert float(written["fusion=gated"]["diff"]) == pytest.approx(float(written["fusion=gated"]["expr_f1"]) - float(written["fusion=concat"]["expr_f1"]), abs=1e-6)
+
+
+def test_a_grid_over_tasks_is_one_line_and_exit_2(tiny_store, tmp_path):
+    from dva.cli import app
+
+    result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "task=va,expr", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["dva: error: --grid task=va,expr: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr"]

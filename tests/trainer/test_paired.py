@@ -59,3 +59,59 @@ def test_the_difference_is_the_figure_over_every_frame_and_the_interval_is_repro
     order = np.random.default_rng(7).permutation(len(labels))  # a video's frames need not be contiguous
     shuffled = paired_difference(other[order], good[order], labels[order], videos[order], resamples=300)
     assert (shuffled.low, shuffled.high) == pytest.approx((result.low, result.high), abs=1e-12)
+
+
+def expr_videos(lengths: list[int], seed: int = 0):
+    """EXPR labels [N, 1] (class runs per video, some frames not annotated), videos, and 8-class probabilities that
+    mostly put the most weight on the true class."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.repeat(rng.integers(0, 8, n // 10 + 1), 10)[:n] for n in lengths]).astype(np.float64)[:, None]
+    videos = np.repeat([f"video{i}" for i in range(len(lengths))], lengths)
+    scores = rng.random((len(labels), 8))
+    right = rng.random(len(labels)) < 0.7
+    scores[right, labels[right, 0].astype(int)] += 1
+    labels[::9] = np.nan
+    return labels, videos, scores / scores.sum(axis=1, keepdims=True)
+
+
+def au_videos(lengths: list[int], seed: int = 0):
+    """AU labels [N, 12] of 0/1 (whole frames not annotated), videos, and probabilities near the truth."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((sum(lengths), 12)) < 0.3).astype(np.float64)
+    labels[::11] = np.nan
+    videos = np.repeat([f"video{i}" for i in range(len(lengths))], lengths)
+    good = np.nan_to_num(labels, nan=0.5) * 0.35 + rng.random(labels.shape) * 0.6  # many on either side of 0.5
+    return labels, videos, good
+
+
+@pytest.mark.parametrize("task", ["expr", "au"])
+def test_each_videos_counts_drawn_once_give_the_tasks_own_figure_and_a_video_drawn_twice_its_frames_twice(task):
+    from dva.metrics import f1_binary, f1_per_class
+    from dva.trainer.paired import figure, resampled_f1, video_counts
+
+    lengths = [13, 40, 7, 55, 30]
+    labels, _, good = (expr_videos if task == "expr" else au_videos)(lengths, seed=3)
+    index = np.repeat(np.arange(len(lengths)), lengths)
+    counts = video_counts(good, labels, index, len(lengths))
+
+    def by_hand(rows):  # the figure as `dva fit` scores a split, over these frames
+        if task == "expr":
+            return np.mean(f1_per_class(np.argmax(good[rows], axis=1), labels[rows, 0], 8))
+        return np.mean([f1_binary(good[rows, u] >= 0.5, labels[rows, u]) for u in range(12)])
+
+    everything = np.arange(len(labels))
+    assert resampled_f1(counts, np.ones((1, len(lengths))))[0] == pytest.approx(by_hand(everything), abs=1e-12) == figure(good, labels)
+    draw = np.array([[2.0, 0, 1, 0, 2]])  # video 0 and 4 twice, video 2 once
+    frames = np.concatenate([np.flatnonzero(index == v) for v in range(len(lengths)) for _ in range(int(draw[0, v]))])
+    assert resampled_f1(counts, draw)[0] == pytest.approx(by_hand(frames), abs=1e-12)
+
+
+@pytest.mark.parametrize("task", ["expr", "au"])
+def test_a_class_variant_that_ignores_its_input_is_below_a_good_one_and_identical_ones_differ_by_zero(task):
+    labels, videos, good = (expr_videos if task == "expr" else au_videos)([40] * 30, seed=4)
+    rng = np.random.default_rng(5)
+    bad = good[rng.permutation(len(good))]
+    result = paired_difference(bad, good, labels, videos)
+    assert result.diff > 0.2 and 0 < result.low <= result.diff <= result.high and result.resamples == 2000
+    same = paired_difference(good, good.copy(), labels, videos, resamples=300)
+    assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0) and same.holds_zero

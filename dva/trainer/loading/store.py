@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dva.data.tasks import LABEL_WIDTH
 from dva.errors import ConfigError, StoreError
 from dva.stores import why_not_usable
 from dva.stores.attrs import LABEL_ARRAYS, track_tasks
@@ -19,7 +20,6 @@ from dva.trainer.loading.windows import SplitData
 from dva.trainer.loading.tracks import track_span
 
 
-LABEL_WIDTH = {"va": 2, "expr": 1, "au": 12}  # the columns of each task's labels as the trainer holds them (`task_labels`)
 
 
 def choose_sets(available: dict[str, dict], visual: str | None, audio: str | None, modalities, store_path: str) -> dict[str, list[str]]:
