@@ -99,20 +99,24 @@ def import_(
     modality: str = typer.Option(..., help="visual ([T, D]: one row per annotation line, .npz may add mask) or audio ([K, D] rows in time)."),
     rate: Optional[float] = typer.Option(None, help="Audio: rows per second, row k at k / HZ s on the frame clock (or give a time array in each .npz)."),
     overwrite: bool = typer.Option(False, help="Rewrite tracks already complete for the set (needed when the files changed)."),
+    task: Optional[list[str]] = typer.Option(None, help="va, expr, au (repeatable or comma-separated): whose split's tracks the files name (default: every challenge's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
 ):
-    """Add a feature set computed elsewhere to the store, with its provenance; every file is checked before anything is written."""
+    """Add a feature set computed elsewhere to the store, with its provenance; every file is checked before anything is written.
+    The files name the split's tracks of every challenge (or --task's), each written where the store keeps it."""
     from dva.pipeline.import_features import ImportSettings, run_import
 
-    settings = ImportSettings(store=store, split=split, name=name, modality=modality, folder=str(folder), rate=rate, overwrite=overwrite, progress=not as_json)
+    settings = ImportSettings(store=store, split=split, name=name, modality=modality, folder=str(folder), rate=rate, overwrite=overwrite,
+                              progress=not as_json, tasks=",".join(task) if task else None)
     report = run_import(settings)
     for message in report.warnings:
         warn(message)
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     else:
+        where = ", ".join(f"{count} {'stored under ' if i == 0 else 'under '}{stored}" for i, (stored, count) in enumerate(report.stored.items()))
         typer.echo(
-            f"{split}: {len(report.imported)} tracks imported into {name}, {len(report.skipped)} already complete, "
+            f"{settings.described()}: {len(report.imported)} tracks imported into {name}{f' ({where})' if where else ''}, {len(report.skipped)} already complete, "
             f"{len(report.held)} held by another process, {len(report.without_file)} without a file; {report.rows} rows -> {store}"
         )
 

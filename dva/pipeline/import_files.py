@@ -131,9 +131,9 @@ def check_against_track(path: Path, arrays: dict[str, np.ndarray], track: str, a
         )
 
 
-def check_files(store, split: str, files: dict[str, Path], index: dict[str, dict], modality: str, rate: float | None, skip, progress: bool) -> tuple[int | None, str]:
-    """Read every file whose track is in the split's index and check it against that track (tracks in skip are
-    only hashed). Returns (the files' feature width, None when no file was checked; the sha256 of every hashed
+def check_files(store, where: dict[str, str], files: dict[str, Path], index: dict[str, dict], modality: str, rate: float | None, skip, progress: bool) -> tuple[int | None, str]:
+    """Read every file whose track is in the index and check it against that track, stored under where[track] (tracks
+    in skip are only hashed). Returns (the files' feature width, None when no file was checked; the sha256 of every hashed
     file's bytes in name order, so a resumed import has the same digest). Raises DataError naming the first
     problem and the files of the others."""
     from tqdm import tqdm
@@ -149,7 +149,7 @@ def check_files(store, split: str, files: dict[str, Path], index: dict[str, dict
             continue
         try:
             arrays = read_file(path, modality, rate, raw)
-            last = float(store.read(split, track, "frame_time")[-1]) if modality == "audio" and index[track]["rows"] else None
+            last = float(store.read(where[track], track, "frame_time")[-1]) if modality == "audio" and index[track]["rows"] else None
             check_against_track(path, arrays, track, index[track], last)
             dims[track] = int(arrays["data"].shape[1])
         except FileProblem as exc:

@@ -186,6 +186,7 @@ def test_a_bad_folder_exits_2_with_one_line_and_writes_nothing(store, tiny_store
         (["--modality", "visual", "--rate", "10"], "--rate is for audio sets"),
         (["--rate", "0"], "--rate must be a positive number"),
         (["--split", "dev"], "has no 'dev' split"),
+        (["--task", "vad"], "--task vad: unknown task 'vad'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(store, tmp_path, flags, message):
@@ -304,3 +305,71 @@ def test_audio_npz_with_time_arrays_and_no_sound_lands_in_an_hdf5_store(store, t
         np.testing.assert_array_equal(three["data"], np.arange(36).reshape(3, 12).astype(np.float16))
     code, shown, _ = dva("info", h5)
     assert any(NAME in line and "time arrays" in line for line in shown.splitlines())
+
+
+def visual_files(store: Path, folder: Path, tracks: list[str]) -> None:
+    """One <track>.npy of random visual rows per track (as many rows as the store's track, wherever it is stored)."""
+    rng = np.random.default_rng(4)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open_store(store) as opened:
+        rows = {t: a["rows"] for split in opened.splits() for t, a in opened.track_index(split).items()}
+    for track in tracks:
+        np.save(folder / f"{track}.npy", rng.standard_normal((rows[track], 16)).astype(np.float32))
+
+
+def test_a_split_takes_every_tasks_tracks_of_it_wherever_stored_and_task_narrows_it(store, tmp_path):
+    from dva.trainer.loading.store import load_splits
+
+    with open_store(store) as opened:
+        of_val = {t: s for task in ("va", "expr", "au") for s, t in opened.task_tracks(task, "val")}  # EXPR/AU val hold VA train tracks
+        expr = {split: [t for _, t in opened.task_tracks("expr", split)] for split in ("train", "val")}
+    elsewhere = sorted(t for t, s in of_val.items() if s == "train")
+    assert elsewhere and "val" in of_val.values()
+    missing = sorted(t for t, s in of_val.items() if s == "val" and t not in expr["val"])[0]  # a VA val track, not EXPR's
+    visual_files(store, tmp_path / "val", [t for t in of_val if t != missing])
+    with open_store(store, "a") as opened:  # `dva extract` writing a train-stored track's video holds train's claim of it
+        other = claims_for(opened, "train")
+        assert other.try_claim(elsewhere[0])
+        code, out, err = dva_import(store, "val", tmp_path / "val", modality="visual")
+        other.release_all()
+    report = json.loads(out)
+    assert code == 0 and report["held"] == [elsewhere[0]] and report["without_file"] == [missing], err
+    assert sorted(report["imported"]) == sorted(set(of_val) - {missing, elsewhere[0]})
+    assert report["stored"] == {"train": len(elsewhere) - 1, "val": len(of_val) - len(elsewhere) - 1}
+    assert f"1 of {len(of_val)} tracks of val have no file" in err
+    code, out, err = dva("import", "--store", store, "--split", "val", "--name", NAME, "--modality", "visual", tmp_path / "val")
+    assert code == 0 and "val: 1 tracks imported into my-feats (1 stored under train)" in out, err
+
+    # EXPR's train list names only some VA train tracks: the others' files are not of EXPR's train
+    with open_store(store) as opened:
+        va_train = opened.tracks("train")
+    visual_files(store, tmp_path / "train", va_train)
+    code, out, err = dva_import(store, "train", tmp_path / "train", "--task", "expr", modality="visual")
+    report = json.loads(out)
+    assert code == 0 and sorted(report["imported"]) == sorted(expr["train"]) and report["tasks"] == ["expr"], err
+    assert report["unknown_files"] == [f"{t}.npy" for t in va_train if t not in expr["train"]]
+    assert "files name no track of split train (expr) in the store" in err
+    with open_store(store) as opened:  # what `dva fit --task expr --visual-features NAME` loads: the set is complete on all of it
+        pooled, _ = load_splits(opened, ["train", "val"], {"visual": [NAME], "audio": [TINY_AUDIO]}, task="expr")
+        assert sorted(pooled.tracks) == sorted(expr["train"] + expr["val"]) and not pooled.left_out
+        assert opened.feature_sets()[NAME]["sources"]["train/expr"]["tasks"] == ["expr"] and "val" in opened.feature_sets()[NAME]["sources"]
+
+
+def test_a_store_without_tasks_imports_the_tracks_stored_under_the_split(store, tmp_path):
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r+")
+    for split in ("train", "val", "test"):
+        for _, group in root[split].groups():
+            attrs = dict(group.attrs)
+            group.attrs.clear()
+            group.attrs.update({k: v for k, v in attrs.items() if k != "tasks"})
+    with open_store(store) as opened:
+        stored = {split: opened.tracks(split) for split in ("train", "val")}
+    visual_files(store, tmp_path / "files", stored["train"] + stored["val"])
+    code, out, err = dva_import(store, "val", tmp_path / "files", modality="visual")
+    report = json.loads(out)
+    assert code == 0 and sorted(report["imported"]) == stored["val"] and report["stored"] == {"val": len(stored["val"])}, err
+    assert sorted(report["unknown_files"]) == [f"{t}.npy" for t in stored["train"]]
+    code, _, err = dva_import(store, "val", tmp_path / "files", "--task", "expr", modality="visual")
+    assert code == 2 and "names a track of split val (expr)" in err and len(err.strip().splitlines()) == 1, err
