@@ -65,7 +65,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     groups = task_groups(given, checkpoints) if fmt == "csv" else {run_task(checkpoints): given}
     task = next(iter(groups))
     if task != "va" and fmt == "per-track":
-        raise ConfigError(f"--format {fmt} writes VA values; a {task} run writes the challenge's submission (leave --format out) or --format csv")
+        raise ConfigError(f"--format {fmt} writes VA values; an {task} run writes the challenge's submission (leave --format out) or --format csv")
     provenance = check_compatible(checkpoints)
     tasks = {name: {"runs": sum(len(run_dirs(path)) for path in group), **_task_smoothing(name, group, smooth if name == "va" or "va" not in groups else None)}
              for name, group in groups.items()}
@@ -143,6 +143,8 @@ def _task_smoothing(task: str, given: list[Path], smooth) -> dict:
     from dva.trainer.evaluate import DIMENSIONS
 
     seconds, smoothing = smoothing_width(given, smooth)
+    if task != "va" and seconds[0] != seconds[1]:
+        raise ConfigError(f"--smooth {smooth}: {task} smooths its probabilities with one width, not one per dimension (V,A is VA's)")
     return {"seconds": seconds, "smooth_seconds": dict(zip(DIMENSIONS, seconds)) if task == "va" else seconds[0], "smoothing": smoothing}
 
 
