@@ -80,7 +80,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         preds[name] = smooth_frames(mean, data, tasks[name].pop("seconds"))
     one = tasks[task] if len(tasks) == 1 else {}
     done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
-            "runs": len(checkpoints), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
+            "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
     if fmt == "csv":
         write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"))
     elif fmt == "per-track":
