@@ -189,6 +189,26 @@ def folds_dir(tiny_store, tmp_path_factory):
     return out, json.loads(done.stdout)
 
 
+TASK_FIT = ["--epochs", "3", "--patience", "3", "--lr", "3e-3", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16", "--json"]
+
+
+@pytest.fixture(scope="session")
+def task_runs(tiny_store, tmp_path_factory):
+    """One quick `dva fit --task expr|au --prompt none` (TASK_FIT) on the tiny store, once per test session: {task: (run
+    directory, report)}."""
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    runs = {}
+    for task in ("expr", "au"):
+        out = tmp_path_factory.mktemp("task-runs") / task
+        done = CliRunner().invoke(app, ["fit", "--features", str(tiny_store), "--out", str(out), "--task", task, "--prompt", "none", *TASK_FIT])
+        assert done.exit_code == 0, done.stderr
+        runs[task] = (out, json.loads(done.stdout))
+    return runs
+
+
 # Track attrs that differ between two runs of the same extraction: when each set was written (a clock time).
 RUN_DEPENDENT = ("done_at",)
 

@@ -94,19 +94,19 @@ def report_lines(report: dict) -> list[str]:
 @user_errors
 def predict(
     files: Optional[list[Path]] = typer.Argument(None, help="More videos after --video FILE (dva predict --video a.mp4 b.mov ...).", show_default=False),
-    run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean)."),
+    run: list[Path] = typer.Option(..., help="Run directory written by `dva fit`, or a folds directory (`dva fit --folds`); repeat for an ensemble (the per-frame mean), or, with --video or --format csv, for runs of several tasks (va, expr, au: each task's runs an ensemble, every task's columns in one CSV)."),
     features: Optional[str] = typer.Option(None, help="Feature store holding the split to predict (not with --video)."),
-    video: list[Path] = typer.Option([], help="A recording to predict (faces, extraction of the run's feature sets, prediction): <track>.csv and <track>.png under --out."),
+    video: list[Path] = typer.Option([], help="A recording to predict (faces, extraction of the runs' feature sets, prediction): <track>.csv and <track>.png under --out, every task of the --run given."),
     split: str = typer.Option("test", help="test, val, or all (a folder of videos)."),
     out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track or csv, or with --video."),
-    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face."),
+    format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face (EXPR's eight probabilities and expression, AU's twelve and <AU>_on, before face, for runs of those tasks)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
     allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
-    smooth: Optional[str] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping: one width, or V,A for valence and arousal (default: the widths `dva fit` chose on held-out tracks, per dimension; 0: none)."),
+    smooth: Optional[str] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping: one width, or V,A for valence and arousal (default: the widths `dva fit` chose on held-out tracks, per dimension; 0: none). With runs of several tasks it is VA's (EXPR and AU smooth with the width dva fit chose), every task's when no VA run is given."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Write the ABAW submission (every row of the organisers' sample file, in its order), per-track files, or VA traces of recordings (--video)."""
+    """Write the ABAW submission (every row of the organisers' sample file, in its order), per-track files, or per-frame CSVs (--format csv, or of recordings: --video)."""
     if video or files:
         return _predict_videos([*video, *(files or [])], bool(video), run, features, out, device, smooth, as_json)
     if features is None:
@@ -120,8 +120,20 @@ def predict(
         return
     if summary["check"]:
         typer.echo(summary["check"])
-    typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {widths_text(summary['smooth_seconds'])} ({summary['smoothing']})")
+    if len(summary["tasks"]) == 1:
+        typer.echo(f"ensemble of {summary['runs']} run(s), smoothing {widths_text(summary['smooth_seconds'])} ({summary['smoothing']})")
+    else:
+        typer.echo("predicted " + "; ".join(_task_line(task, each) for task, each in summary["tasks"].items()))
     typer.echo(f"wrote {summary['rows']} rows of {summary['tracks']} tracks to {out}")
+
+
+def _task_line(task: str, each: dict) -> str:
+    """'va (ensemble of 2 runs, smoothing valence 0.2 s, arousal 0.4 s: chosen by dva fit on held-out tracks)': one task
+    of a prediction."""
+    from dva.trainer.results.run_dir import widths_text
+
+    runs = "1 run" if each["runs"] == 1 else f"ensemble of {each['runs']} runs"
+    return f"{task} ({runs}, smoothing {widths_text(each['smooth_seconds'])}: {each['smoothing']})"
 
 
 def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features, out: Path, device, smooth, as_json: bool) -> None:
@@ -139,6 +151,8 @@ def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features
     else:
         for name, framing in report.framing.items():
             typer.echo(f"{name}: crops framed {framing}")
+        if report.tasks:
+            typer.echo("predicted " + "; ".join(_task_line(task, each) for task, each in report.prediction["tasks"].items()))
         for track, files in report.tracks.items():
             faces = "no faces read" if files["faces"] is None else f"a face in {files['faces']}"
             typer.echo(f"{track}: {files['frames']} frames ({faces}) -> {files['csv']}, {files['png']}")

@@ -181,6 +181,47 @@ def test_a_run_on_a_timm_set_predicts_a_video_with_the_timm_encoder_rebuilt(run_
     np.testing.assert_allclose(rows[[0, 60]].astype(np.float32), expected, rtol=2e-3, atol=1e-5)  # timm's features (float16 in the store)
 
 
+def test_runs_of_three_tasks_predict_a_video_into_one_csv_per_track_with_every_tasks_columns(run_dir, task_runs, people, tmp_path):
+    import json
+
+    from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+
+    out, expr_run, au_run = tmp_path / "out", task_runs["expr"][0], task_runs["au"][0]
+    done = _invoke("predict", "--video", people / "talking.mp4", "--run", au_run, "--run", run_dir[0], "--run", expr_run, "--out", out, "--smooth", "0", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["tasks"] == ["va", "expr", "au"] and list(report["tracks"]) == ["talking"]
+    smoothing = report["prediction"]["tasks"]
+    assert smoothing["va"]["smoothing"] == "--smooth" and smoothing["expr"]["smoothing"] == smoothing["au"]["smoothing"] == "chosen by dva fit on held-out tracks"
+    lines = (out / "talking.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header == ["frame", "time", "valence", "arousal", *EXPR_CLASSES, "expression", *AU_NAMES, *(f"{au}_on" for au in AU_NAMES), "face"]
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert len(rows) == 120 and [int(r["frame"]) for r in rows] == list(range(1, 121)) and {r["face"] for r in rows} == {"1"}
+    expr = np.array([[float(r[name]) for name in EXPR_CLASSES] for r in rows])
+    assert np.allclose(expr.sum(axis=1), 1, atol=1e-5) and expr.std(axis=0).max() > 0
+    assert [r["expression"] for r in rows] == [EXPR_CLASSES[k] for k in expr.argmax(axis=1)]
+    au = np.array([[float(r[name]) for name in AU_NAMES] for r in rows])
+    thresholds = json.loads((au_run / "metrics.json").read_text())["thresholds"]
+    assert ((au >= 0) & (au <= 1)).all() and au.std(axis=0).max() > 0
+    assert np.array_equal([[r[f"{name}_on"] == "1" for name in AU_NAMES] for r in rows], au >= np.array([thresholds[name] for name in AU_NAMES]))
+    # VA's columns are VA's alone: the same run on the work store by itself, as `dva predict --format csv` writes them
+    alone = _invoke("predict", "--run", run_dir[0], "--features", out / ".dva-work" / "store", "--split", "all", "--format", "csv", "--smooth", "0", "--out", tmp_path / "va")
+    assert alone.exit_code == 0, alone.output
+    assert [[r["valence"], r["arousal"]] for r in rows] == [r[2:4] for r in _rows(tmp_path / "va" / "talking.csv")]
+    assert (out / "talking.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_whose_shared_set_was_made_otherwise_are_refused_before_any_work_in_one_line(run_dir, task_runs, people, tmp_path):
+    def other_hop(sets):
+        sets[TINY_AUDIO]["preprocessing"]["hop_seconds"] = 0.5
+
+    done = _invoke("predict", "--video", people / "talking.mp4", "--run", run_dir[0], "--run", _edited_run(task_runs["expr"][0], tmp_path, other_hop), "--out", tmp_path / "out")
+    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"were trained on different features: feature set {TINY_AUDIO!r} differs (preprocessing.hop_seconds" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def _sound_alone(path, seconds: float, hz: float):
     """A recording of sound alone through PyAV: .wav (16-bit PCM) or .m4a (AAC), a 44.1 kHz tone."""
     import av

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from dva.cli import app
 from dva.data.tasks import AU_NAMES, EXPR_CLASSES
 from dva.metrics import f1_binary, f1_per_class, macro_f1
+from tests.conftest import TASK_FIT as QUICK
 
-QUICK = ["--epochs", "3", "--patience", "3", "--lr", "3e-3", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16", "--json"]
 
 
 def dva(*args):
@@ -62,18 +62,6 @@ def test_expr_and_au_losses_ignore_frames_not_annotated():
     moved = bits.clone()
     moved[0, 1, 3] += 10
     assert au_loss(bits, target, mask, None) == pytest.approx(float(au_loss(moved, target, mask, None)))
-
-
-@pytest.fixture(scope="module")
-def task_runs(tiny_store, tmp_path_factory):
-    """One quick fit per task on the shared store: {task: (run directory, report)}."""
-    runs = {}
-    for task in ("expr", "au"):
-        out = tmp_path_factory.mktemp("task-runs") / task
-        code, stdout, stderr = dva("fit", "--features", tiny_store, "--out", out, "--task", task, "--prompt", "none", *QUICK)
-        assert code == 0, stderr
-        runs[task] = (out, json.loads(stdout))
-    return runs
 
 
 def _held_labels(run) -> np.ndarray:

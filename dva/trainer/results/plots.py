@@ -1,4 +1,5 @@
-"""The PNGs a researcher looks at after a run: curves, VA traces, and the VA plane with the 3x3 grid."""
+"""The PNGs a researcher looks at after a run: curves, VA traces, and the VA plane with the 3x3 grid; a recording's
+tasks over time."""
 
 from __future__ import annotations
 
@@ -84,27 +85,69 @@ def plot_va_plane(path: Path, val: SplitData, pred: np.ndarray, max_points: int 
     return path
 
 
-def plot_va_track(path: Path, track: str, time: np.ndarray, pred: np.ndarray, face: np.ndarray | None) -> Path:
-    """<track>.png: valence and arousal over time (seconds), stretches without a face shaded. time float [T],
-    pred [T, 2], face bool [T] or None (the model read no faces: nothing shaded)."""
+def plot_track(path: Path, track: str, time: np.ndarray, panels: dict[str, np.ndarray], face: np.ndarray | None) -> Path:
+    """<track>.png: a panel per task over time (seconds), one above the other in va, expr, au order, stretches without a
+    face shaded in each: valence and arousal; EXPR's eight class probabilities stacked, the most probable class as a
+    strip above them; AU's twelve probabilities as a heat map. time float [T]; panels {task: [T, 2 | 8 | 12]}; face
+    bool [T] or None (the model read no faces: nothing shaded). VA alone: one panel, 12 x 3.5 inches."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(12, 3.5))
+    heights = {"va": 3.5, "expr": 3.2, "au": 3.2}
+    tasks = [task for task in heights if task in panels]
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(12, sum(heights[t] for t in tasks)), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [heights[t] for t in tasks]})
     step = float(np.median(np.diff(time))) if len(time) > 1 else 0.04
-    for i, (start, stop) in enumerate(_runs(~face) if face is not None else []):
-        ax.axvspan(time[start], time[stop - 1] + step, color="grey", alpha=0.25, linewidth=0, label=None if i else "no face")
-    ax.plot(time, pred[:, 0], color="tab:blue", linewidth=1, label="valence")
-    ax.plot(time, pred[:, 1], color="tab:red", linewidth=1, label="arousal")
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set(ylim=(-1.05, 1.05), xlim=(float(time[0]) if len(time) else 0, float(time[-1]) + step if len(time) else 1), xlabel="time (s)", title=track)
-    ax.legend(loc="upper right", ncol=3)
+    span = (float(time[0]) if len(time) else 0, float(time[-1]) + step if len(time) else 1)
+    for ax, task in zip(axes[:, 0], tasks):
+        for i, (start, stop) in enumerate(_runs(~face) if face is not None else []):  # over EXPR's areas and AU's map, under VA's lines
+            ax.axvspan(time[start], time[stop - 1] + step, color="grey", alpha=0.25 if task == "va" else 0.5, linewidth=0,
+                       zorder=1 if task == "va" else 3, label=None if i else "no face")
+        {"va": _va_panel, "expr": _expr_panel, "au": _au_panel}[task](ax, time, panels[task], step)
+        ax.set(xlim=span)
+        if task == "va":
+            ax.legend(loc="upper right", ncol=3)
+        elif task == "expr":  # beside the panel: inside it would hide the areas (tight_layout narrows every panel alike)
+            ax.legend(loc="center left", bbox_to_anchor=(1.005, 0.5), fontsize="small", frameon=False)
+    axes[0, 0].set(title=track)
+    axes[-1, 0].set(xlabel="time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _va_panel(ax, time: np.ndarray, pred: np.ndarray, step: float) -> None:
+    ax.plot(time, pred[:, 0], color="tab:blue", linewidth=1, label="valence")
+    ax.plot(time, pred[:, 1], color="tab:red", linewidth=1, label="arousal")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set(ylim=(-1.05, 1.05))
+
+
+def _expr_panel(ax, time: np.ndarray, probabilities: np.ndarray, step: float) -> None:
+    """The class probabilities stacked (they sum to 1), and above them a strip coloured by the most probable class."""
+    from dva.data.tasks import EXPR_CLASSES
+
+    colours = [f"C{k}" for k in range(len(EXPR_CLASSES))]
+    ax.stackplot(time, probabilities.T, colors=colours, labels=EXPR_CLASSES, linewidth=0)
+    top = np.argmax(probabilities, axis=1)
+    for k, colour in enumerate(colours):  # each frame's stretch as wide as a frame, as the no-face spans
+        ax.broken_barh([(time[a], time[b - 1] + step - time[a]) for a, b in _runs(top == k)], (1.03, 0.09), color=colour, linewidth=0)
+    ax.set(ylim=(0, 1.12), ylabel="expression")
+    ax.set_yticks([0, 0.5, 1, 1.075], ["0", "0.5", "1", "argmax"])
+
+
+def _au_panel(ax, time: np.ndarray, probabilities: np.ndarray, step: float) -> None:
+    """The twelve units' probabilities as a heat map, one row per unit (AU1 at the top)."""
+    from dva.data.tasks import AU_NAMES
+
+    start, stop = (float(time[0]), float(time[-1]) + step) if len(time) else (0.0, 1.0)
+    image = ax.imshow(probabilities.T, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1,
+                      extent=(start, stop, len(AU_NAMES) - 0.5, -0.5))
+    ax.set_yticks(range(len(AU_NAMES)), AU_NAMES, fontsize="small")
+    ax.figure.colorbar(image, cax=ax.inset_axes((1.005, 0, 0.008, 1)), label="probability")  # beside the panel, not taking its width
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:

@@ -51,54 +51,71 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
             allow_incomplete: bool = False, smooth=None) -> dict:
     """Predict every listed track of split with the ensemble of run (one path or several: run or folds
     directories) and write `out` (a file, or a folder for per-track); smooth: seconds of Gaussian smoothing, one
-    width or (valence, arousal) (None: what `dva fit` recorded, per dimension). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs",
-    "smooth_seconds", "smoothing"}. Raises DataError naming the tracks a submission would miss, unless
+    width or (valence, arousal) (None: what `dva fit` recorded, per dimension). fmt csv takes runs of several tasks:
+    each task's runs form an ensemble, every task's columns land side by side in one `<track>.csv` of the tracks stored
+    under split, and smooth is VA's (every task's when no VA run is given; EXPR and AU otherwise smooth with the width
+    `dva fit` chose). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs", "smooth_seconds",
+    "smoothing", "tasks": {task: {"runs", "smooth_seconds", "smoothing"[, "thresholds"]}}} (smooth_seconds and smoothing
+    those of the one task, None for several). Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
-    from dva.stores import framing_mismatches, open_store, sets_mismatch
-    from dva.trainer.evaluate import DIMENSIONS
     from dva.trainer.evaluate import smooth as smooth_frames
-    from dva.trainer.loading.store import load_split
 
     given = _check_request(run, out, fmt)
-    runs = [path for path in given for path in run_dirs(path)]
-    checkpoints = {path: read_checkpoint(path) for path in runs}  # read once here; load_run builds each model later
-    task = run_task(checkpoints)
-    if task != "va" and fmt != "submission":
-        raise ConfigError(f"--format {fmt} writes VA values; a {task} run writes the challenge's submission (leave --format out)")
+    checkpoints = {path: read_checkpoint(path) for path in given for path in run_dirs(path)}  # read once here; load_run builds each model later
+    groups = task_groups(given, checkpoints) if fmt == "csv" else {run_task(checkpoints): given}
+    task = next(iter(groups))
+    if task != "va" and fmt == "per-track":
+        raise ConfigError(f"--format {fmt} writes VA values; an {task} run writes the challenge's submission (leave --format out) or --format csv")
     provenance = check_compatible(checkpoints)
-    seconds, smoothing = smoothing_width(given, smooth)
+    tasks = {name: {"runs": sum(len(run_dirs(path)) for path in group), **_task_smoothing(name, group, smooth if name == "va" or "va" not in groups else None)}
+             for name, group in groups.items()}
+    if "au" in groups and fmt == "csv":
+        tasks["au"]["thresholds"] = au_thresholds(groups["au"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
+    listed, unusable, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
+                                                                      allow_incomplete, "va" if fmt == "csv" else task, fmt == "csv", given[0])
+    preds = {}
+    for name, group in groups.items():  # after each ensemble, before clipping
+        mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
+        preds[name] = smooth_frames(mean, data, tasks[name].pop("seconds"))
+    one = tasks[task] if len(tasks) == 1 else {}
+    done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
+            "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
+    if fmt == "csv":
+        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"))
+    elif fmt == "per-track":
+        write_per_track(out, data.tracks, data.offsets, preds[task])
+    elif task != "va":
+        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed)
+        done["thresholds"] = tasks[task]["thresholds"]
+    else:
+        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split)
+    return done
+
+
+def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str, with_columns: bool, source: Path):
+    """(listed tracks, {track: why not usable}, the sample file, {data key: SplitData}, frame columns or None) of split
+    for task's listing (va: the tracks stored under split), after checking the store holds the runs' sets."""
+    from dva.stores import framing_mismatches, open_store, sets_mismatch
+    from dva.trainer.loading.store import load_split
+
     store = open_store(features, mode="r")
     try:
-        mismatch = sets_mismatch(provenance["feature_sets"], store.feature_sets(), features)
+        mismatch = sets_mismatch(feature_sets, store.feature_sets(), features)
         if mismatch:
-            raise ConfigError(f"{given[0]} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
-        for line in framing_mismatches(provenance["feature_sets"], store.feature_sets(), features):
-            warnings.warn(DvaWarning(line), stacklevel=2)
+            raise ConfigError(f"{source} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
+        for line in framing_mismatches(feature_sets, store.feature_sets(), features):
+            warnings.warn(DvaWarning(line), stacklevel=3)
         if split not in store.splits() and task == "va":
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
         sample_file = resolve_sample(store, split, sample, task)
-        listed, unusable = _listed_tracks(store, split, sample_file, list(provenance["feature_sets"]), allow_incomplete, task)
+        listed, unusable = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task)
         usable = [t for t in listed if t not in unusable]
-        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task)
-                       for key in sorted(set(inputs.values()))}
-        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, provenance["feature_sets"]) if fmt == "csv" else None
+        data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
+        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, feature_sets) if with_columns else None
     finally:
         store.close()
-    mean, data = ensemble_frames(runs, inputs, data_by_key, device)
-    pred = smooth_frames(mean, data, seconds)  # after the ensemble, before clipping
-    done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
-            "runs": len(runs), "smooth_seconds": dict(zip(DIMENSIONS, seconds)), "smoothing": smoothing}
-    if fmt == "csv":
-        write_csv(out, data.tracks, data.offsets, pred, *columns)
-    elif fmt == "per-track":
-        write_per_track(out, data.tracks, data.offsets, pred)
-    elif task != "va":
-        done["rows"], done["check"], done["thresholds"] = _write_task_submission(task, given, out, data, pred, sample_file, listed)
-        done["smooth_seconds"] = seconds[0]
-    else:
-        done["rows"], done["check"] = _write_submission(out, data, pred, sample_file, listed, split)
-    return done
+    return listed, unusable, sample_file, data_by_key, columns
 
 
 def run_task(checkpoints: dict[Path, dict]) -> str:
@@ -109,6 +126,26 @@ def run_task(checkpoints: dict[Path, dict]) -> str:
         shown = ", ".join(f"{path} ({task})" for path, task in tasks.items())
         raise RunError(f"an ensemble averages the runs of one task; these were trained for different tasks: {shown}")
     return next(iter(tasks.values()))
+
+
+def task_groups(given: list[Path], checkpoints: dict[Path, dict]) -> dict[str, list[Path]]:
+    """{task: the given run or folds directories trained for it}, in va, expr, au order (a run of a dva before tasks is
+    VA's); RunError when one folds directory holds runs of different tasks."""
+    groups: dict[str, list[Path]] = {}
+    for path in given:
+        groups.setdefault(run_task({run: checkpoints[run] for run in run_dirs(path)}), []).append(path)
+    return {task: groups[task] for task in TASKS if task in groups}
+
+
+def _task_smoothing(task: str, given: list[Path], smooth) -> dict:
+    """{"seconds": the widths to smooth with, "smooth_seconds": as reported (VA per dimension, EXPR and AU one width),
+    "smoothing": where they came from} of one task's runs (`smoothing_width`)."""
+    from dva.trainer.evaluate import DIMENSIONS
+
+    seconds, smoothing = smoothing_width(given, smooth)
+    if task != "va" and seconds[0] != seconds[1]:
+        raise ConfigError(f"--smooth {smooth}: {task} smooths its probabilities with one width, not one per dimension (V,A is VA's)")
+    return {"seconds": seconds, "smooth_seconds": dict(zip(DIMENSIONS, seconds)) if task == "va" else seconds[0], "smoothing": smoothing}
 
 
 def recorded_thresholds(given: list[Path]) -> list[float] | None:
@@ -123,6 +160,15 @@ def recorded_thresholds(given: list[Path]) -> list[float] | None:
     return [float(v) for v in np.mean(found, axis=0)] if found else None
 
 
+def au_thresholds(given: list[Path]) -> list[float]:
+    """The per-unit AU thresholds to apply (`recorded_thresholds`), 0.5 for every unit, with a warning, when no run chose any."""
+    thresholds = recorded_thresholds(given)
+    if thresholds is None:
+        warnings.warn(DvaWarning("no run chose AU thresholds (a final fit holds nothing out to choose on): using 0.5 for every unit"), stacklevel=4)
+        thresholds = [0.5] * len(TASKS["au"].columns)
+    return thresholds
+
+
 def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str]) -> tuple[int, str, list | None]:
     """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
     its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
@@ -130,10 +176,7 @@ def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: 
     if task == "expr":
         values = np.argmax(pred, axis=1)
     else:
-        thresholds = recorded_thresholds(given)
-        if thresholds is None:
-            warnings.warn(DvaWarning("no run chose AU thresholds (a final fit holds nothing out to choose on): using 0.5 for every unit"), stacklevel=3)
-            thresholds = [0.5] * len(TASKS["au"].columns)
+        thresholds = au_thresholds(given)
         values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
     submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed)
     check = submission.check(sample_file)

@@ -5,6 +5,9 @@ the recorded set before anything is extracted; then, under `DIR/.dva-work/`, the
 crops, with the face settings the set recorded, or for the release's crops the defaults in the framing the set
 recorded: learned from the release's crops), extraction into a store
 of the one split `all`, and prediction (`dva.trainer.results.predict`, an ensemble or folds as well as a single run).
+Runs of several tasks (VA, EXPR, AU) share that one extraction: the sets rebuilt are those of every run (a set two runs
+both read must have been made alike), each task's runs form an ensemble, and `<track>.csv` holds every task's columns
+side by side (`dva.trainer.results.submission.csv_columns`), `<track>.png` a panel per task.
 
 Work folder: `data/` (a link per video, so the videos form a folder of plain videos), `data/cropped_aligned/` or
 `crops-<size>-<subjects>-<framing>/cropped_aligned/` (faces), `store/`, `videos.json` (which files the work is of: it is
@@ -33,9 +36,10 @@ class VideoReport:
     """What `predict_videos` wrote: per track its files; per video that failed, why."""
 
     out: str
+    tasks: list[str] = field(default_factory=list)  # the tasks predicted (va, expr, au), in that order
     tracks: dict[str, dict] = field(default_factory=dict)  # track -> {"csv", "png", "frames", "faces"}
     failed: dict[str, str] = field(default_factory=dict)  # the video as given -> one-line reason
-    prediction: dict = field(default_factory=dict)  # what `predict` returned (runs, smoothing, ...)
+    prediction: dict = field(default_factory=dict)  # what `predict` returned (runs, and per task its runs, smoothing, thresholds)
     framing: dict[str, str] = field(default_factory=dict)  # visual set read from crops -> the framing its crops were made in
 
     def as_dict(self) -> dict:
@@ -47,15 +51,19 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
     """CSV and PNG per track of each video under out. Raises RunError when a run's sets cannot be rebuilt (imported
     features, another family, other weights here), DataError for a missing file or two of one name; a video that
     cannot be read is named in report.failed and the others land."""
-    from dva.trainer.results.predict import predict
+    from dva.trainer.evaluate import smooth_widths
+    from dva.trainer.results.predict import predict, task_groups
     from dva.trainer.results.run_dir import check_compatible, read_checkpoint, run_dirs
 
     if not videos:
         raise ConfigError("pass at least one --video FILE")
     if not runs:
         raise ConfigError("pass at least one --run")
-    paths = [path for run in runs for path in run_dirs(Path(run))]
-    sets = check_compatible({path: read_checkpoint(path) for path in paths})["feature_sets"]
+    if smooth is not None:
+        smooth_widths(smooth)  # a bad --smooth is refused before the work, not after it
+    checkpoints = {path: read_checkpoint(path) for run in runs for path in run_dirs(Path(run))}
+    task_groups([Path(run) for run in runs], checkpoints)  # a folds directory of two tasks is refused before the work too
+    sets = check_compatible(checkpoints)["feature_sets"]  # every run's sets, the ones they share made alike: one extraction serves them all
     out = Path(out)
     work = out / WORK
     data, given = _link_videos([Path(v) for v in videos], work)
@@ -73,6 +81,7 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="writing without", category=DvaWarning)  # each failed video has its own line
         report.prediction = predict(list(runs), str(store), "all", out, device, fmt="csv", allow_incomplete=True, smooth=smooth)
+    report.tasks = list(report.prediction["tasks"])
     for track in landed:
         report.tracks[track] = _plot(out / f"{track}.csv")
     return report
@@ -228,12 +237,25 @@ def _usable_tracks(store: Path, sets: list[str]) -> list[str]:
 
 
 def _plot(csv: Path) -> dict:
-    """<track>.png beside the <track>.csv predict wrote, drawn from the CSV; the track's entry of the report."""
-    from dva.trainer.results.plots import plot_va_track
+    """<track>.png beside the <track>.csv predict wrote, drawn from the CSV (a panel per task in it); the track's entry
+    of the report."""
+    from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+    from dva.trainer.results.plots import plot_track
 
-    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
-    time = np.array([float(r[1]) for r in rows])
-    pred = np.array([[float(r[2]), float(r[3])] for r in rows]).reshape(-1, 2)
-    faces = None if rows and rows[0][4] == "" else np.array([r[4] == "1" for r in rows], bool)
-    png = plot_va_track(csv.with_suffix(".png"), csv.stem, time, pred, faces)
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+
+    def numbers(names) -> np.ndarray | None:
+        if not set(names) <= set(header):
+            return None
+        index = [header.index(name) for name in names]
+        return np.array([[float(r[i]) for i in index] for r in rows], np.float64).reshape(-1, len(names))
+
+    face = header.index("face")
+    faces = None if rows and rows[0][face] == "" else np.array([r[face] == "1" for r in rows], bool)
+    time = numbers(["time"])[:, 0]
+    panels = {task: values for task, names in (("va", ("valence", "arousal")), ("expr", EXPR_CLASSES), ("au", AU_NAMES))
+              if (values := numbers(names)) is not None}
+    png = plot_track(csv.with_suffix(".png"), csv.stem, time, panels, faces)
     return {"csv": str(csv), "png": str(png), "frames": len(rows), "faces": None if faces is None else int(faces.sum())}

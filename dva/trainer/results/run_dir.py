@@ -308,7 +308,7 @@ def widths_text(seconds) -> str:
 def check_compatible(checkpoints: dict[Path, dict]) -> dict:
     """RunError naming the difference unless every feature set the runs (run directory -> its checkpoint) share
     was made the same way (its provenance); returns {"feature_sets": every set any run reads}. Runs on
-    different sets of one store may form an ensemble."""
+    different sets of one store may form an ensemble, or be predicted together (runs of several tasks)."""
     from dva.stores import set_differences
 
     sets: dict[str, dict] = {}
@@ -321,5 +321,5 @@ def check_compatible(checkpoints: dict[Path, dict]) -> dict:
             differences = set_differences(sets[name], info)
             if differences:
                 shown = at_most(differences, 3)
-                raise RunError(f"{first_of[name]} and {run} were trained on different features: feature set {name!r} differs ({shown}); an ensemble needs runs on one kind of store")
+                raise RunError(f"{first_of[name]} and {run} were trained on different features: feature set {name!r} differs ({shown}); runs predicted together (an ensemble, the tasks of one CSV) need one kind of store")
     return {"feature_sets": sets}

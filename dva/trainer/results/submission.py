@@ -4,7 +4,8 @@
   the organisers' sample file's rows in its order, each with a value in [-1, 1]. Without a sample
   file: every frame of every listed track, in list order (`<track>/<NNNNN>.jpg`).
 - `per-track` (older challenges): one `<track>.txt` per track, header `valence,arousal`.
-- `csv` (for reading, any split): one `<track>.csv` per track, header `frame,time,valence,arousal,face`.
+- `csv` (for reading, any split): one `<track>.csv` per track, header `frame,time,valence,arousal,face` (VA; the
+  runs of several tasks side by side, `csv_columns`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.data.tasks import TASKS
+from dva.data.tasks import AU_NAMES, EXPR_CLASSES, TASKS
 from dva.data.test_set import SUBMISSION_HEADER, SampleFile, submission_header
 
 FORMATS = ("submission", "per-track", "csv")
-CSV_HEADER = "frame,time,valence,arousal,face"
 
 
 def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray) -> list[Path]:
@@ -34,22 +34,47 @@ def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.
     return written
 
 
-def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, times: np.ndarray, faces: np.ndarray | None) -> list[Path]:
+def csv_columns(tasks) -> list[str]:
+    """The value columns of a `<track>.csv`, per task given, in va, expr, au order: valence, arousal; the eight EXPR
+    class probabilities (EXPR_CLASSES) and `expression`, the most probable class; the twelve AU probabilities (AU_NAMES)
+    and `<AU>_on`, each unit's probability at its threshold (0/1)."""
+    names = {"va": list(TASKS["va"].columns), "expr": [*EXPR_CLASSES, "expression"], "au": [*AU_NAMES, *(f"{au}_on" for au in AU_NAMES)]}
+    return [column for task in TASKS if task in tasks for column in names[task]]
+
+
+def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, values: dict[str, np.ndarray], times: np.ndarray, faces: np.ndarray | None,
+              thresholds: list[float] | None = None) -> list[Path]:
     """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`), `time`
-    (seconds, the store's frame_time), valence and arousal in [-1, 1], `face` (1 where the visual set has the frame,
-    i.e. a face crop was there; empty when the model reads no visual set). times float [N], faces bool [N] or None."""
+    (seconds, the store's frame_time), each task's columns (`csv_columns`: values {task: per-frame predictions [N, C]},
+    VA's clipped to [-1, 1], probabilities to [0, 1]; thresholds: AU's per unit), `face` (1 where the visual set has the
+    frame, i.e. a face crop was there; empty when the model reads no visual set). times float [N], faces bool [N] or None.
+    VA alone: header `frame,time,valence,arousal,face`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    header = ",".join(["frame", "time", *csv_columns(values), "face"])
+    cells = [_task_cells(task, values[task], thresholds) for task in TASKS if task in values]
     written = []
     for i, track in enumerate(tracks):
-        rows = slice(int(offsets[i]), int(offsets[i + 1]))
-        values = np.clip(pred[rows], -1.0, 1.0)
-        face = [""] * len(values) if faces is None else [str(int(f)) for f in faces[rows]]
-        lines = [f"{n},{t:.4f},{v:.6f},{a:.6f},{f}" for n, (t, (v, a), f) in enumerate(zip(times[rows], values, face), start=1)]
+        rows = range(int(offsets[i]), int(offsets[i + 1]))
+        face = [""] * len(rows) if faces is None else [str(int(f)) for f in faces[rows.start : rows.stop]]
+        lines = [",".join([str(n), f"{times[row]:.4f}", *(part[row] for part in cells), face[n - 1]]) for n, row in enumerate(rows, start=1)]
         path = out / f"{track}.csv"
-        path.write_text("\n".join([CSV_HEADER, *lines]) + "\n")
+        path.write_text("\n".join([header, *lines]) + "\n")
         written.append(path)
     return written
+
+
+def _task_cells(task: str, pred: np.ndarray, thresholds: list[float] | None) -> list[str]:
+    """One task's columns of every row, as text: VA two values in [-1, 1]; EXPR eight probabilities and the argmax's
+    name; AU twelve probabilities and twelve bits (probability >= the unit's threshold, 0.5 without)."""
+    if task == "va":
+        return [f"{v:.6f},{a:.6f}" for v, a in np.clip(pred, -1.0, 1.0)]
+    probabilities = np.clip(pred, 0.0, 1.0)
+    shown = [",".join(f"{p:.6f}" for p in row) for row in probabilities]
+    if task == "expr":
+        return [f"{text},{EXPR_CLASSES[k]}" for text, k in zip(shown, np.argmax(pred, axis=1))]
+    bits = pred >= np.asarray(thresholds if thresholds is not None else [0.5] * len(AU_NAMES))[None, :]
+    return [f"{text},{','.join('1' if b else '0' for b in row)}" for text, row in zip(shown, bits)]
 
 
 @dataclass
