@@ -196,7 +196,7 @@ def demo(
     out: Path = typer.Option(Path("demo"), help="Folder for the synthetic data, store, runs and plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ):
-    """synth + extract (offline tiny encoders) + fit + ablation, end to end on this machine."""
+    """synth + extract (offline tiny encoders) + fit and predict (VA, EXPR, AU) + ablation, end to end on this machine."""
     from dva.demo import demo as run_demo
     from dva.trainer.ablate import markdown_table
 
@@ -206,6 +206,10 @@ def demo(
         return
     typer.echo(markdown_table(result["ablation"]))
     typer.echo(markdown_table(result["feature_sets"]))
-    typer.echo(f"full model, best_val (epoch {result['epoch']} selected on val, scored on val): CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f}")
+    typer.echo(f"VA   full model, best_val (epoch {result['epoch']} selected on val, scored on val): CCC_V {result['ccc_v']:.4f}  CCC_A {result['ccc_a']:.4f}  P_VA {result['p_va']:.4f}")
+    typer.echo(f"     test submission {result['predictions']}: {result['check']}")
+    for task, what in (("expr", "macro F1 over 8 classes"), ("au", "mean F1 over 12 units")):
+        done = result["tasks"][task]
+        typer.echo(f"{task.upper():<4} --task {task}, best_val (epoch {done['epoch']} selected on val, scored on val): {what} {done[f'{task}_f1']:.4f}")
+        typer.echo(f"     test submission {done['predictions']}: {done['check']}")
     typer.echo("plots: " + ", ".join(result["plots"]))
-    typer.echo(f"test submission (ABAW format, the sample file's rows): {result['predictions']}")
