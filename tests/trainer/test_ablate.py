@@ -236,3 +236,19 @@ def test_a_grid_over_tasks_is_one_line_and_exit_2(tiny_store, tmp_path):
 
     result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--grid", "task=va,expr", "--out", str(tmp_path)])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["dva: error: --grid task=va,expr: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr"]
+
+
+def test_a_results_csv_of_the_va_only_header_keeps_its_rows_under_todays_columns(tmp_path):
+    """results.csv as dva wrote it before EXPR and AU (diff_p_va, no F1 columns): read as it is, its rows kept."""
+    from dva.trainer.ablate import CSV_FIELDS, set_aside_unkeyed
+
+    path = tmp_path / "results.csv"
+    older = [*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=older)
+        writer.writeheader()
+        writer.writerow({**{k: "" for k in older}, "key": "0123456789abcdef", "variant": "fusion=gated", "p_va": "0.5", "diff_p_va": "0.01"})
+    set_aside_unkeyed(path)
+    (row,) = rows(tmp_path)
+    assert tuple(row) == CSV_FIELDS and (row["key"], row["p_va"], row["expr_f1"]) == ("0123456789abcdef", "0.5", "")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
