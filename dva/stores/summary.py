@@ -77,7 +77,8 @@ def task_summary(indexes: dict[str, dict[str, dict]]) -> dict[str, dict[str, dic
                 part = found.setdefault(task, {}).setdefault(split, {"tracks": 0, "frames": 0, "annotated": 0, "stored_in": {}})
                 part["tracks"] += 1
                 part["frames"] += int(attrs.get("rows") or 0)
-                part["annotated"] += int(annotated.get(task, attrs.get("valid_labels") or 0) if task != "va" else attrs.get("valid_labels") or 0)
+                # a task's test tracks have no labels of it (a track's VA labels are not its EXPR's or AU's)
+                part["annotated"] += int(annotated.get(task, 0) if task != "va" else attrs.get("valid_labels") or 0)
                 part["stored_in"][stored] = part["stored_in"].get(stored, 0) + 1
     tasks, splits = ("va", "expr", "au"), ("train", "val", "test")
     return {task: {split: found[task][split] for split in splits if split in found[task]} for task in tasks if task in found}

@@ -37,6 +37,8 @@ def test_extract_stores_each_track_once_with_every_tasks_labels_and_splits(synth
         summary = store.summary()["tasks"]
     assert summary["expr"]["val"]["tracks"] == 2 and summary["expr"]["val"]["stored_in"] == {"train": 1, "val": 1}
     assert 0 < summary["au"]["train"]["annotated"] < summary["au"]["train"]["frames"]  # runs of -1
+    # EXPR's test tracks include VA train and val tracks: their VA labels are not EXPR's, so none is annotated for EXPR
+    assert summary["expr"]["test"]["stored_in"] == {"test": 1, "train": 1, "val": 1} and summary["expr"]["test"]["annotated"] == 0
     shown = CliRunner().invoke(app, ["info", str(tiny_store)]).stdout
     assert "task    expr val    2 tracks (1 in train, 1 in val)" in shown
 
