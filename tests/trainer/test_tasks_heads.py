@@ -114,6 +114,25 @@ def test_predict_writes_each_challenges_submission_in_its_sample_files_rows(task
         assert values.shape[1] == width and (values.min() >= 0) and values.max() <= (7 if task == "expr" else 1)
 
 
+def test_per_frame_csvs_of_a_split_are_of_the_runs_tasks_tracks_wherever_stored(task_runs, run_dir, tiny_store, tmp_path):
+    """--format csv --split test: an EXPR run writes EXPR's test tracks (VA train and val tracks among them), VA and AU
+    runs together the tracks either puts in test, each CSV with both tasks' columns."""
+    from dva.stores import open_store
+
+    with open_store(str(tiny_store), "r") as store:
+        expected = {task: sorted(t for _, t in store.task_tracks(task, "test")) for task in ("va", "expr", "au")}
+    assert expected["expr"] != expected["va"]  # the synthetic release's EXPR test list takes tracks VA trains and selects on
+    code, _, stderr = dva("predict", "--run", task_runs["expr"][0], "--features", tiny_store, "--split", "test", "--format", "csv", "--out", tmp_path / "expr")
+    assert code == 0, stderr
+    assert sorted(path.stem for path in (tmp_path / "expr").glob("*.csv")) == expected["expr"]
+    code, _, stderr = dva("predict", "--run", run_dir[0], "--run", task_runs["au"][0], "--features", tiny_store, "--split", "test", "--format", "csv", "--out", tmp_path / "both")
+    assert code == 0, stderr
+    written = sorted((tmp_path / "both").glob("*.csv"))
+    assert [path.stem for path in written] == sorted({*expected["va"], *expected["au"]})
+    header = written[0].read_text().splitlines()[0].split(",")
+    assert header[:4] == ["frame", "time", "valence", "arousal"] and "AU26_on" in header
+
+
 def test_an_ensemble_of_two_tasks_is_refused_in_one_line(task_runs, tiny_store, tmp_path):
     code, _, stderr = dva("predict", "--run", task_runs["expr"][0], "--run", task_runs["au"][0], "--features", tiny_store, "--out", tmp_path / "x.txt")
     assert code == 2 and "different tasks" in stderr and len(stderr.strip().splitlines()) == 1

@@ -56,12 +56,13 @@ def load_split(store, split: str, sets: dict[str, list[str]], audio_align: str =
 
 
 def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_align: str = "nearest", tracks: list[str] | None = None,
-                task: str | None = None) -> tuple[SplitData, list[SplitData]]:
+                task: str | tuple[str, ...] | None = None) -> tuple[SplitData, list[SplitData]]:
     """(all the splits' tracks as one SplitData, named like "train+val", whose attrs say each track's split;
     one SplitData per split, each a view of it) — see `load_split`. task None: the store's splits as stored, their
     VA labels; task va|expr|au: each split is that task's (the tracks whose `tasks` attr names it, wherever they are
     stored), with that task's labels (`task_labels`); a track of the task's split without its labels is left out,
-    named in `left_out`."""
+    named in `left_out`. task a tuple of tasks (a prediction of them, not training): `predict_tracks` of each split, with
+    VA's labels where a track has them."""
     check_split = [s for s in splits if s not in store.splits()] if task is None else []
     if check_split:
         raise StoreError(f"{store.path} has no {check_split[0]!r} split: run `dva extract --split {check_split[0]}` into it first")
@@ -70,7 +71,7 @@ def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_alig
     available = store.feature_sets()
     dims = {name: int(available[name]["dim"]) for name in needed}
     jobs = [job for jobs_of_split, _ in chosen.values() for job in jobs_of_split]
-    pooled = _read(store, jobs, sets, dims, audio_align, task or "va")
+    pooled = _read(store, jobs, sets, dims, audio_align, task if isinstance(task, str) else "va")
     pooled.split, pooled.left_out = "+".join(splits), {t: why for _, left_out in chosen.values() for t, why in left_out.items()}
     parts, first = [], 0
     for split, (names, left_out) in chosen.items():
@@ -87,18 +88,21 @@ def _usable(store, split: str, needed: list[str], tracks: list[str] | None, task
     if task is None:
         index = store.track_index(split)  # one listing: the cost per track stays flat at any store size
         candidates = [(split, t, index[t]) for t in (list(index) if tracks is None else [t for t in tracks if t in index])]
+    elif isinstance(task, tuple):
+        found = predict_tracks(store, split, task)
+        candidates = [(found[t][0], t, found[t][1]) for t in (list(found) if tracks is None else [t for t in tracks if t in found])]
     else:
         candidates = _task_candidates(store, task, split, tracks)
     reasons = {t: why_not_usable(attrs, needed) for _, t, attrs in candidates}
-    if task is not None and split != "test":  # a track of the task's split that has none of its labels teaches and scores nothing
+    if isinstance(task, str) and split != "test":  # a track of the task's split that has none of its labels teaches and scores nothing
         for stored, t, attrs in candidates:
             if reasons[t] is None and not _has_labels(store, stored, t, attrs, task):
                 reasons[t] = f"no {task} labels in the store (dva labels --data DATA adds them)"
     jobs = [(stored, t, attrs, split) for stored, t, attrs in candidates if reasons[t] is None]
     if not jobs:
-        what = f"split {split!r}" if task is None else f"{task}'s {split} split"
+        what = f"split {split!r}" if task is None else f"{'/'.join(task) if isinstance(task, tuple) else task}'s {split} split"
         raise StoreError(f"{store.path}: no track of {what} has {', '.join(needed) or 'any feature set'} complete{_labels_hint(task, split)}: run `dva extract --split {split}`"
-                         + ("" if task is None else " (with the release's annotations of that challenge), or `dva labels`"))
+                         + ("" if not isinstance(task, str) else " (with the release's annotations of that challenge), or `dva labels`"))
     return jobs, {t: reason for t, reason in reasons.items() if reason is not None}
 
 
@@ -110,6 +114,18 @@ def _task_candidates(store, task: str, split: str, tracks: list[str] | None) -> 
     return list(found.values()) if tracks is None else [found[t] for t in tracks if t in found]
 
 
+def predict_tracks(store, split: str, tasks: tuple[str, ...]) -> dict[str, tuple[str, dict]]:
+    """{track: (stored split, attrs)}, in the store's order, of the tracks a prediction for these tasks takes from split:
+    those any of them puts in split, wherever stored, and those of no task stored under it (a folder of videos, a
+    store written before tasks). Each stored split is listed once."""
+    found = {}
+    for stored in store.splits():
+        for track, attrs in store.track_index(stored).items():
+            if any(_task_split(attrs, stored, task) == split for task in tasks) or (stored == split and not track_tasks(attrs, stored)):
+                found.setdefault(track, (stored, attrs))
+    return found
+
+
 def _task_split(attrs: dict, stored: str, task: str) -> str | None:
     """The track's split for task; for VA a track that records no `tasks` (failed before its labels were read, or written
     by an older dva) is its stored split's, as VA always took it (so a failed one is named, not skipped)."""
@@ -118,8 +134,8 @@ def _task_split(attrs: dict, stored: str, task: str) -> str | None:
     return track_tasks(attrs, stored).get(task)
 
 
-def _labels_hint(task: str | None, split: str) -> str:
-    return "" if task is None or split == "test" else f" and {task} labels"
+def _labels_hint(task, split: str) -> str:
+    return "" if not isinstance(task, str) or split == "test" else f" and {task} labels"
 
 
 def _has_labels(store, stored: str, track: str, attrs: dict, task: str) -> bool:

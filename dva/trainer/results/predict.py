@@ -73,7 +73,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         tasks["au"]["thresholds"] = au_thresholds(groups["au"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
     listed, unusable, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
-                                                                      allow_incomplete, "va" if fmt == "csv" else task, fmt == "csv", given[0])
+                                                                      allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
     preds = {}
     for name, group in groups.items():  # after each ensemble, before clipping
         mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
@@ -93,11 +93,13 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     return done
 
 
-def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str, with_columns: bool, source: Path):
+def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str | tuple[str, ...], with_columns: bool,
+                source: Path):
     """(listed tracks, {track: why not usable}, the sample file, {data key: SplitData}, frame columns or None) of split
-    for task's listing (va: the tracks stored under split), after checking the store holds the runs' sets."""
+    for task's listing (va: the tracks stored under split; expr, au: that task's split, wherever stored; a tuple of tasks,
+    for per-frame CSVs: `predict_tracks`, no sample file), after checking the store holds the runs' sets."""
     from dva.stores import framing_mismatches, open_store, sets_mismatch
-    from dva.trainer.loading.store import load_split
+    from dva.trainer.loading.store import load_split, predict_tracks
 
     store = open_store(features, mode="r")
     try:
@@ -108,11 +110,14 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
             warnings.warn(DvaWarning(line), stacklevel=3)
         if split not in store.splits() and task == "va":
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
-        sample_file = resolve_sample(store, split, sample, task)
-        listed, unusable = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task)
+        found = predict_tracks(store, split, task) if isinstance(task, tuple) else None
+        sample_file = resolve_sample(store, split, sample, task) if found is None else None
+        listed, unusable = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
-        columns = frame_columns(store, split, next(iter(data_by_key.values())).tracks, feature_sets) if with_columns else None
+        tracks = next(iter(data_by_key.values())).tracks
+        where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
+        columns = frame_columns(store, where, feature_sets) if with_columns else None
     finally:
         store.close()
     return listed, unusable, sample_file, data_by_key, columns
@@ -196,13 +201,17 @@ def _check_request(run, out: Path, fmt: str) -> list[Path]:
     return given
 
 
-def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool, task: str = "va") -> tuple[list[str], dict[str, str]]:
+def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool, task: str | tuple = "va",
+                   found: dict | None = None) -> tuple[list[str], dict[str, str]]:
     """(the tracks to predict, in the submission's order; {track: why} for those that cannot be): a DataError
-    naming them unless allow_incomplete, then a warning. EXPR, AU: the tracks of that task's split, wherever stored."""
+    naming them unless allow_incomplete, then a warning. EXPR, AU: the tracks of that task's split, wherever stored;
+    found: the tracks `predict_tracks` chose (per-frame CSVs), in the store's order."""
     from dva.stores import why_not_usable
     from dva.stores.attrs import track_tasks
 
-    if task == "va":
+    if found is not None:
+        index, test_list = {t: attrs for t, (_, attrs) in found.items()}, None
+    elif task == "va":
         index = store.track_index(split)
         test_list = store.split_attrs(split).get("test_list", {}).get("tracks")
     else:
@@ -247,12 +256,13 @@ def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: li
     return len(submission.locations), check
 
 
-def frame_columns(store, split: str, tracks: list[str], feature_sets: dict[str, dict]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(frame times in seconds float64 [N], whether a face crop was there bool [N] or None) of tracks, concatenated: the
-    face is the mask of the first visual set the runs read (None when they read none)."""
+def frame_columns(store, where: dict[str, str], feature_sets: dict[str, dict]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(frame times in seconds float64 [N], whether a face crop was there bool [N] or None) of the tracks of where
+    ({track: its stored split}, in order), concatenated: the face is the mask of the first visual set the runs read
+    (None when they read none)."""
     visual = next((name for name, info in feature_sets.items() if info.get("modality") == "visual"), None)
-    times = [np.asarray(store.read(split, track, "frame_time"), np.float64) for track in tracks]
-    faces = None if visual is None else [np.asarray(store.read(split, track, f"{visual}/mask"), bool) for track in tracks]
+    times = [np.asarray(store.read(stored, track, "frame_time"), np.float64) for track, stored in where.items()]
+    faces = None if visual is None else [np.asarray(store.read(stored, track, f"{visual}/mask"), bool) for track, stored in where.items()]
     return np.concatenate(times), None if faces is None else np.concatenate(faces)
 
 
