@@ -241,7 +241,8 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     todo = [job for job in jobs if job.key not in done]
     tasks = job_tasks(todo, identity_digest(identity))
     failed = _train(todo, tasks, results_csv, scheduler, workers, progress) if todo else {}
-    message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks]) if tasks else None
+    message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks],
+                                task=plan_task(base, grid)) if tasks else None
     if message:  # named here, once (after the workers could see the store): the workers that load the sets say nothing
         warnings.warn(DvaWarning(message), stacklevel=2)
     results = read_results(results_csv)

@@ -58,12 +58,20 @@ class FitTask:
 
 def store_identity(path: str) -> dict:
     """What decides a store's features: its feature sets' provenance, its frame clock, where it is (resolved),
-    and which train/val tracks have which sets complete (finishing a failed track changes the results)."""
+    and which train/val tracks have which sets complete (finishing a failed track changes the results): those stored
+    under train and val, and, under "elsewhere", those stored under another split that a task trains or selects on
+    (EXPR's train track in VA's test; absent from a store without such tracks, whose identity stays as it was)."""
     from dva.stores import complete_sets, open_store
+    from dva.stores.attrs import track_tasks
 
     with open_store(path, "r") as store:
         sets, timeline = store.feature_sets(), store.attrs.get("timeline")
-        complete = {split: {t: sorted(complete_sets(a)) for t, a in store.track_index(split).items() if complete_sets(a)} for split in ("train", "val")}
+        indexes = {split: store.track_index(split) for split in store.splits()}
+    complete = {split: {t: sorted(complete_sets(a)) for t, a in indexes.get(split, {}).items() if complete_sets(a)} for split in ("train", "val")}
+    elsewhere = {f"{stored}/{t}": sorted(complete_sets(a)) for stored, index in indexes.items() if stored not in ("train", "val")
+                 for t, a in index.items() if complete_sets(a) and {"train", "val"} & set(track_tasks(a, stored).values())}
+    if elsewhere:
+        complete["elsewhere"] = elsewhere
     return {"path": absolute(path), "feature_sets": sets, "timeline": timeline, "complete_sets": complete}
 
 

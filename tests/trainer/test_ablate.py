@@ -252,3 +252,36 @@ def test_a_results_csv_of_the_va_only_header_keeps_its_rows_under_todays_columns
     (row,) = rows(tmp_path)
     assert tuple(row) == CSV_FIELDS and (row["key"], row["p_va"], row["expr_f1"]) == ("0123456789abcdef", "0.5", "")
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_a_track_another_task_trains_on_enters_the_store_identity_and_the_left_out_line_wherever_stored(tiny_store, tmp_path):
+    """A track stored under test (its VA split) that AU trains on: finishing or losing its sets changes which results an
+    AU ablation may reuse, and when incomplete it is named among AU's train tracks left out, not VA's."""
+    import shutil
+    import warnings
+
+    import zarr
+
+    from dva.trainer.loading.store import left_out_in_store
+
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    before = store_identity(str(copy))
+    assert "elsewhere" not in before["complete_sets"]  # a store without such tracks keeps the identity it always had
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(copy), mode="r+")["test"]["synth_200"]
+        group.attrs.update({"tasks": {"va": "test", "au": "train"}})
+    identity = store_identity(str(copy))
+    assert list(identity["complete_sets"]["elsewhere"]) == ["test/synth_200"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group.attrs.update({"complete": {}})  # as a half-written track records it
+    assert store_identity(str(copy)) != identity
+    from dva.stores import open_store
+
+    with open_store(str(copy), "r") as store:
+        au_train = len(store.task_tracks("au", "train"))
+    line = left_out_in_store(str(copy), [(None, None, ("visual", "audio"))], task="au")
+    assert line.startswith(f"train: 1 of {au_train} tracks left out") and "synth_200 (incomplete" in line
+    assert left_out_in_store(str(copy), [(None, None, ("visual", "audio"))]) is None  # VA trains on none of test

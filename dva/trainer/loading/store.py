@@ -93,11 +93,7 @@ def _usable(store, split: str, needed: list[str], tracks: list[str] | None, task
         candidates = [(found[t][0], t, found[t][1]) for t in (list(found) if tracks is None else [t for t in tracks if t in found])]
     else:
         candidates = _task_candidates(store, task, split, tracks)
-    reasons = {t: why_not_usable(attrs, needed) for _, t, attrs in candidates}
-    if isinstance(task, str) and split != "test":  # a track of the task's split that has none of its labels teaches and scores nothing
-        for stored, t, attrs in candidates:
-            if reasons[t] is None and not _has_labels(store, stored, t, attrs, task):
-                reasons[t] = f"no {task} labels in the store (dva labels --data DATA adds them)"
+    reasons = _reasons(store, candidates, needed, task, split)
     jobs = [(stored, t, attrs, split) for stored, t, attrs in candidates if reasons[t] is None]
     if not jobs:
         what = f"split {split!r}" if task is None else f"{'/'.join(task) if isinstance(task, tuple) else task}'s {split} split"
@@ -106,10 +102,21 @@ def _usable(store, split: str, needed: list[str], tracks: list[str] | None, task
     return jobs, {t: reason for t, reason in reasons.items() if reason is not None}
 
 
-def _task_candidates(store, task: str, split: str, tracks: list[str] | None) -> list[tuple[str, str, dict]]:
+def _reasons(store, candidates: list[tuple[str, str, dict]], needed: list[str], task, split: str) -> dict[str, str | None]:
+    """{track: why it is not loaded, None when it is} of candidates ((stored split, track, attrs) each)."""
+    reasons = {t: why_not_usable(attrs, needed) for _, t, attrs in candidates}
+    if isinstance(task, str) and split != "test":  # a track of the task's split that has none of its labels teaches and scores nothing
+        for stored, t, attrs in candidates:
+            if reasons[t] is None and not _has_labels(store, stored, t, attrs, task):
+                reasons[t] = f"no {task} labels in the store (dva labels --data DATA adds them)"
+    return reasons
+
+
+def _task_candidates(store, task: str, split: str, tracks: list[str] | None, indexes: dict | None = None) -> list[tuple[str, str, dict]]:
     """(stored split, track, attrs) of every track whose `tasks` attr puts it in task's split, in the store's order (or
-    these tracks, in this order); for VA a track written before the store kept `tasks` counts as its stored split's."""
-    indexes = {stored: store.track_index(stored) for stored in store.splits()}
+    these tracks, in this order); for VA a track written before the store kept `tasks` counts as its stored split's.
+    indexes: {stored split: track index} when already listed."""
+    indexes = indexes if indexes is not None else {stored: store.track_index(stored) for stored in store.splits()}
     found = {t: (stored, t, attrs) for stored, index in indexes.items() for t, attrs in index.items() if _task_split(attrs, stored, task) == split}
     return list(found.values()) if tracks is None else [found[t] for t in tracks if t in found]
 
@@ -221,23 +228,24 @@ def left_out_message(*splits: SplitData) -> str | None:
     return _left_out_line([(data.split, len(data.tracks), data.left_out) for data in splits])
 
 
-def left_out_in_store(store_path: str, choices: list[tuple[str | None, str | None, tuple]], splits=("train", "val")) -> str | None:
+def left_out_in_store(store_path: str, choices: list[tuple[str | None, str | None, tuple]], splits=("train", "val"), task: str = "va") -> str | None:
     """`left_out_message` for the loads these choices (visual_features, audio_features, modalities) make of the
-    store's splits, from the tracks' attrs alone: what a client says before its workers load (and the workers,
+    task's splits, from the tracks' attrs alone: what a client says before its workers load (and the workers,
     loading, say nothing more)."""
     from dva.stores import open_store
 
     lines = []
     with open_store(store_path, "r") as store:
-        available, have = store.feature_sets(), store.splits()
+        available = store.feature_sets()
+        indexes = {stored: store.track_index(stored) for stored in store.splits()}  # each listed once
+        candidates = {split: _task_candidates(store, task, split, None, indexes) for split in splits}
         for visual, audio, modalities in dict.fromkeys(choices):
             sets = choose_sets(available, visual, audio, modalities, store_path)
             needed = [*sets["visual"], *sets["audio"]]
             parts = []
-            for split in (s for s in splits if s in have):
-                index = store.track_index(split)
-                reasons = {t: why for t, attrs in index.items() if (why := why_not_usable(attrs, needed)) is not None}
-                parts.append((split, len(index) - len(reasons), reasons))
+            for split, found in candidates.items():
+                reasons = {t: why for t, why in _reasons(store, found, needed, task, split).items() if why is not None}
+                parts.append((split, len(found) - len(reasons), reasons))
             lines.append(_left_out_line(parts))
     return " | ".join(dict.fromkeys(line for line in lines if line)) or None
 
