@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ class ZarrStore(Store):
 
     def splits(self) -> list[str]:
         if is_remote(self.path):
-            return super().splits()
+            with warnings.catch_warnings():  # zarr warns about the claims folder (.claims) it does not know
+                warnings.filterwarnings("ignore", message="Object at .claims is not recognized")
+                return super().splits()
         # the file system, not zarr's listing: zarr warns about the claims folder (.claims) it does not know
         return sorted(p.name for p in Path(self.path).iterdir() if not p.name.startswith(".") and (p / "zarr.json").is_file())
 
