@@ -161,6 +161,18 @@ def loading(what: str, model: str, flag: str):
         ) from None
 
 
+def resized_like_pil(images, device, interpolation: str, size):
+    """uint8 [B, 3, H, W] -> float [B, 3, h, w] on device, resized to size (an int: the shortest side) with interpolation
+    (nearest, bilinear, bicubic), clamped to 0-255 and rounded: image processors and timm's transforms resize uint8
+    pixels with PIL and round, so this matches them."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    mode = {"nearest": InterpolationMode.NEAREST, "bicubic": InterpolationMode.BICUBIC}.get(interpolation, InterpolationMode.BILINEAR)
+    x = images.to(device, non_blocking=True).float()
+    return F.resize(x, size, interpolation=mode, antialias=mode != InterpolationMode.NEAREST).clamp_(0, 255).round_()
+
+
 def weights_sha256(module) -> str:
     """sha256 over every tensor of the state dict, in key order: the identity of the weights."""
     import hashlib

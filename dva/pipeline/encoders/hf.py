@@ -11,7 +11,7 @@ last_hidden_state; provenance records which.
 from __future__ import annotations
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, loading, local_or_hub, quiet_logging, register_encoder, resized_like_pil, seeded_init, set_name, weights_sha256
 
 DEFAULT_HF = "google/vit-base-patch16-224-in21k"
 TINY_HF = "dva-tiny-hf"
@@ -123,15 +123,11 @@ class HfImageEncoder(VisualEncoder):
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, h, w] on the device, as the model's image processor."""
-        from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
         settings = self.settings
-        x = images.to(self.device, non_blocking=True).float()
-        mode = {"nearest": InterpolationMode.NEAREST, "bicubic": InterpolationMode.BICUBIC}.get(settings["interpolation"], InterpolationMode.BILINEAR)
         size = settings["size"] if settings["resize"] == "exact" else settings["size"][0]
-        # the processors resize uint8 pixels and round; do the same on floats so results agree
-        x = F.resize(x, size, interpolation=mode, antialias=mode != InterpolationMode.NEAREST).clamp_(0, 255).round_()
+        x = resized_like_pil(images, self.device, settings["interpolation"], size)
         if settings["crop"] is not None:
             x = F.center_crop(x, settings["crop"])
         x = x * settings["rescale"]

@@ -17,7 +17,7 @@ import pickle
 from pathlib import Path
 
 from dva.errors import EncoderError, first_line
-from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, seeded_init, set_name, weights_sha256
+from dva.pipeline.encoders.base import VisualEncoder, basename, quiet_logging, register_encoder, resized_like_pil, seeded_init, set_name, weights_sha256
 
 DEFAULT_TIMM = "efficientnet_b0"
 TINY_TIMM = "dva-tiny-timm"
@@ -143,18 +143,13 @@ class TimmEncoder(VisualEncoder):
 
     def preprocess(self, images):
         """uint8 [B, 3, H, W] -> normalised float [B, 3, h, w] on the device, like timm's eval transform of the data config."""
-        from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
         settings = self.settings
-        x = images.to(self.device, non_blocking=True).float()
-        mode = {"nearest": InterpolationMode.NEAREST, "bicubic": InterpolationMode.BICUBIC}.get(settings["interpolation"], InterpolationMode.BILINEAR)
         scale = [math.floor(side / settings["crop_pct"]) for side in settings["input_size"]]
         # centre: the shortest side to input / crop_pct; squash: both sides (timm's transforms_imagenet_eval)
         size = scale[0] if settings["crop_mode"] == "center" else scale
-        # PIL resizes uint8 pixels and rounds; do the same on floats so results agree
-        x = F.resize(x, size, interpolation=mode, antialias=mode != InterpolationMode.NEAREST).clamp_(0, 255).round_()
-        x = F.center_crop(x, settings["input_size"])
+        x = F.center_crop(resized_like_pil(images, self.device, settings["interpolation"], size), settings["input_size"])
         return (x / 255.0 - self._mean) / self._std
 
     def _features(self, pixels):
