@@ -163,8 +163,8 @@ def test_ablate_on_workers_names_every_left_out_track_once_in_the_client(store_w
     assert len(warnings) == 1 and "val: 1 of 3 tracks left out (1 failed" in warnings[0] and "ghost" in warnings[0]
 
 
-def test_each_challenges_submission_fills_a_track_without_predictions_by_its_rule_or_refuses_an_unknown_length():
-    from dva.trainer.results.submission import build_task_submission
+def test_each_challenges_submission_fills_a_track_without_predictions_by_its_rule_or_refuses_an_unknown_length(tmp_path):
+    from dva.trainer.results.submission import build_task_submission, write_per_track
 
     offsets = np.array([0, 3])  # one track "a" with 3 predicted frames; "b" has none
     preds = {"va": np.full((3, 2), 0.5, np.float32), "expr": np.array([4, 4, 4]), "au": np.ones((3, 12), np.int64)}
@@ -176,3 +176,6 @@ def test_each_challenges_submission_fills_a_track_without_predictions_by_its_rul
         assert "2 rows of 1 tracks without predictions filled with" in done.check(None)
     with pytest.raises(ValueError, match="no row count"):
         build_task_submission("va", ["a"], offsets, preds["va"], None, ["b", "a"])
+
+    write_per_track(tmp_path, ["a"], offsets, preds["va"], {"b": 2})  # older challenges: the filled track's file too
+    assert (tmp_path / "b.txt").read_text().splitlines() == ["valence,arousal", "0.000000,0.000000", "0.000000,0.000000"]

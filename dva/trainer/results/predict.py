@@ -56,7 +56,8 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     width or (valence, arousal) (None: what `dva fit` recorded, per dimension). fmt csv takes runs of several tasks:
     each task's runs form an ensemble, every task's columns land side by side in one `<track>.csv` of the tracks stored
     under split, and smooth is VA's (every task's when no VA run is given; EXPR and AU otherwise smooth with the width
-    `dva fit` chose). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs", "smooth_seconds",
+    `dva fit` chose). Returns {"tracks", "frames", "rows", "out", "check", "missing", "missing_rows" ({track: rows filled},
+    submissions only), "runs", "smooth_seconds",
     "smoothing", "tasks": {task: {"runs", "smooth_seconds", "smoothing"[, "thresholds"]}}} (smooth_seconds and smoothing
     those of the one task, None for several). Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
