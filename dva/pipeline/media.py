@@ -104,9 +104,8 @@ def read_audio(path: str | Path) -> Audio:
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, dtype=np.float32)
     first_audio = timeline.first or 0.0
     origin = (first_video if video is not None else first_audio) or 0.0  # the frame clock's 0
-    on_clock = lambda spans: [(where - origin, seconds) for where, seconds in spans]  # noqa: E731
-    return Audio(wave=wave, start=first_audio - origin, bad_packets=bad_packets, bad_seconds=bad_seconds,
-                 holes=on_clock(timeline.holes), overlaps=on_clock(timeline.overlaps))
+    holes, overlaps = ([(where - origin, seconds) for where, seconds in spans] for spans in (timeline.holes, timeline.overlaps))
+    return Audio(wave=wave, start=first_audio - origin, bad_packets=bad_packets, bad_seconds=bad_seconds, holes=holes, overlaps=overlaps)
 
 
 class _Timeline:
