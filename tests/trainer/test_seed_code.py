@@ -313,3 +313,19 @@ def test_folds_of_a_past_only_run_choose_no_smoothing_and_score_every_frame(tiny
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert np.isfinite(report["oof"]["p_va"]) and report["oof_smoothed"]["smooth_seconds"] == {"valence": 0.0, "arousal": 0.0}
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--causal", "--bidirectional"], "unidirectional"),
+    (["--prompt-templates", "a {}|b {}"], "--prompt fixed"),
+    (["--prompt", "fixed", "--prompt-templates", "no slot"], "one {}"),
+    (["--logit-scale", "hot"], "--logit-scale"),
+    (["--target", "last", "--task", "expr"], "--target last"),
+    (["--gate-partner", "visual", "--fusion", "gated"], "--fusion hierarchical"),
+    (["--head", "mlp", "--task", "au", "--prompt", "none"], "--head mlp"),
+    (["--prompt-input", "visual", "--modalities", "audio"], "--prompt-input visual"),
+    (["--tcn-levels", "-1"], "--tcn-levels"),
+])
+def test_bad_released_axis_flags_are_one_line_exit_2(flags, says, tmp_path):
+    done = CliRunner().invoke(app, ["fit", "--features", str(tmp_path / "none"), *flags])
+    assert done.exit_code == 2 and says in done.stderr and "Traceback" not in done.output, done.output
