@@ -329,3 +329,13 @@ def test_folds_of_a_past_only_run_choose_no_smoothing_and_score_every_frame(tiny
 def test_bad_released_axis_flags_are_one_line_exit_2(flags, says, tmp_path):
     done = CliRunner().invoke(app, ["fit", "--features", str(tmp_path / "none"), *flags])
     assert done.exit_code == 2 and says in done.stderr and "Traceback" not in done.output, done.output
+
+
+def test_an_ensemble_of_past_only_runs_predicts_val_unsmoothed(past_run, tiny_store, tmp_path):
+    out = tmp_path / "csv"
+    done = CliRunner().invoke(app, ["predict", "--run", str(past_run[0]), "--run", str(past_run[0]), "--features", str(tiny_store), "--split", "val",
+                                    "--format", "csv", "--out", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["runs"] == 2 and report["smooth_seconds"] == {"valence": 0.0, "arousal": 0.0}
+    assert sorted(p.suffix for p in out.iterdir()) and all(p.suffix == ".csv" for p in out.iterdir())
