@@ -85,6 +85,8 @@ class ModelSettings:
             raise ConfigError("causal: a bidirectional GRU reads the future")
         if self.gate_partner not in GATE_PARTNERS or self.head not in HEADS or self.prompt_input not in PROMPT_INPUTS or self.target not in TARGETS:
             raise ConfigError("gate_partner, head, prompt_input or target is not one of its choices")
+        if self.prompt_input == "visual" and ("visual" not in self.modalities or self.prompt == "none"):
+            raise ConfigError("prompt_input visual reads the visual features into the prompt head: needs visual in modalities and a prompt head")
         if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for {self.fusion} fusion")
         if self.task not in TASK_WIDTH:
