@@ -275,14 +275,33 @@ def test_a_causal_last_target_run_records_its_settings_chooses_no_smoothing_and_
     assert not np.allclose(after[change:track.stop], before[change:track.stop])  # it does reach the frames from it on
 
 
-def test_a_causal_last_target_run_predicts_a_recording_with_no_smoothing(past_run, people, tmp_path):
+def test_a_causal_last_target_run_predicts_a_recording_with_no_smoothing_each_frame_from_its_past(past_run, people, tmp_path):
     pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
+    from dva.stores import open_store
+    from dva.trainer.evaluate import predict_frames
+    from dva.trainer.loading.store import load_split
+    from dva.trainer.results.run_dir import load_run
+
     done = CliRunner().invoke(app, ["predict", "--video", str(people / "talking.mp4"), "--run", str(past_run[0]), "--out", str(tmp_path), "--json"])
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert report["prediction"]["tasks"]["va"]["smooth_seconds"] == {"valence": 0.0, "arousal": 0.0}
-    rows = (tmp_path / "talking.csv").read_text().splitlines()
-    assert len(rows) > 1 and all(value not in ("nan", "") for row in rows[1:] for value in row.split(",")[2:4])
+    rows = [line.split(",") for line in (tmp_path / "talking.csv").read_text().splitlines()[1:]]
+    assert len(rows) > 1 and all(value not in ("nan", "") for row in rows for value in row[2:4])
+    # the recording as the command extracted it, predicted again with one of its later frames changed
+    settings, model, normaliser, provenance = load_run(past_run[0], device="cpu")
+    with open_store(tmp_path / ".dva-work" / "store", mode="r") as store:
+        data = load_split(store, "all", provenance["sets"], settings.audio_align)
+    before = predict_frames(model, settings, data, normaliser=normaliser)
+    np.testing.assert_allclose(before, np.array([[float(r[2]), float(r[3])] for r in rows]), atol=1e-4)  # what the CSV holds
+    (audio,) = data.audio
+    change = int(torch.nonzero(audio.left == audio.left[data.n_frames * 2 // 3])[0])
+    data.visual[change] += 3
+    data.visual_mask[change] = True
+    audio.data[audio.left[change]] -= 3
+    after = predict_frames(model, settings, data, normaliser=normaliser)
+    np.testing.assert_array_equal(after[:change], before[:change])
+    assert not np.allclose(after[change:], before[change:])
 
 
 def test_smoothing_a_past_only_run_is_refused_in_one_line(past_run, tiny_store, tmp_path):
