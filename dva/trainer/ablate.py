@@ -49,7 +49,9 @@ FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (o
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
-KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task")
+KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task", "region_centre", "prompt_templates",
+                  "logit_scale", "prompt_input", "head", "gate_partner", "causal", "tcn_levels", "target", "window_seconds", "window_frames",
+                  "train_stride_seconds")
 
 
 def parse_value(key: str, text: str):
@@ -72,6 +74,8 @@ def parse_value(key: str, text: str):
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
     if key in CHOICES:
         check_choice(key, text)
+    if key == "prompt_templates":  # T1|T2|T3 (a grid's values are split on commas first)
+        return tuple(t for t in text.split("|") if t) or None
     return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights") else text  # A+B: both
 
 

@@ -11,7 +11,7 @@ import torch
 from dva.data.tasks import task_of
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
-from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, gather, past_windows, window_index
 from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
 
 
@@ -62,12 +62,36 @@ def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_
 
 def model_inputs(settings: FitSettings, batch: dict) -> dict:
     chosen = settings.modality_list
-    return {
+    inputs = {
         "visual": batch["visual"] if "visual" in chosen else None,
         "audio": batch["audio"] if "audio" in chosen else None,
         "visual_mask": batch["visual_mask"],
         "audio_mask": batch["audio_mask"],
     }
+    if settings.prompt_input == "visual":
+        inputs["prompt_visual"] = batch["visual_stored"]
+    return inputs
+
+
+def gather_windows(data: SplitData, index: torch.Tensor, inside: torch.Tensor, target: torch.Tensor | None) -> dict:
+    """`gather`, and with target (the target frame of each window, --target last) the labels of the target frames
+    alone, [B, 1, C]."""
+    batch = gather(data, index, inside)
+    if target is not None:
+        batch["labels"], batch["label_mask"] = data.labels[target][:, None], data.label_mask[target][:, None]
+    return batch
+
+
+def eval_windows(settings: FitSettings, data: SplitData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The windows a prediction of every frame of data runs: (index [W, L], inside [W, L], target [W] or None) on
+    data's device. --target last: one past window ending at every frame (`past_windows`); otherwise windows every
+    seq_len / 2 frames, stitched."""
+    device = data.visual.device
+    if settings.target == "last":
+        index, target = past_windows(data, settings.window_seconds, settings.window_frames, None, "visual" in settings.modality_list)
+        return index.to(device), torch.ones_like(index, dtype=torch.bool, device=device), target.to(device)
+    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
+    return index.to(device), inside.to(device), None
 
 
 def stitch_weights(how: str, seq_len: int) -> torch.Tensor:
@@ -92,6 +116,7 @@ def normalise_batch(batch: dict, normaliser: Normaliser) -> dict:
     the batch become exactly zero. Normalising per batch, not per split, lets every fold and ablation
     variant share one copy of the raw features."""
     out = dict(batch)
+    out["visual_stored"] = batch["visual"]  # as stored (--prompt-input visual reads it)
     for name in ("visual", "audio"):
         mean, std = getattr(normaliser, f"{name}_mean"), getattr(normaliser, f"{name}_std")
         out[name] = (batch[name].float() - mean) / std * batch[f"{name}_mask"][..., None]
@@ -114,7 +139,7 @@ EVAL_BATCHES = {"cpu": 64, "cuda": 512}  # windows per evaluation batch by devic
 def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int | None = None, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
     """Per-frame (valence, arousal) float32 [N, 2] for every frame of data (EXPR: the 8 class probabilities, AU: the 12
     units' probabilities, `model.heads.frame_values`): windows every seq_len / 2
-    frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
+    frames, stitched by a weighted average (settings.stitch); --target last: each frame from its own past window. The prompt head's text tower runs once
     for the whole pass. batch_size: windows per batch (None: `EVAL_BATCHES` of data's device); normaliser: applied
     to each batch (None: data is normalised already); progress: a bar over the pass (on a terminal)."""
 
@@ -125,22 +150,24 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
     device = data.visual.device
     batch_size = batch_size or EVAL_BATCHES.get(device.type, EVAL_BATCHES["cpu"])
     normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
-    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
-    index, inside = index.to(device), inside.to(device)
-    position = stitch_weights(settings.stitch, settings.seq_len).to(device)
+    index, inside, target = eval_windows(settings, data)
+    length = index.shape[1]
+    position = stitch_weights(settings.stitch, length).to(device) if target is None else torch.ones(1, device=device)
     total = torch.zeros(data.n_frames, width, device=device)
     count = torch.zeros(data.n_frames, 1, device=device)
     with autocast(device):
         text = model.text_features()
-    bar = batch_bar(index.shape[0] * settings.seq_len, "evaluate", progress)
+    bar = batch_bar(index.shape[0] * length, "evaluate", progress)
     for start in range(0, index.shape[0], batch_size):
         rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
-        bar.update(rows.shape[0] * settings.seq_len)
+        bar.update(rows.shape[0] * length)
         batch = gather(data, rows, valid)
         if normaliser is not None:
             batch = normalise_batch(batch, normaliser)
         with autocast(device):
             va = frame_values(settings.task, model(**model_inputs(settings, batch), text=text)).float()
+        if target is not None:  # one prediction per window, its target frame's
+            rows, valid = target[start : start + batch_size][:, None], valid[:, :1]
         weights = (valid.float() * position)[..., None]
         total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, width))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
@@ -224,6 +251,12 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     weight = np.convolve(np.ones(frames), kernel)[radius : radius + frames]
     columns = [np.convolve(values[:, c].astype(np.float64), kernel)[radius : radius + frames] / weight for c in range(values.shape[1])]
     return np.stack(columns, axis=1).astype(np.float32)
+
+
+def smooth_choices(settings: FitSettings) -> tuple[float, ...]:
+    """The smoothing widths `dva fit` chooses from: none when each prediction sees only the past (a centred Gaussian
+    would look ahead; the released code smooths nothing), `SMOOTH_CHOICES` otherwise."""
+    return (0.0,) if settings.past_only else SMOOTH_CHOICES
 
 
 def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from dva.errors import DvaWarning
-from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, past_windows, window_index
 from dva.trainer.loading.store import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
-    FIGURE_NAMES, autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
-    resolve_device, task_figure,
+    FIGURE_NAMES, autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, gather_windows, model_inputs, normalise_batch,
+    normaliser_on, predict_frames, resolve_device, smooth_choices, task_figure,
 )
 from dva.trainer.model.heads import TASK_WIDTH
 from dva.trainer.results.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
@@ -141,7 +141,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
         model = build_model(settings, provenance, train_data.visual_dim, train_data.audio_dim, device)
-    index, inside = _train_windows(train_data, rows, settings, device)
+    index, inside, target = _train_windows(train_data, rows, settings, device)
     weights = label_weights(settings.task, data.labels[on_data])
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-index.shape[0] // settings.batch_size)
@@ -155,7 +155,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         epoch_start = time.perf_counter()
         order = torch.randperm(index.shape[0], generator=generator).to(device)
         loss = _train_epoch(model, optimiser, scheduler, settings, train_data, index[order], inside[order], step_normaliser, device,
-                            batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress), weights)
+                            batch_bar(index.shape[0] * index.shape[1], f"epoch {epoch}", progress), weights, None if target is None else target[order])
         row = {"epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
             evaluated = time.perf_counter()
@@ -179,7 +179,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         final = {k: v for k, v in history[-1].items() if k not in NOT_FIGURES}
         load_state_strictly(model, best_state, "the best epoch's state")
         per_track = evaluate(best_pred, held_data)["per_track"]
-        smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
+        smoothing = {**choose_smoothing(best_pred, held_data, smooth_choices(settings)), "selected_on": held_name or "held-out tracks"}
     return FitResult(
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
@@ -196,18 +196,24 @@ def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
     return class_weights(labels.cpu()) if task == "expr" else pos_weights(labels.cpu())
 
 
-def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training windows on device (global frame indices [W, L], in-track mask): those of the chosen tracks
-    (rows: a bool mask of their frames) with at least one valid label."""
+def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The training windows on device (global frame indices [W, L], in-track mask, and with --target last each window's
+    target frame [W], else None): those of the chosen tracks (rows: a bool mask of their frames) with at least one valid
+    label (--target last: a valid label at the target)."""
+    if settings.target == "last":
+        index, target = past_windows(data, settings.window_seconds, settings.window_frames, settings.train_stride_seconds, "visual" in settings.modality_list)
+        keep = torch.from_numpy(rows.numpy()[target.numpy()])
+        index, target = index[keep].to(device), target[keep].to(device)
+        return index, torch.ones_like(index, dtype=torch.bool), target
     index, inside = window_index(data.offsets, settings.seq_len, settings.stride)
     keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
     index, inside = index[keep].to(device), inside[keep].to(device)
     keep = (data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
-    return index[keep], inside[keep]
+    return index[keep], inside[keep], None
 
 
 def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor,
-                 normaliser, device, bar, weights: torch.Tensor | None = None) -> float:
+                 normaliser, device, bar, weights: torch.Tensor | None = None, target: torch.Tensor | None = None) -> float:
     """One pass over the windows (already in this epoch's order), a batch at a time; the mean loss. bar: the
     epoch's batch bar, closed at the end; weights: `label_weights` (EXPR, AU)."""
     from dva.trainer.model.losses import task_loss
@@ -216,7 +222,8 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
     losses = []
     for step, start in enumerate(range(0, index.shape[0], settings.batch_size)):
-        batch = normalise_batch(gather(data, index[start : start + settings.batch_size], inside[start : start + settings.batch_size]), normaliser)
+        part = slice(start, start + settings.batch_size)
+        batch = normalise_batch(gather_windows(data, index[part], inside[part], None if target is None else target[part]), normaliser)
         with autocast(device):
             out = model(**model_inputs(settings, batch))
         value = task_loss(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
@@ -226,7 +233,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
         optimiser.step()
         scheduler.step()
         losses.append(value.detach())
-        bar.update(batch["labels"].shape[0] * settings.seq_len)
+        bar.update(index[part].numel())
         if step % 20 == 0 and not bar.disable:  # .item() waits for the device: not on every step
             bar.set_postfix(loss=f"{value.item():.3f}", refresh=False)
     bar.close()

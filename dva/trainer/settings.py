@@ -23,8 +23,13 @@ STITCHES = ("mean", "hann")  # how overlapping evaluation windows are averaged
 SMOOTH_CHOICES = (0.0, 0.1, 0.2, 0.4, 0.8)  # seconds of Gaussian smoothing `dva fit` chooses from on held-out tracks
 SCHEDULES = ("constant", "cosine")
 AUDIO_ALIGNS = ("nearest", "linear")  # how audio steps are read at frame times: the nearest step, or the two around it
+PROMPT_INPUTS = ("fused", "visual")  # what the prompt head reads: the fused stream (projected), or the visual set as stored
+HEADS = ("linear", "mlp")  # VA's regression head: tanh of a linear layer per frame, or the released MLP (256-128-2, no tanh)
+GATE_PARTNERS = ("audio", "visual")  # hierarchical fusion: gate(attended visual, attended audio), or one-way attention then gate(attended, visual)
+TARGETS = ("frame", "last")  # every frame of a window a target, or one per window (its last frame; past windows of sampled frames)
 TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
-CHOICES = {"task": TASK_NAMES, "temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS}
+CHOICES = {"task": TASK_NAMES, "temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS,
+           "prompt_input": PROMPT_INPUTS, "head": HEADS, "gate_partner": GATE_PARTNERS, "target": TARGETS}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -73,6 +78,19 @@ class FitSettings:
     visual_features: str | None = None  # feature-set names, comma-separated; None = the store's only visual set
     audio_features: str | None = None  # likewise for audio
     text_tower: str | None = None  # MODEL/PRETRAINED of the prompt head's CLIP text tower; None = the store's CLIP set
+    # The axes the authors' released code (byeongjin1/abaw10th_imlab-va-) needs; each default is dva's behaviour before them.
+    region_centre: float = 2 / 3  # the 3x3 grid's outer centre coordinate (soft and hard labels, prompt readout); released 0.66
+    prompt_templates: tuple[str, ...] | None = None  # --prompt fixed: several templates per region, features averaged per region; None: one
+    logit_scale: str = "learnable"  # the prompt head's scale: learnable (exp of a parameter, CLIP's init) or a fixed number (released 10)
+    prompt_input: str = "fused"  # fused | visual (the visual set as stored, no projection; target last: its mean over the window)
+    head: str = "linear"  # linear (tanh) | mlp (Linear-ReLU-Dropout 0.2-Linear to 2, no tanh)
+    gate_partner: str = "audio"  # hierarchical fusion: audio (attention both ways, gate(v, a)) | visual (one way, gate(attended, v))
+    causal: bool = False  # every temporal model, and the fusion's attention, sees only the past
+    tcn_levels: int = 0  # --temporal tcn: levels (dilations 1, 2, 4, ...); 0: as many as cover the window
+    target: str = "frame"  # frame | last (one target per window: its last frame, the window averaged over time before the head)
+    window_seconds: float = 10.0  # --target last: the past window ending at the target frame
+    window_frames: int = 20  # --target last: frames sampled evenly by time among the window's crops
+    train_stride_seconds: float = 3.0  # --target last: seconds between training targets (after the first window_seconds)
 
     def validate(self) -> None:
         chosen = self.modality_list
@@ -87,6 +105,7 @@ class FitSettings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         self._validate_temporal()
+        self._validate_released()
         if self.sigma <= 0 or self.lr <= 0:
             raise ConfigError("--sigma and --lr must be positive")
         if not 0 <= self.mse_weight < float("inf"):
@@ -113,12 +132,62 @@ class FitSettings:
             raise ConfigError(f"descriptions must hold {count} texts ({wanted[1] if wanted else 'no prompt head'}) for --task {self.task}, got {len(self.descriptions)}")
 
     def _validate_temporal(self) -> None:
-        if self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0:
+        if self.causal and self.tcn_kernel < 2:
+            raise ConfigError(f"--tcn-kernel must be at least 2, not {self.tcn_kernel}")
+        if not self.causal and (self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0):
             raise ConfigError(f"--tcn-kernel must be odd and at least 3 (the convolutions are centred), not {self.tcn_kernel}")
+        if self.tcn_levels < 0:
+            raise ConfigError(f"--tcn-levels must be 0 (as many as cover the window) or more, not {self.tcn_levels}")
+        if self.causal and self.bidirectional:
+            raise ConfigError("--causal sees only the past: a bidirectional GRU reads the future; use --unidirectional")
         if self.temporal_layers < 1:
             raise ConfigError("--temporal-layers must be at least 1")
         if self.temporal == "transformer" and (self.heads < 1 or self.hidden % self.heads):
             raise ConfigError(f"--temporal transformer: --hidden ({self.hidden}) must be divisible by --heads ({self.heads})")
+
+    def _validate_released(self) -> None:
+        if not 0 < self.region_centre <= 1:
+            raise ConfigError(f"--region-centre is the grid's outer centre coordinate in (0, 1], not {self.region_centre}")
+        self.fixed_logit_scale  # ConfigError unless learnable or a positive number
+        if self.prompt_templates is not None:
+            if self.prompt != "fixed":
+                raise ConfigError("--prompt-templates are the fixed prompts' sentences: pass --prompt fixed (learnable prompts use context vectors)")
+            if not self.prompt_templates or any(t.count("{}") != 1 for t in self.prompt_templates):
+                raise ConfigError(f"--prompt-templates: each template holds one {{}} where the region's text goes, not {list(self.prompt_templates)!r}")
+        if self.prompt_input == "visual" and ("visual" not in self.modality_list or self.prompt == "none" or self.task != "va"):
+            raise ConfigError("--prompt-input visual reads the visual features: needs --task va, visual in --modalities and a prompt head")
+        if self.head != "linear" and self.task != "va":
+            raise ConfigError(f"--head {self.head} is VA's regression head: leave it out for --task {self.task}")
+        if self.gate_partner != "audio" and self.fusion != "hierarchical":
+            raise ConfigError(f"--gate-partner {self.gate_partner} changes the hierarchical fusion: pass --fusion hierarchical")
+        if self.target == "last":
+            if self.window_seconds <= 0 or self.window_frames < 1 or self.train_stride_seconds <= 0:
+                raise ConfigError("--window-seconds and --train-stride-seconds must be positive, --window-frames at least 1")
+            if self.task != "va":
+                raise ConfigError(f"--target last is for --task va, not {self.task}")
+
+    @property
+    def fixed_logit_scale(self) -> float | None:
+        """The prompt head's fixed logit scale, or None when it is learnable (--logit-scale learnable)."""
+        if str(self.logit_scale) == "learnable":
+            return None
+        try:
+            value = float(self.logit_scale)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise ConfigError(f"--logit-scale must be learnable or a positive number (the released code: 10), not {self.logit_scale!r}")
+        return value
+
+    @property
+    def past_only(self) -> bool:
+        """Each prediction sees only the past (causal models or one target per past window): no centred smoothing."""
+        return self.causal or self.target == "last"
+
+    @property
+    def window_length(self) -> int:
+        """Frames a model window holds: --seq-len, or --window-frames with --target last."""
+        return self.window_frames if self.target == "last" else self.seq_len
 
     @property
     def va_weight_pair(self) -> tuple[float, float]:
@@ -181,8 +250,13 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
     values.update({k: v for k, v in flags.items() if v is not None})
     if isinstance(values.get("va_weights"), list):  # TOML: va_weights = [0.7, 0.3]
         values["va_weights"] = ",".join(str(w) for w in values["va_weights"])
-    if isinstance(values.get("descriptions"), list):
-        values["descriptions"] = tuple(values["descriptions"])
+    for name in ("descriptions", "prompt_templates"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
+    if isinstance(values.get("prompt_templates"), str):  # the CLI and --set: templates separated by |
+        values["prompt_templates"] = tuple(t for t in values["prompt_templates"].split("|") if t)
+    if isinstance(values.get("logit_scale"), (int, float)) and not isinstance(values.get("logit_scale"), bool):  # TOML: logit_scale = 10
+        values["logit_scale"] = str(values["logit_scale"])
     settings = FitSettings(**values)
     settings.validate()
     return settings

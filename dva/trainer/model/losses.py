@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from dva.metrics import masked_ccc  # the one differentiable CCC; re-exported for the trainer
-from dva.trainer.model.soft_labels import hard_labels, soft_labels
+from dva.trainer.model.soft_labels import DEFAULT_CENTRE, hard_labels, soft_labels
 
 __all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss"]
 
@@ -61,6 +61,7 @@ def loss(
     labels: str = "soft",
     va_weights: tuple[float, float] = (1.0, 1.0),
     mse_weight: float = 0.0,
+    centre: float = DEFAULT_CENTRE,
 ) -> torch.Tensor:
     """The training objective: (1 - CCC_v) + (1 - CCC_a) + lambda * KL(q || softmax(logits)); the VA terms
     weighted and with an MSE term as `va_loss` says (va_weights, mse_weight).
@@ -68,7 +69,7 @@ def loss(
     out: `VAModel` output, {"va": [B, T, 2], "logits": [B, T, 9] or None}; y [B, T, 2] labels
     (NaN where invalid); label_mask bool [B, T]. The prompt term is there when the model made
     logits (it has a prompt head) and lambda_prompt > 0. labels: "soft" (q = Gaussian soft labels
-    with this sigma) or "hard" (q = one-hot of the nearest region).
+    with this sigma) or "hard" (q = one-hot of the nearest region); centre: the grid's outer centre coordinate.
     """
     label_mask = label_mask.bool()
     y = torch.nan_to_num(y.to(out["va"].dtype))  # invalid frames are masked out; keep them finite
@@ -77,9 +78,9 @@ def loss(
     if logits is None or lambda_prompt == 0:
         return value
     if labels == "soft":
-        q = soft_labels(y, sigma)
+        q = soft_labels(y, sigma, centre)
     elif labels == "hard":
-        q = hard_labels(y)
+        q = hard_labels(y, centre)
     else:
         raise ValueError(f"loss: labels must be soft or hard, not {labels!r}")
     return value + lambda_prompt * prompt_kl(logits, q.to(logits.dtype), label_mask)
@@ -130,7 +131,7 @@ def task_loss(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, s
     prompt head's logits when it has one); AU's weighted BCE. weights: `class_weights` or `pos_weights` of train."""
     if task == "va":
         return loss(out, y, label_mask, settings.sigma, settings.lambda_prompt, settings.labels,
-                    va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight)
+                    va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight, centre=settings.region_centre)
     if task == "au":
         return au_loss(out["scores"], y, label_mask, weights)
     value = expr_loss(out["scores"], y, label_mask, weights)

@@ -65,6 +65,7 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
 
     given = _check_request(run, out, fmt)
     checkpoints = {path: read_checkpoint(path) for path in given for path in run_dirs(path)}  # read once here; load_run builds each model later
+    _refuse_looking_ahead(checkpoints, smooth)
     groups = task_groups(given, checkpoints) if fmt == "csv" else {run_task(checkpoints): given}
     task = next(iter(groups))
     if task != "va" and fmt == "per-track":
@@ -145,6 +146,17 @@ def task_groups(given: list[Path], checkpoints: dict[Path, dict]) -> dict[str, l
     for path in given:
         groups.setdefault(run_task({run: checkpoints[run] for run in run_dirs(path)}), []).append(path)
     return {task: groups[task] for task in TASKS if task in groups}
+
+
+def _refuse_looking_ahead(checkpoints: dict, smooth) -> None:
+    """ConfigError when --smooth would centre a Gaussian on the predictions of a run that sees only the past (--causal,
+    --target last): the smoothing would look ahead."""
+    from dva.trainer.evaluate import smooth_widths
+
+    past = [path for path, checkpoint in checkpoints.items() if checkpoint["settings"].get("causal") or checkpoint["settings"].get("target") == "last"]
+    if past and smooth is not None and smooth_widths(smooth) != (0.0, 0.0):
+        raise ConfigError(f"--smooth {smooth}: {past[0]} predicts every frame from its past only (causal or --target last), and a centred "
+                          "Gaussian would look ahead; pass --smooth 0 or leave it out")
 
 
 def _task_smoothing(task: str, given: list[Path], smooth) -> dict:

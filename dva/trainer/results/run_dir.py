@@ -143,7 +143,7 @@ def write_folds(result, features, out: Path) -> Path:
     """A folds directory: fold-0 ... fold-{K-1} (each a run directory), plain/ (the plain fit, when there is
     one), folds.json (which tracks in which fold), oof_predictions/ (ABAW files) and metrics.json with the
     out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
-    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
+    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth, smooth_choices
     from dva.trainer.folds import FOLDS_FILE
     from dva.trainer.loading.tracks import select_tracks, track_rows
 
@@ -160,7 +160,7 @@ def write_folds(result, features, out: Path) -> Path:
     }
     (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
     write_predictions(out / "oof_predictions", result.settings.task, pooled, result.oof_pred)
-    smoothing = {**choose_smoothing(result.oof_pred, pooled), "selected_on": "the out-of-fold predictions"}
+    smoothing = {**choose_smoothing(result.oof_pred, pooled, smooth_choices(result.settings)), "selected_on": "the out-of-fold predictions"}
     seconds, thresholds = smoothing["seconds"], smoothing.get("thresholds")
     val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
     val_data = select_tracks(pooled, val)
