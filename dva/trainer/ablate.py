@@ -49,7 +49,7 @@ FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (o
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
-KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task")
+KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task", "task_weights", "task_weighting")
 
 
 def parse_value(key: str, text: str):
@@ -72,7 +72,7 @@ def parse_value(key: str, text: str):
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
     if key in CHOICES:
         check_choice(key, text)
-    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights") else text  # A+B: both
+    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights", "task_weights") else text  # A+B: both
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:

@@ -191,8 +191,12 @@ def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
     """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights; None for VA."""
     from dva.trainer.model.losses import class_weights, pos_weights
 
+    from dva.data.tasks import MTL_LABELS
+
     if task == "va":
         return None
+    if task == "mtl":  # EXPR's class weights, then AU's positive weights, from the frames that have each
+        return torch.cat([class_weights(labels[:, MTL_LABELS["expr"]].cpu()), pos_weights(labels[:, MTL_LABELS["au"]].cpu())])
     return class_weights(labels.cpu()) if task == "expr" else pos_weights(labels.cpu())
 
 

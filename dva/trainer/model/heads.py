@@ -14,6 +14,8 @@ from torch import nn
 from dva.data.tasks import AU_NAMES, EXPR_CLASSES
 
 TASK_WIDTH = {"va": 2, "expr": len(EXPR_CLASSES), "au": len(AU_NAMES)}  # the columns of a task's per-frame prediction
+TASK_WIDTH["mtl"] = sum(TASK_WIDTH.values())  # MTL: the three side by side, va, expr, au (`MTL_PRED`)
+MTL_PRED = {"va": slice(0, 2), "expr": slice(2, 2 + len(EXPR_CLASSES)), "au": slice(2 + len(EXPR_CLASSES), TASK_WIDTH["mtl"])}  # each part's columns
 # One per class, EXPR_CLASSES order; each reads after "a photo of a face showing ...".
 EXPR_DESCRIPTIONS: tuple[str, ...] = ("no emotion, a neutral expression", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
                                       "some other expression")
@@ -37,8 +39,10 @@ class ClassHead(nn.Module):
 
 def frame_values(task: str, out: dict) -> torch.Tensor:
     """What a prediction holds per frame (and ensembles average): VA's (valence, arousal), EXPR's class probabilities,
-    AU's probabilities, [B, T, TASK_WIDTH[task]]."""
+    AU's probabilities, [B, T, TASK_WIDTH[task]]; MTL the three side by side (`MTL_PRED`)."""
     if task == "va":
         return out["va"]
+    if task == "mtl":
+        return torch.cat([out["va"].float(), torch.softmax(out["scores_expr"].float(), dim=-1), torch.sigmoid(out["scores_au"].float())], dim=-1)
     scores = out["scores"].float()
     return torch.softmax(scores, dim=-1) if task == "expr" else torch.sigmoid(scores)
