@@ -64,10 +64,11 @@ def fit(
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler")}
     from dva.trainer.fit import fit as run_fit
+    from dva.trainer.fit import settings_for_store
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
-    settings = settings_from(config, **flags)
+    settings = settings_for_store(settings_from(config, **flags), modalities is not None or config is not None)
     spread = scheduler or workers > 0
     report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
@@ -193,7 +194,10 @@ def ablate(
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
+    from dva.trainer.fit import settings_for_store
+
     base, axes = settings_from(config, **values), parse_grid(grid)
+    base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
     summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)

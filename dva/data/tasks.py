@@ -47,6 +47,8 @@ TASK_ORDER = tuple(TASKS)  # also the order that decides a track's store split
 LABEL_WIDTH = {"va": 2, "expr": 1, "au": 12, "mtl": 15}  # the columns of each task's labels as the trainer holds them (NaN: not annotated)
 MTL_TASKS = ("va", "expr", "au")  # the multi-task challenge's parts: its labels are theirs side by side, in this order
 MTL_LABELS = {task: slice(start, start + LABEL_WIDTH[task]) for task, start in zip(MTL_TASKS, (0, 2, 3))}  # each part's label columns
+MTL_PRED = {"va": slice(0, 2), "expr": slice(2, 2 + len(EXPR_CLASSES)), "au": slice(2 + len(EXPR_CLASSES), 2 + len(EXPR_CLASSES) + len(AU_NAMES))}  # each part's prediction columns (values, probabilities)
+MTL_WIDTH = MTL_PRED["au"].stop  # the columns of an MTL prediction: valence, arousal, 8 class and 12 unit probabilities
 
 
 

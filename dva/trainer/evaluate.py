@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dva.data.tasks import task_of
+from dva.data.tasks import MTL_WIDTH, task_of
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
 from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
@@ -213,7 +213,7 @@ def mtl_widths(seconds) -> dict[str, float]:
 def smooth_mtl(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
     """An MTL prediction [N, 22] smoothed part by part (`mtl_widths`): VA per dimension, EXPR's and AU's probabilities
     each with its own width."""
-    from dva.trainer.model.heads import MTL_PRED
+    from dva.data.tasks import MTL_PRED
 
     widths = mtl_widths(seconds)
     out = np.array(pred, dtype=np.float32, copy=True)
@@ -307,7 +307,7 @@ def choose_mtl_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOIC
     """MTL: each part's widths chosen on its own labels as its single task chooses them (VA per dimension, EXPR one
     width, AU one width then the per-unit thresholds): {"seconds": {"valence", "arousal", "expression", "aus"},
     "thresholds": [12], "parts": {task: that task's record}}."""
-    from dva.trainer.model.heads import MTL_PRED
+    from dva.data.tasks import MTL_PRED
 
     parts = {task: choose_smoothing(pred[:, MTL_PRED[task]], part_data(data, task), choices) for task in MTL_WIDTHS}
     seconds = {**parts["va"]["seconds"], "expression": parts["expr"]["seconds"], "aus": parts["au"]["seconds"]}
@@ -331,7 +331,6 @@ def choose_thresholds(pred: np.ndarray, labels: np.ndarray) -> list[float]:
 
 FIGURE_NAMES = {"va": "p_va", "expr": "expr_f1", "au": "au_f1", "mtl": "p_mtl"}  # each task's figure: what selects epochs and ranks variants
 MTL_FIGURES = ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")  # P_MTL and its four parts
-MTL_WIDTH = 22  # the columns of an MTL prediction (`model.heads.TASK_WIDTH["mtl"]`; checked there)
 
 
 def task_figure(scores: dict | None) -> float:
@@ -366,10 +365,10 @@ def frame_scores(pred: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
 def mtl_scores(pred: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
     """P_MTL = (CCC_V + CCC_A) / 2 + EXPR's macro F1 over 8 classes + AU's mean F1 over 12 of pred [N, 22] against
     labels [N, 15] (`MTL_PRED`, `MTL_LABELS`; each part over its own annotated frames), with its parts: ccc_v, ccc_a,
-    p_va, expr_f1, au_f1 and the per-class and per-unit F1s (thresholds: AU's). A part with no labelled frame scores
-    NaN, and so does P_MTL."""
+    p_va, expr_f1, au_f1 and the per-class and per-unit F1s (thresholds: AU's). Without VA labels the CCCs, and so
+    P_MTL, are NaN; an F1 without labels is 0 (`dva.metrics.f1_binary`)."""
     from dva.data.tasks import MTL_LABELS
-    from dva.trainer.model.heads import MTL_PRED
+    from dva.data.tasks import MTL_PRED
 
     scores = {}
     for task in MTL_WIDTHS:

@@ -83,6 +83,18 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
     return features
 
 
+def settings_for_store(settings: FitSettings, given_modalities: bool) -> FitSettings:
+    """settings with --modalities visual when they were not given, the store has no audio set and the task is MTL (a
+    store of s-Aff-Wild2 has no sound: the challenge's rules forbid it); otherwise settings as they are."""
+    from dva.stores import open_store
+
+    if given_modalities or settings.task != "mtl" or "audio" not in settings.modality_list or settings.audio_features:
+        return settings
+    with open_store(settings.features, "r") as store:
+        has_audio = any(info.get("modality") == "audio" for info in store.feature_sets().values())
+    return settings if has_audio else dataclasses.replace(settings, modalities="visual")
+
+
 def features_for(settings: FitSettings) -> Features:
     """The features a fit with these settings trains on."""
     return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.task, settings.modality_list)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+from dva.data.tasks import AU_NAMES, EXPR_CLASSES, MTL_WIDTH
 
 TASK_WIDTH = {"va": 2, "expr": len(EXPR_CLASSES), "au": len(AU_NAMES)}  # the columns of a task's per-frame prediction
-TASK_WIDTH["mtl"] = sum(TASK_WIDTH.values())  # MTL: the three side by side, va, expr, au (`MTL_PRED`)
-MTL_PRED = {"va": slice(0, 2), "expr": slice(2, 2 + len(EXPR_CLASSES)), "au": slice(2 + len(EXPR_CLASSES), TASK_WIDTH["mtl"])}  # each part's columns
+TASK_WIDTH["mtl"] = MTL_WIDTH  # MTL: the three side by side, va, expr, au (`MTL_PRED`)
 # One per class, EXPR_CLASSES order; each reads after "a photo of a face showing ...".
 EXPR_DESCRIPTIONS: tuple[str, ...] = ("no emotion, a neutral expression", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
                                       "some other expression")
