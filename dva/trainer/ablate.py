@@ -32,7 +32,7 @@ from dva.errors import ConfigError, DvaWarning
 from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
-from dva.trainer.settings import CHOICES, FitSettings, check_choice
+from dva.trainer.settings import CHOICES, FitSettings, check_choice, default_prompt
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",), "mtl": ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")}  # a row's figures; the last ranks
@@ -157,7 +157,8 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
         for seed in range(base.seed, base.seed + seeds):
-            settings = dataclasses.replace(base, **choice, seed=seed)
+            task_prompt = {"prompt": default_prompt(choice["task"])} if "task" in choice and "prompt" not in choice and base.prompt == default_prompt(base.task) else {}
+            settings = dataclasses.replace(base, **{**task_prompt, **choice}, seed=seed)  # --grid task=au: AU's prompt default
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")

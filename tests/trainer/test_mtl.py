@@ -217,3 +217,20 @@ def test_per_frame_csvs_of_an_mtl_run_hold_all_three_tasks_columns(mtl_run, tiny
     assert written
     header = written[0].read_text().splitlines()[0].split(",")
     assert header == ["frame", "time", *csv_columns(("va", "expr", "au")), "face"]
+
+
+def test_mtl_trains_on_the_visual_sets_alone_of_a_store_without_audio(tiny_store, tmp_path):
+    import shutil
+
+    from dva.stores import open_store
+    from tests.conftest import TINY_AUDIO
+
+    copy = tmp_path / "images-only"
+    shutil.copytree(tiny_store, copy)
+    with open_store(str(copy), "a") as store:  # as an s-Aff-Wild2 store: no audio set
+        store.set_attrs({"feature_sets": {k: v for k, v in store.feature_sets().items() if k != TINY_AUDIO}})
+    code, _, stderr = dva("fit", "--features", copy, "--out", tmp_path / "run", "--task", "mtl", "--prompt", "none", *QUICK, "--epochs", "1", "--hidden", "16")
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["modalities"] == "visual"
+    code, _, stderr = dva("fit", "--features", copy, "--out", tmp_path / "va", "--prompt", "none", *QUICK, "--epochs", "1")
+    assert code == 2 and "no audio feature set" in stderr  # VA as it always was: --modalities visual is the user's to say

@@ -71,8 +71,10 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     provenance = check_compatible(checkpoints)
     tasks = {name: {"runs": sum(len(run_dirs(path)) for path in group), **_task_smoothing(name, group, smooth if name == "va" or "va" not in groups else None)}
              for name, group in groups.items()}
-    if ("au" in groups or "mtl" in groups) and fmt in ("csv", "submission"):
-        tasks[task if task == "mtl" else "au"]["thresholds"] = au_thresholds(groups.get("au") or groups["mtl"]) if fmt == "csv" or task == "mtl" else None
+    if "au" in groups and fmt == "csv":
+        tasks["au"]["thresholds"] = au_thresholds(groups["au"])
+    if task == "mtl":  # its AU bits, in the submission and the CSV alike
+        tasks["mtl"]["thresholds"] = au_thresholds(groups["mtl"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
     listing = (MTL_TASKS if task == "mtl" else tuple(groups)) if fmt == "csv" else task
     listed, unusable, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
