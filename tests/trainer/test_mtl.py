@@ -234,3 +234,17 @@ def test_mtl_trains_on_the_visual_sets_alone_of_a_store_without_audio(tiny_store
     assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["modalities"] == "visual"
     code, _, stderr = dva("fit", "--features", copy, "--out", tmp_path / "va", "--prompt", "none", *QUICK, "--epochs", "1")
     assert code == 2 and "no audio feature set" in stderr  # VA as it always was: --modalities visual is the user's to say
+
+
+def test_predict_video_of_an_mtl_run_writes_the_three_tasks_columns_from_one_model(mtl_run, people, tmp_path):
+    pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
+    from dva.trainer.results.submission import csv_columns
+
+    run, _ = mtl_run
+    code, stdout, stderr = dva("predict", "--video", people / "talking.mp4", "--run", run, "--out", tmp_path / "out", "--json")
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["tasks"] == ["mtl"] and list(report["tracks"]) == ["talking"]
+    lines = (tmp_path / "out" / "talking.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["frame", "time", *csv_columns(("va", "expr", "au")), "face"] and len(lines) == 121
+    assert (tmp_path / "out" / "talking.png").is_file()
