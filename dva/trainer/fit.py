@@ -200,10 +200,10 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
 
 
 def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
-    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights; None for VA."""
-    from dva.trainer.model.losses import class_weights, pos_weights
-
+    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights (MTL: both, [20]);
+    None for VA."""
     from dva.data.tasks import MTL_LABELS
+    from dva.trainer.model.losses import class_weights, pos_weights
 
     if task == "va":
         return None
