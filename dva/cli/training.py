@@ -19,12 +19,14 @@ def fit(
     out: Optional[str] = typer.Option(None, help="Run directory (default: runs/fit)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
-    task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1) or au (twelve action units: mean F1; needs --prompt none). Its own labels and splits of the store."),
+    task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1), au (twelve action units: mean F1; no prompt head) or mtl (one model, the three heads: P_MTL = (CCC_V + CCC_A)/2 + EXPR F1 + AU F1). Its own labels and splits of the store."),
+    task_weights: Optional[str] = typer.Option(None, help="--task mtl: V,E,A, the weights of the VA, EXPR and AU losses (default 1,1,1)."),
+    task_weighting: Optional[str] = typer.Option(None, help="--task mtl: fixed (--task-weights) or uncertainty (each loss also x exp(-s) + s, s learned per task: Kendall et al.)."),
     temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window) or transformer (self-attention, sinusoidal positions)."),
     tcn_kernel: Optional[int] = typer.Option(None, help="--temporal tcn: kernel of the dilated convolutions (odd); levels are added until the receptive field covers --seq-len."),
     temporal_layers: Optional[int] = typer.Option(None, help="--temporal transformer: encoder layers (pre-norm; --heads heads)."),
     fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),
-    prompt: Optional[str] = typer.Option(None, help="The prompt head's text: none (no prompt head), fixed (hand-written prompts) or learnable (CoOp context vectors)."),
+    prompt: Optional[str] = typer.Option(None, help="The prompt head's text: none (no prompt head), fixed (hand-written prompts) or learnable (CoOp context vectors; the default, none for --task au)."),
     labels: Optional[str] = typer.Option(None, help="The prompt head's target: soft (Gaussian over the region centres, width --sigma) or hard (one-hot of the nearest region)."),
     readout: Optional[str] = typer.Option(None, help="The prediction: regression (tanh head), prompt (sum of region probabilities x region centres) or blend (a learned mix)."),
     stitch: Optional[str] = typer.Option(None, help="Overlapping evaluation windows averaged: hann (weights favour window centres) or mean."),
@@ -74,10 +76,11 @@ def fit(
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler")}
     from dva.trainer.fit import fit as run_fit
+    from dva.trainer.fit import settings_for_store
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
-    settings = settings_from(config, **flags)
+    settings = settings_for_store(settings_from(config, **flags), modalities is not None or config is not None)
     spread = scheduler or workers > 0
     report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
@@ -90,16 +93,26 @@ def report_lines(report: dict) -> list[str]:
         figure = report.get(name)
         if not figure:
             continue
-        key = report.get("figure", "p_va")  # the task's figure: p_va, expr_f1 or au_f1
+        key = report.get("figure", "p_va")  # the task's figure: p_va, expr_f1, au_f1 or p_mtl
         if figure.get(key) is None:
             lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
             continue
         epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
-        shown = f"CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}" if key == "p_va" else f"{key.upper().replace('_', ' ')} {figure[key]:.4f}"
+        shown = figure_text(key, figure)
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
     lines.append(f"-> {report['run']}")
     return lines
+
+
+def figure_text(key: str, figure: dict) -> str:
+    """A task's figure as `dva fit` shows it: P_VA with its CCCs, P_MTL with its four parts, or the F1."""
+    number = lambda name: "n/a" if figure.get(name) is None else f"{figure[name]:.4f}"  # noqa: E731  (a part without labels on the held-out tracks)
+    if key == "p_va":
+        return f"CCC_V {number('ccc_v')}  CCC_A {number('ccc_a')}  P_VA {number('p_va')}"
+    if key == "p_mtl":
+        return f"CCC_V {number('ccc_v')}  CCC_A {number('ccc_a')}  EXPR F1 {number('expr_f1')}  AU F1 {number('au_f1')}  P_MTL {number('p_mtl')}"
+    return f"{key.upper().replace('_', ' ')} {number(key)}"
 
 
 @app.command()
@@ -193,7 +206,10 @@ def ablate(
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
+    from dva.trainer.fit import settings_for_store
+
     base, axes = settings_from(config, **values), parse_grid(grid)
+    base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
     summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)

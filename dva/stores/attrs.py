@@ -66,6 +66,18 @@ def track_tasks(attrs: dict, split: str) -> dict[str, str]:
     return {"va": split} if attrs.get("labelled") or split == "test" else {}
 
 
+def mtl_split(attrs: dict, split: str) -> str | None:
+    """The track's split for the multi-task challenge: its `tasks` attr's "mtl" when it has one (a store of s-Aff-Wild2,
+    whose one annotation file decides every task's split), else derived from the three challenges' splits (a full
+    Aff-Wild2 store): val when any of them holds it out (no task's held-out labels are ever trained on), else train
+    when any trains on it; None for a track of none of them, or only of a test split."""
+    tasks = track_tasks(attrs, split)
+    if "mtl" in tasks:
+        return tasks["mtl"]
+    chosen = set(tasks.values())
+    return "val" if "val" in chosen else "train" if "train" in chosen else None
+
+
 def count_annotated(task: str, labels: np.ndarray) -> int:
     """Frames a task's labels annotate: VA without NaN, EXPR not -1, AU with none of the 12 at -1."""
     if task == "va":

@@ -32,18 +32,19 @@ from dva.errors import ConfigError, DvaWarning
 from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
-from dva.trainer.settings import CHOICES, FitSettings, check_choice
+from dva.trainer.settings import CHOICES, FitSettings, check_choice, default_prompt
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
-TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
-METRICS = tuple(m for metrics in TASK_METRICS.values() for m in metrics)
+TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",), "mtl": ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")}  # a row's figures; the last ranks
+METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
 DIFF_FIELDS = ("diff", "ci_low", "ci_high")  # the row's variant's figure minus the baseline's (empty on the baseline's rows)
 CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
 # results.csv headers of earlier dvas whose rows are kept as they are (VA rows; their difference columns are recomputed)
 VA_LEDGER = ("key", "variant", "seed", "figure", "epoch", "ccc_v", "ccc_a", "p_va", "seconds", "settings")
-EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"))
-LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1"}
+TASKS_LEDGER = (*VA_LEDGER[:-2], "expr_f1", "au_f1", *VA_LEDGER[-2:])  # before MTL's P_MTL
+EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"), TASKS_LEDGER, (*TASKS_LEDGER, "diff", "ci_low", "ci_high"))
+LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1", "p_mtl": "P_MTL"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
@@ -51,7 +52,7 @@ NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written o
 # before they existed (made with that default) keeps its key and is not trained again.
 KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task", "region_centre", "prompt_templates",
                   "logit_scale", "prompt_input", "head", "gate_partner", "causal", "tcn_levels", "target", "window_seconds", "window_frames",
-                  "train_stride_seconds")
+                  "train_stride_seconds", "task_weights", "task_weighting")
 
 
 def parse_value(key: str, text: str):
@@ -76,7 +77,7 @@ def parse_value(key: str, text: str):
         check_choice(key, text)
     if key == "prompt_templates":  # T1|T2|T3 (a grid's values are split on commas first)
         return tuple(t for t in text.split("|") if t) or None
-    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights") else text  # A+B: both
+    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights", "task_weights") else text  # A+B: both
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -160,7 +161,8 @@ def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict)
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
         for seed in range(base.seed, base.seed + seeds):
-            settings = dataclasses.replace(base, **choice, seed=seed)
+            task_prompt = {"prompt": default_prompt(choice["task"])} if "task" in choice and "prompt" not in choice and base.prompt == default_prompt(base.task) else {}
+            settings = dataclasses.replace(base, **{**task_prompt, **choice}, seed=seed)  # --grid task=au: AU's prompt default
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
@@ -364,8 +366,10 @@ def markdown_table(summary: list[dict]) -> str:
     metrics = summary_metrics(summary)
     figures = sorted({e["figure"] for e in summary})
     caption = f"ranked by the mean {LABELS[metrics[-1]]} over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
-    if metrics[-1] == "au_f1":  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
+    if "au_f1" in metrics:  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
         caption += "; AU F1 with every unit at 0.5"
+    if metrics[-1] == "p_mtl":
+        caption += "; P_MTL = (CCC_V + CCC_A) / 2 + EXPR F1 + AU F1"
     compared = "baseline" in (summary[0] if summary else {})
     lines = [caption, ""]
     if compared:

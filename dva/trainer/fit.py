@@ -83,6 +83,18 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
     return features
 
 
+def settings_for_store(settings: FitSettings, given_modalities: bool) -> FitSettings:
+    """settings with --modalities visual when they were not given, the store has no audio set and the task is MTL (a
+    store of s-Aff-Wild2 has no sound: the challenge's rules forbid it); otherwise settings as they are."""
+    from dva.stores import open_store
+
+    if given_modalities or settings.task != "mtl" or "audio" not in settings.modality_list or settings.audio_features:
+        return settings
+    with open_store(settings.features, "r") as store:
+        has_audio = any(info.get("modality") == "audio" for info in store.feature_sets().values())
+    return settings if has_audio else dataclasses.replace(settings, modalities="visual")
+
+
 def features_for(settings: FitSettings) -> Features:
     """The features a fit with these settings trains on."""
     return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.task, settings.modality_list)
@@ -188,11 +200,15 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
 
 
 def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
-    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights; None for VA."""
+    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights (MTL: both, [20]);
+    None for VA."""
+    from dva.data.tasks import MTL_LABELS
     from dva.trainer.model.losses import class_weights, pos_weights
 
     if task == "va":
         return None
+    if task == "mtl":  # EXPR's class weights, then AU's positive weights, from the frames that have each
+        return torch.cat([class_weights(labels[:, MTL_LABELS["expr"]].cpu()), pos_weights(labels[:, MTL_LABELS["au"]].cpu())])
     return class_weights(labels.cpu()) if task == "expr" else pos_weights(labels.cpu())
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from dva.errors import ConfigError
 from dva.stores.attrs import MODALITIES  # noqa: F401  (the trainer's modalities are the store's)
 
-TASK_NAMES = ("va", "expr", "au")  # the challenges a head is trained for (dva.data.tasks describes each)
+TASK_NAMES = ("va", "expr", "au", "mtl")  # the challenges a head is trained for (dva.data.tasks describes each; mtl: one model, all three)
+TASK_WEIGHTINGS = ("fixed", "uncertainty")  # MTL's losses: --task-weights as given, or those times learned uncertainty (Kendall et al.)
 TEMPORALS = ("gru", "tcn", "transformer")  # the temporal encoders over each modality's window (model.temporal registers each)
 FUSIONS = ("concat", "xattn", "gated", "hierarchical")
 PROMPTS = ("none", "fixed", "learnable")  # the text: no prompt head, hand-written prompts, CoOp context vectors
@@ -28,8 +29,9 @@ HEADS = ("linear", "mlp")  # VA's regression head: tanh of a linear layer per fr
 GATE_PARTNERS = ("audio", "visual")  # hierarchical fusion: gate(attended visual, attended audio), or one-way attention then gate(attended, visual)
 TARGETS = ("frame", "last")  # every frame of a window a target, or one per window (its last frame; past windows of sampled frames)
 TRAIN_SPLITS = ("train", "val")  # the labelled splits  # the learning rate after --warmup
-CHOICES = {"task": TASK_NAMES, "temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS, "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS,
-           "prompt_input": PROMPT_INPUTS, "head": HEADS, "gate_partner": GATE_PARTNERS, "target": TARGETS}
+CHOICES = {"task": TASK_NAMES, "task_weighting": TASK_WEIGHTINGS, "temporal": TEMPORALS, "fusion": FUSIONS, "prompt": PROMPTS, "labels": LABELS, "readout": READOUTS,
+           "stitch": STITCHES, "schedule": SCHEDULES, "audio_align": AUDIO_ALIGNS, "prompt_input": PROMPT_INPUTS, "head": HEADS, "gate_partner": GATE_PARTNERS,
+           "target": TARGETS}
 # dva 0.1's --prompt tied text and labels together; runs written then are read as these two settings
 OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt": "learnable", "labels": "soft"}}
 
@@ -41,12 +43,12 @@ class FitSettings:
     features: str = "stores"
     out: str = "runs/fit"
     modalities: str = "visual,audio"
-    task: str = "va"  # va | expr | au: whose labels, splits, head, loss and figure
+    task: str = "va"  # va | expr | au | mtl: whose labels, splits, head, loss and figure (mtl: the three heads on one model)
     temporal: str = "gru"
     tcn_kernel: int = 3  # --temporal tcn: kernel of every dilated convolution (odd: the padding is symmetric)
     temporal_layers: int = 2  # --temporal transformer: encoder layers
     fusion: str = "hierarchical"
-    prompt: str = "learnable"
+    prompt: str | None = None  # None: the task's own (`default_prompt`): learnable, none for AU (it has no prompt head)
     n_ctx: int = 4
     sigma: float = 0.35
     lambda_prompt: float = 0.5
@@ -91,6 +93,12 @@ class FitSettings:
     window_seconds: float = 10.0  # --target last: the past window ending at the target frame
     window_frames: int = 20  # --target last: frames sampled evenly by time among the window's crops
     train_stride_seconds: float = 3.0  # --target last: seconds between training targets (after the first window_seconds)
+    task_weights: str = "1,1,1"  # --task mtl: V,E,A, the weights of the VA, EXPR and AU losses
+    task_weighting: str = "fixed"  # --task mtl: fixed (task_weights) or uncertainty (each also x exp(-s) + s, s learned)
+
+    def __post_init__(self):
+        if self.prompt is None:  # frozen: the task's default, written whole to config.json like any setting
+            object.__setattr__(self, "prompt", default_prompt(self.task))
 
     def validate(self) -> None:
         chosen = self.modality_list
@@ -124,7 +132,10 @@ class FitSettings:
     def _validate_task(self) -> None:
         wanted = {"va": (9, "one per region"), "expr": (8, "one per expression class")}.get(self.task)
         if self.task == "au" and self.prompt != "none":
-            raise ConfigError("--task au has no prompt head (twelve independent action units): pass --prompt none")
+            raise ConfigError(f"--task au has no prompt head (twelve independent action units): leave --prompt {self.prompt} out (its default is none)")
+        self.task_weight_triple  # ConfigError unless three weights
+        if self.task != "mtl" and (self.task_weights != "1,1,1" or self.task_weighting != "fixed"):
+            raise ConfigError(f"--task-weights and --task-weighting weigh the three losses of --task mtl; --task {self.task} has one")
         if self.task == "au" and self.readout != "regression":
             raise ConfigError(f"--task au reads its linear head: leave --readout {self.readout} out")
         if self.descriptions is not None and (wanted is None or len(self.descriptions) != wanted[0]):
@@ -202,6 +213,17 @@ class FitSettings:
         return pair
 
     @property
+    def task_weight_triple(self) -> tuple[float, float, float]:
+        """(w_va, w_expr, w_au) of --task-weights V,E,A: finite, 0 or more, not all 0."""
+        try:
+            triple = tuple(float(p) for p in str(self.task_weights).split(","))
+        except ValueError:
+            triple = ()
+        if len(triple) != 3 or not all(0 <= w < float("inf") for w in triple) or not any(triple):
+            raise ConfigError(f"--task-weights must be three weights V,E,A (VA, EXPR, AU losses; 0 or more, not all 0), e.g. 1,0.5,0.5 (1+0.5+0.5 in dva ablate), not {self.task_weights!r}")
+        return triple
+
+    @property
     def train_split_list(self) -> tuple[str, ...]:
         return tuple(s.strip() for s in self.train_splits.split(",") if s.strip())
 
@@ -213,6 +235,12 @@ class FitSettings:
     @property
     def modality_list(self) -> tuple[str, ...]:
         return tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+
+
+def default_prompt(task: str) -> str:
+    """The prompt setting a task takes when none is given: none for AU (twelve units, no prompt head), else learnable
+    (VA's regions, EXPR's classes; MTL's VA head, as the method has it)."""
+    return "none" if task == "au" else "learnable"
 
 
 def check_choice(name: str, value) -> None:
@@ -248,8 +276,9 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
         if unknown:
             raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     values.update({k: v for k, v in flags.items() if v is not None})
-    if isinstance(values.get("va_weights"), list):  # TOML: va_weights = [0.7, 0.3]
-        values["va_weights"] = ",".join(str(w) for w in values["va_weights"])
+    for name in ("va_weights", "task_weights"):
+        if isinstance(values.get(name), list):  # TOML: va_weights = [0.7, 0.3]
+            values[name] = ",".join(str(w) for w in values[name])
     for name in ("descriptions", "prompt_templates"):
         if isinstance(values.get(name), list):
             values[name] = tuple(values[name])

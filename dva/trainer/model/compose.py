@@ -23,7 +23,7 @@ class ModelSettings:
     """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
 
     modalities: tuple[str, ...] = MODALITIES
-    task: str = "va"  # va | expr | au: which heads
+    task: str = "va"  # va | expr | au | mtl: which heads (mtl: VA's, then EXPR's and AU's linear heads on the same fused features)
     temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry)
     seq_len: int = 64  # the training window: a TCN gets as many levels as cover it
     tcn_kernel: int = 3
@@ -47,6 +47,7 @@ class ModelSettings:
     causal: bool = False  # temporal models and the fusion's attention see only the past
     tcn_levels: int = 0  # 0: as many as cover seq_len
     target: str = "frame"  # frame | last (the window averaged over time before the heads: one output per window)
+    task_weighting: str = "fixed"  # mtl: uncertainty adds the learned log-variances of the three losses (`task_log_vars`)
 
     @classmethod
     def of(cls, settings: FitSettings) -> ModelSettings:
@@ -93,9 +94,9 @@ class ModelSettings:
             raise ConfigError(f"task must be one of {', '.join(TASK_WIDTH)}, not {self.task!r}")
         if self.task == "au" and (self.prompt != "none" or self.readout != "regression"):
             raise ConfigError("task au has no prompt head: prompt none, readout regression")
-        classes = N_REGIONS if self.task == "va" else TASK_WIDTH[self.task]
+        classes = N_REGIONS if self.task in ("va", "mtl") else TASK_WIDTH[self.task]
         if self.task != "au" and len(self.descriptions) != classes:
-            raise ConfigError(f"descriptions must hold {classes} texts (one per {'region' if self.task == 'va' else 'class'}), got {len(self.descriptions)}")
+            raise ConfigError(f"descriptions must hold {classes} texts (one per {'class' if self.task == 'expr' else 'region'}), got {len(self.descriptions)}")
 
 
 class VAModel(nn.Module):
@@ -103,7 +104,8 @@ class VAModel(nn.Module):
 
     forward(visual [B, T, Dv] or None, audio [B, T, Da] or None, visual_mask bool [B, T] or None,
     audio_mask bool [B, T] or None, text [9, E] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}
-    (settings.task expr or au: {"va": None, "logits": the prompt head's [B, T, 8] or None, "scores": [B, T, 8 or 12]}).
+    (settings.task expr or au: {"va": None, "logits": the prompt head's [B, T, 8] or None, "scores": [B, T, 8 or 12]};
+    mtl: VA's, and "scores_expr" [B, T, 8], "scores_au" [B, T, 12], "task_log_vars" [3] with uncertainty weighting).
     "va" is the readout: the regression head (tanh), the prompt head's expectation of the region
     centres (sum_k softmax(logits)_k c_k), or a learned per-dimension mix of the two (blend).
     settings.target last: every output is one per window, [B, 1, ...]. prompt_visual [B, T, Dv]: the visual
@@ -126,8 +128,12 @@ class VAModel(nn.Module):
             {m: build_temporal(s.temporal, dims[m], s) for m in s.modalities}
         )
         self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout, s.gate_partner, s.causal) if len(s.modalities) == 2 else None
-        self.regression = regression_head(s.head, s.hidden) if s.readout != "prompt" and s.task == "va" else None
-        self.head = ClassHead(s.hidden, TASK_WIDTH[s.task], s.readout) if s.task != "va" else None
+        self.regression = regression_head(s.head, s.hidden) if s.readout != "prompt" and s.task in ("va", "mtl") else None
+        self.head = ClassHead(s.hidden, TASK_WIDTH[s.task], s.readout) if s.task in ("expr", "au") else None
+        if s.task == "mtl":  # EXPR and AU beside VA's heads; the prompt head is VA's (nine regions)
+            self.expr_head, self.au_head = ClassHead(s.hidden, TASK_WIDTH["expr"]), ClassHead(s.hidden, TASK_WIDTH["au"])
+        # uncertainty weighting (Kendall et al.): s_k = log sigma_k^2 per loss, learned with the model, saved with it
+        self.task_log_vars = nn.Parameter(torch.zeros(3)) if s.task == "mtl" and s.task_weighting == "uncertainty" else None
         # blend: va = g * regression + (1 - g) * prompt readout, g = sigmoid(mix) per dimension, starting at 1/2
         self.mix = nn.Parameter(torch.zeros(2)) if s.readout == "blend" else None
         self.register_buffer("centres", region_centres(s.region_centre), persistent=False)
@@ -185,16 +191,25 @@ class VAModel(nn.Module):
         logits = self.prompt_head(prompt_in, text) if self.prompt_head is not None else None
         if self.head is not None:  # EXPR, AU: class scores ("logits" stays the prompt head's, for its loss term)
             return {"va": None, "logits": logits, "scores": self.head(fused, logits)}
+        out = {"va": self._va(fused, logits), "logits": logits}
+        if self.settings.task == "mtl":
+            out.update(scores_expr=self.expr_head(fused, None), scores_au=self.au_head(fused, None))
+            if self.task_log_vars is not None:
+                out["task_log_vars"] = self.task_log_vars
+        return out
+
+    def _va(self, fused: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        """The VA readout: the regression head, the prompt head's expectation of the region centres, or their blend."""
         regression = None
         if self.regression is not None:
             regression = torch.tanh(self.regression(fused)) if self.settings.head == "linear" else self.regression(fused)
         if self.settings.readout == "regression":
-            return {"va": regression, "logits": logits}
+            return regression
         from_prompt = torch.softmax(logits.float(), dim=-1) @ self.centres
         if self.settings.readout == "prompt":
-            return {"va": from_prompt, "logits": logits}
+            return from_prompt
         share = torch.sigmoid(self.mix)
-        return {"va": share * regression.float() + (1 - share) * from_prompt, "logits": logits}
+        return share * regression.float() + (1 - share) * from_prompt
 
     def text_features(self) -> torch.Tensor | None:
         """The prompt head's nine region text features [9, E] (None without a prompt head): one pass of the

@@ -9,7 +9,7 @@ import torch
 from dva.metrics import masked_ccc  # the one differentiable CCC; re-exported for the trainer
 from dva.trainer.model.soft_labels import DEFAULT_CENTRE, hard_labels, soft_labels
 
-__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss"]
+__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss", "mtl_parts", "mtl_loss"]
 
 
 def va_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: tuple[float, float] = (1.0, 1.0), mse_weight: float = 0.0) -> torch.Tensor:
@@ -128,7 +128,10 @@ def au_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: 
 
 def task_loss(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The objective of settings.task: VA's `loss`; EXPR's weighted cross-entropy (+ lambda_prompt x the same on the
-    prompt head's logits when it has one); AU's weighted BCE. weights: `class_weights` or `pos_weights` of train."""
+    prompt head's logits when it has one); AU's weighted BCE; MTL's `mtl_loss`. weights: `class_weights` or
+    `pos_weights` of train (MTL: the two side by side)."""
+    if task == "mtl":
+        return mtl_loss(out, y, label_mask, settings, weights)
     if task == "va":
         return loss(out, y, label_mask, settings.sigma, settings.lambda_prompt, settings.labels,
                     va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight, centre=settings.region_centre)
@@ -138,3 +141,41 @@ def task_loss(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, s
     if out.get("logits") is not None and settings.lambda_prompt > 0 and settings.readout == "regression":
         value = value + settings.lambda_prompt * expr_loss(out["logits"], y, label_mask, weights)
     return value
+
+
+def mtl_parts(out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """MTL's three losses [VA, EXPR, AU], each over the frames with its own labels only (y [B, T, 15]: VA, the class,
+    the 12 units, NaN where not annotated): a frame with VA labels alone gives EXPR and AU nothing, not even through the
+    shared encoder. A loss without any labelled frame in the batch is 0 with no gradient. weights [20]: EXPR's class
+    weights, then AU's positive weights. Returns ([L_va, L_expr, L_au], [1. where the batch has the part's labels, else 0.])."""
+    from dva.data.tasks import MTL_LABELS
+
+    y_va, y_expr, y_au = (y[..., MTL_LABELS[part]] for part in ("va", "expr", "au"))
+    mask = label_mask.bool()
+    va_mask = mask & ~torch.isnan(y_va).any(dim=-1)
+    expr_mask = mask & ~torch.isnan(y_expr[..., 0])
+    au_mask = mask & ~torch.isnan(y_au).all(dim=-1)
+    parts = [
+        loss(out, y_va, va_mask, settings.sigma, settings.lambda_prompt, settings.labels, va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight),
+        expr_loss(out["scores_expr"], y_expr, expr_mask, weights[:8] if weights is not None else None),
+        au_loss(out["scores_au"], y_au, au_mask, weights[8:] if weights is not None else None),
+    ]
+    # where(), not a product with the count: VA's loss of a batch without VA frames is 2 (1 - CCC of nothing), not 0
+    present = [m.any() for m in (va_mask, expr_mask, au_mask)]
+    return [torch.where(p, part, part * 0) for part, p in zip(parts, present)], [p.float() for p in present]
+
+
+def mtl_loss(out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_k w_k L_k over MTL's three losses (`mtl_parts`; w: --task-weights); with uncertainty weighting (the model's
+    out["task_log_vars"] s, Kendall et al.) sum_k w_k (exp(-s_k) L_k + s_k), s learned with the model (a loss absent
+    from the batch adds nothing, its s included)."""
+    parts, present = mtl_parts(out, y, label_mask, settings, weights)
+    log_vars = out.get("task_log_vars")
+    total = 0
+    for k, (w, part) in enumerate(zip(settings.task_weight_triple, parts)):
+        if w == 0:
+            continue
+        if log_vars is not None:
+            part = torch.exp(-log_vars[k]) * part + present[k] * log_vars[k]
+        total = total + w * part
+    return total

@@ -237,3 +237,83 @@ def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pre
         given = np.asarray(pred)[index[have]]
         values[have] = np.clip(given, -1.0, 1.0) if task == "va" else given
     return TaskSubmission(task, locations, values, filled, missing)
+
+
+MTL_HEADER = "image,valence,arousal,expression,aus"  # the multi-task challenge's, as teams write it (khanhnd185/MTL-ABAW4 test.py)
+
+
+@dataclass
+class MtlSubmission:
+    """The multi-task challenge's rows (`build_mtl_submission`): per test image its valence and arousal [rows, 2], the
+    expression index [rows] and the 12 AU bits [rows, 12]; header: the sample file's when it has one of its own."""
+
+    locations: list[str]
+    va: np.ndarray
+    expression: np.ndarray
+    aus: np.ndarray
+    header: str = MTL_HEADER
+
+    def check(self, sample: SampleFile) -> str:
+        """One line: exactly the list's rows in its order, finite VA in [-1, 1], a class 0-7 and 12 bits per row;
+        ValueError naming what is not so (a bug: the rows were built from the list)."""
+        rows = len(self.locations)
+        if self.locations != list(sample.locations):
+            raise ValueError(f"MTL submission rows differ from {sample.path}")
+        if self.va.shape != (rows, 2) or not np.isfinite(self.va).all() or (np.abs(self.va) > 1).any():
+            raise ValueError("MTL submission holds valence or arousal values that are not finite in [-1, 1]")
+        if self.expression.shape != (rows,) or not np.isin(self.expression, np.arange(len(EXPR_CLASSES))).all():
+            raise ValueError("MTL submission holds expressions that are not class indices 0-7")
+        if self.aus.shape != (rows, len(AU_NAMES)) or not np.isin(self.aus, (0, 1)).all():
+            raise ValueError("MTL submission holds AU values that are not 12 bits 0/1 per row")
+        return (f"checked against {Path(sample.path).name}: {rows} rows, same order, valence and arousal finite in [-1, 1], "
+                f"expression 0-7, 12 AU bits each")
+
+    def write(self, path: Path) -> Path:
+        """The file, `header` then `<image>,<valence>,<arousal>,<expression>,<au1>,...,<au12>` per row, written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [self.header] + [f"{loc},{v:.6f},{a:.6f},{int(e)},{','.join(str(int(b)) for b in bits)}"
+                                 for loc, (v, a), e, bits in zip(self.locations, self.va, self.expression, self.aus)]
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def build_mtl_submission(tracks: list[str], offsets: np.ndarray, numbers: dict[str, np.ndarray], pred: np.ndarray, sample: SampleFile,
+                         thresholds: list[float] | None) -> MtlSubmission:
+    """The multi-task submission: the list's rows in its order, `<track>/<NNNNN>.jpg` read from the track's row whose frame
+    number (numbers[track], one per row) is NNNNN. pred [N, 22] (`MTL_PRED`): VA clipped to [-1, 1], the expression the
+    most probable class, each AU its probability at its threshold (0.5 without). DataError naming the images that no
+    stored row holds (an image of the list that was not extracted)."""
+    from dva.data.tasks import MTL_PRED
+    from dva.errors import DataError, at_most
+
+    position = {track: i for i, track in enumerate(tracks)}
+    row_of = {track: {int(n): int(offsets[i]) + k for k, n in enumerate(numbers[track])} for track, i in position.items()}
+    rows, absent = [], []
+    for location, track, frame in zip(sample.locations, sample.tracks, sample.frames):
+        row = row_of.get(track, {}).get(int(frame))
+        (absent if row is None else rows).append(location if row is None else row)
+    if absent:
+        raise DataError(f"{len(absent)} of the {len(sample.locations)} images of {Path(sample.path).name} have no stored frame to predict, so the "
+                        f"submission would miss them: {at_most(absent, 5)}; extract the test split with this list (dva extract --split test)")
+    index = np.asarray(rows, dtype=np.int64)
+    cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(AU_NAMES))[None, :]
+    return MtlSubmission(
+        list(sample.locations), np.clip(pred[index, MTL_PRED["va"]], -1.0, 1.0).astype(np.float32),
+        np.argmax(pred[index, MTL_PRED["expr"]], axis=1).astype(np.int64), (pred[index, MTL_PRED["au"]] >= cut).astype(np.int64), sample_header(sample),
+    )
+
+
+def sample_header(sample: SampleFile) -> str:
+    """The header of an MTL submission: the sample file's first line when it is a header naming at least the five
+    columns (`image,valence,arousal,expression,aus` or the organisers' own wording), else `MTL_HEADER`."""
+    from dva.data.test_set import LOCATION
+
+    try:
+        first = Path(sample.path).read_text(encoding="utf-8-sig").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return MTL_HEADER
+    fields = [f.strip() for f in first.split(",")]
+    return first if len(fields) >= 5 and LOCATION.match(fields[0]) is None and "/" not in fields[0] else MTL_HEADER
