@@ -39,23 +39,26 @@ def track_names(tracks: int) -> list[tuple[str, str]]:
 
 
 def selection(n_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """int [n] ascending 1-based frame numbers: runs of 3-40 selected frames between gaps of 1-60, about SELECTED of them."""
+    """int [n] ascending 1-based frame numbers: runs of 3-40 selected frames (at most an eighth of the video, so there
+    are several) between gaps of about 1.5 runs, about SELECTED of the frames."""
     chosen, frame = [], int(rng.integers(1, 20))
     while frame <= n_frames:
-        run = int(rng.integers(3, 41))
+        run = int(rng.integers(3, max(4, min(41, n_frames // 8))))
         chosen.extend(range(frame, min(n_frames, frame + run - 1) + 1))
         frame += run + int(rng.integers(1, max(2, int(run * (1 - SELECTED) / SELECTED * 2))))
     return np.asarray(chosen, dtype=np.int64)
 
 
 def label_pattern(rows: int, rng: np.random.Generator) -> np.ndarray:
-    """bool [rows, 3]: which of VA, EXPR, AU each row carries, in runs of 5-30 rows; about ALL_THREE of rows all three,
-    every row at least one."""
+    """bool [rows, 3]: which of VA, EXPR, AU each row carries, in runs of 4-15 rows; one run of every three (in a
+    shuffled order) carries all three, so about ALL_THREE of the rows do; every row at least one."""
     pattern = np.zeros((rows, 3), dtype=bool)
-    start = 0
+    start, deck = 0, []
     while start < rows:
-        stop = min(rows, start + int(rng.integers(5, 31)))
-        if rng.random() < ALL_THREE:
+        stop = min(rows, start + int(rng.integers(4, 16)))
+        if not deck:
+            deck = list(rng.permutation(round(1 / ALL_THREE)) == 0)
+        if deck.pop():
             pattern[start:stop] = True
         else:
             some = rng.random(3) < 0.45
