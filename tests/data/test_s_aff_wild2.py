@@ -261,3 +261,33 @@ def test_real_faces_scan_extract_and_labels(real_mtl, tmp_path):
         assert store.split_attrs("test")["sample"]["tracks"] == ["88-30-640x360", "7"]
         assert list(store.read_track("test", "7")["frame_number"]) == [2, 3, 4, 20, 21, 22, 70]
         assert not any(store.track_attrs(s, t)["has_audio"] for s in store.splits() for t in store.track_index(s))
+
+
+def test_submission_rows_of_an_image_set_map_each_image_to_the_row_of_its_frame():
+    from dva.data.test_set import SampleFile
+    from dva.trainer.results.submission import submission_rows
+
+    numbers = {"426": np.array([3, 4, 9, 40]), "7": np.array([1, 2])}
+    offsets = np.array([0, 4, 6])
+    sample = SampleFile("list", "", ["7/00002.jpg", "426/00040.jpg", "426/00003.jpg", "426/00005.jpg"], ["7", "426", "426", "426"], [2, 40, 3, 5])
+    locations, rows, filled, missing = submission_rows(["426", "7"], offsets, sample, ["7", "426"], numbers)
+    assert rows[:3] == [5, 3, 0] and filled == {"426": 1} and not missing  # 00005 is not stored: named, never silently row 4
+    locations, rows, _, _ = submission_rows(["426", "7"], offsets, None, ["7", "426"], numbers)
+    assert locations == ["7/00001.jpg", "7/00002.jpg", "426/00003.jpg", "426/00004.jpg", "426/00009.jpg", "426/00040.jpg"] and rows == [4, 5, 0, 1, 2, 3]
+
+
+def test_predict_on_an_image_set_writes_the_test_list_with_each_images_own_prediction(mtl_data, mtl_store, tmp_path):
+    out = str(mtl_store[0])
+    fit = runner.invoke(app, ["fit", "--features", out, "--out", str(tmp_path / "run"), "--epochs", "1", "--hidden", "16", "--modalities", "visual"])
+    assert fit.exit_code == 0, fit.stderr
+    for args in (["--out", str(tmp_path / "sub.txt")], ["--out", str(tmp_path / "csv"), "--format", "csv"]):
+        done = runner.invoke(app, ["predict", "--run", str(tmp_path / "run"), "--features", out, "--split", "test", *args])
+        assert done.exit_code == 0, done.stderr
+    lines = (tmp_path / "sub.txt").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in lines] == listed(mtl_data / TEST_LIST_NAME)
+    per_frame = {}
+    for path in (tmp_path / "csv").glob("*.csv"):
+        with open(path, newline="") as handle:
+            per_frame.update({f"{path.stem}/{int(row['frame']):05d}.jpg": (row["valence"], row["arousal"]) for row in csv.DictReader(handle)})
+    assert set(per_frame) == set(listed(mtl_data / TEST_LIST_NAME))  # the CSVs' frames are the images' numbers, not row counts
+    assert all(tuple(line.split(",")[1:]) == per_frame[line.split(",")[0]] for line in lines)  # the row of the image's own frame

@@ -72,8 +72,8 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     if "au" in groups and fmt == "csv":
         tasks["au"]["thresholds"] = au_thresholds(groups["au"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
-    listed, unusable, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
-                                                                      allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
+    listed, unusable, sample_file, data_by_key, columns, numbers = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
+                                                                               allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
     preds = {}
     for name, group in groups.items():  # after each ensemble, before clipping
         mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
@@ -82,20 +82,21 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
             "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
     if fmt == "csv":
-        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"))
+        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"), frame_numbers=numbers)
     elif fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, preds[task])
     elif task != "va":
-        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed)
+        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, numbers)
         done["thresholds"] = tasks[task]["thresholds"]
     else:
-        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split)
+        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, numbers)
     return done
 
 
 def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str | tuple[str, ...], with_columns: bool,
                 source: Path):
-    """(listed tracks, {track: why not usable}, the sample file, {data key: SplitData}, frame columns or None) of split
+    """(listed tracks, {track: why not usable}, the sample file, {data key: SplitData}, frame columns or None, {track: its
+    rows' frame numbers} of an image set's tracks (s-Aff-Wild2: `frame_number`, which the sample's rows map to)) of split
     for task's listing (va: the tracks stored under split; expr, au: that task's split, wherever stored; a tuple of tasks,
     for per-frame CSVs: `predict_tracks`, no sample file), after checking the store holds the runs' sets."""
     from dva.stores import framing_mismatches, open_store, sets_mismatch
@@ -118,9 +119,10 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         tracks = next(iter(data_by_key.values())).tracks
         where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
+        numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
     finally:
         store.close()
-    return listed, unusable, sample_file, data_by_key, columns
+    return listed, unusable, sample_file, data_by_key, columns, numbers
 
 
 def run_task(checkpoints: dict[Path, dict]) -> str:
@@ -174,7 +176,8 @@ def au_thresholds(given: list[Path]) -> list[float]:
     return thresholds
 
 
-def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str]) -> tuple[int, str, list | None]:
+def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str],
+                           numbers: dict | None = None) -> tuple[int, str, list | None]:
     """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
     its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
     thresholds = None
@@ -183,7 +186,7 @@ def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: 
     else:
         thresholds = au_thresholds(given)
         values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
-    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed)
+    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, numbers)
     check = submission.check(sample_file)
     submission.write(out)
     return len(submission.locations), check, thresholds
@@ -243,9 +246,9 @@ def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -
     return (total / len(runs)).astype(np.float32), data
 
 
-def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str) -> tuple[int, object]:
+def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, numbers: dict | None = None) -> tuple[int, object]:
     """Write the one-file submission; (its rows, its check against the sample file)."""
-    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed)
+    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, numbers)
     check = submission.check(sample_file)
     if submission.filled:
         warnings.warn(DvaWarning(
