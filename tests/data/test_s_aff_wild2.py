@@ -291,3 +291,21 @@ def test_predict_on_an_image_set_writes_the_test_list_with_each_images_own_predi
             per_frame.update({f"{path.stem}/{int(row['frame']):05d}.jpg": (row["valence"], row["arousal"]) for row in csv.DictReader(handle)})
     assert set(per_frame) == set(listed(mtl_data / TEST_LIST_NAME))  # the CSVs' frames are the images' numbers, not row counts
     assert all(tuple(line.split(",")[1:]) == per_frame[line.split(",")[0]] for line in lines)  # the row of the image's own frame
+
+
+def test_a_missing_image_is_a_masked_row_and_a_missing_folder_a_track_left_out(mtl_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(mtl_data, data)
+    gone = sorted((data / "cropped_aligned" / "426").glob("*.jpg"))[2]
+    gone.unlink()
+    val = next(t.track for t in scan(mtl_data, split="val").tracks)
+    shutil.rmtree(data / "cropped_aligned" / val)
+    result = scan(data)
+    assert [p.track for p in result.problems] == [val] and "no such image folder" in result.problems[0].reason
+    assert any("1 images" in w and "426 (1)" in w for w in result.warnings)
+    report = run_extract(tiny_settings(data, "train", tmp_path / "store"))
+    assert not report.failed
+    with open_store(tmp_path / "store") as store:
+        arrays = store.read_track("train", "426")
+        row = int(np.flatnonzero(arrays["frame_number"] == int(gone.stem))[0])
+        assert row == 2 and not arrays[f"{VISUAL}/mask"][row] and arrays[f"{VISUAL}/mask"].sum() == len(arrays["frame_number"]) - 1
