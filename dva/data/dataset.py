@@ -41,7 +41,7 @@ def scan(data: str | Path, split: str | None = None, progress: bool = False, tes
             raise DataError(f"{data} is an s-Aff-Wild2 set (it has {marker.name}): its splits are {', '.join(SPLITS)}, not {PLAIN_SPLIT}")
         if crops is not None:
             raise DataError(f"--crops {crops}: {data} is an s-Aff-Wild2 set (it has {marker.name}): its images are the faces, there is no video to make others from")
-        return scan_image_set(root, split, progress, fps, test_list, sample)
+        return scan_image_set(root, split, fps, test_list, sample)
     if fps is not None:
         raise DataError(f"--fps {fps}: a video's rate is its container's (--fps is the frame clock of an image set, s-Aff-Wild2)")
     release = is_release(root, test_list, sample)

@@ -29,7 +29,7 @@ from dva.data.annotations import AU_COUNT, EXPR_CLASS_COUNT, INVALID, NOT_ANNOTA
 from dva.data.layout import CROPS_FOLDER, LIST_FOLDER, child_folder
 from dva.data.tasks import TASK_ORDER
 from dva.data.test_set import LOCATION, SampleFile, read_sample_file
-from dva.errors import DataError
+from dva.errors import DataError, at_most
 
 LAYOUT = "s-aff-wild2"  # ScanResult.layout and the store's `dataset` attr of an image set
 DEFAULT_FPS = 30.0  # Aff-Wild2's usual rate: the frame clock of the images unless --fps says otherwise
@@ -174,7 +174,7 @@ def image_labels(root: Path, track: Track) -> dict[str, np.ndarray]:
     return found.at(np.asarray(track.images, dtype=np.int64))
 
 
-def scan_image_set(root: Path, split: str | None = None, progress: bool = False, fps: float | None = None, test_list: str | Path | None = None,
+def scan_image_set(root: Path, split: str | None = None, fps: float | None = None, test_list: str | Path | None = None,
                    sample: str | Path | None = None) -> ScanResult:
     """The tracks of an s-Aff-Wild2 set's split (every split when None): train and val from their annotation files,
     test from the test list (or sample, which then decides the test rows). A track named by a file whose image folder
@@ -222,7 +222,7 @@ def scan_image_set(root: Path, split: str | None = None, progress: bool = False,
     absent = sum(t.n_frames - t.n_video_frames for t in tracks)
     if absent:
         warnings.append(f"{absent} images the annotation files or test list name are not in {CROPS_FOLDER}/ (their rows masked): "
-                        + ", ".join(f"{t.track} ({t.n_frames - t.n_video_frames})" for t in tracks if t.n_frames > t.n_video_frames)[:300])
+                        + at_most([f"{t.track} ({t.n_frames - t.n_video_frames})" for t in tracks if t.n_frames > t.n_video_frames], 10, ", "))
     tests = {task: phase for task in TASK_ORDER if task != "va"} if phase is not None else {}
     return ScanResult(tracks, problems, str(phase.test_list) if phase else None, phase.sample if phase else None, warnings, tests, layout=LAYOUT)
 
