@@ -101,7 +101,7 @@ def predict(
     out: Path = typer.Option(..., help="The submission file (e.g. predictions.txt), or a folder with --format per-track or csv, or with --video."),
     format: str = typer.Option("submission", "--format", help="submission: one file in the sample file's rows and order (ABAW 5 onwards); per-track: one <track>.txt each (older challenges); csv: one <track>.csv each, frame,time,valence,arousal,face (EXPR's eight probabilities and expression, AU's twelve and <AU>_on, before face, for runs of those tasks)."),
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample file (default: the one the split was extracted with)."),
-    allow_incomplete: bool = typer.Option(False, help="Write what exists when listed tracks are missing, failed or incomplete (they are named)."),
+    allow_incomplete: bool = typer.Option(False, help="Write the submission when listed tracks are missing, failed or incomplete: each of their rows filled (VA 0,0; EXPR Neutral; AU 0) and named with its row count, so the file still has every sample row."),
     smooth: Optional[str] = typer.Option(None, help="Seconds of centred Gaussian smoothing along each track, after the ensemble and before clipping: one width, or V,A for valence and arousal (default: the widths `dva fit` chose on held-out tracks, per dimension; 0: none). With runs of several tasks it is VA's (EXPR and AU smooth with the width dva fit chose), every task's when no VA run is given."),
     device: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),

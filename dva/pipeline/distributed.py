@@ -82,6 +82,7 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
             report.failed.update(part["failed"])
             report.warnings += part["warnings"]
             report.masked_crops += part["masked_crops"]
+            report.sound.update(part["sound"])
             report.frames += part["frames"]
     finally:
         client.close()

@@ -157,6 +157,7 @@ class ExtractReport:
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     masked_crops: list[str] = dataclasses.field(default_factory=list)  # crops there but undecodable, one message each (their rows masked)
+    sound: dict[str, str] = dataclasses.field(default_factory=dict)  # video -> what keeping its sound on time took (also among warnings)
     frames: int = 0
     seconds: float = 0.0
 

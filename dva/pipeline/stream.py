@@ -212,8 +212,10 @@ class Encoding:
         video = self.plan.track.video
         if sound.wave.size == 0:
             self.report.warnings.append(f"{video} has no audio stream, 0 audio rows")
-        if sound.bad_packets:
-            self.report.warnings.append(f"{video}: {sound.bad_packets} audio packets ({sound.bad_seconds:.2f} s) could not be decoded and are silence")
+        problems = sound.problems()  # refused packets, holes and overlaps in its timestamps: one line
+        if problems:
+            self.report.warnings.append(f"{video}: {problems}")
+            self.report.sound[video] = problems
         features, steps = self.audio.encode_waveform(sound.wave, batch_size=self.batch_size)
         times = (np.asarray(steps, dtype=np.float64) + sound.start).astype(np.float32)  # onto the frame clock
         self.sound = np.asarray(features, dtype=np.float16).reshape(-1, self.audio.dim), times

@@ -270,9 +270,9 @@ def test_submission_rows_of_an_image_set_map_each_image_to_the_row_of_its_frame(
     numbers = {"426": np.array([3, 4, 9, 40]), "7": np.array([1, 2])}
     offsets = np.array([0, 4, 6])
     sample = SampleFile("list", "", ["7/00002.jpg", "426/00040.jpg", "426/00003.jpg", "426/00005.jpg"], ["7", "426", "426", "426"], [2, 40, 3, 5])
-    locations, rows, filled, missing = submission_rows(["426", "7"], offsets, sample, ["7", "426"], numbers)
+    locations, rows, filled, missing = submission_rows(["426", "7"], offsets, sample, ["7", "426"], frame_numbers=numbers)
     assert rows[:3] == [5, 3, 0] and filled == {"426": 1} and not missing  # 00005 is not stored: named, never silently row 4
-    locations, rows, _, _ = submission_rows(["426", "7"], offsets, None, ["7", "426"], numbers)
+    locations, rows, _, _ = submission_rows(["426", "7"], offsets, None, ["7", "426"], frame_numbers=numbers)
     assert locations == ["7/00001.jpg", "7/00002.jpg", "426/00003.jpg", "426/00004.jpg", "426/00009.jpg", "426/00040.jpg"] and rows == [4, 5, 0, 1, 2, 3]
 
 

@@ -222,8 +222,9 @@ def test_runs_whose_shared_set_was_made_otherwise_are_refused_before_any_work_in
     assert not (tmp_path / "out").exists()
 
 
-def _sound_alone(path, seconds: float, hz: float):
-    """A recording of sound alone through PyAV: .wav (16-bit PCM) or .m4a (AAC), a 44.1 kHz tone."""
+def _sound_alone(path, seconds: float, hz: float, hole: tuple[float, float] | None = None):
+    """A recording of sound alone through PyAV: .wav (16-bit PCM) or .m4a (AAC), a 44.1 kHz tone; hole (a, b): the
+    packets starting in [a, b) s left out (the rest keep their timestamps), as a dropped capture leaves them."""
     import av
 
     rate = 44100
@@ -236,7 +237,8 @@ def _sound_alone(path, seconds: float, hz: float):
             frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16), format="s16", layout="mono")
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):
-                container.mux(packet)
+                if not (hole and hole[0] <= float(packet.pts * packet.time_base) < hole[1]):
+                    container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
     return path
@@ -260,3 +262,12 @@ def test_a_recording_of_sound_alone_is_predicted_from_its_sound_on_a_30_fps_cloc
         for path, seconds in ((speech, 3.0), (voice, 2.0)):  # the sound was encoded, over the whole recording
             audio_time = store.read("all", path.stem, f"{TINY_AUDIO}/time")
             assert audio_time.shape[0] > 0 and audio_time[0] < 0.5 and audio_time[-1] > seconds - 1.0
+
+
+def test_a_hole_in_a_recordings_sound_timestamps_is_silence_of_its_length_named_in_one_warning(run_dir, tmp_path):
+    voice = _sound_alone(tmp_path / "voice.m4a", 3.0, 220.0, hole=(1.0, 1.5))  # 44.1 kHz AAC packets of 23 ms: 1.022 to 1.509 s left out
+    done = _invoke("predict", "--video", voice, "--run", run_dir[0], "--out", tmp_path / "out")
+    assert done.exit_code == 0, done.output
+    warned = [line for line in done.stderr.splitlines() if "in the audio timestamps" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"dva: warning: {voice}: 1 hole in the audio timestamps (0.488 s at 1.022 s;"), done.stderr
+    assert len(_rows(tmp_path / "out" / "voice.csv")) == 90  # the whole 3 s on the 30 fps clock (end to end: 2.5 s)

@@ -74,7 +74,12 @@ def test_a_failed_test_track_refuses_the_submission_unless_allowed(run_dir, stor
     assert "dva: warning:" in done.stderr and victim in done.stderr
     summary = json.loads(done.stdout)
     assert summary["missing"] == [victim]
-    assert not any(line.startswith(victim + "/") for line in (tmp_path / "sub.txt").read_text().splitlines())
+    sample = read_sample_file(open_store(store).split_attrs("test")["sample"]["path"])
+    lines = (tmp_path / "sub.txt").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == sample.locations  # never a short file
+    filled = [line for line in lines[1:] if line.startswith(victim + "/")]
+    assert len(filled) == sample.rows_per_track()[victim] and all(line.endswith(",0.000000,0.000000") for line in filled)
+    assert f"{victim} ({len(filled)} rows; failed: " in done.stderr and "filled with valence 0, arousal 0" in done.stderr
 
 
 def test_fit_names_every_left_out_track_in_one_warning(store_with_failures, tmp_path):
@@ -97,7 +102,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("damage", ["missing", "incomplete"])
-def test_a_missing_or_incomplete_test_track_refuses_the_submission(run_dir, tiny_store, tmp_path, damage):
+def test_a_missing_or_incomplete_test_track_refuses_the_submission_or_is_filled_when_allowed(run_dir, tiny_store, tmp_path, damage):
     import zarr  # the store edited with zarr itself: a track deleted, or a set's mark gone (as a run killed mid-write leaves it)
 
     from tests.conftest import TINY_AUDIO
@@ -115,6 +120,17 @@ def test_a_missing_or_incomplete_test_track_refuses_the_submission(run_dir, tiny
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and not (tmp_path / "sub.txt").exists()
     why = "missing from the store" if damage == "missing" else f"incomplete ({TINY_AUDIO})"
     assert "1 of 2 test tracks cannot be predicted" in stderr and f"{victim} ({why})" in stderr
+    # allowed: every row of the sample in its order, the victim's rows filled by the stated rule and named with their count
+    code, stdout, stderr = cli("predict", "--run", run, "--features", copy, "--out", tmp_path / "sub.txt", "--allow-incomplete")
+    assert code == 0, stderr
+    sample = read_sample_file(open_store(copy).split_attrs("test")["sample"]["path"])
+    rows = sample.rows_per_track()[victim]
+    lines = (tmp_path / "sub.txt").read_text().splitlines()
+    assert lines[0] == HEADER and [line.split(",")[0] for line in lines[1:]] == sample.locations
+    assert [line.split(",", 1)[1] for line in lines[1:] if line.startswith(victim + "/")] == ["0.000000,0.000000"] * rows
+    warned = [line for line in stderr.splitlines() if line.startswith("dva: warning:") and "filled with valence 0, arousal 0" in line]
+    assert len(warned) == 1 and f"{victim} ({rows} rows; {why})" in warned[0]
+    assert f"{rows} rows of 1 tracks without predictions filled with valence 0, arousal 0" in stdout and "same order" in stdout
 
 
 def test_sample_rows_past_the_stored_frames_repeat_the_last_prediction_and_are_named(run_dir, tiny_store, synth_data, tmp_path):
@@ -145,3 +161,21 @@ def test_ablate_on_workers_names_every_left_out_track_once_in_the_client(store_w
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("dva: warning:")]
     assert len(warnings) == 1 and "val: 1 of 3 tracks left out (1 failed" in warnings[0] and "ghost" in warnings[0]
+
+
+def test_each_challenges_submission_fills_a_track_without_predictions_by_its_rule_or_refuses_an_unknown_length(tmp_path):
+    from dva.trainer.results.submission import build_task_submission, write_per_track
+
+    offsets = np.array([0, 3])  # one track "a" with 3 predicted frames; "b" has none
+    preds = {"va": np.full((3, 2), 0.5, np.float32), "expr": np.array([4, 4, 4]), "au": np.ones((3, 12), np.int64)}
+    fill = {"va": [0.0, 0.0], "expr": 0, "au": [0] * 12}
+    for task, pred in preds.items():
+        done = build_task_submission(task, ["a"], offsets, pred, None, ["b", "a"], lengths={"b": 2})
+        assert done.locations == ["b/00001.jpg", "b/00002.jpg", "a/00001.jpg", "a/00002.jpg", "a/00003.jpg"] and done.missing == {"b": 2}
+        assert np.array_equal(done.values[:2], np.asarray([fill[task]] * 2)) and np.array_equal(done.values[2:], pred)
+        assert "2 rows of 1 tracks without predictions filled with" in done.check(None)
+    with pytest.raises(ValueError, match="no row count"):
+        build_task_submission("va", ["a"], offsets, preds["va"], None, ["b", "a"])
+
+    write_per_track(tmp_path, ["a"], offsets, preds["va"], {"b": 2})  # older challenges: the filled track's file too
+    assert (tmp_path / "b.txt").read_text().splitlines() == ["valence,arousal", "0.000000,0.000000", "0.000000,0.000000"]

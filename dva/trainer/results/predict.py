@@ -10,7 +10,9 @@ hold every set with that provenance.
 The test split of the store remembers the organisers' files it was extracted with (the VA test
 list and the sample submission); the submission has exactly the sample's rows in its order. A
 listed track that is missing, failed or incomplete refuses the submission unless
-`allow_incomplete`, and is named either way.
+`allow_incomplete`, and is named either way: allowed, each of its rows gets `submission.FILL` (the warning names the
+track and its row count), so the file is never short; a track whose row count is unknown (no sample file, nothing
+stored) refuses it even then.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dva.data.tasks import TASKS
 from dva.errors import ConfigError, DataError, DvaWarning, RunError, StoreError, at_most
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance, widths_text
-from dva.trainer.results.submission import FORMATS, build_submission, build_task_submission, write_csv, write_per_track
+from dva.trainer.results.submission import FILL_RULE, FORMATS, build_submission, build_task_submission, write_csv, write_per_track
 
 
 def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va") -> SampleFile | None:
@@ -54,7 +56,8 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     width or (valence, arousal) (None: what `dva fit` recorded, per dimension). fmt csv takes runs of several tasks:
     each task's runs form an ensemble, every task's columns land side by side in one `<track>.csv` of the tracks stored
     under split, and smooth is VA's (every task's when no VA run is given; EXPR and AU otherwise smooth with the width
-    `dva fit` chose). Returns {"tracks", "frames", "rows", "out", "check", "missing", "runs", "smooth_seconds",
+    `dva fit` chose). Returns {"tracks", "frames", "rows", "out", "check", "missing", "missing_rows" ({track: rows filled},
+    submissions only), "runs", "smooth_seconds",
     "smoothing", "tasks": {task: {"runs", "smooth_seconds", "smoothing"[, "thresholds"]}}} (smooth_seconds and smoothing
     those of the one task, None for several). Raises DataError naming the tracks a submission would miss, unless
     allow_incomplete; RunError when the runs were trained on different kinds of features."""
@@ -72,31 +75,33 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     if "au" in groups and fmt == "csv":
         tasks["au"]["thresholds"] = au_thresholds(groups["au"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
-    listed, unusable, sample_file, data_by_key, columns, numbers = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
-                                                                               allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
+    listed, unusable, lengths, sample_file, data_by_key, columns, numbers = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
+                                                                      allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
     preds = {}
     for name, group in groups.items():  # after each ensemble, before clipping
         mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
         preds[name] = smooth_frames(mean, data, tasks[name].pop("seconds"))
     one = tasks[task] if len(tasks) == 1 else {}
     done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
+            "missing_rows": {} if fmt == "csv" else lengths,
             "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
     if fmt == "csv":
         write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"), frame_numbers=numbers)
     elif fmt == "per-track":
-        write_per_track(out, data.tracks, data.offsets, preds[task])
+        write_per_track(out, data.tracks, data.offsets, preds[task], lengths)
     elif task != "va":
-        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, numbers)
+        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths, numbers)
         done["thresholds"] = tasks[task]["thresholds"]
     else:
-        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, numbers)
+        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths, numbers)
     return done
 
 
 def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str | tuple[str, ...], with_columns: bool,
                 source: Path):
-    """(listed tracks, {track: why not usable}, the sample file, {data key: SplitData}, frame columns or None, {track: its
-    rows' frame numbers} of an image set's tracks (s-Aff-Wild2: `frame_number`, which the sample's rows map to)) of split
+    """(listed tracks, {track: why not usable}, {such a track: its rows to fill}, the sample file, {data key: SplitData},
+    frame columns or None, {track: its rows' frame numbers} of an image set's tracks (s-Aff-Wild2: `frame_number`, which
+    the sample's rows map to)) of split
     for task's listing (va: the tracks stored under split; expr, au: that task's split, wherever stored; a tuple of tasks,
     for per-frame CSVs: `predict_tracks`, no sample file), after checking the store holds the runs' sets."""
     from dva.stores import framing_mismatches, open_store, sets_mismatch
@@ -113,7 +118,7 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
         found = predict_tracks(store, split, task) if isinstance(task, tuple) else None
         sample_file = resolve_sample(store, split, sample, task) if found is None else None
-        listed, unusable = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
+        listed, unusable, lengths = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         tracks = next(iter(data_by_key.values())).tracks
@@ -122,7 +127,7 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
     finally:
         store.close()
-    return listed, unusable, sample_file, data_by_key, columns, numbers
+    return listed, unusable, lengths, sample_file, data_by_key, columns, numbers
 
 
 def run_task(checkpoints: dict[Path, dict]) -> str:
@@ -177,7 +182,7 @@ def au_thresholds(given: list[Path]) -> list[float]:
 
 
 def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str],
-                           numbers: dict | None = None) -> tuple[int, str, list | None]:
+                           lengths: dict[str, int], numbers: dict | None = None) -> tuple[int, str, list | None]:
     """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
     its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
     thresholds = None
@@ -186,7 +191,7 @@ def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: 
     else:
         thresholds = au_thresholds(given)
         values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
-    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, numbers)
+    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     submission.write(out)
     return len(submission.locations), check, thresholds
@@ -205,10 +210,12 @@ def _check_request(run, out: Path, fmt: str) -> list[Path]:
 
 
 def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool, task: str | tuple = "va",
-                   found: dict | None = None) -> tuple[list[str], dict[str, str]]:
-    """(the tracks to predict, in the submission's order; {track: why} for those that cannot be): a DataError
-    naming them unless allow_incomplete, then a warning. EXPR, AU: the tracks of that task's split, wherever stored;
-    found: the tracks `predict_tracks` chose (per-frame CSVs), in the store's order."""
+                   found: dict | None = None) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """(the tracks to predict, in the submission's order; {track: why} for those that cannot be; {track: its rows} of
+    those, for a submission to fill): a DataError naming them unless allow_incomplete, then a warning naming each with
+    the rows filled. A submission (found None) is refused even then when a track's row count is unknown (no sample
+    file and no stored count). EXPR, AU: the tracks of that task's split, wherever stored; found: the tracks
+    `predict_tracks` chose (per-frame CSVs, nothing filled), in the store's order."""
     from dva.stores import why_not_usable
     from dva.stores.attrs import track_tasks
 
@@ -223,12 +230,24 @@ def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_inco
         test_list = (recorded.get("test_list") or {}).get("tracks")
     listed = sample_file.track_order() if sample_file else test_list or list(index)
     unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
-    if unusable:
-        named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
-        if not allow_incomplete:
-            raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
+    if not unusable:
+        return listed, unusable, {}
+    named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
+    if not allow_incomplete:
+        raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
+    if found is not None:
         warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=3)
-    return listed, unusable
+        return listed, unusable, {}
+    known = sample_file.rows_per_track() if sample_file else {t: (index.get(t) or {}).get("n_frames") for t in unusable}
+    lengths = {t: int(known[t]) for t in unusable if isinstance(known.get(t), int)}
+    unknown = [t for t in unusable if t not in lengths]
+    if unknown:
+        raise DataError(f"{len(unknown)} {split} tracks cannot be predicted and their row count is unknown (no sample file, nothing stored), so even "
+                        f"--allow-incomplete cannot fill them: {at_most([f'{t} ({unusable[t]})' for t in unknown], 10)}. Pass --sample FILE, or extract them")
+    rows = [f"{t} ({lengths[t]} rows; {why})" for t, why in unusable.items()]
+    warnings.warn(DvaWarning(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted: {sum(lengths.values())} rows filled with "
+                             f"{FILL_RULE[task]}, not predictions: {'; '.join(rows)}"), stacklevel=3)
+    return listed, unusable, lengths
 
 
 def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -> tuple[np.ndarray, SplitData]:
@@ -246,9 +265,10 @@ def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -
     return (total / len(runs)).astype(np.float32), data
 
 
-def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, numbers: dict | None = None) -> tuple[int, object]:
+def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int],
+                      numbers: dict | None = None) -> tuple[int, object]:
     """Write the one-file submission; (its rows, its check against the sample file)."""
-    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, numbers)
+    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     if submission.filled:
         warnings.warn(DvaWarning(

@@ -73,8 +73,11 @@ def predict_videos(videos: list[Path], runs: list[Path], out: Path, device: str 
     _framings(sets, report)
     plans = {name: _rebuilt(name, info, data, crops.get(name), store, device, str(runs[0]), progress) for name, info in sets.items()}
     _faces(data, sets, crops, report, given, progress)
+    sound = {}  # one line per video, however many audio sets decode its sound
     for name, settings in plans.items():
-        _extract(settings, data, report, given)
+        sound.update(_extract(settings, data, report, given))
+    for video, problems in sound.items():
+        warnings.warn(DvaWarning(f"{video}: {problems}"), stacklevel=2)
     landed = _usable_tracks(store, list(sets))
     if not landed:
         return report
@@ -214,8 +217,9 @@ def _as_given(reason: str, data: Path, user: str) -> str:
     return re.sub(re.escape(str(data)) + r"/[^'\")\s]+", lambda _: user, reason)
 
 
-def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
-    """One feature set for every video in data; a track that fails names its video in report.failed."""
+def _extract(settings, data: Path, report: VideoReport, given: dict) -> dict[str, str]:
+    """One feature set for every video in data; a track that fails names its video in report.failed. Returns {the video
+    as given: what keeping its sound on time took} (holes or overlaps in its timestamps, refused packets)."""
     from dva.pipeline.extract import run_extract
 
     extracted = run_extract(settings)
@@ -223,6 +227,7 @@ def _extract(settings, data: Path, report: VideoReport, given: dict) -> None:
         link = next((name for name in given if track == Path(name).stem or track.startswith(f"{Path(name).stem}_")), None)
         video = str(given[link]) if link else track
         report.failed.setdefault(video, reason.replace(str(data / link), video) if link else reason)
+    return {str(given.get(Path(video).name, video)): problems for video, problems in extracted.sound.items()}
 
 
 def _usable_tracks(store: Path, sets: list[str]) -> list[str]:

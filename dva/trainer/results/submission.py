@@ -4,6 +4,10 @@
   the organisers' sample file's rows in its order, each with a value in [-1, 1]. Without a sample
   file: every frame of every listed track, in list order (`<track>/<NNNNN>.jpg`).
 - `per-track` (older challenges): one `<track>.txt` per track, header `valence,arousal`.
+
+A submission is complete or not written: a track with no predictions (missing, failed or incomplete in the store,
+written only under `--allow-incomplete`) gets every one of its rows filled by `FILL` (named in a warning with its row
+count by `dva predict`), so the file still holds exactly the sample's rows in its order.
 - `csv` (for reading, any split): one `<track>.csv` per track, header `frame,time,valence,arousal,face` (VA; the
   runs of several tasks side by side, `csv_columns`).
 """
@@ -20,14 +24,34 @@ from dva.data.test_set import SUBMISSION_HEADER, SampleFile, submission_header
 
 FORMATS = ("submission", "per-track", "csv")
 
+# What a track without predictions gets in every row of a submission (`--allow-incomplete`): the middle of the VA
+# plane, the neutral class, no unit active; `FILL_RULE` says it in words for the warning and the check.
+FILL = {"va": (0.0, 0.0), "expr": 0, "au": (0,) * len(AU_NAMES)}
+FILL_RULE = {"va": "valence 0, arousal 0", "expr": f"class 0 ({EXPR_CLASSES[0]})", "au": "every unit 0"}
 
-def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray) -> list[Path]:
-    """One `<track>.txt` per track under out: header `valence,arousal`, one line per row, values in [-1, 1]."""
+
+def fill_rows(task: str, rows: int) -> np.ndarray:
+    """rows copies of task's `FILL`: float32 [rows, 2] for va, int64 [rows] for expr, int64 [rows, 12] for au."""
+    value = np.asarray(FILL[task], dtype=np.float32 if task == "va" else np.int64)
+    return np.broadcast_to(value, (rows, *value.shape)).copy()
+
+
+def filled_text(task: str, missing: dict[str, int]) -> str:
+    """'12 rows of 2 tracks without predictions filled with valence 0, arousal 0: a (5 rows), b (7 rows)'."""
+    shown = ", ".join(f"{track} ({rows} rows)" for track, rows in missing.items())
+    return f"{sum(missing.values())} rows of {len(missing)} tracks without predictions filled with {FILL_RULE[task]}: {shown}"
+
+
+def write_per_track(out: Path, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, missing: dict[str, int] | None = None) -> list[Path]:
+    """One `<track>.txt` per track under out: header `valence,arousal`, one line per row, values in [-1, 1]; and one per
+    track of missing ({track: rows}, tracks without predictions), every row `FILL`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, track in enumerate(tracks):
-        rows = np.clip(pred[offsets[i] : offsets[i + 1]], -1.0, 1.0)
+    parts = [(track, pred[offsets[i] : offsets[i + 1]]) for i, track in enumerate(tracks)]
+    parts += [(track, fill_rows("va", count)) for track, count in (missing or {}).items()]
+    for track, values in parts:
+        rows = np.clip(values, -1.0, 1.0)
         path = out / f"{track}.txt"
         path.write_text("\n".join(["valence,arousal"] + [f"{v:.6f},{a:.6f}" for v, a in rows]) + "\n")
         written.append(path)
@@ -86,7 +110,7 @@ class Submission:
     locations: list[str]
     values: np.ndarray  # float32 [rows, 2], clipped to [-1, 1]
     filled: dict[str, int]  # track -> rows past its stored frames, given the track's last prediction
-    missing: list[str]  # tracks the sample (or list) asks for that have no predictions (their rows are left out)
+    missing: dict[str, int]  # track -> rows of a track without predictions, each given FILL["va"]
 
     def check(self, sample: SampleFile | None) -> str:
         """One line: does this equal the sample's rows, in order, with finite values in [-1, 1]? Raises
@@ -94,13 +118,7 @@ class Submission:
         finite = bool(np.isfinite(self.values).all()) and bool((np.abs(self.values) <= 1).all())
         if not finite:
             raise ValueError("submission holds values that are not finite or outside [-1, 1]")
-        if sample is None:
-            return f"{len(self.locations)} rows, every frame of {len(set(loc.split('/')[0] for loc in self.locations))} tracks in list order, all values finite in [-1, 1]"
-        if self.missing:
-            return f"{len(self.locations)} of the sample's {len(sample.locations)} rows (tracks missing: {', '.join(self.missing)}), in its order, all values finite in [-1, 1]"
-        if self.locations != sample.locations:
-            raise ValueError(f"submission rows differ from {sample.path}")
-        return f"checked against {Path(sample.path).name}: {len(self.locations)} rows, same order, all values finite in [-1, 1]"
+        return _check_line(self.locations, sample, "all values finite in [-1, 1]", "va", self.missing)
 
     def write(self, path: Path) -> Path:
         path = Path(path)
@@ -113,21 +131,34 @@ class Submission:
 
 
 def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                     frame_numbers: dict[str, np.ndarray] | None = None) -> Submission:
+                     lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> Submission:
     """The submission rows: the sample's rows in its order (frame N of a track is its row N-1; an image set's track,
     in frame_numbers, has the row of its stored frame N), or, without a sample, every frame of every listed track in
-    list order. Tracks with no predictions are named in `missing`."""
-    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, frame_numbers)
-    values = np.clip(pred[np.asarray(rows, dtype=np.int64)], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
-    return Submission(locations, values, filled, missing)
+    list order. A track with no predictions gets `FILL` in each of its rows, counted in `missing` (without a sample,
+    lengths gives its row count)."""
+    done = build_task_submission("va", tracks, offsets, pred, sample, listed, lengths, frame_numbers)
+    return Submission(done.locations, done.values, done.filled, done.missing)
+
+
+def _check_line(locations: list[str], sample: SampleFile | None, kind: str, task: str, missing: dict[str, int]) -> str:
+    """The check's one line (`Submission.check`); ValueError when the rows are not the sample's, in its order."""
+    fill = f"; {sum(missing.values())} rows of {len(missing)} tracks without predictions filled with {FILL_RULE[task]}" if missing else ""
+    if sample is None:
+        return f"{len(locations)} rows, every frame of {len(set(loc.split('/')[0] for loc in locations))} tracks in list order, {kind}{fill}"
+    if locations != sample.locations:
+        raise ValueError(f"submission rows differ from {sample.path}")
+    return f"checked against {Path(sample.path).name}: {len(locations)} rows, same order, {kind}{fill}"
 
 
 def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile | None, listed: list[str],
-                    frame_numbers: dict[str, np.ndarray] | None = None) -> tuple[list[str], list[int], dict[str, int], list[str]]:
-    """(locations, the prediction row of each, {track: rows not among its stored frames}, tracks without predictions):
-    the sample's rows in its order, or every frame of every listed track without a sample (`build_submission`).
-    frame_numbers: {track: the frame number of each of its rows} of an image set's tracks (the store's `frame_number`,
-    s-Aff-Wild2), whose rows are their selected frames only; a track not in it has row N-1 for frame N."""
+                    lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None
+                    ) -> tuple[list[str], list[int], dict[str, int], dict[str, int]]:
+    """(locations, the prediction row of each, -1 for a track without predictions, {track: rows not among its stored
+    frames}, {track without predictions: its rows}): the sample's rows in its order, or every frame of every listed track
+    without a sample, lengths giving the row count of a track without predictions (ValueError when it gives none: a
+    caller refuses such a submission before building it). frame_numbers: {track: the frame number of each of its rows}
+    of an image set's tracks (the store's `frame_number`, s-Aff-Wild2), whose rows are their selected frames only; a
+    track not in it has row N-1 for frame N."""
     position = {track: i for i, track in enumerate(tracks)}
     numbers = frame_numbers or {}
     if sample is not None:
@@ -136,17 +167,21 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
         wanted_tracks, wanted_frames, locations = [], [], []
         for track in listed:
             if track in position:
-                i = position[track]
-                count = int(offsets[i + 1] - offsets[i])
-                frames = [int(n) for n in numbers[track]] if track in numbers else list(range(1, count + 1))
-                wanted_tracks += [track] * count
-                wanted_frames += frames
-                locations += [f"{track}/{frame:05d}.jpg" for frame in frames]
-    missing = [t for t in dict.fromkeys(wanted_tracks if sample is not None else listed) if t not in position]
-    keep, rows, filled = [], [], {}
-    for k, (track, frame) in enumerate(zip(wanted_tracks, wanted_frames)):
+                count = int(offsets[position[track] + 1] - offsets[position[track]])
+            elif track in (lengths or {}):
+                count = int(lengths[track])
+            else:
+                raise ValueError(f"{track}: no predictions and no row count to fill")
+            frames = [int(n) for n in numbers[track]] if track in numbers else list(range(1, count + 1))
+            wanted_tracks += [track] * count
+            wanted_frames += frames
+            locations += [f"{track}/{frame:05d}.jpg" for frame in frames]
+    rows, filled, missing = [], {}, {}
+    for track, frame in zip(wanted_tracks, wanted_frames):
         i = position.get(track)
         if i is None:
+            missing[track] = missing.get(track, 0) + 1
+            rows.append(-1)
             continue
         start, stop = int(offsets[i]), int(offsets[i + 1])
         if track in numbers:  # an image set's track: the row that holds frame N, wherever the selection put it
@@ -160,9 +195,8 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
         if row >= stop:  # the store holds fewer frames than the sample asks for (extracted without the sample file)
             filled[track] = filled.get(track, 0) + 1
             row = stop - 1
-        keep.append(k)
         rows.append(row)
-    return [locations[k] for k in keep], rows, filled, missing
+    return list(locations), rows, filled, missing
 
 
 @dataclass
@@ -174,7 +208,7 @@ class TaskSubmission:
     locations: list[str]
     values: np.ndarray
     filled: dict[str, int]
-    missing: list[str]
+    missing: dict[str, int]  # track -> rows filled with FILL[task]
 
     def check(self, sample: SampleFile | None) -> str:
         """One line: the sample's rows in its order, each value of the challenge's kind; ValueError when not."""
@@ -186,13 +220,7 @@ class TaskSubmission:
         kind = "class indices 0-7" if self.task == "expr" else "12 bits 0/1"
         if not shape_ok or not np.isin(values, np.arange(8) if self.task == "expr" else (0, 1)).all():
             raise ValueError(f"{self.task} submission holds values that are not {kind} (shape {values.shape})")
-        if sample is None:
-            return f"{len(self.locations)} rows, every frame of {len(set(loc.split('/')[0] for loc in self.locations))} tracks in list order, all {kind}"
-        if self.missing:
-            return f"{len(self.locations)} of the sample's {len(sample.locations)} rows (tracks missing: {', '.join(self.missing)}), in its order, all {kind}"
-        if self.locations != sample.locations:
-            raise ValueError(f"submission rows differ from {sample.path}")
-        return f"checked against {Path(sample.path).name}: {len(self.locations)} rows, same order, all {kind}"
+        return _check_line(self.locations, sample, f"all {kind}", self.task, self.missing)
 
     def write(self, path: Path) -> Path:
         """The file, header `submission_header(task)` then one `<location>,<values>` per row, written atomically."""
@@ -209,17 +237,19 @@ class TaskSubmission:
 
 
 def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                          frame_numbers: dict[str, np.ndarray] | None = None) -> TaskSubmission:
+                          lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> TaskSubmission:
     """A challenge's submission from per-frame predictions of the tracks (rows offsets[i]:offsets[i+1] are track i's):
     pred float [N, 2] for va, int [N] class indices for expr, int [N, 12] bits for au. The rows are the challenge's
-    own sample file's (its `find_task_sample`, or the store's test split `task_tests[task]["sample"]`), in its order.
-    Call `check(sample)` before `write(path)`, as `dva predict` does for VA. frame_numbers: as `submission_rows`."""
+    own sample file's (its `find_task_sample`, or the store's test split `task_tests[task]["sample"]`), in its order; a
+    track without predictions gets `FILL[task]` in each of its rows (lengths: its row count without a sample). Call `check(sample)` before `write(path)`, as `dva predict` does for VA.
+    frame_numbers: as `submission_rows`."""
     if task not in TASKS:
         raise ValueError(f"build_task_submission: unknown task {task!r}")
-    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, frame_numbers)
+    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, lengths, frame_numbers)
     index = np.asarray(rows, dtype=np.int64)
-    if task == "va":
-        values = np.clip(pred[index], -1.0, 1.0).astype(np.float32) if rows else np.zeros((0, 2), np.float32)
-    else:
-        values = np.asarray(pred)[index].astype(np.int64) if rows else np.zeros((0,) if task == "expr" else (0, 12), np.int64)
+    values = fill_rows(task, len(rows))  # a track without predictions keeps FILL
+    have = index >= 0
+    if have.any():
+        given = np.asarray(pred)[index[have]]
+        values[have] = np.clip(given, -1.0, 1.0) if task == "va" else given
     return TaskSubmission(task, locations, values, filled, missing)
