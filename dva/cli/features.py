@@ -48,6 +48,7 @@ def extract(
     only: Optional[str] = typer.Option(None, help="visual or audio: make that modality's feature set only."),
     name: Optional[str] = typer.Option(None, help="Name of the feature set (with --only; default: derived from the encoder, e.g. clip-ViT-B-32-openai)."),
     task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): whose split's tracks to take (default: every challenge the release annotates)."),
+    fps: Optional[float] = typer.Option(None, help="s-Aff-Wild2 (images only): the rate of the images' frame numbers, which gives each row its time (default 30)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
     """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched).
@@ -62,7 +63,7 @@ def extract(
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
-        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task,
+        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task, fps=fps,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings, report.masked_crops)
@@ -143,6 +144,8 @@ def info(
     if summary["layout"] == 1:
         typer.echo(f"format 1 (dva 0.1: one visual and one audio set): run `dva upgrade {summary['path']}` to turn it into feature sets")
         return
+    if summary.get("dataset") == "s-aff-wild2":
+        typer.echo("data    s-Aff-Wild2: selected frames as images, no audio (visual sets only; each row at its frame number's time)")
     for name, info in summary["feature_sets"].items():
         said = summary["provenance"][name]
         typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {said['rate']}  {said['family']} {said['source']}")

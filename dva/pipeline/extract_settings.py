@@ -57,6 +57,7 @@ class ExtractSettings:
     name: str | None = None  # the feature set's name (with --only); default: derived from the encoder
     allow_other_device: bool = False  # continue a set made on another kind of device (cpu/cuda), with a warning
     tasks: str | None = None  # "va,expr,au": whose split's tracks to take (default: every task the release has)
+    fps: float | None = None  # an image set's (s-Aff-Wild2) frame clock: its frame numbers' rate (default 30)
 
     def resolved(self, default_device: str) -> ExtractSettings:
         """These settings with the device (default_device when not given) and the batch size (`BATCH_SIZES` of the
@@ -107,6 +108,8 @@ class ExtractSettings:
                 parse_tasks(self.tasks)
             except DataError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.fps is not None and not self.fps > 0:
+            raise ConfigError(f"--fps must be positive, not {self.fps}")
         if self.claim_timeout <= 0:
             raise ConfigError("--claim-timeout must be positive")
         if self.only is not None and self.only not in MODALITIES:

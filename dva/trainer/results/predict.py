@@ -81,8 +81,8 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
         tasks["mtl"]["thresholds"] = au_thresholds(groups["mtl"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
     listing = (MTL_TASKS if task == "mtl" else tuple(groups)) if fmt == "csv" else task
-    listed, unusable, lengths, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
-                                                                      allow_incomplete, listing, fmt == "csv", given[0])
+    listed, unusable, lengths, sample_file, data_by_key, columns, numbers = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
+                                                                               allow_incomplete, listing, fmt == "csv", given[0])
     preds = {}
     for name, group in groups.items():  # after each ensemble, before clipping
         mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
@@ -93,26 +93,27 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
             "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
     if fmt == "csv" and task == "mtl":  # one model's three tasks, in the columns their own runs would give
         parts = {part: preds["mtl"][:, MTL_PRED[part]] for part in MTL_TASKS}
-        write_csv(out, data.tracks, data.offsets, parts, *columns, thresholds=tasks["mtl"]["thresholds"])
+        write_csv(out, data.tracks, data.offsets, parts, *columns, thresholds=tasks["mtl"]["thresholds"], frame_numbers=numbers)
     elif fmt == "csv":
-        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"))
+        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"), frame_numbers=numbers)
     elif task == "mtl":
-        done["rows"], done["check"] = _write_mtl_submission(out, data, preds[task], sample_file, columns, tasks["mtl"]["thresholds"])
+        done["rows"], done["check"] = _write_mtl_submission(out, data, preds[task], sample_file, numbers, tasks["mtl"]["thresholds"])
         done["thresholds"] = tasks["mtl"]["thresholds"]
     elif fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, preds[task], lengths)
     elif task != "va":
-        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths)
+        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths, numbers)
         done["thresholds"] = tasks[task]["thresholds"]
     else:
-        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths)
+        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths, numbers)
     return done
 
 
 def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str | tuple[str, ...], with_columns: bool,
                 source: Path):
     """(listed tracks, {track: why not usable}, {such a track: its rows to fill}, the sample file, {data key: SplitData},
-    frame columns or None) of split
+    frame columns or None, {track: its rows' frame numbers} of an image set's tracks (s-Aff-Wild2: `frame_number`, which
+    the sample's rows map to)) of split
     for task's listing (va: the tracks stored under split; expr, au: that task's split, wherever stored; a tuple of tasks,
     for per-frame CSVs: `predict_tracks`, no sample file), after checking the store holds the runs' sets."""
     from dva.stores import framing_mismatches, open_store, sets_mismatch
@@ -137,9 +138,10 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         tracks = next(iter(data_by_key.values())).tracks
         where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
+        numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
     finally:
         store.close()
-    return listed, unusable, lengths, sample_file, data_by_key, columns
+    return listed, unusable, lengths, sample_file, data_by_key, columns, numbers
 
 
 IMAGE_SET = "s-aff-wild2"  # the store's `dataset` attr after `dva extract` of an s-Aff-Wild2 set (its layout's name)
@@ -180,7 +182,7 @@ def _read_mtl_store(store, features: str, split: str, sample, feature_sets: dict
         stored = found[track][0]
         rows = int(store.read(stored, track, "frame_time").shape[0])
         numbers[track] = np.asarray(store.read(stored, track, "frame_number"), np.int64) if store.has_array(stored, track, "frame_number") else np.arange(1, rows + 1)
-    return listed, unusable, {}, sample_file, data_by_key, numbers
+    return listed, unusable, {}, sample_file, data_by_key, None, numbers
 
 
 def concatenated(parts: list[SplitData], order: list[str]) -> SplitData:
@@ -293,7 +295,7 @@ def au_thresholds(given: list[Path]) -> list[float]:
 
 
 def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str],
-                           lengths: dict[str, int]) -> tuple[int, str, list | None]:
+                           lengths: dict[str, int], numbers: dict | None = None) -> tuple[int, str, list | None]:
     """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
     its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
     thresholds = None
@@ -302,7 +304,7 @@ def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: 
     else:
         thresholds = au_thresholds(given)
         values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
-    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths)
+    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     submission.write(out)
     return len(submission.locations), check, thresholds
@@ -376,9 +378,10 @@ def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -
     return (total / len(runs)).astype(np.float32), data
 
 
-def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int]) -> tuple[int, object]:
+def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int],
+                      numbers: dict | None = None) -> tuple[int, object]:
     """Write the one-file submission; (its rows, its check against the sample file)."""
-    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths)
+    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     if submission.filled:
         warnings.warn(DvaWarning(

@@ -67,8 +67,9 @@ def csv_columns(tasks) -> list[str]:
 
 
 def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, values: dict[str, np.ndarray], times: np.ndarray, faces: np.ndarray | None,
-              thresholds: list[float] | None = None) -> list[Path]:
-    """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`), `time`
+              thresholds: list[float] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> list[Path]:
+    """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`: an image
+    set's track, in frame_numbers, its stored frame numbers), `time`
     (seconds, the store's frame_time), each task's columns (`csv_columns`: values {task: per-frame predictions [N, C]},
     VA's clipped to [-1, 1], probabilities to [0, 1]; thresholds: AU's per unit), `face` (1 where the visual set has the
     frame, i.e. a face crop was there; empty when the model reads no visual set). times float [N], faces bool [N] or None.
@@ -81,7 +82,8 @@ def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, values: dict[st
     for i, track in enumerate(tracks):
         rows = range(int(offsets[i]), int(offsets[i + 1]))
         face = [""] * len(rows) if faces is None else [str(int(f)) for f in faces[rows.start : rows.stop]]
-        lines = [",".join([str(n), f"{times[row]:.4f}", *(part[row] for part in cells), face[n - 1]]) for n, row in enumerate(rows, start=1)]
+        names = [str(int(n)) for n in frame_numbers[track]] if frame_numbers and track in frame_numbers else [str(n) for n in range(1, len(rows) + 1)]
+        lines = [",".join([names[k], f"{times[row]:.4f}", *(part[row] for part in cells), face[k]]) for k, row in enumerate(rows)]
         path = out / f"{track}.csv"
         path.write_text("\n".join([header, *lines]) + "\n")
         written.append(path)
@@ -129,11 +131,12 @@ class Submission:
 
 
 def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                     lengths: dict[str, int] | None = None) -> Submission:
-    """The submission rows: the sample's rows in its order (frame N of a track is its row N-1), or, without a
-    sample, every frame of every listed track in list order. A track with no predictions gets `FILL` in each of its
-    rows, counted in `missing` (without a sample, lengths gives its row count)."""
-    done = build_task_submission("va", tracks, offsets, pred, sample, listed, lengths)
+                     lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> Submission:
+    """The submission rows: the sample's rows in its order (frame N of a track is its row N-1; an image set's track,
+    in frame_numbers, has the row of its stored frame N), or, without a sample, every frame of every listed track in
+    list order. A track with no predictions gets `FILL` in each of its rows, counted in `missing` (without a sample,
+    lengths gives its row count)."""
+    done = build_task_submission("va", tracks, offsets, pred, sample, listed, lengths, frame_numbers)
     return Submission(done.locations, done.values, done.filled, done.missing)
 
 
@@ -148,12 +151,16 @@ def _check_line(locations: list[str], sample: SampleFile | None, kind: str, task
 
 
 def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile | None, listed: list[str],
-                    lengths: dict[str, int] | None = None) -> tuple[list[str], list[int], dict[str, int], dict[str, int]]:
-    """(locations, the prediction row of each, -1 for a track without predictions, {track: rows past its stored frames},
-    {track without predictions: its rows}): the sample's rows in its order, or every frame of every listed track without
-    a sample, lengths giving the row count of a track without predictions (ValueError when it gives none: a caller
-    refuses such a submission before building it)."""
+                    lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None
+                    ) -> tuple[list[str], list[int], dict[str, int], dict[str, int]]:
+    """(locations, the prediction row of each, -1 for a track without predictions, {track: rows not among its stored
+    frames}, {track without predictions: its rows}): the sample's rows in its order, or every frame of every listed track
+    without a sample, lengths giving the row count of a track without predictions (ValueError when it gives none: a
+    caller refuses such a submission before building it). frame_numbers: {track: the frame number of each of its rows}
+    of an image set's tracks (the store's `frame_number`, s-Aff-Wild2), whose rows are their selected frames only; a
+    track not in it has row N-1 for frame N."""
     position = {track: i for i, track in enumerate(tracks)}
+    numbers = frame_numbers or {}
     if sample is not None:
         wanted_tracks, wanted_frames, locations = sample.tracks, sample.frames, sample.locations
     else:
@@ -165,9 +172,10 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
                 count = int(lengths[track])
             else:
                 raise ValueError(f"{track}: no predictions and no row count to fill")
+            frames = [int(n) for n in numbers[track]] if track in numbers else list(range(1, count + 1))
             wanted_tracks += [track] * count
-            wanted_frames += list(range(1, count + 1))
-            locations += [f"{track}/{frame:05d}.jpg" for frame in range(1, count + 1)]
+            wanted_frames += frames
+            locations += [f"{track}/{frame:05d}.jpg" for frame in frames]
     rows, filled, missing = [], {}, {}
     for track, frame in zip(wanted_tracks, wanted_frames):
         i = position.get(track)
@@ -176,7 +184,14 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
             rows.append(-1)
             continue
         start, stop = int(offsets[i]), int(offsets[i + 1])
-        row = start + frame - 1
+        if track in numbers:  # an image set's track: the row that holds frame N, wherever the selection put it
+            at = int(np.searchsorted(numbers[track], frame))
+            if at >= stop - start or int(numbers[track][at]) != frame:  # a frame not stored (extracted from another list)
+                filled[track] = filled.get(track, 0) + 1
+                at = min(at, stop - start - 1)
+            row = start + at
+        else:
+            row = start + frame - 1
         if row >= stop:  # the store holds fewer frames than the sample asks for (extracted without the sample file)
             filled[track] = filled.get(track, 0) + 1
             row = stop - 1
@@ -222,14 +237,15 @@ class TaskSubmission:
 
 
 def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                          lengths: dict[str, int] | None = None) -> TaskSubmission:
+                          lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> TaskSubmission:
     """A challenge's submission from per-frame predictions of the tracks (rows offsets[i]:offsets[i+1] are track i's):
     pred float [N, 2] for va, int [N] class indices for expr, int [N, 12] bits for au. The rows are the challenge's
     own sample file's (its `find_task_sample`, or the store's test split `task_tests[task]["sample"]`), in its order; a
-    track without predictions gets `FILL[task]` in each of its rows (lengths: its row count without a sample). Call `check(sample)` before `write(path)`, as `dva predict` does for VA."""
+    track without predictions gets `FILL[task]` in each of its rows (lengths: its row count without a sample). Call `check(sample)` before `write(path)`, as `dva predict` does for VA.
+    frame_numbers: as `submission_rows`."""
     if task not in TASKS:
         raise ValueError(f"build_task_submission: unknown task {task!r}")
-    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, lengths)
+    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, lengths, frame_numbers)
     index = np.asarray(rows, dtype=np.int64)
     values = fill_rows(task, len(rows))  # a track without predictions keeps FILL
     have = index >= 0
