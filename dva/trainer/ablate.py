@@ -32,7 +32,7 @@ from dva.errors import ConfigError, DvaWarning
 from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
-from dva.trainer.settings import CHOICES, FitSettings, check_choice
+from dva.trainer.settings import CHOICES, FitSettings, check_choice, settings_from
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
@@ -49,14 +49,14 @@ FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (o
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
-KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task")
+KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task", "recipe", "recipe_sha256")
 
 
 def parse_value(key: str, text: str):
     """A grid/fixed value typed like the FitSettings field it sets."""
     fields = {f.name: f for f in dataclasses.fields(FitSettings)}
-    if key not in fields or key in ("features", "out", "descriptions"):
-        settable = sorted(set(fields) - {"features", "out", "descriptions", "seed"})
+    if key not in fields or key in ("features", "out", "descriptions", "recipe_sha256"):
+        settable = sorted(set(fields) - {"features", "out", "descriptions", "seed", "recipe_sha256"})
         raise ConfigError(f"--grid/--set: unknown setting {key!r}; use one of {', '.join(settable)}")
     default = getattr(FitSettings(), key)
     try:
@@ -148,20 +148,35 @@ class Job:
     key: str
 
 
-def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict) -> list[Job]:
-    """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity)."""
+def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict, given: dict | None = None) -> list[Job]:
+    """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity). A choice
+    of recipe starts from that recipe (its settings and feature sets), then the settings the user gave (given:
+    `given_values` of the config and --set; None: every setting of base that is not its recipe's or the default)."""
     if len(set(grid.get("task", [base.task]))) > 1:
         raise ConfigError(f"--grid task={','.join(grid['task'])}: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr")
     jobs = []
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
         for seed in range(base.seed, base.seed + seeds):
-            settings = dataclasses.replace(base, **choice, seed=seed)
+            if "recipe" in choice:
+                others = {k: v for k, v in choice.items() if k != "recipe"}
+                settings = settings_from(None, with_recipe=choice["recipe"], **{**given_by(base, given), **others, "seed": seed})
+            else:
+                settings = dataclasses.replace(base, **choice, seed=seed)
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
+
+
+def given_by(base: FitSettings, given: dict | None) -> dict:
+    """The settings of base a user gave (given, when known), without its recipe: what another recipe must keep."""
+    if given is None:
+        start = settings_from(None, with_recipe=base.recipe, features=base.features) if base.recipe else FitSettings()
+        given = {f.name: getattr(base, f.name) for f in dataclasses.fields(FitSettings) if getattr(base, f.name) != getattr(start, f.name)}
+    given = {k: v for k, v in given.items() if k not in ("recipe", "recipe_sha256")}
+    return {"features": base.features, **given}
 
 
 def read_results(path: Path) -> dict[str, dict]:
@@ -223,11 +238,11 @@ class Summary(list):
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
-           scheduler: str | None = None, baseline: dict | None = None) -> Summary:
+           scheduler: str | None = None, baseline: dict | None = None, given: dict | None = None) -> Summary:
     """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
     processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
     summaries of this plan's results (no other rows), every variant against the baseline (a grid choice, see
-    `baseline_choice`); return the summary rows."""
+    `baseline_choice`); return the summary rows. given: the settings the user gave (see `plan_jobs`)."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     baseline_name = variant_name(baseline_choice(grid, baseline))
@@ -235,7 +250,7 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     out.mkdir(parents=True, exist_ok=True)
     results_csv = out / "results.csv"
     identity = store_identity(base.features)
-    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity)}.values())
+    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity, given)}.values())
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]

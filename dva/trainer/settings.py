@@ -73,6 +73,8 @@ class FitSettings:
     visual_features: str | None = None  # feature-set names, comma-separated; None = the store's only visual set
     audio_features: str | None = None  # likewise for audio
     text_tower: str | None = None  # MODEL/PRETRAINED of the prompt head's CLIP text tower; None = the store's CLIP set
+    recipe: str | None = None  # the recipe (dva/recipes/NAME.toml, or a file) these settings start from; flags override it
+    recipe_sha256: str | None = None  # its file's checksum when the run was made
 
     def validate(self) -> None:
         chosen = self.modality_list
@@ -165,8 +167,35 @@ def upgrade_settings(values: dict) -> dict:
     return values
 
 
-def settings_from(config: Path | None = None, **flags) -> FitSettings:
-    """FitSettings from an optional TOML file, overridden by the flags that were given (not None)."""
+def settings_from(config: Path | None = None, with_recipe: str | None = None, **flags) -> FitSettings:
+    """FitSettings from an optional recipe (its [fit], and the store's sets it expects where no set is named),
+    then an optional TOML file, then the flags that were given (not None): each overrides the one before."""
+    values: dict = {}
+    known = {f.name for f in dataclasses.fields(FitSettings)}
+    recipe = None
+    if with_recipe is not None:
+        from dva import recipes
+
+        recipe = recipes.load(with_recipe)
+        recipes.unknown_keys(recipe, "fit", known - {"recipe", "recipe_sha256"})
+        values = {**recipe.fit, "recipe": str(with_recipe), "recipe_sha256": recipe.sha256}
+    values.update(given_values(config, **flags))
+    if isinstance(values.get("va_weights"), list):  # TOML: va_weights = [0.7, 0.3]
+        values["va_weights"] = ",".join(str(w) for w in values["va_weights"])
+    if isinstance(values.get("descriptions"), list):
+        values["descriptions"] = tuple(values["descriptions"])
+    settings = FitSettings(**values)
+    settings.validate()
+    if recipe is not None and recipe.extract:
+        from dva.trainer.loading.store import recipe_sets
+
+        chosen = recipe_sets(settings.features, recipe, settings.modality_list, named={"visual": settings.visual_features, "audio": settings.audio_features})
+        settings = dataclasses.replace(settings, **chosen)
+    return settings
+
+
+def given_values(config: Path | None = None, **flags) -> dict:
+    """The settings a user gave: a TOML file's (checked), overridden by the flags that are not None."""
     values: dict = {}
     if config is not None:
         try:
@@ -179,10 +208,4 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
         if unknown:
             raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     values.update({k: v for k, v in flags.items() if v is not None})
-    if isinstance(values.get("va_weights"), list):  # TOML: va_weights = [0.7, 0.3]
-        values["va_weights"] = ",".join(str(w) for w in values["va_weights"])
-    if isinstance(values.get("descriptions"), list):
-        values["descriptions"] = tuple(values["descriptions"])
-    settings = FitSettings(**values)
-    settings.validate()
-    return settings
+    return values
