@@ -37,12 +37,12 @@ from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key,
 
 TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
 METRICS = tuple(m for metrics in TASK_METRICS.values() for m in metrics)
-LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings", "untrained")  # untrained: loss terms that reach no trainable parameter
 DIFF_FIELDS = ("diff", "ci_low", "ci_high")  # the row's variant's figure minus the baseline's (empty on the baseline's rows)
 CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
 # results.csv headers of earlier dvas whose rows are kept as they are (VA rows; their difference columns are recomputed)
 VA_LEDGER = ("key", "variant", "seed", "figure", "epoch", "ccc_v", "ccc_a", "p_va", "seconds", "settings")
-EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"))
+EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"), (*LEDGER_FIELDS[:-1], *DIFF_FIELDS))
 LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
@@ -341,6 +341,7 @@ def job_row(job: Job, results: dict) -> dict:
         "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
         **{k: scores[k] for k in TASK_METRICS[job.settings.task]}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
+        "untrained": "+".join(sorted({t for r in results.values() for t, n in (r.get("loss_terms") or {}).items() if n == 0})),
     }
 
 def plan_task(base: FitSettings, grid: dict[str, list]) -> str:
@@ -356,7 +357,8 @@ def summarise(rows: list[dict], task: str = "va") -> list[dict]:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
-        entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
+        entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group})),
+                 "untrained": "+".join(sorted({t for r in group for t in (r.get("untrained") or "").split("+") if t}))}
         for metric in TASK_METRICS[task]:
             values = np.array([float(r[metric]) if r.get(metric) not in ("", None) else math.nan for r in group])
             entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
@@ -388,7 +390,8 @@ def markdown_table(summary: list[dict]) -> str:
         cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in metrics]
         if compared:
             cells.append(difference_cell(e, notes))
-        lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
+        variant = e["variant"] + (f" (its {e['untrained'].replace('+', ' and ')} loss term trains nothing)" if e.get("untrained") else "")
+        lines.append(f"| {variant} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

@@ -187,7 +187,7 @@ def settings_from(config: Path | None = None, with_recipe: str | None = None, **
     settings = FitSettings(**values)
     settings.validate()
     if recipe is not None and recipe.extract:
-        from dva.trainer.loading.store import recipe_sets
+        from dva.trainer.loading.recipe_sets import recipe_sets
 
         chosen = recipe_sets(settings.features, recipe, settings.modality_list, named={"visual": settings.visual_features, "audio": settings.audio_features})
         settings = dataclasses.replace(settings, **chosen)

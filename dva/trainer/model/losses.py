@@ -9,7 +9,7 @@ import torch
 from dva.metrics import masked_ccc  # the one differentiable CCC; re-exported for the trainer
 from dva.trainer.model.soft_labels import hard_labels, soft_labels
 
-__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss"]
+__all__ = ["masked_ccc", "masked_mse", "va_loss", "prompt_kl", "loss", "class_weights", "pos_weights", "expr_loss", "au_loss", "task_loss", "va_terms", "loss_terms"]
 
 
 def va_loss(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: tuple[float, float] = (1.0, 1.0), mse_weight: float = 0.0) -> torch.Tensor:
@@ -63,7 +63,13 @@ def loss(
     mse_weight: float = 0.0,
 ) -> torch.Tensor:
     """The training objective: (1 - CCC_v) + (1 - CCC_a) + lambda * KL(q || softmax(logits)); the VA terms
-    weighted and with an MSE term as `va_loss` says (va_weights, mse_weight).
+    weighted and with an MSE term as `va_loss` says (va_weights, mse_weight). The sum of `va_terms`."""
+    return sum(va_terms(out, y, label_mask, sigma, lambda_prompt, labels, va_weights, mse_weight).values())
+
+
+def va_terms(out: dict, y: torch.Tensor, label_mask: torch.Tensor, sigma: float, lambda_prompt: float, labels: str = "soft",
+             va_weights: tuple[float, float] = (1.0, 1.0), mse_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """The objective's terms by name, each with its weight: {"va": the CCC (and MSE) term, "prompt": lambda x KL}.
 
     out: `VAModel` output, {"va": [B, T, 2], "logits": [B, T, 9] or None}; y [B, T, 2] labels
     (NaN where invalid); label_mask bool [B, T]. The prompt term is there when the model made
@@ -72,17 +78,18 @@ def loss(
     """
     label_mask = label_mask.bool()
     y = torch.nan_to_num(y.to(out["va"].dtype))  # invalid frames are masked out; keep them finite
-    value = va_loss(out["va"], y, label_mask, va_weights, mse_weight)
+    terms = {"va": va_loss(out["va"], y, label_mask, va_weights, mse_weight)}
     logits = out.get("logits")
     if logits is None or lambda_prompt == 0:
-        return value
+        return terms
     if labels == "soft":
         q = soft_labels(y, sigma)
     elif labels == "hard":
         q = hard_labels(y)
     else:
         raise ValueError(f"loss: labels must be soft or hard, not {labels!r}")
-    return value + lambda_prompt * prompt_kl(logits, q.to(logits.dtype), label_mask)
+    terms["prompt"] = lambda_prompt * prompt_kl(logits, q.to(logits.dtype), label_mask)
+    return terms
 
 
 def class_weights(labels: torch.Tensor, n_classes: int = 8) -> torch.Tensor:
@@ -126,14 +133,20 @@ def au_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weights: 
 
 
 def task_loss(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The objective of settings.task: VA's `loss`; EXPR's weighted cross-entropy (+ lambda_prompt x the same on the
-    prompt head's logits when it has one); AU's weighted BCE. weights: `class_weights` or `pos_weights` of train."""
+    """The objective of settings.task: the sum of its `loss_terms`."""
+    return sum(loss_terms(task, out, y, label_mask, settings, weights).values())
+
+
+def loss_terms(task: str, out: dict, y: torch.Tensor, label_mask: torch.Tensor, settings, weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The objective of settings.task, term by term (each weighted): VA's `va_terms`; EXPR's weighted cross-entropy
+    ("expr", + "prompt": lambda_prompt x the same on the prompt head's logits when it has one); AU's weighted BCE
+    ("au"). weights: `class_weights` or `pos_weights` of train."""
     if task == "va":
-        return loss(out, y, label_mask, settings.sigma, settings.lambda_prompt, settings.labels,
-                    va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight)
+        return va_terms(out, y, label_mask, settings.sigma, settings.lambda_prompt, settings.labels,
+                        va_weights=settings.va_weight_pair, mse_weight=settings.mse_weight)
     if task == "au":
-        return au_loss(out["scores"], y, label_mask, weights)
-    value = expr_loss(out["scores"], y, label_mask, weights)
+        return {"au": au_loss(out["scores"], y, label_mask, weights)}
+    terms = {"expr": expr_loss(out["scores"], y, label_mask, weights)}
     if out.get("logits") is not None and settings.lambda_prompt > 0 and settings.readout == "regression":
-        value = value + settings.lambda_prompt * expr_loss(out["logits"], y, label_mask, weights)
-    return value
+        terms["prompt"] = settings.lambda_prompt * expr_loss(out["logits"], y, label_mask, weights)
+    return terms
