@@ -182,3 +182,14 @@ def test_a_fit_records_what_each_loss_term_reaches(run_dir):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["loss_terms"]) == {"va", "prompt"} and metrics["untrained_terms"] == []
     assert all(term["trains"] and term["parameters_reached"] > 0 for term in metrics["loss_terms"].values())
+
+
+def test_a_recipe_inside_a_config_file_is_refused_in_one_line_it_is_chosen_with_the_flag(tmp_path):
+    from dva.errors import ConfigError
+
+    config = tmp_path / "fit.toml"
+    config.write_text('recipe = "seed-code"\nsigma = 0.4\n')
+    with pytest.raises(ConfigError, match="a recipe is chosen with --recipe NAME"):
+        settings_from(config)
+    config.write_text("sigma = 0.4\n")
+    assert settings_from(config, with_recipe="seed-code", features="none").sigma == 0.4  # the config overrides the recipe

@@ -183,6 +183,8 @@ def ablate(
     from dva.trainer.settings import given_values, settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
+    named = values.pop("recipe", None)  # --set recipe=NAME is --recipe NAME
+    recipe = recipe or named
     base, axes = settings_from(config, with_recipe=recipe, **values), parse_grid(grid)
     summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes),
                          given=given_values(config, **values))

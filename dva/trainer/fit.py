@@ -195,7 +195,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
 def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor, normaliser, weights) -> dict[str, int]:
     """{loss term: how many trainable parameter tensors its gradient reaches, nonzero, on the first training batch}:
     before the first step, what each term can train (0: nothing). In eval mode (no dropout: the random stream
-    training draws from is untouched); the model is left as it was."""
+    training draws from is untouched; cuDNN off, whose RNNs go backwards only in training mode); the model is left
+    as it was."""
     from dva.trainer.model.losses import loss_terms
 
     if index.shape[0] == 0:
@@ -204,13 +205,14 @@ def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tenso
     was = model.training
     model.eval()
     try:
-        batch = normalise_batch(gather(data, index[: settings.batch_size], inside[: settings.batch_size]), normaliser)
-        out = model(**model_inputs(settings, batch))
-        terms = loss_terms(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
-        reach = {}
-        for name, term in terms.items():
-            grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) if term.requires_grad and parameters else []
-            reach[name] = sum(1 for g in grads if g is not None and bool(g.ne(0).any()))
+        with torch.backends.cudnn.flags(enabled=False):
+            batch = normalise_batch(gather(data, index[: settings.batch_size], inside[: settings.batch_size]), normaliser)
+            out = model(**model_inputs(settings, batch))
+            terms = loss_terms(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
+            reach = {}
+            for name, term in terms.items():
+                grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) if term.requires_grad and parameters else []
+                reach[name] = sum(1 for g in grads if g is not None and bool(g.ne(0).any()))
     finally:
         model.train(was)
     return reach

@@ -207,5 +207,7 @@ def given_values(config: Path | None = None, **flags) -> dict:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if {"recipe", "recipe_sha256"} & set(values):
+            raise ConfigError(f"{config}: a recipe is chosen with --recipe NAME (this file's settings then override it), not inside a config")
     values.update({k: v for k, v in flags.items() if v is not None})
     return values
