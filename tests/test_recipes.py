@@ -193,3 +193,40 @@ def test_a_recipe_inside_a_config_file_is_refused_in_one_line_it_is_chosen_with_
         settings_from(config)
     config.write_text("sigma = 0.4\n")
     assert settings_from(config, with_recipe="seed-code", features="none").sigma == 0.4  # the config overrides the recipe
+
+
+def test_a_fit_whose_prompt_term_reaches_nothing_warns_in_one_line_and_records_it(tiny_store, tmp_path, monkeypatch):
+    """The released code's case through the real fit path. dva has no setting yet that feeds the prompt head frozen
+    inputs (h-seedcode's prompt_input), so the model is built by the real builder, then everything but the regression
+    head is frozen: the one stand-in here, and it says what it stands for."""
+    from dva.errors import DvaWarning
+    from dva.trainer import fit as fit_module
+    from dva.trainer.results.run_dir import write_run
+
+    real = fit_module.build_model
+
+    def frozen_but_regression(*args, **kwargs):
+        model = real(*args, **kwargs)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("regression."))
+        return model
+
+    monkeypatch.setattr(fit_module, "build_model", frozen_but_regression)
+    settings = FitSettings(features=str(tiny_store), prompt="fixed", hidden=16, seq_len=32, stride=16, batch_size=16, epochs=1, patience=1)
+    features = fit_module.features_for(settings)
+    with pytest.warns(DvaWarning) as caught:
+        result = fit_module.train(settings, features, progress=False)
+    assert [str(w.message) for w in caught if "loss reach" in str(w.message)] == [fit_module.untrained_message(["prompt"])]
+    assert result.loss_terms == {"va": 2, "prompt": 0}
+    metrics = json.loads((write_run(result, features, tmp_path / "run") / "metrics.json").read_text())
+    assert metrics["untrained_terms"] == ["prompt"] and metrics["loss_terms"]["prompt"] == {"parameters_reached": 0, "trains": False}
+
+
+def test_an_ablation_row_names_the_terms_that_train_nothing_in_any_fold():
+    from dva.trainer.ablate import Job, job_row
+
+    job = Job("recipe=seed-code", 0, FitSettings(folds=0), "k")
+    done = {None: {"best": {"epoch": 1, "ccc_v": 0.1, "ccc_a": 0.2, "p_va": 0.15}, "seconds": 1.0, "loss_terms": {"va": 12, "prompt": 0}}}
+    assert job_row(job, done)["untrained"] == "prompt"
+    done[None]["loss_terms"] = {"va": 12, "prompt": 3}
+    assert job_row(job, done)["untrained"] == ""
