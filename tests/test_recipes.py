@@ -230,3 +230,18 @@ def test_an_ablation_row_names_the_terms_that_train_nothing_in_any_fold():
     assert job_row(job, done)["untrained"] == "prompt"
     done[None]["loss_terms"] = {"va": 12, "prompt": 3}
     assert job_row(job, done)["untrained"] == ""
+
+
+def test_seed_code_region_phrases_sit_on_dva_regions_of_the_same_centre():
+    """model_clip.py:38-48 lists the nine phrases valence-major (low V: low, mid, high A; then mid V; then high V);
+    dva orders regions arousal high to low, valence negative to positive (soft_labels.py). Each phrase must land
+    on the region whose centre has its valence and arousal signs."""
+    from dva.trainer.model.soft_labels import REGION_CENTRES
+
+    released = ["sad, tired, and low-energy", "displeased and uncomfortable", "angry, tense, and highly aroused",
+                "calm, expressionless, and low-energy", "neutral and emotionally ordinary", "alert, attentive, and emotionally neutral",
+                "relaxed, content, and pleasant", "happy and pleasant", "excited, joyful, and energetic"]
+    phrases = recipes.load("seed-code").fit["descriptions"]
+    for k, (v, a) in enumerate(REGION_CENTRES.tolist()):
+        level = lambda x: 0 if x < 0 else (1 if x == 0 else 2)  # noqa: E731  low, mid, high
+        assert phrases[k] == released[3 * level(v) + level(a)]
