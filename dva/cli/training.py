@@ -18,6 +18,7 @@ def fit(
     features: Optional[str] = typer.Option(None, help="Feature store written by `dva extract` (default: stores)."),
     out: Optional[str] = typer.Option(None, help="Run directory (default: runs/fit)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
+    recipe: Optional[str] = typer.Option(None, help="Start from a recipe (dva recipes: paper, seed-code, ...) or its TOML file: its settings, and the store's feature sets it expects where none is named; --config and flags override it. Recorded in config.json with its checksum."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
     task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1), au (twelve action units: mean F1; no prompt head) or mtl (one model, the three heads: P_MTL = (CCC_V + CCC_A)/2 + EXPR F1 + AU F1). Its own labels and splits of the store."),
     task_weights: Optional[str] = typer.Option(None, help="--task mtl: V,E,A, the weights of the VA, EXPR and AU losses (default 1,1,1)."),
@@ -74,13 +75,13 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "recipe", "as_json", "workers", "scheduler")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.fit import settings_for_store
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
-    settings = settings_for_store(settings_from(config, **flags), modalities is not None or config is not None)
+    settings = settings_for_store(settings_from(config, with_recipe=recipe, **flags), modalities is not None or config is not None)
     spread = scheduler or workers > 0
     report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
@@ -192,6 +193,7 @@ def ablate(
     grid: list[str] = typer.Option([], help="KEY=V1,V2,... over any `dva fit` setting (repeatable); modalities=visual,audio,visual+audio."),
     fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
+    recipe: Optional[str] = typer.Option(None, help="Start every variant from a recipe (dva recipes) or its TOML file; --config, --set and --grid override it. `--grid recipe=paper,seed-code` compares recipes, each on its own feature sets."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
     folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold figure (P_VA; --set task=expr|au: its F1) instead of best_val."),
     baseline: list[str] = typer.Option([], help="KEY=VALUE of the row every other is compared with (repeatable; default: the grid's first value on every axis)."),
@@ -203,14 +205,17 @@ def ablate(
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
-    from dva.trainer.settings import settings_from
+    from dva.trainer.settings import given_values, settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
     from dva.trainer.fit import settings_for_store
 
-    base, axes = settings_from(config, **values), parse_grid(grid)
+    named = values.pop("recipe", None)  # --set recipe=NAME is --recipe NAME
+    recipe = recipe or named
+    base, axes = settings_from(config, with_recipe=recipe, **values), parse_grid(grid)
     base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
+    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes),
+                         given=given_values(config, **values))
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")
@@ -241,3 +246,25 @@ def demo(
         typer.echo(f"{task.upper():<4} --task {task}, best_val (epoch {done['epoch']} selected on val, scored on val): {what} {done[f'{task}_f1']:.4f}")
         typer.echo(f"     test submission {done['predictions']}: {done['check']}")
     typer.echo("plots: " + ", ".join(result["plots"]))
+
+
+@app.command()
+@user_errors
+def recipes(
+    action: Optional[str] = typer.Argument(None, help="show: print one recipe whole."),
+    name: Optional[str] = typer.Argument(None, help="With show: a recipe's name or TOML file."),
+):
+    """The shipped recipes (the paper as described, the authors' released code, an ABAW winner): name and source,
+    one line each; `dva recipes show NAME` prints one (fit settings, the feature sets it expects, its source)."""
+    from dva import recipes as shipped
+
+    if action is None:
+        for each in shipped.names():
+            recipe = shipped.load(each)
+            typer.echo(f"{each:<14} {recipe.summary} (source: {recipe.source})")
+        return
+    if action != "show" or name is None:
+        raise DvaError("usage: dva recipes, or dva recipes show NAME")
+    recipe = shipped.load(name)
+    typer.echo(f"# {recipe.name}: {recipe.path} (sha256 {recipe.sha256[:16]})")
+    typer.echo(Path(recipe.path).read_text().rstrip())

@@ -121,6 +121,7 @@ class FitResult:
     held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
     state: dict | None = None  # the model's `trainable_state` (CPU tensors), when model is None
     weights: list[float] | None = None  # EXPR's class weights or AU's positive weights in the loss (from the trained frames)
+    loss_terms: dict | None = None  # {term: trainable parameter tensors its gradient reaches on the first batch} (`term_reach`)
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
@@ -160,6 +161,10 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
     step_normaliser = normaliser_on(normaliser, device)
+    reach = term_reach(model, settings, train_data, index, inside, step_normaliser, weights)
+    untrained = [name for name, count in reach.items() if count == 0]
+    if untrained:
+        warnings.warn(DvaWarning(untrained_message(untrained)), stacklevel=2)
     history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
@@ -195,8 +200,40 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     return FitResult(
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
-        weights=None if weights is None else [float(w) for w in weights],
+        weights=None if weights is None else [float(w) for w in weights], loss_terms=reach,
     )
+
+
+def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor, normaliser, weights) -> dict[str, int]:
+    """{loss term: how many trainable parameter tensors its gradient reaches, nonzero, on the first training batch}:
+    before the first step, what each term can train (0: nothing). In eval mode (no dropout: the random stream
+    training draws from is untouched; cuDNN off, whose RNNs go backwards only in training mode); the model is left
+    as it was."""
+    from dva.trainer.model.losses import loss_terms
+
+    if index.shape[0] == 0:
+        return {}
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    was = model.training
+    model.eval()
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            batch = normalise_batch(gather(data, index[: settings.batch_size], inside[: settings.batch_size]), normaliser)
+            out = model(**model_inputs(settings, batch))
+            terms = loss_terms(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
+            reach = {}
+            for name, term in terms.items():
+                grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) if term.requires_grad and parameters else []
+                reach[name] = sum(1 for g in grads if g is not None and bool(g.ne(0).any()))
+    finally:
+        model.train(was)
+    return reach
+
+
+def untrained_message(terms: list[str]) -> str:
+    """The one warning line for loss terms whose gradient reaches no trainable parameter."""
+    names = " and ".join(f"the {t} term" for t in terms)
+    return f"{names} of the loss reach{'es' if len(terms) == 1 else ''} no trainable parameter: {'it trains' if len(terms) == 1 else 'they train'} nothing (it only adds to the loss's value)"
 
 
 def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:

@@ -95,6 +95,8 @@ class FitSettings:
     train_stride_seconds: float = 3.0  # --target last: seconds between training targets (after the first window_seconds)
     task_weights: str = "1,1,1"  # --task mtl: V,E,A, the weights of the VA, EXPR and AU losses
     task_weighting: str = "fixed"  # --task mtl: fixed (task_weights) or uncertainty (each also x exp(-s) + s, s learned)
+    recipe: str | None = None  # the recipe (dva/recipes/NAME.toml, or a file) these settings start from; flags override it
+    recipe_sha256: str | None = None  # its file's checksum when the run was made
 
     def __post_init__(self):
         if self.prompt is None:  # frozen: the task's default, written whole to config.json like any setting
@@ -262,20 +264,19 @@ def upgrade_settings(values: dict) -> dict:
     return values
 
 
-def settings_from(config: Path | None = None, **flags) -> FitSettings:
-    """FitSettings from an optional TOML file, overridden by the flags that were given (not None)."""
+def settings_from(config: Path | None = None, with_recipe: str | None = None, **flags) -> FitSettings:
+    """FitSettings from an optional recipe (its [fit], and the store's sets it expects where no set is named),
+    then an optional TOML file, then the flags that were given (not None): each overrides the one before."""
     values: dict = {}
-    if config is not None:
-        try:
-            values = tomllib.loads(Path(config).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
-        values = values.get("fit", values)
-        known = {f.name for f in dataclasses.fields(FitSettings)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values.update({k: v for k, v in flags.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(FitSettings)}
+    recipe = None
+    if with_recipe is not None:
+        from dva import recipes
+
+        recipe = recipes.load(with_recipe)
+        recipes.unknown_keys(recipe, "fit", known - {"recipe", "recipe_sha256"})
+        values = {**recipe.fit, "recipe": str(with_recipe), "recipe_sha256": recipe.sha256}
+    values.update(given_values(config, **flags))
     for name in ("va_weights", "task_weights"):
         if isinstance(values.get(name), list):  # TOML: va_weights = [0.7, 0.3]
             values[name] = ",".join(str(w) for w in values[name])
@@ -288,4 +289,28 @@ def settings_from(config: Path | None = None, **flags) -> FitSettings:
         values["logit_scale"] = str(values["logit_scale"])
     settings = FitSettings(**values)
     settings.validate()
+    if recipe is not None and recipe.extract:
+        from dva.trainer.loading.recipe_sets import recipe_sets
+
+        chosen = recipe_sets(settings.features, recipe, settings.modality_list, named={"visual": settings.visual_features, "audio": settings.audio_features})
+        settings = dataclasses.replace(settings, **chosen)
     return settings
+
+
+def given_values(config: Path | None = None, **flags) -> dict:
+    """The settings a user gave: a TOML file's (checked), overridden by the flags that are not None."""
+    values: dict = {}
+    if config is not None:
+        try:
+            values = tomllib.loads(Path(config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
+        values = values.get("fit", values)
+        known = {f.name for f in dataclasses.fields(FitSettings)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if {"recipe", "recipe_sha256"} & set(values):
+            raise ConfigError(f"{config}: a recipe is chosen with --recipe NAME (this file's settings then override it), not inside a config")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values

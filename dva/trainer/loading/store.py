@@ -272,3 +272,4 @@ def _left_out_line(splits: list[tuple[str, int, dict[str, str]]]) -> str | None:
     return " | ".join(parts) or None
 
 
+

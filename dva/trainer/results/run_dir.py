@@ -106,6 +106,9 @@ def run_metrics(result, features) -> dict:
 
     held, name, task = result.held, result.held_name or "the held-out tracks", result.settings.task
     metrics: dict = {"task": task, "figure": FIGURE_NAMES[task], "train_splits": result.settings.train_splits, "held_out": result.held_name}
+    if result.loss_terms is not None:  # what each loss term can train (fit.term_reach), and those that train nothing
+        metrics["loss_terms"] = {name: {"parameters_reached": count, "trains": count > 0} for name, count in result.loss_terms.items()}
+        metrics["untrained_terms"] = [name for name, count in result.loss_terms.items() if count == 0]
     if result.weights is not None and task == "mtl":
         metrics["loss_weights"] = {"kind": "EXPR's class weights (inverse frequency, mean 1), AU's positive weights (negatives / positives)",
                                    "values": dict(zip((*EXPR_CLASSES, *AU_NAMES), result.weights))}
