@@ -149,8 +149,8 @@ def _first_batch_model(tiny_store, **overrides):
     settings = FitSettings(features=str(tiny_store), hidden=16, seq_len=32, stride=16, batch_size=8, **overrides)
     train = features.train
     model = build_model(settings, features.provenance, train.visual_dim, train.audio_dim, "cpu")
-    index, inside = _train_windows(train, torch.ones(train.labels.shape[0], dtype=torch.bool), settings, "cpu")
-    return model, (settings, train, index, inside, normaliser_on(Normaliser.fit(train), "cpu"), None)
+    index, inside, target = _train_windows(train, torch.ones(train.labels.shape[0], dtype=torch.bool), settings, "cpu")
+    return model, (settings, train, index, inside, target, normaliser_on(Normaliser.fit(train), "cpu"), None)
 
 
 def test_every_loss_term_of_the_default_model_trains_something_and_a_prompt_term_on_frozen_inputs_is_named(tiny_store):
