@@ -115,6 +115,12 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         listed, unusable = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
+        damaged = {t: why for data in data_by_key.values() for t, why in data.left_out.items() if t in usable}
+        if damaged:  # found only by reading them: refused (or left out) as the tracks above, and every run reads the same tracks
+            _refuse_unusable(damaged, listed, split, allow_incomplete)
+            unusable = {**unusable, **damaged}
+            usable = [t for t in usable if t not in damaged]
+            data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         tracks = next(iter(data_by_key.values())).tracks
         where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
@@ -221,11 +227,16 @@ def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_inco
     listed = sample_file.track_order() if sample_file else test_list or list(index)
     unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
     if unusable:
-        named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
-        if not allow_incomplete:
-            raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
-        warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=3)
+        _refuse_unusable(unusable, listed, split, allow_incomplete)
     return listed, unusable
+
+
+def _refuse_unusable(unusable: dict[str, str], listed: list[str], split: str, allow_incomplete: bool) -> None:
+    """A DataError naming the tracks that cannot be predicted, unless allow_incomplete: then a warning."""
+    named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
+    if not allow_incomplete:
+        raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
+    warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=4)
 
 
 def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -> tuple[np.ndarray, SplitData]:
