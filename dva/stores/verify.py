@@ -76,18 +76,17 @@ def check_track(store: Store, split: str, track: str, attrs: dict, sets=None, wo
 
 def track_arrays(store: Store, split: str, track: str, attrs: dict, sets=None) -> tuple[dict[str | None, list[str]], list[Finding]]:
     """({set or OWN: the array paths it must have}, [a finding when the track's metadata cannot be read]). Own arrays:
-    frame_time, and the labels the attrs say it has (or that are there); sets: each of sets complete for the track."""
+    frame_time, VA's labels when the attrs say it has them, and the other labels there; sets: each of sets complete."""
     if not attrs or UNREADABLE in attrs:  # a track whose zarr.json cannot be read (or {}: being written right now)
         try:
             attrs = store.track_attrs(split, track)
         except StoreDamage as exc:
             return {}, [Finding(split, track, OWN, exc.problem)]
-    own = {"frame_time"} | ({"labels"} if attrs.get("labelled") else set())
-    own |= {LABEL_ARRAYS[task] for task in (attrs.get("annotated") or {}) if task != "va"}
+    own = ({"frame_time"} if attrs.get("rows") is not None else set()) | ({"labels"} if attrs.get("labelled") else set())  # a failed track has none
     try:
         own |= set(store.array_names(split, track)) & set(TRACK_ARRAYS)
-    except (StoreDamage, ValueError):  # an array's metadata unreadable: checking it names it
-        pass
+    except (StoreDamage, ValueError):  # an array's metadata unreadable: the ones the attrs name, whose check names it
+        own |= {LABEL_ARRAYS[task] for task in (attrs.get("annotated") or {}) if task != "va"}
     known = store.feature_sets()
     names = sorted(complete_sets(attrs) & set(known)) if sets is None else [s for s in sets if s in complete_sets(attrs)]
     arrays = {OWN: sorted(own, key=TRACK_ARRAYS.index)}

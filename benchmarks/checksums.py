@@ -1,0 +1,108 @@
+"""What checksumming every chunk costs: the same tracks written through extraction's write path
+(`dva.pipeline.writing.write_track_sets`) and loaded by fit (`load_features`, train + val), with and without the
+checksum (Zarr: crc32c after blosc, every chunk stored; HDF5: Fletcher32 after lzf), side by side in one run,
+alternating the two so that the machine's drift falls on both. Also `dva verify`'s read of every chunk.
+
+    python benchmarks/checksums.py [--tracks 40] [--frames 1500] [--repeats 3] [--quick]
+
+Tracks are CLIP/AST-sized (ViT-B-32 visual 512-d per frame, AST 768-d at 10 Hz, float16), 80 % train, 20 % val.
+Figures are the median over repeats; the store is written anew each repeat. --quick: 4 tracks of 300 frames, one repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import dva
+from dva.pipeline.writing import write_track_sets
+from dva.stores import open_store, verify
+from dva.trainer.fit import load_features
+
+QUICK = dict(tracks=4, frames=300, repeats=1)
+
+
+def tracks(count: int, frames: int, seed: int = 0) -> list[tuple[str, str, dict, dict]]:
+    """(split, track, own arrays, made sets) of each track, as `dva extract` hands them to the writer."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        steps = frames * 10 // 25
+        labels = rng.uniform(-1, 1, (frames, 2)).astype(np.float32)
+        own = {"frame_time": (np.arange(frames) / 25).astype(np.float32), "labels": labels}
+        made = {"visual": ("visual", {"data": rng.normal(size=(frames, 512)).astype(np.float16), "mask": np.ones(frames, bool)}),
+                "audio": ("audio", {"data": rng.normal(size=(steps, 768)).astype(np.float16), "time": (np.arange(steps) / 10).astype(np.float32)})}
+        out.append(("val" if i % 5 == 1 else "train", f"track_{i:04d}", own, made))
+    return out
+
+
+def write(path: Path, data: list, checksums: bool) -> float:
+    """Seconds to write every track into a new store at path."""
+    start = time.perf_counter()
+    with open_store(path, "a") as store:
+        store.checksums = checksums
+        if not checksums:  # as a store written before dva checksummed its chunks
+            store.delete_attrs(["checksums"])
+        store.set_attrs({"dva_version": dva.__version__})
+        for name in ("visual", "audio"):
+            store.add_feature_set(name, {"modality": name, "dim": 512 if name == "visual" else 768, "encoder": {"family": "benchmark"}, "preprocessing": {}})
+        for split in ("train", "val"):
+            store.ensure_split(split)
+        for split, track, own, made in data:
+            attrs = {"video": f"videos/batch1/{track}.mp4", "subject": None, "fps": 25.0, "n_frames": own["frame_time"].shape[0], "has_audio": True}
+            write_track_sets(store, split, track, own, made, attrs, overwrite=False)
+    return time.perf_counter() - start
+
+
+def timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def size_mb(path: Path) -> float:
+    return (sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="4 tracks of 300 frames, one repeat (for the tests)")
+    args = parser.parse_args()
+    if args.quick:
+        args.tracks, args.frames, args.repeats = QUICK["tracks"], QUICK["frames"], QUICK["repeats"]
+    data = tracks(args.tracks, args.frames)
+    raw_mb = sum(a.nbytes for _, _, own, made in data for a in [*own.values(), *(x for _, arrays in made.values() for x in arrays.values())]) / 1e6
+    cases = [(backend, checksums) for backend in ("zarr", "hdf5") for checksums in (False, True)]
+    figures = {case: {"write": [], "load": [], "verify": [], "mb": 0.0} for case in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for backend, checksums in cases if repeat % 2 == 0 else cases[::-1]:
+                path = Path(tmp) / f"{backend}-{checksums}{'.h5' if backend == 'hdf5' else ''}"
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                case = figures[(backend, checksums)]
+                case["write"].append(write(path, data, checksums))
+                case["load"].append(timed(load_features, str(path)))
+                case["verify"].append(timed(verify, str(path), 4, False))
+                case["mb"] = size_mb(path)
+    print(f"{args.tracks} tracks x {args.frames} frames ({raw_mb:.0f} MB of arrays), median of {args.repeats}; dva {dva.__version__}\n")
+    print("| store | checksums | write s | write vs none | load s | load vs none | verify s | size MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for backend, checksums in cases:
+        case, base = figures[(backend, checksums)], figures[(backend, False)]
+        w, lo, v = (statistics.median(case[k]) for k in ("write", "load", "verify"))
+        w0, l0 = statistics.median(base["write"]), statistics.median(base["load"])
+        name = ("crc32c" if backend == "zarr" else "Fletcher32") if checksums else "none"
+        print(f"| {backend} | {name} | {w:.3f} | {w / w0 - 1:+.0%} | {lo:.3f} | {lo / l0 - 1:+.0%} | {v:.3f} | {case['mb']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
