@@ -50,7 +50,7 @@ def test_new_stores_checksum_every_chunk_and_say_so(tiny_store):
     assert report["damaged"] == [] and report["checksummed"] and report["arrays"] > report["tracks"] > 0
 
 
-def test_verify_fit_and_extract_name_and_repair_damage_in_three_tracks(tiny_store, synth_data, tmp_path):
+def test_verify_fit_ablate_and_extract_name_and_repair_damage_in_three_tracks(tiny_store, synth_data, tmp_path):
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)
     damaged = damage_three_tracks(store)
@@ -71,6 +71,10 @@ def test_verify_fit_and_extract_name_and_repair_damage_in_three_tracks(tiny_stor
     warning = next(line for line in err.splitlines() if "left out" in line)
     assert "3 failed" in warning and warning.count("damaged") == 3, warning
     assert np.isfinite(json.loads(out)["best_val"]["p_va"])
+    code, out, err = dva("ablate", "--features", store, "--grid", "fusion=concat", *[f"--set={flag[2:].replace('-', '_')}={value}" for flag, value in zip(QUICK[::2], QUICK[1::2])],
+                         "--out", tmp_path / "ablation", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    assert "3 damaged tracks left out: " in err and all(track in err for _, track, _ in damaged.values()), err
 
     for split in ("train", "val", "test"):  # over the same data: only the damaged train tracks' damaged sets are redone
         code, out, err = dva("extract", "--data", synth_data, "--split", split, "--out", store, "--preset", "tiny", "--batch-size", "32", "--device", "cpu", "--json")
