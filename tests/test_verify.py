@@ -123,6 +123,25 @@ def test_info_and_predict_name_a_damaged_track_in_one_line(tiny_store, run_dir, 
     assert {(f["track"], f["set"]) for f in json.loads(out)["damaged"]} == {(unreadable, None), (flipped, TINY_VISUAL)}
 
 
+def test_verify_names_a_chunk_of_an_hdf5_store_that_fails_fletcher32(tiny_store, tmp_path):
+    import h5py
+
+    h5 = tmp_path / "features.h5"
+    assert dva("convert", tiny_store, h5)[0] == 0
+    track = sorted(p.name for p in (tiny_store / "val").iterdir() if (p / "zarr.json").is_file())[0]
+    with h5py.File(h5, "r") as handle:
+        dataset = handle[f"val/{track}/{TINY_VISUAL}/data"]
+        assert dataset.fletcher32 and json.loads(handle.attrs["checksums"]) == "fletcher32"
+        start = dataset.id.get_chunk_info(0).byte_offset
+    data = bytearray(h5.read_bytes())
+    data[start + 20 : start + 30] = bytes(10)
+    h5.write_bytes(bytes(data))
+    code, out, err = dva("verify", h5, "--json")
+    assert code == 1, err
+    assert [(f["split"], f["track"], f["set"]) for f in json.loads(out)["damaged"]] == [("val", track, TINY_VISUAL)]
+    assert "checksum mismatch (Fletcher32)" in json.loads(out)["damaged"][0]["problem"]
+
+
 @pytest.mark.parametrize("suffix", ["", ".h5"])
 def test_upgrade_gives_a_store_written_before_checksums_its_checksums(tiny_store, tmp_path, suffix):
     from dva.stores import open_store

@@ -143,6 +143,8 @@ def info(
     if summary["layout"] == 1:
         typer.echo(f"format 1 (dva 0.1: one visual and one audio set): run `dva upgrade {summary['path']}` to turn it into feature sets")
         return
+    if not summary.get("checksums"):
+        typer.echo(f"checks  none: written before dva checksummed every chunk (`dva upgrade {summary['path']}` adds them)")
     for name, info in summary["feature_sets"].items():
         said = summary["provenance"][name]
         typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {said['rate']}  {said['family']} {said['source']}")
