@@ -1,13 +1,15 @@
 """What checksumming every chunk costs: the same tracks written through extraction's write path
 (`dva.pipeline.writing.write_track_sets`) and loaded by fit (`load_features`, train + val), with and without the
-checksum (Zarr: crc32c after blosc, every chunk stored; HDF5: Fletcher32 after lzf), side by side in one run,
-alternating the two so that the machine's drift falls on both. Also `dva verify`'s read of every chunk.
+checksum (Zarr: crc32c after blosc, every chunk stored; HDF5: Fletcher32 after lzf), side by side in one run:
+each track is written into the four stores in turn (the order alternating), each store then loaded (the order
+alternating between repeats), so that other work on the machine falls on every case alike. Also `dva verify`'s read
+of every chunk.
 
     python benchmarks/checksums.py [--tracks 20] [--frames 1500] [--repeats 5] [--quick]
 
 Tracks are CLIP/AST-sized (ViT-B-32 visual 512-d per frame, AST 768-d at 10 Hz, float16), 80 % train, 20 % val.
-Figures are the best of the repeats (the least disturbed by other work on the machine, as `timeit` takes); the store
-is written anew each repeat. The last line times the checksum alone (google_crc32c over the arrays' bytes).
+Figures are the best of the repeats (the least disturbed by other work on the machine, as `timeit` takes); the stores
+are written anew each repeat, and loaded and verified three times each. The last line times the checksum alone (google_crc32c over the arrays' bytes).
 --quick: 4 tracks of 300 frames, one repeat.
 """
 
@@ -27,6 +29,7 @@ from dva.stores import open_store, verify
 from dva.trainer.fit import load_features
 
 QUICK = dict(tracks=4, frames=300, repeats=1)
+LOADS = 3  # loads and verifies of each store per repeat
 
 
 def tracks(count: int, frames: int, seed: int = 0) -> list[tuple[str, str, dict, dict]]:
@@ -43,22 +46,36 @@ def tracks(count: int, frames: int, seed: int = 0) -> list[tuple[str, str, dict,
     return out
 
 
-def write(path: Path, data: list, checksums: bool) -> float:
-    """Seconds to write every track into a new store at path."""
-    start = time.perf_counter()
-    with open_store(path, "a") as store:
-        store.checksums = checksums
-        if not checksums:  # as a store written before dva checksummed its chunks
-            store.delete_attrs(["checksums"])
-        store.set_attrs({"dva_version": dva.__version__})
-        for name in ("visual", "audio"):
-            store.add_feature_set(name, {"modality": name, "dim": 512 if name == "visual" else 768, "encoder": {"family": "benchmark"}, "preprocessing": {}})
-        for split in ("train", "val"):
-            store.ensure_split(split)
-        for split, track, own, made in data:
+def new_store(path: Path, checksums: bool):
+    """An empty store at path with the two sets recorded, open for writing."""
+    store = open_store(path, "a")
+    store.checksums = checksums
+    if not checksums:  # as a store written before dva checksummed its chunks
+        store.delete_attrs(["checksums"])
+    store.set_attrs({"dva_version": dva.__version__})
+    for name in ("visual", "audio"):
+        store.add_feature_set(name, {"modality": name, "dim": 512 if name == "visual" else 768, "encoder": {"family": "benchmark"}, "preprocessing": {}})
+    for split in ("train", "val"):
+        store.ensure_split(split)
+    return store
+
+
+def write_all(paths: dict, data: list) -> dict:
+    """Write every track into each case's new store, track by track, the cases' order alternating from track to track
+    (so that the machine's other work falls on every case alike); {case: seconds}."""
+    stores = {case: new_store(path, case[1]) for case, path in paths.items()}
+    seconds = dict.fromkeys(paths, 0.0)
+    try:
+        for i, (split, track, own, made) in enumerate(data):
             attrs = {"video": f"videos/batch1/{track}.mp4", "subject": None, "fps": 25.0, "n_frames": own["frame_time"].shape[0], "has_audio": True}
-            write_track_sets(store, split, track, own, made, attrs, overwrite=False)
-    return time.perf_counter() - start
+            for case in list(paths) if i % 2 == 0 else list(paths)[::-1]:
+                start = time.perf_counter()
+                write_track_sets(stores[case], split, track, own, made, attrs, overwrite=False)
+                seconds[case] += time.perf_counter() - start
+    finally:
+        for store in stores.values():
+            store.close()
+    return seconds
 
 
 def timed(function, *args) -> float:
@@ -86,14 +103,16 @@ def main() -> None:
     figures = {case: {"write": [], "load": [], "verify": [], "mb": 0.0} for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for backend, checksums in cases if repeat % 2 == 0 else cases[::-1]:
-                path = Path(tmp) / f"{backend}-{checksums}{'.h5' if backend == 'hdf5' else ''}"
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-                case = figures[(backend, checksums)]
-                case["write"].append(write(path, data, checksums))
-                case["load"].append(timed(load_features, str(path)))
-                case["verify"].append(timed(verify, str(path), 4, False))
-                case["mb"] = size_mb(path)
+            paths = {case: Path(tmp) / f"{repeat}-{case[0]}-{case[1]}{'.h5' if case[0] == 'hdf5' else ''}" for case in cases}
+            for case, seconds in write_all(paths, data).items():
+                figures[case]["write"].append(seconds)
+            for turn in range(LOADS):  # a load is short, so the more exposed to the machine's other work: more of them
+                for case in cases if (repeat + turn) % 2 == 0 else cases[::-1]:
+                    figures[case]["load"].append(timed(load_features, str(paths[case])))
+                    figures[case]["verify"].append(timed(verify, str(paths[case]), 4, False))
+                    figures[case]["mb"] = size_mb(paths[case])
+            for path in paths.values():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     print(f"{args.tracks} tracks x {args.frames} frames ({raw_mb:.0f} MB of arrays), best of {args.repeats}; dva {dva.__version__}\n")
     print("| store | checksums | write s | write vs none | load s | load vs none | verify s | size MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
