@@ -113,7 +113,7 @@ def main() -> None:
                     figures[case]["mb"] = size_mb(paths[case])
             for path in paths.values():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-    print(f"{args.tracks} tracks x {args.frames} frames ({raw_mb:.0f} MB of arrays), best of {args.repeats}; dva {dva.__version__}\n")
+    print(f"{args.tracks} tracks x {args.frames} frames ({raw_mb:.0f} MB of arrays), best of {args.repeats} writes, {args.repeats * LOADS} loads and verifies; dva {dva.__version__}\n")
     print("| store | checksums | write s | write vs none | load s | load vs none | verify s | size MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for backend, checksums in cases:
