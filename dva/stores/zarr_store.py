@@ -85,7 +85,10 @@ class ZarrStore(Store):
         if is_remote(self.path):
             if not self._has(split):
                 return {}
-            return {name: dict(group.attrs) for name, group in self._zarr_root[split].groups()}
+            try:
+                return {name: dict(group.attrs) for name, group in self._zarr_root[split].groups()}
+            except ValueError as exc:  # one track's zarr.json cannot be read: zarr's listing reads them all
+                raise StoreDamage(f"unreadable metadata of a track ({first_line(exc, 80)})", f"{self.path}: {split}") from None
         # a local store: one directory scan and one small JSON read per track, and tolerant of
         # tracks that another process is creating or deleting right now
         folder = Path(self.path) / split
