@@ -13,6 +13,15 @@ class StoreError(DvaError):
     """The feature store is missing, incompatible or damaged."""
 
 
+class StoreDamage(StoreError):
+    """Part of a store does not read back as written: a chunk whose checksum fails, truncated or missing, or metadata
+    that cannot be read. problem says what (one line); where names the split, track and array once known."""
+
+    def __init__(self, problem: str, where: str = ""):
+        self.problem, self.where = problem, where
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
 class EncoderError(DvaError):
     """An encoder cannot be built from the given name, tag or path."""
 

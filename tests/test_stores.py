@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dva.errors import StoreError
-from dva.stores import complete_sets, convert, open_store, upgrade, why_not_usable
+from dva.stores import add_checksums, complete_sets, convert, open_store, upgrade, why_not_usable
 
 VISUAL, AUDIO = "clip-m-random", "ast-window"
 SETS = {VISUAL: {"modality": "visual", "dim": 8, "encoder": {"family": "clip", "model": "m", "mean": (0.1, 0.2)}},
@@ -301,6 +301,7 @@ def test_an_interrupted_upgrade_resumes_and_a_run_of_dva_0_1_predicts_on_the_upg
     attrs = downgrade(tiny_store, old)
     shutil.copytree(old, clean)
     upgrade(clean, {"visual": TINY_VISUAL, "audio": TINY_AUDIO}, progress=False)  # the same store, upgraded without a stop
+    add_checksums(clean, progress=False)  # and given its checksums, as `dva upgrade` does next
     tracks = [(split, track) for split in ("test", "train", "val") for track in open_store(tiny_store).tracks(split)]
 
     def upgraded() -> int:  # tracks whose attrs the upgrade has rewritten, read from the files (not through dva)

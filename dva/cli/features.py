@@ -1,4 +1,4 @@
-"""`dva extract`, `dva import`, `dva info`, `dva convert`, `dva upgrade`: the feature store."""
+"""`dva extract`, `dva import`, `dva info`, `dva verify`, `dva convert`, `dva upgrade`: the feature store."""
 
 from __future__ import annotations
 
@@ -149,6 +149,8 @@ def info(
         return
     if summary.get("dataset") == "s-aff-wild2":
         typer.echo("data    s-Aff-Wild2: selected frames as images, no audio (visual sets only; each row at its frame number's time)")
+    if not summary.get("checksums"):
+        typer.echo(f"checks  none: written before dva checksummed every chunk (`dva upgrade {summary['path']}` adds them)")
     for name, info in summary["feature_sets"].items():
         said = summary["provenance"][name]
         typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {said['rate']}  {said['family']} {said['source']}")
@@ -206,15 +208,55 @@ def convert(
 
 @app.command()
 @user_errors
-def upgrade(
-    store: str = typer.Argument(..., help="A store written by dva 0.1 (format 1)."),
+def verify(
+    store: str = typer.Argument(..., help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file."),
+    workers: int = typer.Option(8, help="Arrays read at once (threads)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ):
-    """Turn a dva 0.1 store (one visual and one audio array per track) into feature sets, in place (resumable)."""
+    """Read back every chunk of every set of every track; name each damaged split, track and set (checksum mismatch,
+    truncated or missing chunk, unreadable metadata). Exit 1 when anything is damaged: `dva extract` over the same
+    data redoes exactly the damaged sets."""
+    from dva.stores import verify as verify_store
+
+    report = verify_store(store, workers=workers, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for finding in report.findings:
+            typer.echo(f"dva: damaged: {finding.line()}", err=True)
+        state = f"{len(report.findings)} damaged" if report.findings else "no damage"
+        typer.echo(f"{store}: {report.tracks} tracks, {report.arrays} arrays read back, {state}")
+        if not report.checksummed:
+            warn(f"{store} was written before dva checksummed every chunk: a flipped byte may read back unseen; `dva upgrade {store}` adds the checksums")
+        if report.findings:
+            typer.echo("redo the damaged sets with `dva extract` over the same data (split by split, as they were made)", err=True)
+    if report.findings:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def upgrade(
+    store: str = typer.Argument(..., help="A store written by dva 0.1 (format 1), or one written before dva checksummed its chunks."),
+):
+    """Bring a store written by an older dva up to this one, in place (resumable): a dva 0.1 store's two arrays per
+    track become feature sets, and every array without a checksum is rewritten with one (Zarr crc32c, HDF5 Fletcher32)."""
     from dva.pipeline.encoders.naming import format_1_set_names
-    from dva.stores import open_store
+    from dva.stores import add_checksums, open_store
     from dva.stores import upgrade as upgrade_store
 
     with open_store(store, mode="r") as opened:
-        names = format_1_set_names(opened.attrs)
-    count = upgrade_store(store, names)
-    typer.echo(f"upgraded {count} tracks of {store}: feature sets {names['visual']} (visual) and {names['audio']} (audio)")
+        layout, names, checksummed = opened.layout, opened.attrs, opened.checksummed
+    if layout == 1:
+        names = format_1_set_names(names)
+        count = upgrade_store(store, names)
+        typer.echo(f"upgraded {count} tracks of {store}: feature sets {names['visual']} (visual) and {names['audio']} (audio)")
+    elif checksummed:
+        typer.echo(f"{store} is up to date: every chunk carries a checksum")
+        return
+    count, damaged = add_checksums(store)
+    for finding in damaged:
+        typer.echo(f"dva: damaged: {finding.line()}", err=True)
+    typer.echo(f"checksums added to {count} tracks of {store}" + (f"; {len(damaged)} damaged left as they are: redo them with `dva extract`, then run `dva upgrade` again" if damaged else ""))
+    if damaged:
+        raise typer.Exit(1)

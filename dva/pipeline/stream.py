@@ -52,6 +52,8 @@ def settled(attrs: dict, sets, since: float, overwrite: bool) -> bool:
     """Whether a track needs no more work for these feature sets: each complete (since this run began, with
     --overwrite), or failed since then."""
     done, errors, done_at = complete_sets(attrs), set_errors(attrs), attrs.get("done_at") or {}
+    if attrs.get("damaged"):  # its own arrays found damaged: rewritten from the release, its sets left as they are
+        return False
     for name in sets:
         fresh = done_at.get(name, 0.0) >= since
         if not ((name in done and (fresh or not overwrite)) or (name in errors and fresh)):
@@ -64,9 +66,11 @@ def settled(attrs: dict, sets, since: float, overwrite: bool) -> bool:
 
 @dataclass
 class Start:
-    """A track's reading begins: its rows, times and labels."""
+    """A track's reading begins: its rows, times and labels, and the modalities whose sets it needs (not those its
+    complete sets already have: a set found damaged is redone alone)."""
 
     plan: TrackPlan
+    modalities: tuple[str, ...]
 
 
 @dataclass
@@ -131,21 +135,24 @@ def read_units(units: list[list[Track]], root: Path, store, settings: ExtractSet
                 continue
             todo = []
             for track in unit:  # look again now that the unit is ours: another process may have finished it
-                if settled(store.track_state(settings.split, track.track), sets.values(), since, settings.overwrite):
+                state = store.track_state(settings.split, track.track)
+                if settled(state, sets.values(), since, settings.overwrite):
                     report.elsewhere.append(track.track)
                 else:
-                    todo.append(track)
+                    todo.append((track, state))
             sound_read = False  # the unit's tracks share one video: its sound is read once, unless a track failed since
-            for track in todo:
+            for track, state in todo:
                 try:
                     plan = plan_track(track, root)
-                    yield Start(plan)
-                    if "visual" in sets:
+                    # the sets not yet settled; every one when the track is new or its rows changed (it is made anew)
+                    modalities = tuple(m for m, name in sets.items() if state.get("rows") != plan.rows or not settled(state, [name], since, settings.overwrite))
+                    yield Start(plan, modalities)
+                    if "visual" in modalities:
                         if source == "crops" and track.frames_dir is None:
                             report.warnings.append(f"{track.track}: no cropped_aligned folder, every visual row masked")
                         for rows, batch in visual_batches(plan, root, source, settings.batch_size, pool, report.masked_crops, pin, settings.jpeg_decoder, device):
                             yield Pictures(rows, batch)
-                    if "audio" in sets:
+                    if "audio" in modalities:
                         yield SameSound() if sound_read else Sound(read_audio(track, root))
                         sound_read = True
                     yield End()
@@ -168,14 +175,15 @@ class Encoding:
         self.report, self.writer, self.frames_bar = report, writer, frames_bar
         self.held: list[list[Track]] = []  # units another process holds
         self.plan: TrackPlan | None = None
+        self.with_visual = False  # whether the track being encoded needs its visual set
         self.made: dict[str, tuple] = {}
         self.visual_rows = self.visual_mask = None  # float16 [T, D] and bool [T] of the track, with a visual encoder
         self.sound: tuple[np.ndarray, np.ndarray] | None = None  # (data float16 [K, D], time float32 [K]) of the last Sound
 
     def handle(self, event) -> None:
         match event:
-            case Start(plan):
-                self.start(plan)
+            case Start(plan, modalities):
+                self.start(plan, modalities)
             case Pictures(rows, batch):
                 self.pictures(rows, batch)
             case Sound(audio):
@@ -195,9 +203,9 @@ class Encoding:
             case _:
                 raise TypeError(f"not an event of read_units: {event!r}")
 
-    def start(self, plan: TrackPlan) -> None:
-        self.plan, self.made = plan, {}
-        if self.visual is not None:
+    def start(self, plan: TrackPlan, modalities: tuple[str, ...]) -> None:
+        self.plan, self.made, self.with_visual = plan, {}, "visual" in modalities
+        if self.with_visual:
             self.visual_rows = np.zeros((plan.rows, self.visual.dim), dtype=np.float16)
             self.visual_mask = np.zeros(plan.rows, dtype=bool)
 
@@ -225,11 +233,11 @@ class Encoding:
 
     def end(self) -> None:
         plan = self.plan
-        if self.visual is not None:
+        if self.with_visual:
             self.made[self.sets["visual"]] = ("visual", {"data": self.visual_rows, "mask": self.visual_mask})
         self.writer.write(plan.track, plan.arrays(), self.made, {**track_attrs(plan.track), "n_frames": plan.rows})
         if self.frames_bar is not None:
-            self.frames_bar.update(plan.rows - (int(self.visual_mask.sum()) if self.visual is not None else 0))
+            self.frames_bar.update(plan.rows - (int(self.visual_mask.sum()) if self.with_visual else 0))
         self.plan = None
 
 

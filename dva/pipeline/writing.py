@@ -88,6 +88,8 @@ def write_track_sets(store, split: str, track: str, own: dict, made: dict[str, t
         store.create_track(split, track, own, attrs)
     elif overwrite:
         store.replace_track_arrays(split, track, own)
+    elif state.get("damaged"):  # its own arrays did not read back (`mark_damaged`): rewritten, its sets kept
+        store.repair_track_arrays(split, track, own)
     for name, (modality, arrays) in made.items():
         store.write_set(split, track, name, modality, arrays)
     return None

@@ -15,7 +15,8 @@ and reads each track's attrs once; nothing else lists a split.
 Modules, each importing only those above it: `attrs` (constants and the pure rules on attrs),
 `summary` (what `dva info` says, as data), `base` (the `Store` API), `zarr_store` and `hdf5_store`
 (the backends), `open` (`open_store`), `convert` (Zarr <-> HDF5), `format1` (dva 0.1 stores and
-`upgrade`).
+`upgrade`), `verify` (every chunk read back: `dva verify`, extract's check of what it skips, and the checksums
+`dva upgrade` gives a store written before them).
 """
 
 from dva.stores.attrs import (
@@ -43,10 +44,11 @@ from dva.stores.format1 import FORMAT_1_ARRAYS, format_1_sets, upgrade
 from dva.stores.hdf5_store import HDF5Store
 from dva.stores.open import open_store
 from dva.stores.summary import describe_set
+from dva.stores.verify import Finding, VerifyReport, add_checksums, check_track, verify
 from dva.stores.zarr_store import ZarrStore, is_remote, store_bytes
 
 __all__ = [
     "DTYPES", "FORMAT", "is_remote", "FORMAT_1_ARRAYS", "HDF5_SUFFIXES", "LABEL_ARRAYS", "MODALITIES", "ROWS_PER_CHUNK", "SET_ARRAYS", "TRACK_ARRAYS", "TRACK_BOOKKEEPING",
-    "HDF5Store", "Store", "ZarrStore", "check_set_name", "complete_sets", "convert", "framing_mismatches", "describe_set", "format_1_sets", "open_store",
+    "Finding", "HDF5Store", "Store", "VerifyReport", "add_checksums", "check_track", "verify", "ZarrStore", "check_set_name", "complete_sets", "convert", "framing_mismatches", "describe_set", "format_1_sets", "open_store",
     "set_differences", "set_errors", "sets_mismatch", "store_bytes", "track_tasks", "upgrade", "why_not_usable",
 ]

@@ -22,7 +22,8 @@ DTYPES = {"frame_time": np.float32, "labels": np.float32, "labels_expr": np.int8
 ROWS_PER_CHUNK = 4096
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SET_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-TRACK_BOOKKEEPING = ("rows", "labelled", "valid_labels", "annotated", "complete", "error", "done_at", "set_rows")  # what the store keeps itself
+UNREADABLE = "unreadable_metadata"  # what a track index gives for a track whose metadata cannot be read (never stored)
+TRACK_BOOKKEEPING = ("rows", "labelled", "valid_labels", "annotated", "complete", "error", "done_at", "set_rows", "damaged")  # what the store keeps itself
 
 
 def check_set_name(name: str) -> str:
@@ -50,12 +51,24 @@ def why_not_usable(attrs: dict | None, sets) -> str | None:
     """None when every one of sets is complete for the track, else one line: missing from the store, failed: ..., or incomplete."""
     if attrs is None:
         return "missing from the store"
+    if damage_of(attrs):
+        return damage_of(attrs)
     done, errors = complete_sets(attrs), set_errors(attrs)
     for name in sets:
         if name in errors:
             return f"failed: {errors[name]}"
     missing = [name for name in sets if name not in done]
     return f"incomplete ({', '.join(missing)})" if missing else None
+
+
+def damage_of(attrs: dict) -> str | None:
+    """Why a track is damaged as far as its attrs tell (its metadata cannot be read, or `dva extract` found its own arrays
+    damaged and has yet to rewrite them); None when they tell nothing (`dva verify` reads every chunk)."""
+    if attrs.get(UNREADABLE):
+        return f"damaged: its metadata cannot be read ({attrs[UNREADABLE]}); `dva extract` makes it anew"
+    if attrs.get("damaged"):
+        return f"damaged: {', '.join(attrs['damaged'])} do not read back as written; `dva extract` rewrites them"
+    return None
 
 
 def track_tasks(attrs: dict, split: str) -> dict[str, str]:

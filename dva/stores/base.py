@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 
-from dva.errors import StoreError
+from dva.errors import StoreDamage, StoreError
 from dva.stores.attrs import (
     DTYPES, FORMAT, LABEL_ARRAYS, MODALITIES, SET_ARRAYS, TRACK_ARRAYS, check_set_name, complete_sets, count_annotated, set_errors, track_tasks, why_not_usable,
 )
@@ -15,12 +16,26 @@ from dva.stores.summary import describe_set, split_summary, task_summary
 
 class Store:
     """A feature store, Zarr or HDF5. A backend implements: _root, _group(name, create), _children, _arrays, _has,
-    _track_index, _get_attrs, _set_attrs, _delete_root_attrs, _write_array, _read_array, _delete, delete_track, size_bytes."""
+    _track_index, _get_attrs, _set_attrs, _delete_attrs, _write_array, _read_array, _delete, delete_track, size_bytes;
+    and for `verify`: _check_array, _checksummed_array."""
 
     format = ""
+    checksum = ""  # what checksums every chunk this backend writes: the name recorded in the root attrs' "checksums"
 
     def __init__(self, path: str, mode: str):
         self.path, self.mode = path, mode
+        self.checksums = True  # write every array checksummed (False only for benchmarks/checksums.py's side-by-side)
+
+    def _record_checksums_if_new(self) -> None:
+        """A store begun by this dva checksums every chunk: say so in its root attrs (a store written before keeps
+        none, and reads as it is, until `dva upgrade` rewrites its arrays)."""
+        if self.mode != "r" and not self.attrs and not self.splits():
+            self.set_attrs({"checksums": self.checksum})
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether every chunk of the store carries a checksum (written since dva checksums, or upgraded)."""
+        return self.attrs.get("checksums") == self.checksum
 
     # --- root
     @property
@@ -32,7 +47,7 @@ class Store:
 
     def delete_attrs(self, keys) -> None:
         """Remove these keys from the root attrs (absent ones are fine)."""
-        self._delete_root_attrs(keys)
+        self._delete_attrs(self._root(), keys)
 
     @property
     def layout(self) -> int | None:
@@ -94,8 +109,12 @@ class Store:
         self._set_attrs(self._group(f"{split}/{track}"), attrs)
 
     def track_state(self, split: str, track: str) -> dict:
-        """One track's attrs, {} when the track is not in the store; never lists the split."""
-        return self.track_attrs(split, track) if self._has(f"{split}/{track}") else {}
+        """One track's attrs, {} when the track is not in the store (or its metadata cannot be read: it is made anew);
+        never lists the split."""
+        try:
+            return self.track_attrs(split, track) if self._has(f"{split}/{track}") else {}
+        except StoreDamage:
+            return {}
 
     def is_complete(self, split: str, track: str, sets=None) -> bool:
         """Whether these feature sets (default: every set of the store) are complete for the track."""
@@ -170,6 +189,20 @@ class Store:
             self._delete(group, name)
             self._edit_track(group, name, complete=False, error=reason)
 
+    def mark_damaged(self, split: str, track: str, sets, own: list[str]) -> None:
+        """Record what of a track does not read back (`verify.check_track`), so that `dva extract` redoes exactly that:
+        each of sets no longer complete, and the own arrays named in the track's `damaged` attr."""
+        group = self._group(f"{split}/{track}")
+        for name in sets:
+            self._edit_track(group, name, complete=False)
+        if own:
+            self._set_attrs(group, {"damaged": sorted(own)})
+
+    def repair_track_arrays(self, split: str, track: str, arrays: dict[str, np.ndarray]) -> None:
+        """Rewrite a track's own arrays that were found damaged (`mark_damaged`), and forget that they were."""
+        self.replace_track_arrays(split, track, arrays)
+        self._delete_attrs(self._group(f"{split}/{track}"), ["damaged"])
+
     def _edit_track(self, group, name: str, complete: bool, rows: int | None = None, error: str | None = None) -> None:
         """One read-modify-write of a track's per-set attrs (one writer per track: the claim holder)."""
         attrs = self._get_attrs(group)
@@ -188,8 +221,32 @@ class Store:
         self._set_attrs(group, {"complete": done, "error": errors, "done_at": done_at, "set_rows": set_rows})
 
     def read(self, split: str, track: str, path: str) -> np.ndarray:
-        """One array: "frame_time", "labels", or "<SET>/data", "<SET>/mask", "<SET>/time"."""
-        return self._read_array(self._group(f"{split}/{track}"), path)
+        """One array: "frame_time", "labels", or "<SET>/data", "<SET>/mask", "<SET>/time". A StoreDamage names the
+        split, track and array when it does not read back as written."""
+        with self._naming_damage(split, track):
+            return self._read_array(self._group(f"{split}/{track}"), path)
+
+    def check_array(self, split: str, track: str, path: str) -> list[str]:
+        """Every problem of one array (path as for `read`), reading each of its chunks: [] when it reads back as written."""
+        try:
+            return self._check_array(self._group(f"{split}/{track}"), path)
+        except StoreDamage as exc:
+            return [exc.problem]
+
+    def is_checksummed(self, split: str, track: str, path: str) -> bool:
+        """Whether one array carries checksums (`checksummed` says it of the whole store)."""
+        with self._naming_damage(split, track):
+            return self._checksummed_array(self._group(f"{split}/{track}"), path)
+
+    @contextlib.contextmanager
+    def _naming_damage(self, split: str, track: str):
+        """A backend's StoreDamage (it knows the array) gains the store, split and track."""
+        try:
+            yield
+        except StoreDamage as exc:
+            if exc.where:
+                raise
+            raise StoreDamage(exc.problem, f"{self.path}: {split}/{track}") from None
 
     def has_array(self, split: str, track: str, name: str) -> bool:
         return name in self._arrays(self._group(f"{split}/{track}"))
@@ -203,14 +260,16 @@ class Store:
         self._delete(self._group(f"{split}/{track}"), name)
 
     def read_set(self, split: str, track: str, name: str, modality: str) -> dict[str, np.ndarray]:
-        group = self._group(f"{split}/{track}/{name}")
-        return {key: self._read_array(group, key) for key in SET_ARRAYS[modality]}
+        with self._naming_damage(split, track):
+            group = self._group(f"{split}/{track}")
+            return {key: self._read_array(group, f"{name}/{key}") for key in SET_ARRAYS[modality]}
 
     def read_track(self, split: str, track: str, sets=None) -> dict[str, np.ndarray]:
         """The track's own arrays and, for each of sets (default: every complete one), "<SET>/<array>"."""
-        group = self._group(f"{split}/{track}")
-        present = set(self._arrays(group))
-        arrays = {name: self._read_array(group, name) for name in TRACK_ARRAYS if name in present}
+        with self._naming_damage(split, track):
+            group = self._group(f"{split}/{track}")
+            present = set(self._arrays(group))
+            arrays = {name: self._read_array(group, name) for name in TRACK_ARRAYS if name in present}
         known = self.feature_sets()
         names = sorted(complete_sets(self.track_attrs(split, track))) if sets is None else sets
         for name in names:
@@ -229,7 +288,7 @@ class Store:
         indexes = {split: self.track_index(split) for split in self.splits()}
         splits = {split: split_summary(index, sets, self.split_attrs(split)) for split, index in indexes.items()}
         return {
-            **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "timeline": attrs.get("timeline"),
+            **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "checksums": attrs.get("checksums"), "timeline": attrs.get("timeline"),
             "dataset": attrs.get("dataset"), "has_audio": attrs.get("has_audio"), "feature_sets": sets,
             "provenance": {name: describe_set(info) for name, info in sets.items()}, "splits": splits, "tasks": task_summary(indexes), "bytes": self.size_bytes(),
         }

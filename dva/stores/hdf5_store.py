@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.errors import StoreError
+from dva.errors import StoreDamage, StoreError, first_line
 from dva.stores.attrs import ROWS_PER_CHUNK, json_ready
 from dva.stores.base import Store
 
@@ -17,6 +17,7 @@ class HDF5Store(Store):
     """One HDF5 file; a single writer at a time (HDF5 has no concurrent writers)."""
 
     format = "hdf5"
+    checksum = "fletcher32"  # HDF5's filter: a checksum after each chunk
 
     def __init__(self, path: str, mode: str):
         super().__init__(path, mode)
@@ -28,6 +29,7 @@ class HDF5Store(Store):
             self._file = h5py.File(path, "r" if mode == "r" else "a")
         except OSError as exc:
             raise StoreError(f"{path}: cannot open the HDF5 store ({exc})") from None
+        self._record_checksums_if_new()
 
     def _root(self):
         return self._file
@@ -62,10 +64,11 @@ class HDF5Store(Store):
     def _get_attrs(self, group) -> dict:
         return {key: json.loads(value) for key, value in group.attrs.items()}
 
-    def _delete_root_attrs(self, keys) -> None:
+    def _delete_attrs(self, group, keys) -> None:
         for key in keys:
-            if key in self._file.attrs:
-                del self._file.attrs[key]
+            if key in group.attrs:
+                del group.attrs[key]
+        self._file.flush()
 
     def _set_attrs(self, group, attrs: dict) -> None:
         for key, value in json_ready(attrs).items():
@@ -75,10 +78,33 @@ class HDF5Store(Store):
     def _write_array(self, group, name: str, values: np.ndarray) -> None:
         self._delete(group, name)
         chunks = (max(1, min(ROWS_PER_CHUNK, values.shape[0])), *values.shape[1:]) if values.size else None
-        group.create_dataset(name, data=values, chunks=chunks, compression="lzf" if values.size else None)
+        group.create_dataset(name, data=values, chunks=chunks, compression="lzf" if values.size else None, fletcher32=bool(values.size) and self.checksums)
+
+    def _open_array(self, group, name: str):
+        try:
+            return group[name]
+        except KeyError:
+            raise StoreDamage(f"{name} missing") from None
 
     def _read_array(self, group, name: str) -> np.ndarray:
-        return group[name][()]
+        dataset = self._open_array(group, name)
+        try:
+            return dataset[()]
+        except OSError as exc:  # HDF5 says a filter failed: Fletcher32's mismatch, or lzf on bytes that are not its own
+            raise StoreDamage(f"{name}: {_filter_problem(dataset, exc)}") from None
+
+    def _check_array(self, group, name: str) -> list[str]:
+        dataset, problems = self._open_array(group, name), []
+        for chunk in dataset.iter_chunks() if dataset.chunks and dataset.size else ():
+            try:
+                dataset[chunk]
+            except OSError as exc:
+                problems.append(f"{name} chunk {chunk[0].start // dataset.chunks[0]}: {_filter_problem(dataset, exc)}")
+        return problems
+
+    def _checksummed_array(self, group, name: str) -> bool:
+        dataset = self._open_array(group, name)
+        return bool(dataset.fletcher32) or not dataset.size
 
     def delete_track(self, split: str, track: str) -> None:
         if split in self._file and track in self._file[split]:
@@ -94,3 +120,7 @@ class HDF5Store(Store):
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+
+
+def _filter_problem(dataset, exc: OSError) -> str:
+    return "checksum mismatch (Fletcher32)" if dataset.fletcher32 else f"cannot be decoded ({first_line(exc, 80)})"

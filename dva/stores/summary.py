@@ -3,7 +3,7 @@ set's provenance means to a reader (how often it has a row, where it came from, 
 
 from __future__ import annotations
 
-from dva.stores.attrs import complete_sets, set_errors, track_tasks
+from dva.stores.attrs import complete_sets, damage_of, set_errors, track_tasks
 
 
 def describe_set(info: dict) -> dict[str, str]:
@@ -52,8 +52,11 @@ def split_summary(index: dict[str, dict], sets, recorded: dict) -> dict:
         part["frames"] += int(track_attrs.get("rows") or 0)
         part["valid_labels"] += int(track_attrs.get("valid_labels") or 0)
         done, errors, set_rows = complete_sets(track_attrs), set_errors(track_attrs), track_attrs.get("set_rows") or {}
+        damaged = damage_of(track_attrs)
         for name, coverage in part["sets"].items():
-            if name in done:
+            if damaged:  # as a failed track: named, left out
+                coverage["failed"][track] = damaged
+            elif name in done:
                 coverage["complete"] += 1
                 coverage["rows"] += int(set_rows.get(name, 0))
             elif name in errors:

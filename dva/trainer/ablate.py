@@ -263,11 +263,14 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
     tasks = job_tasks(todo, identity_digest(identity))
-    failed = _train(todo, tasks, results_csv, scheduler, workers, progress) if todo else {}
+    damaged: dict[str, str] = {}
+    failed = _train(todo, tasks, results_csv, scheduler, workers, progress, damaged) if todo else {}
     message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks],
                                 task=plan_task(base, grid)) if tasks else None
     if message:  # named here, once (after the workers could see the store): the workers that load the sets say nothing
         warnings.warn(DvaWarning(message), stacklevel=2)
+    if damaged:  # what the workers found damaged reading the sets, left out as failed tracks are
+        warnings.warn(DvaWarning(f"{len(damaged)} damaged tracks left out: " + "; ".join(f"{t} ({why})" for t, why in damaged.items())), stacklevel=2)
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
@@ -300,8 +303,10 @@ def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
     return tasks
 
 
-def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool) -> dict[str, str]:
-    """Run the tasks, append each job's row as soon as all its tasks landed; returns {task: reason} of those that failed."""
+def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool,
+           damaged: dict[str, str]) -> dict[str, str]:
+    """Run the tasks, append each job's row as soon as all its tasks landed; returns {task: reason} of those that failed.
+    damaged gains the tracks the tasks found damaged, {track: why}."""
     from tqdm import tqdm
 
     jobs = {job.key: job for job in todo}
@@ -314,6 +319,7 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
                 failed[task.name] = reason
                 parts.pop(task.key, None)  # the job has no row this time; its other folds are not kept
                 continue
+            damaged.update(result.get("damaged") or {})
             if task.key not in parts:
                 continue
             parts[task.key][task.fold] = result

@@ -145,6 +145,8 @@ def essentials(result, task: FitTask, features) -> dict:
         "labels": held.labels.cpu().numpy() if held is not None else None,
         "held_tracks": list(held.tracks) if held is not None else [], "held_offsets": np.asarray(held.offsets) if held is not None else np.zeros(1, np.int64),
         "held_videos": [video_of(t, a.get("video")) for t, a in zip(held.tracks, held.attrs)] if held is not None else [],
+        # found damaged only by reading them (the client names the tracks the attrs leave out before the workers load)
+        "damaged": {t: why for data in (features.train, features.val) if data is not None for t, why in data.left_out.items() if why.startswith("damaged")},
     }
     if task.fold is not None:
         pooled = features.pooled()

@@ -8,11 +8,13 @@ final fits train on costs nothing more.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from dva.data.tasks import LABEL_WIDTH, MTL_LABELS, MTL_TASKS
-from dva.errors import ConfigError, StoreError
+from dva.errors import ConfigError, StoreDamage, StoreError
 from dva.stores import why_not_usable
 from dva.stores.attrs import LABEL_ARRAYS, mtl_split, track_tasks
 from dva.trainer.loading.audio_rows import AudioRows, align_rows
@@ -70,8 +72,10 @@ def load_splits(store, splits: list[str], sets: dict[str, list[str]], audio_alig
     chosen = {split: _usable(store, split, needed, tracks, task) for split in splits}
     available = store.feature_sets()
     dims = {name: int(available[name]["dim"]) for name in needed}
-    jobs = [job for jobs_of_split, _ in chosen.values() for job in jobs_of_split]
-    pooled = _read(store, jobs, sets, dims, audio_align, task if isinstance(task, str) else "va")
+    pooled, damaged = _read_intact(store, chosen, sets, dims, audio_align, task if isinstance(task, str) else "va")
+    if damaged:  # left out and named as failed ones are
+        chosen = {split: ([j for j in names if j[1] not in damaged], {**left_out, **{j[1]: damaged[j[1]] for j in names if j[1] in damaged}})
+                  for split, (names, left_out) in chosen.items()}
     pooled.split, pooled.left_out = "+".join(splits), {t: why for _, left_out in chosen.values() for t, why in left_out.items()}
     parts, first = [], 0
     for split, (names, left_out) in chosen.items():
@@ -100,6 +104,27 @@ def _usable(store, split: str, needed: list[str], tracks: list[str] | None, task
         raise StoreError(f"{store.path}: no track of {what} has {', '.join(needed) or 'any feature set'} complete{_labels_hint(task, split)}: run `dva extract --split {split}`"
                          + ("" if not isinstance(task, str) else " (with the release's annotations of that challenge), or `dva labels`"))
     return jobs, {t: reason for t, reason in reasons.items() if reason is not None}
+
+
+def _read_intact(store, chosen: dict, sets, dims, audio_align: str, task: str) -> tuple[SplitData, dict[str, str]]:
+    """`_read` of chosen's jobs without the tracks that do not read back as written: (the data, {track: why left out}).
+    A damaged track is found by reading it: the read starts again without it (damage is rare, a second read cheap)."""
+    damaged: dict[str, str] = {}
+    while True:
+        jobs = [job for jobs_of_split, _ in chosen.values() for job in jobs_of_split if job[1] not in damaged]
+        if not jobs:
+            raise StoreError(f"{store.path}: every track it would load is damaged ({'; '.join(f'{t}: {why}' for t, why in list(damaged.items())[:3])}): "
+                             "`dva verify` names what, `dva extract` over the same data redoes it")
+        try:
+            return _read(store, jobs, sets, dims, audio_align, task), damaged
+        except _DamagedTrack as exc:
+            damaged[exc.track] = exc.reason
+
+
+class _DamagedTrack(Exception):
+    def __init__(self, stored: str, track: str, exc: StoreDamage):
+        super().__init__(track)
+        self.track, self.reason = track, f"damaged: {exc.problem}; `dva extract --split {stored}` over the same data redoes it"
 
 
 def _reasons(store, candidates: list[tuple[str, str, dict]], needed: list[str], task, split: str) -> dict[str, str | None]:
@@ -171,7 +196,7 @@ def task_labels(task: str, values: np.ndarray) -> np.ndarray:
 
 def _read(store, jobs: list[tuple[str, str, dict, str]], sets: dict[str, list[str]], dims: dict[str, int], audio_align: str, task: str = "va") -> SplitData:
     """jobs: (stored split, track, attrs, split) in order -> one SplitData, every array allocated once at its final size."""
-    frames = [store.read(stored, track, "frame_time").shape[0] if _rows(attrs, None) is None else _rows(attrs, None) for stored, track, attrs, _ in jobs]
+    frames = [_rows(attrs, None) if _rows(attrs, None) is not None else _frame_count(store, stored, track) for stored, track, attrs, _ in jobs]
     offsets = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
     total = int(offsets[-1])
     visual = torch.empty(total, sum(dims[n] for n in sets["visual"]), dtype=torch.float16)
@@ -181,14 +206,15 @@ def _read(store, jobs: list[tuple[str, str, dict, str]], sets: dict[str, list[st
     for i, (stored, track, attrs, _) in enumerate(jobs):
         rows = slice(int(offsets[i]), int(offsets[i + 1]))
         column = 0
-        for name in sets["visual"]:
-            arrays = store.read_set(stored, track, name, "visual")
-            visual[rows, column : column + dims[name]] = torch.from_numpy(np.asarray(arrays["data"], dtype=np.float16))
-            masks["visual"][rows] &= torch.from_numpy(arrays["mask"].astype(bool))
-            column += dims[name]
-        for part, columns in (MTL_LABELS.items() if task == "mtl" else [(task, slice(None))]):
-            if attrs.get("labelled") if part == "va" else store.has_array(stored, track, LABEL_ARRAYS[part]):
-                labels[rows, columns] = torch.from_numpy(task_labels(part, store.read(stored, track, LABEL_ARRAYS[part])))
+        with _naming_track(stored, track):
+            for name in sets["visual"]:
+                arrays = store.read_set(stored, track, name, "visual")
+                visual[rows, column : column + dims[name]] = torch.from_numpy(np.asarray(arrays["data"], dtype=np.float16))
+                masks["visual"][rows] &= torch.from_numpy(arrays["mask"].astype(bool))
+                column += dims[name]
+            for part, columns in (MTL_LABELS.items() if task == "mtl" else [(task, slice(None))]):
+                if attrs.get("labelled") if part == "va" else store.has_array(stored, track, LABEL_ARRAYS[part]):
+                    labels[rows, columns] = torch.from_numpy(task_labels(part, store.read(stored, track, LABEL_ARRAYS[part])))
     # a frame teaches when it has its task's labels; MTL's, when it has any of the three (each loss masks its own)
     label_mask = ~torch.isnan(labels).all(dim=1) if task == "mtl" else ~torch.isnan(labels).any(dim=1)
     return SplitData(
@@ -202,14 +228,18 @@ def _audio_rows(store, jobs, name: str, dim: int, offsets: np.ndarray, how: str,
     """One audio set of every job's track at its own rate; mask (per frame) is narrowed to frames with sound."""
     counts = [_rows(attrs, name) for _, _, attrs, *_ in jobs]
     if any(c is None for c in counts):  # a store without row counts in its attrs: read the steps' times
-        counts = [store.read(split, track, f"{name}/time").shape[0] for split, track, *_ in jobs]
+        counts = []
+        for split, track, *_ in jobs:
+            with _naming_track(split, track):
+                counts.append(store.read(split, track, f"{name}/time").shape[0])
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     data = torch.zeros(int(starts[-1]) + 1, dim, dtype=torch.float16)  # the spare last row: see AudioRows
     left, right = torch.empty(int(offsets[-1]), dtype=torch.int64), torch.empty(int(offsets[-1]), dtype=torch.int64) if how == "linear" else None
     weight = torch.empty(int(offsets[-1]), dtype=torch.float32) if how == "linear" else None
     for i, (split, track, *_) in enumerate(jobs):
-        arrays = store.read_set(split, track, name, "audio")
-        frame_time = store.read(split, track, "frame_time")
+        with _naming_track(split, track):
+            arrays = store.read_set(split, track, name, "audio")
+            frame_time = store.read(split, track, "frame_time")
         values = np.asarray(arrays["data"], dtype=np.float16).reshape(-1, dim)
         if values.shape[0] != counts[i]:
             raise StoreError(f"{store.path}: {split}/{track} {name} holds {values.shape[0]} rows where its attrs say {counts[i]}: run `dva info` and re-extract the track")
@@ -221,6 +251,20 @@ def _audio_rows(store, jobs, name: str, dim: int, offsets: np.ndarray, how: str,
             right[rows], weight[rows] = torch.from_numpy(r + starts[i] if values.shape[0] else np.full_like(r, starts[-1])), torch.from_numpy(w)
         mask[rows] &= torch.from_numpy(valid)
     return AudioRows(data, starts, left, right, weight)
+
+
+@contextlib.contextmanager
+def _naming_track(stored: str, track: str):
+    """A StoreDamage reading one track becomes `_DamagedTrack`, which `_read_intact` leaves out."""
+    try:
+        yield
+    except StoreDamage as exc:
+        raise _DamagedTrack(stored, track, exc) from None
+
+
+def _frame_count(store, stored: str, track: str) -> int:
+    with _naming_track(stored, track):
+        return store.read(stored, track, "frame_time").shape[0]
 
 
 def _rows(attrs: dict, name: str | None) -> int | None:
@@ -263,7 +307,7 @@ def _left_out_line(splits: list[tuple[str, int, dict[str, str]]]) -> str | None:
     for split, loaded, left_out in splits:
         if not left_out:
             continue
-        failed = sum(reason.startswith("failed") for reason in left_out.values())
+        failed = sum(reason.startswith(("failed", "damaged")) for reason in left_out.values())
         named = "; ".join(f"{track} ({reason})" for track, reason in left_out.items())
         parts.append(
             f"{split}: {len(left_out)} of {loaded + len(left_out)} tracks left out "

@@ -135,6 +135,13 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         listed, unusable, lengths = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
+        damaged = {t: why for data in data_by_key.values() for t, why in data.left_out.items() if t in usable}
+        if damaged:  # found only by reading them: refused (or filled, or left out) as the tracks above, and every run reads the same tracks
+            index = {t: a for stored in store.splits() for t, a in store.track_index(stored).items() if t in damaged}
+            lengths = {**lengths, **_fill_or_refuse(damaged, listed, split, allow_incomplete, task, sample_file, index, found is not None)}
+            unusable = {**unusable, **damaged}
+            usable = [t for t in usable if t not in damaged]
+            data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         tracks = next(iter(data_by_key.values())).tracks
         where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
@@ -343,14 +350,22 @@ def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_inco
         test_list = (recorded.get("test_list") or {}).get("tracks")
     listed = sample_file.track_order() if sample_file else test_list or list(index)
     unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
+    return listed, unusable, _fill_or_refuse(unusable, listed, split, allow_incomplete, task, sample_file, index, found is not None)
+
+
+def _fill_or_refuse(unusable: dict[str, str], listed: list[str], split: str, allow_incomplete: bool, task, sample_file, index: dict,
+                    per_frame: bool) -> dict[str, int]:
+    """{track: its rows to fill} of the tracks that cannot be predicted (unusable: {track: why}): a DataError naming
+    them unless allow_incomplete, then a warning naming each with the rows filled (per_frame CSVs: left out, nothing
+    filled). A submission is refused even then when a track's row count is unknown (no sample file, no stored count)."""
     if not unusable:
-        return listed, unusable, {}
+        return {}
     named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
     if not allow_incomplete:
         raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
-    if found is not None:
-        warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=3)
-        return listed, unusable, {}
+    if per_frame:
+        warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=4)
+        return {}
     known = sample_file.rows_per_track() if sample_file else {t: (index.get(t) or {}).get("n_frames") for t in unusable}
     lengths = {t: int(known[t]) for t in unusable if isinstance(known.get(t), int)}
     unknown = [t for t in unusable if t not in lengths]
@@ -359,8 +374,8 @@ def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_inco
                         f"--allow-incomplete cannot fill them: {at_most([f'{t} ({unusable[t]})' for t in unknown], 10)}. Pass --sample FILE, or extract them")
     rows = [f"{t} ({lengths[t]} rows; {why})" for t, why in unusable.items()]
     warnings.warn(DvaWarning(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted: {sum(lengths.values())} rows filled with "
-                             f"{FILL_RULE[task]}, not predictions: {'; '.join(rows)}"), stacklevel=3)
-    return listed, unusable, lengths
+                             f"{FILL_RULE[task]}, not predictions: {'; '.join(rows)}"), stacklevel=4)
+    return lengths
 
 
 def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -> tuple[np.ndarray, SplitData]:
