@@ -20,7 +20,7 @@ def fit(
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
     task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1) or au (twelve action units: mean F1; needs --prompt none). Its own labels and splits of the store."),
-    temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window) or transformer (self-attention, sinusoidal positions)."),
+    temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window), transformer (self-attention, sinusoidal positions), or the name an installed package registers in the entry-point group dva.temporal (e.g. mamba, from examples/dva-mamba)."),
     tcn_kernel: Optional[int] = typer.Option(None, help="--temporal tcn: kernel of the dilated convolutions (odd); levels are added until the receptive field covers --seq-len."),
     temporal_layers: Optional[int] = typer.Option(None, help="--temporal transformer: encoder layers (pre-norm; --heads heads)."),
     fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),

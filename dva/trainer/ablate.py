@@ -127,7 +127,10 @@ def variant_name(choice: dict) -> str:
 
 
 def result_key(settings: FitSettings, store: dict) -> str:
-    """16 hex digits of sha256 over every setting that makes a result (see NOT_IN_KEY) and the store's identity."""
+    """16 hex digits of sha256 over every setting that makes a result (see NOT_IN_KEY), the store's identity and,
+    for a plugin's temporal model, its distribution and version."""
+    from dva.trainer.results.run_dir import temporal_plugin
+
     defaults = FitSettings()
     values = {}
     for name, value in dataclasses.asdict(settings).items():
@@ -136,7 +139,11 @@ def result_key(settings: FitSettings, store: dict) -> str:
         if isinstance(getattr(defaults, name), float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # sigma = 1 in a TOML file is the same setting as --set sigma=1.0
         values[name] = value
-    text = json.dumps({"settings": values, "store": store}, sort_keys=True, separators=(",", ":"))
+    made = {"settings": values, "store": store}
+    plugin = temporal_plugin(settings.temporal)
+    if plugin:  # another version of a plugin is another model: its result is not reused
+        made["temporal_plugin"] = {k: plugin[k] for k in ("distribution", "version")}
+    text = json.dumps(made, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
