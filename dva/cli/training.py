@@ -11,6 +11,10 @@ import typer
 from dva.cli.app import app, user_errors
 from dva.errors import DvaError
 
+TRACK_HELP = ("mlflow: log the run to MLflow (pip install 'dva[mlflow]'): settings as params, per-epoch and final figures as metrics, "
+              "config.json, metrics.json and plots as artifacts; at MLFLOW_TRACKING_URI, else a local store beside the run directory (mlruns).")
+
+
 
 @app.command()
 @user_errors
@@ -57,18 +61,32 @@ def fit(
     folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
     workers: int = typer.Option(0, help="With --folds: train the folds over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="With --folds: send the folds to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
+    track: Optional[str] = typer.Option(None, help=TRACK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler", "track")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
     settings = settings_from(config, **flags)
+    tracking = _tracking(track)
     spread = scheduler or workers > 0
     report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
+    if tracking is not None:
+        report["mlflow"] = tracking.log_fit(Path(report["run"]))
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
+
+
+def _tracking(track: str | None):
+    """dva.trainer.tracking, imported only when --track asks for it (checked before any training), else None."""
+    if track is None:
+        return None
+    from dva.trainer import tracking
+
+    tracking.require(track)
+    return tracking
 
 
 def report_lines(report: dict) -> list[str]:
@@ -87,6 +105,8 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
     lines.append(f"-> {report['run']}")
+    if report.get("mlflow"):
+        lines.append(f"-> MLflow run {report['mlflow']['run_id']} at {report['mlflow']['tracking_uri']}")
     return lines
 
 
@@ -173,16 +193,22 @@ def ablate(
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md, ablation.png and predictions/."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the variants to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
+    track: Optional[str] = typer.Option(None, help="mlflow: one MLflow run for the ablation (the results table and chart), a child per variant x seed (its settings, figures and difference to the baseline) and a grandchild per fold, each task logged where it trains (pip install 'dva[mlflow]'; MLFLOW_TRACKING_URI, else OUT/../mlruns)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
     from dva.trainer.ablate import ablate as run_ablate
-    from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
+    from dva.trainer.ablate import baseline_choice, markdown_table, parse_baseline, parse_fixed, parse_grid
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
     base, axes = settings_from(config, **values), parse_grid(grid)
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
+    chosen = parse_baseline(baseline, axes)
+    tracking = _tracking(track)
+    tracker = tracking.AblationTracker(out, base, axes, seeds, baseline_choice(axes, chosen)) if tracking is not None else None
+    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen, tracker=tracker)
+    if tracker is not None:
+        typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")

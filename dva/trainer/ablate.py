@@ -230,11 +230,12 @@ class Summary(list):
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
-           scheduler: str | None = None, baseline: dict | None = None) -> Summary:
+           scheduler: str | None = None, baseline: dict | None = None, tracker=None) -> Summary:
     """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
     processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
     summaries of this plan's results (no other rows), every variant against the baseline (a grid choice, see
-    `baseline_choice`); return the summary rows."""
+    `baseline_choice`); return the summary rows. tracker: a `dva.trainer.tracking.AblationTracker` (--track mlflow)
+    or None."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     baseline_name = variant_name(baseline_choice(grid, baseline))
@@ -247,7 +248,15 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
     tasks = job_tasks(todo, identity_digest(identity))
-    failed = _train(todo, tasks, results_csv, scheduler, workers, progress) if todo else {}
+    if tracker is not None:
+        tracker.start_jobs(todo)
+        tasks = [dataclasses.replace(task, tracking=tracker.task_tracking(task)) for task in tasks]
+    try:
+        failed = _train(todo, tasks, results_csv, scheduler, workers, progress, tracker) if todo else {}
+    except BaseException:
+        if tracker is not None:
+            tracker.fail()
+        raise
     message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks],
                                 task=plan_task(base, grid)) if tasks else None
     if message:  # named here, once (after the workers could see the store): the workers that load the sets say nothing
@@ -263,6 +272,9 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
         rewrite_results(results_csv, [{**row, **{f: differences.get(row["key"], {}).get(f) for f in DIFF_FIELDS}} for row in results.values()])
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)
+    if tracker is not None:
+        entries = {e["variant"]: e for e in summary}
+        tracker.finish(summary, {t.key for t in tasks if t.name in failed}, {job.key: entries[job.variant] for job in landed if job.variant in entries})
     return summary
 
 
@@ -284,7 +296,7 @@ def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
     return tasks
 
 
-def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool) -> dict[str, str]:
+def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool, tracker=None) -> dict[str, str]:
     """Run the tasks, append each job's row as soon as all its tasks landed; returns {task: reason} of those that failed."""
     from tqdm import tqdm
 
@@ -307,6 +319,8 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
                 row = job_row(job, done)
                 keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
                 append_row(results_csv, row)
+                if tracker is not None:
+                    tracker.job_done(job.key, row, TASK_METRICS[job.settings.task])
                 best = better(best, row[TASK_METRICS[job.settings.task][-1]], f"{job.variant} seed {job.seed}")
                 bar.set_postfix_str(best_postfix(best))
     return failed

@@ -54,6 +54,7 @@ class FitTask:
     keep_model: bool = False  # also return the model's trainable state and normaliser (to write a run directory)
     key: str = ""  # the ablation result this task is part of
     name: str = ""  # variant, seed and fold, as messages name the task
+    tracking: dict | None = None  # --track mlflow: where this task logs its run (`tracking.AblationTracker.task_tracking`)
 
 
 def store_identity(path: str) -> dict:
@@ -96,7 +97,12 @@ def run_task(task: FitTask, devices: list[str] | None = None) -> dict:
     result = train(settings, features, progress=False) if task.fold is None else train_fold(settings, features, task.fold)
     with _LOCK:
         TRAINED.append(task.name)
-    return essentials(result, task, features)
+    out = essentials(result, task, features)
+    if task.tracking is not None:  # logged where it trained: on a Dask worker too
+        from dva.trainer.tracking import log_task
+
+        out["mlflow_run"] = log_task(task.tracking, out)
+    return out
 
 
 def task_device(settings: FitSettings, devices: list[str] | None) -> str | None:
