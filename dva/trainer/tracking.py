@@ -249,12 +249,16 @@ def _float(value):
 def log_task(tracking: dict, result: dict) -> str:
     """Runs where the task trained (this process or a Dask worker): its per-epoch figures, best and final into its
     job's run (tracking["run_id"]) or into a new child of it for a fold (tracking["parent"]); returns that run's id."""
+    import socket
+
     made = client(tracking)
+    where = f"{socket.gethostname()}:{os.getpid()}"  # the process that trained it (a Dask worker's, on a cluster)
     with mlflow_errors(tracking["uri"]):
         if "run_id" in tracking:
             run_id = tracking["run_id"]
+            made.set_tag(run_id, "dva.trained_in", where)
         else:
-            run_id = start(made, tracking["experiment_id"], tracking["name"], tracking["parent"], tags={"dva.fold": tracking["fold"]})
+            run_id = start(made, tracking["experiment_id"], tracking["name"], tracking["parent"], tags={"dva.fold": tracking["fold"], "dva.trained_in": where})
         log_history(made, run_id, result["history"])
         log_metrics(made, run_id, figure_metrics({"best_val": result["best"], "final": result["final"]}))
         if "parent" in tracking:

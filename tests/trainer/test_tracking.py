@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
+import socket
 import sys
 
 import pytest
@@ -61,12 +63,13 @@ def test_fit_tracked_in_mlflow_reads_back_with_its_settings_epochs_figures_and_a
     assert {"config.json", "metrics.json", "curves.png", "traces.png", "va_plane.png"} <= artifacts
 
 
-def test_ablate_tracked_in_mlflow_is_a_parent_with_a_child_per_variant_and_seed_and_a_grandchild_per_fold(tiny_store, tmp_path, monkeypatch):
+def test_ablate_on_dask_workers_tracked_in_mlflow_is_a_parent_a_child_per_variant_and_seed_and_a_grandchild_per_fold_logged_by_the_worker(
+        tiny_store, tmp_path, monkeypatch):
     uri = (tmp_path / "elsewhere").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the user's store (a file store: MLflow asks to be told it is wanted)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     out = tmp_path / "ablate"
-    done = _invoke("ablate", "--features", tiny_store, "--out", out, "--grid", "fusion=concat,gated", "--folds", "2", "--set", "epochs=1",
+    done = _invoke("ablate", "--features", tiny_store, "--out", out, "--grid", "fusion=concat,gated", "--folds", "2", "--workers", "2", "--set", "epochs=1",
                    *(f"--set={k}={v}" for k, v in TINY.items()), "--track", "mlflow")
     assert done.exit_code == 0, done.output
     client = _client(uri)
@@ -87,6 +90,7 @@ def test_ablate_tracked_in_mlflow_is_a_parent_with_a_child_per_variant_and_seed_
         for fold in folds:
             (epoch,) = client.get_metric_history(fold.info.run_id, "val_p_va")
             assert epoch.step == 1 and fold.data.metrics["best_val_p_va"] == epoch.value
+            assert fold.data.tags["dva.trained_in"] != f"{socket.gethostname()}:{os.getpid()}"  # logged by the worker that trained it
     gated = jobs["fusion=gated"].data.metrics
     assert (gated["diff"], gated["ci_low"], gated["ci_high"]) == tuple(float(rows["fusion=gated"][k]) for k in ("diff", "ci_low", "ci_high"))
     assert "diff" not in jobs["fusion=concat"].data.metrics and jobs["fusion=concat"].data.tags["dva.baseline"] == "True"
