@@ -151,7 +151,9 @@ def check_choice(name: str, value) -> None:
     if name == "prompt" and value in OLD_PROMPTS:
         new = OLD_PROMPTS[value]
         raise ConfigError(f"--prompt {value} set the text and the labels at once; use --prompt {new['prompt']} --labels {new['labels']}")
-    choices = temporal_choices() if name == "temporal" else CHOICES[name]
+    if value in CHOICES[name]:
+        return
+    choices = temporal_choices() if name == "temporal" else CHOICES[name]  # a plugin's name: read from the installed metadata
     if value not in choices:
         raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, not {value!r}")
 

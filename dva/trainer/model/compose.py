@@ -13,7 +13,7 @@ from dva.errors import ConfigError
 from dva.trainer.model.fusion import Fusion
 from dva.trainer.model.heads import EXPR_DESCRIPTIONS, EXPR_TEMPLATE, TASK_WIDTH, ClassHead
 from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
-from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, FitSettings, temporal_choices
+from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, TEMPORALS, FitSettings, temporal_choices
 from dva.trainer.model.soft_labels import N_REGIONS, REGION_CENTRES
 from dva.trainer.model.temporal import build_temporal
 
@@ -54,7 +54,7 @@ class ModelSettings:
     def validate(self) -> None:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(m not in MODALITIES for m in self.modalities):
             raise ConfigError(f"modalities must be visual, audio or both, not {self.modalities!r}")
-        if self.temporal not in temporal_choices():
+        if self.temporal not in TEMPORALS and self.temporal not in temporal_choices():
             raise ConfigError(f"temporal must be one of {', '.join(temporal_choices())}, not {self.temporal!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
