@@ -73,9 +73,15 @@ def fit(
     settings = settings_from(config, **flags)
     tracking = _tracking(track)
     spread = scheduler or workers > 0
-    report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
-    if tracking is not None:
-        report["mlflow"] = tracking.log_fit(Path(report["run"]))
+    if spread:  # with --track, each fold logs its epochs on the worker that trains it
+        tracker = tracking.FoldsTracker(Path(settings.out)) if tracking is not None else None
+        report = fit_folds_spread(settings, scheduler, workers, progress=not as_json, tracker=tracker)
+        if tracker is not None:
+            report["mlflow"] = tracker.finish(Path(report["run"]))
+    else:
+        report = run_fit(settings, progress=not as_json)
+        if tracking is not None:
+            report["mlflow"] = tracking.log_fit(Path(report["run"]))
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
 
 

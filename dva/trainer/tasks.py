@@ -219,9 +219,10 @@ def better(best: tuple[float, str] | None, figure, name: str) -> tuple[float, st
     return (value, name) if not np.isnan(value) and (best is None or value > best[0]) else best
 
 
-def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, workers: int = 0, progress: bool = True) -> dict:
+def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, workers: int = 0, progress: bool = True, tracker=None) -> dict:
     """`dva fit --folds K` with each fold and the plain fit a task on a Dask cluster (a running scheduler, or a
-    LocalCluster of `workers` processes); writes the same folds directory as a local run and returns its summary."""
+    LocalCluster of `workers` processes); writes the same folds directory as a local run and returns its summary.
+    tracker: a `dva.trainer.tracking.FoldsTracker` (--track mlflow: each fit logs its epochs where it trains) or None."""
     import time
 
     from tqdm import tqdm
@@ -241,16 +242,26 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     on = dataclasses.replace(settings, features=path)
     tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}") for fold in range(settings.folds)]
     tasks.append(FitTask(dataclasses.replace(on, folds=0), digest, modalities, None, keep_model=True, name="plain fit"))
+    if tracker is not None:
+        tracker.start(tasks)
+        tasks = [dataclasses.replace(task, tracking=tracker.task_tracking(task)) for task in tasks]
     done, failed, best = {}, [], None
-    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
-        for task, result, reason in finished:
-            bar.update(1)
-            if reason is not None:
-                failed.append(f"{task.name}: {reason}")
-                continue
-            done[task.fold] = result
-            best = better(best, task_figure(result["best"]), task.name)
-            bar.set_postfix_str(best_postfix(best))
+    try:
+        with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
+            for task, result, reason in finished:
+                bar.update(1)
+                if reason is not None:
+                    failed.append(f"{task.name}: {reason}")
+                    continue
+                done[task.fold] = result
+                best = better(best, task_figure(result["best"]), task.name)
+                bar.set_postfix_str(best_postfix(best))
+    except BaseException:
+        if tracker is not None:
+            tracker.fail()
+        raise
+    if failed and tracker is not None:
+        tracker.fail()
     if failed:
         raise DvaError(f"dva fit --folds {settings.folds}: {len(failed)} of {len(tasks)} fits failed on the cluster, nothing written: {'; '.join(failed)}")
     pooled = features.pooled()

@@ -9,7 +9,8 @@ state), so threads and Dask workers log side by side.
 What a run holds: every fit setting as a param; per epoch (step = the epoch) `train_loss`, `lr`, `epoch_seconds` and
 each held-out score as `val_<score>` (`val_p_va`, `val_ccc_v`, ..., `val_expr_f1`); the figures of metrics.json as
 `<figure>_<score>` (`best_val_p_va`, `final_p_va`, `oof_p_va`, ...); config.json, metrics.json and the plots as
-artifacts. `dva fit --folds K` is a parent run (the out-of-fold figures) with a child per fold and the plain fit.
+artifacts. `dva fit --folds K` is a parent run (the out-of-fold figures) with a child per fold and the plain fit (on a
+Dask cluster each fit logs its epochs where it trains, `FoldsTracker`).
 `dva ablate` is a parent run (base settings, grid, results.md, results.csv, ablation.png) with a child per variant x
 seed (its settings, its row's figures, and its difference to the baseline with the paired interval: `diff`,
 `ci_low`, `ci_high`) and, with folds, a grandchild per fold; each task logs its own run where it trains (this process
@@ -139,12 +140,14 @@ def log_history(mlflow_client, run_id: str, history: list[dict]) -> None:
 FIGURES = ("best_val", "final", "best_val_smoothed", "oof", "oof_last", "oof_smoothed", "oof_val", "plain_best_val")
 
 
-def log_run_dir(mlflow_client, experiment: str, run: Path, name: str, parent: str | None = None) -> str:
+def log_run_dir(mlflow_client, experiment: str, run: Path, name: str, parent: str | None = None, run_id: str | None = None,
+                logged: dict[str, str] | None = None) -> str:
     """One run directory (`dva fit`) or folds directory (`dva fit --folds`, its fold runs and plain fit as children) as a
-    run; returns its id."""
+    run; returns its id. run_id: a run started already (`FoldsTracker`); logged: {child directory name: its run, whose
+    epochs a Dask worker logged where it trained} (their epochs are not logged again)."""
     from dva.trainer.folds import FOLDS_FILE
 
-    run = Path(run)
+    run, logged = Path(run), logged or {}
     metrics = json.loads((run / "metrics.json").read_text())
     folds = (run / FOLDS_FILE).is_file()
     child_dirs = []
@@ -153,19 +156,26 @@ def log_run_dir(mlflow_client, experiment: str, run: Path, name: str, parent: st
     config_dir = child_dirs[0] if folds else run
     config = json.loads((config_dir / "config.json").read_text())
     settings = {**config["settings"], **({"folds": metrics["folds"]} if folds else {})}
-    run_id = start(mlflow_client, experiment, name, parent, tags={"dva.run_dir": str(run.resolve()), "dva.task": metrics.get("task", "va")})
+    tags = {"dva.run_dir": str(run.resolve()), "dva.task": metrics.get("task", "va")}
+    epochs_logged = run_id is not None and not folds
+    if run_id is None:
+        run_id = start(mlflow_client, experiment, name, parent, tags=tags)
+    else:
+        for key, value in tags.items():
+            mlflow_client.set_tag(run_id, key, value)
     status = "FAILED"
     try:
         log_params(mlflow_client, run_id, settings)
         if config.get("temporal_plugin"):
             log_params(mlflow_client, run_id, {f"temporal_plugin.{k}": v for k, v in config["temporal_plugin"].items()})
-        log_history(mlflow_client, run_id, metrics.get("epochs", []))
+        if not epochs_logged:
+            log_history(mlflow_client, run_id, metrics.get("epochs", []))
         log_metrics(mlflow_client, run_id, figure_metrics({k: metrics.get(k) for k in FIGURES}))
         for file in [run / "config.json", run / "metrics.json", run / FOLDS_FILE, *sorted(run.glob("*.png"))]:
             if file.is_file():
                 mlflow_client.log_artifact(run_id, str(file))
         for child in child_dirs:
-            log_run_dir(mlflow_client, experiment, child, child.name, parent=run_id)
+            log_run_dir(mlflow_client, experiment, child, child.name, parent=run_id, run_id=logged.get(child.name))
         status = "FINISHED"
     finally:
         mlflow_client.set_terminated(run_id, status)
@@ -180,6 +190,41 @@ def log_fit(out: Path) -> dict:
         experiment = experiment_id(made)
         run_id = log_run_dir(made, experiment, Path(out), Path(out).name)
     return {"tracking_uri": where["uri"], "experiment_id": experiment, "run_id": run_id}
+
+
+class FoldsTracker:
+    """`dva fit --folds K --track mlflow` on a Dask cluster: the folds run and a child per fold and the plain fit,
+    started here; each fit logs its epochs where it trains (`log_task`), and `finish` adds what the folds directory
+    holds once it is written (settings, figures, artifacts)."""
+
+    def __init__(self, out: Path):
+        self.where = target(out)
+        self.client = client(self.where)
+        self.out = Path(out)
+        with mlflow_errors(self.where["uri"]):
+            self.experiment = experiment_id(self.client)
+        self.run_id: str | None = None
+        self.children: dict = {}  # task.fold (None: the plain fit) -> its run
+
+    def start(self, tasks) -> None:
+        with mlflow_errors(self.where["uri"]):
+            self.run_id = start(self.client, self.experiment, self.out.name)
+            for task in tasks:
+                name = "plain" if task.fold is None else f"fold-{task.fold}"
+                self.children[task.fold] = start(self.client, self.experiment, name, self.run_id)
+
+    def task_tracking(self, task) -> dict:
+        return {**self.where, "experiment_id": self.experiment, "run_id": self.children[task.fold], "figures": False}
+
+    def finish(self, out: Path) -> dict:
+        logged = {("plain" if fold is None else f"fold-{fold}"): run for fold, run in self.children.items()}
+        with mlflow_errors(self.where["uri"]):
+            log_run_dir(self.client, self.experiment, Path(out), self.out.name, run_id=self.run_id, logged=logged)
+        return {"tracking_uri": self.where["uri"], "experiment_id": self.experiment, "run_id": self.run_id}
+
+    def fail(self) -> None:
+        for run_id in [*self.children.values(), *([self.run_id] if self.run_id else [])]:
+            self.client.set_terminated(run_id, "FAILED")
 
 
 class AblationTracker:
@@ -260,7 +305,8 @@ def log_task(tracking: dict, result: dict) -> str:
         else:
             run_id = start(made, tracking["experiment_id"], tracking["name"], tracking["parent"], tags={"dva.fold": tracking["fold"], "dva.trained_in": where})
         log_history(made, run_id, result["history"])
-        log_metrics(made, run_id, figure_metrics({"best_val": result["best"], "final": result["final"]}))
+        if tracking.get("figures", True):  # a fold of `dva fit --folds` gets its figures from its run directory (`FoldsTracker.finish`)
+            log_metrics(made, run_id, figure_metrics({"best_val": result["best"], "final": result["final"]}))
         if "parent" in tracking:
             made.set_terminated(run_id, "FINISHED")
     return run_id

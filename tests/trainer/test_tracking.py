@@ -63,13 +63,13 @@ def test_fit_tracked_in_mlflow_reads_back_with_its_settings_epochs_figures_and_a
     assert {"config.json", "metrics.json", "curves.png", "traces.png", "va_plane.png"} <= artifacts
 
 
-def test_ablate_on_dask_workers_tracked_in_mlflow_is_a_parent_a_child_per_variant_and_seed_and_a_grandchild_per_fold_logged_by_the_worker(
-        tiny_store, tmp_path, monkeypatch):
+def test_ablate_tracked_in_mlflow_is_a_parent_with_a_child_per_variant_and_seed_and_a_grandchild_per_fold(tiny_store, tmp_path, monkeypatch):
+    """Here, in this process (a Dask worker logs its task's run by the same `log_task`: the folds test below)."""
     uri = (tmp_path / "elsewhere").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the user's store (a file store: MLflow asks to be told it is wanted)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     out = tmp_path / "ablate"
-    done = _invoke("ablate", "--features", tiny_store, "--out", out, "--grid", "fusion=concat,gated", "--folds", "2", "--workers", "2", "--set", "epochs=1",
+    done = _invoke("ablate", "--features", tiny_store, "--out", out, "--grid", "fusion=concat,gated", "--folds", "2", "--set", "epochs=1",
                    *(f"--set={k}={v}" for k, v in TINY.items()), "--track", "mlflow")
     assert done.exit_code == 0, done.output
     client = _client(uri)
@@ -90,10 +90,30 @@ def test_ablate_on_dask_workers_tracked_in_mlflow_is_a_parent_a_child_per_varian
         for fold in folds:
             (epoch,) = client.get_metric_history(fold.info.run_id, "val_p_va")
             assert epoch.step == 1 and fold.data.metrics["best_val_p_va"] == epoch.value
-            assert fold.data.tags["dva.trained_in"] != f"{socket.gethostname()}:{os.getpid()}"  # logged by the worker that trained it
+            assert fold.data.tags["dva.trained_in"] == f"{socket.gethostname()}:{os.getpid()}"  # trained and logged here
     gated = jobs["fusion=gated"].data.metrics
     assert (gated["diff"], gated["ci_low"], gated["ci_high"]) == tuple(float(rows["fusion=gated"][k]) for k in ("diff", "ci_low", "ci_high"))
     assert "diff" not in jobs["fusion=concat"].data.metrics and jobs["fusion=concat"].data.tags["dva.baseline"] == "True"
+
+
+def test_fit_folds_on_dask_workers_tracked_in_mlflow_log_each_fold_where_it_trains_and_the_folds_figures_here(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "runs" / "folds"
+    done = _invoke("fit", "--features", tiny_store, "--out", out, "--folds", "2", "--workers", "2", "--epochs", "1",
+                   *(f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()), "--track", "mlflow", "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    client = _client(report["mlflow"]["tracking_uri"])
+    (parent,) = [run for run in _runs(client) if "mlflow.parentRunId" not in run.data.tags]
+    assert parent.info.run_id == report["mlflow"]["run_id"] and parent.data.metrics["oof_p_va"] == report["oof"]["p_va"]
+    children = {run.info.run_name: run for run in _runs(client, **{"mlflow.parentRunId": parent.info.run_id})}
+    assert set(children) == {"fold-0", "fold-1", "plain"}
+    for name, child in children.items():
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        (epoch,) = client.get_metric_history(child.info.run_id, "val_p_va")  # logged once, by the worker
+        assert (epoch.step, epoch.value) == (1, metrics["epochs"][0]["p_va"]) and child.data.metrics["best_val_p_va"] == metrics["best_val"]["p_va"]
+        assert child.data.tags["dva.trained_in"] != f"{socket.gethostname()}:{os.getpid()}" and child.info.status == "FINISHED"
+        assert {"config.json", "metrics.json", "curves.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
 
 
 def test_track_without_the_extra_or_of_an_unknown_tracker_is_one_line_before_any_training(tiny_store, tmp_path, monkeypatch):
