@@ -204,14 +204,14 @@ def ablate(
 ):
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
     from dva.trainer.ablate import ablate as run_ablate
-    from dva.trainer.ablate import baseline_choice, markdown_table, parse_baseline, parse_fixed, parse_grid
+    from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
     from dva.trainer.settings import settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
     base, axes = settings_from(config, **values), parse_grid(grid)
     chosen = parse_baseline(baseline, axes)
     tracking = _tracking(track)
-    tracker = tracking.AblationTracker(out, base, axes, seeds, baseline_choice(axes, chosen)) if tracking is not None else None
+    tracker = tracking.AblationTracker(out, base, axes, seeds, chosen) if tracking is not None else None
     summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen, tracker=tracker)
     if tracker is not None:
         typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
