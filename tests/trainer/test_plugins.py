@@ -127,10 +127,14 @@ def test_a_run_whose_plugin_is_gone_is_refused_and_one_of_another_version_warned
     assert done.exit_code == 0 and len(warned) == 1, done.output  # read twice (the check, then the model): said once
     assert warned[0].startswith("dva: warning: ") and "dva-mamba 0.1.0 is installed here" in warned[0]
 
+    from dva.trainer.ablate import result_key
     from dva.trainer.plugins import plugin_names
+    from dva.trainer.settings import FitSettings
 
+    installed = result_key(FitSettings(temporal="mamba"), {})
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "dva_mamba").is_dir()])
     assert plugin_names() == ()
+    assert result_key(FitSettings(temporal="mamba"), {}) != installed  # an ablation's key holds the plugin's distribution and version
     done = _invoke("predict", "--run", run, "--features", tiny_store, "--split", "val", "--format", "csv", "--out", tmp_path / "gone")
     assert done.exit_code == 2 and "Traceback" not in done.output, done.output
     assert done.stderr.strip() == (f"dva: error: {run}: its temporal model 'mamba' comes from dva-mamba 0.1.0, which is not installed here: "
