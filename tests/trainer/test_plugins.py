@@ -77,6 +77,8 @@ def test_the_mamba_encoder_keeps_the_temporal_contract_and_ignores_masked_featur
             assert first.shape == (2, 20, 8) and model(x).shape == (2, 20, 8)
             torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)  # every output, valid frame or not
             assert not torch.allclose(model(other), first)  # without the mask the change is seen
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as dva runs every temporal model on a GPU
+                assert torch.isfinite(model(zeroed, mask).float()).all()
 
 
 def test_ablate_grids_over_gru_and_the_installed_mamba_with_folds_and_paired_intervals(mamba_installed, tiny_store, tmp_path):
@@ -141,3 +143,22 @@ def test_a_run_whose_plugin_is_gone_is_refused_and_one_of_another_version_warned
                                    "pip install 'dva-mamba==0.1.0'")
     done = _invoke("fit", "--features", tiny_store, "--out", tmp_path / "new", "--temporal", "mamba")
     assert done.exit_code == 2 and "--temporal must be one of gru, tcn, transformer, not 'mamba'" in done.stderr
+
+
+def test_a_plugin_that_cannot_be_imported_is_one_line_naming_its_package(tiny_store, tmp_path, monkeypatch):
+    """A real installed package (pip, as above) whose module fails on import, as a plugin missing a dependency does."""
+    source, target = tmp_path / "dva-broken", tmp_path / "site"
+    (source / "dva_broken").mkdir(parents=True)
+    (source / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+                                           '[project]\nname = "dva-broken"\nversion = "0.3"\n'
+                                           '[project.entry-points."dva.temporal"]\nbroken = "dva_broken:Model"\n'
+                                           '[tool.setuptools]\npackages = ["dva_broken"]\n')
+    (source / "dva_broken" / "__init__.py").write_text("import a_module_nobody_installed\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.syspath_prepend(str(target))
+    done = _invoke("fit", "--features", tiny_store, "--out", tmp_path / "run", "--temporal", "broken", *TINY)
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert done.stderr.strip() == ("dva: error: --temporal broken: dva-broken 0.3 (dva_broken:Model) cannot be loaded: "
+                                   "ModuleNotFoundError: No module named 'a_module_nobody_installed'")
