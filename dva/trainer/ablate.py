@@ -32,7 +32,8 @@ from dva.errors import ConfigError, DvaWarning
 from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
-from dva.trainer.settings import CHOICES, FitSettings, check_choice
+from dva.trainer.plugins import importable
+from dva.trainer.settings import CHOICES, TEMPORALS, FitSettings, check_choice
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
@@ -244,6 +245,7 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     results_csv = out / "results.csv"
     identity = store_identity(base.features)
     jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity)}.values())
+    importable([job.settings.temporal for job in jobs], TEMPORALS)  # a plugin that cannot be imported: said before anything trains
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]

@@ -53,6 +53,14 @@ def load_temporal(name: str):
                           f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
+def importable(names, builtin: tuple[str, ...]) -> None:
+    """Import now the plugin of each name that is not one of dva's own (builtin; ConfigError, see `load_temporal`), so
+    a plugin that cannot be imported is said before the store is loaded, not after."""
+    for name in dict.fromkeys(names):
+        if name not in builtin:
+            load_temporal(name)
+
+
 def check_recorded(record: dict | None, run: str) -> None:
     """A run's recorded plugin against what is installed: RunError when no installed package registers its name (the
     model cannot be built), a DvaWarning (once per run) when another version of it is installed."""

@@ -28,7 +28,8 @@ from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
 from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, train, train_fold
 from dva.trainer.results.run_dir import trainable_state
-from dva.trainer.settings import FitSettings
+from dva.trainer.plugins import importable
+from dva.trainer.settings import TEMPORALS, FitSettings
 from dva.trainer.workers import (
     features_on,
     forget_features,
@@ -236,6 +237,7 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     if not settings.folds:
         raise ConfigError("--scheduler and --workers send the folds of `dva fit --folds K` to a cluster: add --folds K, or leave them out for one fit here")
     started = time.perf_counter()
+    importable([settings.temporal], TEMPORALS)  # here, before anything is loaded or sent (the workers import it too)
     features = features_for(settings)  # here too: the run directories are written from the held-out tracks
     path = absolute(settings.features)
     digest, modalities = identity_digest(store_identity(path)), settings.modality_list

@@ -158,7 +158,9 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_naming_its_package(tiny_st
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     monkeypatch.syspath_prepend(str(target))
-    done = _invoke("fit", "--features", tiny_store, "--out", tmp_path / "run", "--temporal", "broken", *TINY)
-    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
-    assert done.stderr.strip() == ("dva: error: --temporal broken: dva-broken 0.3 (dva_broken:Model) cannot be loaded: "
-                                   "ModuleNotFoundError: No module named 'a_module_nobody_installed'")
+    said = ("dva: error: --temporal broken: dva-broken 0.3 (dva_broken:Model) cannot be loaded: "
+            "ModuleNotFoundError: No module named 'a_module_nobody_installed'")
+    for command in (["fit", "--out", tmp_path / "run", "--temporal", "broken", *TINY], ["ablate", "--out", tmp_path / "ablate", "--grid", "temporal=gru,broken"]):
+        done = _invoke(*command, "--features", tiny_store)
+        assert done.exit_code == 2 and "Traceback" not in done.output and done.stderr.strip() == said, done.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ablate" / "results.csv").exists()  # said before anything trained
