@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from dva.cli import app
 from dva.trainer.settings import FitSettings
 
-mlflow = pytest.importorskip("mlflow", reason="--track mlflow needs dva[mlflow]")
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="--track mlflow needs dva[mlflow] (the Makefile installs it)")
 
 TINY = {"prompt": "none", "hidden": "16", "seq_len": "32", "stride": "32", "batch_size": "16"}
 
@@ -37,6 +38,7 @@ def _runs(client, **tags) -> list:
     return [run for run in found if all(run.data.tags.get(k) == str(v) for k, v in tags.items())]
 
 
+@needs_mlflow
 def test_fit_tracked_in_mlflow_reads_back_with_its_settings_epochs_figures_and_artifacts(tiny_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs" / "tracked"
@@ -63,6 +65,7 @@ def test_fit_tracked_in_mlflow_reads_back_with_its_settings_epochs_figures_and_a
     assert {"config.json", "metrics.json", "curves.png", "traces.png", "va_plane.png"} <= artifacts
 
 
+@needs_mlflow
 def test_ablate_tracked_in_mlflow_is_a_parent_with_a_child_per_variant_and_seed_and_a_grandchild_per_fold(tiny_store, tmp_path, monkeypatch):
     """Here, in this process (a Dask worker logs its task's run by the same `log_task`: the folds test below)."""
     uri = (tmp_path / "elsewhere").as_uri()
@@ -96,6 +99,7 @@ def test_ablate_tracked_in_mlflow_is_a_parent_with_a_child_per_variant_and_seed_
     assert "diff" not in jobs["fusion=concat"].data.metrics and jobs["fusion=concat"].data.tags["dva.baseline"] == "True"
 
 
+@needs_mlflow
 def test_fit_folds_on_dask_workers_tracked_in_mlflow_log_each_fold_where_it_trains_and_the_folds_figures_here(tiny_store, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "runs" / "folds"
