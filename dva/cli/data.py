@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from dva.cli.app import app, user_errors, warn
+from dva.errors import ConfigError
 
 
 @app.command()
@@ -19,9 +20,15 @@ def synth(
     tracks: int = typer.Option(8, help="Number of tracks (a two-subject video counts twice)."),
     seconds: float = typer.Option(12.0, help="Length of each video in seconds."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same dataset."),
+    layout: str = typer.Option("aff-wild2", help="aff-wild2 (videos, crops, the three challenges' annotations) or s-aff-wild2 (the multi-task challenge's: selected frames as images, one annotation file per split, a test list; no sound)."),
 ):
-    """Write a synthetic dataset in the real Aff-Wild2 layout, VA planted in pictures and sound."""
-    from dva.data.synth import synth as make_synth
+    """Write a synthetic dataset in the real Aff-Wild2 layout (or s-Aff-Wild2's), VA (EXPR, AU) planted in pictures and sound."""
+    if layout == "s-aff-wild2":
+        from dva.data.synth_images import synth_image_set as make_synth
+    elif layout == "aff-wild2":
+        from dva.data.synth import synth as make_synth
+    else:
+        raise ConfigError(f"--layout {layout!r}: use aff-wild2 or s-aff-wild2")
 
     summary = make_synth(out, tracks=tracks, seconds=seconds, seed=seed)
     counts = {}
@@ -39,12 +46,13 @@ def scan(
     sample: Optional[Path] = typer.Option(None, help="The organisers' sample submission (default: *VA*test_set_sample*.txt found in DATA)."),
     crops: Optional[Path] = typer.Option(None, help="Read faces from CROPS/cropped_aligned/ (written by dva faces --out CROPS) instead of DATA's."),
     task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): whose splits to show (default: every challenge the release annotates)."),
+    fps: Optional[float] = typer.Option(None, help="s-Aff-Wild2 (images only): the rate of the images' frame numbers (default 30)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON record per line."),
 ):
     """Show what the pipeline sees: one record per track (its split: where the store keeps it), and per challenge its splits."""
     from dva.data.dataset import scan as scan_data
 
-    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample, crops=crops, tasks=task)
+    result = scan_data(data, split=split, progress=not as_json and sys.stderr.isatty(), test_list=test_list, sample=sample, crops=crops, tasks=task, fps=fps)
     for problem in result.problems:
         warn(f"[{problem.split}] {problem.track} left out: {problem.reason}")
     for message in result.warnings:
@@ -59,6 +67,8 @@ def scan(
 def _scan_table(result) -> str:
     header = f"{'split':<6} {'track':<32} {'video':<40} {'subj':<5} {'lines':>6} {'valid':>6} {'frames':>6} {'fps':>6} {'audio':>5} {'crops':>5}"
     lines = [header, "-" * len(header)]
+    if result.layout == "s-aff-wild2":
+        lines.insert(0, "s-Aff-Wild2: selected frames as images (lines: the track's images; frames: those in cropped_aligned/), no video, no sound")
     for t in result.tracks:
         lines.append(
             f"{t.split:<6} {t.track:<32} {t.video:<40} {t.subject or '-':<5} {_dash(t.n_frames):>6} {_dash(t.n_valid):>6} "

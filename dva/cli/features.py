@@ -17,11 +17,13 @@ def extract(
     data: Path = typer.Option(..., help="Aff-Wild2 dataset folder, or a folder of videos (split all)."),
     split: str = typer.Option(..., help="train, val or test; all for a folder of videos."),
     out: Optional[str] = typer.Option(None, help="Feature store: a Zarr directory, an fsspec URL, or a .h5 file (default: stores)."),
-    preset: Optional[str] = typer.Option(None, help="Named encoder configuration: 'default' (real weights) or 'tiny' (random, offline)."),
+    preset: Optional[str] = typer.Option(None, help="Named encoder configuration: 'default' (real weights) or 'tiny' (random, offline; with --recipe: tiny encoders standing in for the recipe's, its preprocessing kept)."),
+    recipe: Optional[str] = typer.Option(None, help="A recipe (dva recipes) or its TOML file: extract the feature sets it expects (its encoders and preprocessing); flags override it."),
     visual_encoder: Optional[str] = typer.Option(None, help="Visual family: clip (open_clip, the default), hf (a transformers image backbone, --hf-model) or timm (a timm model, --timm-model)."),
     audio_encoder: Optional[str] = typer.Option(None, help="Audio family: ast (the default), or wav2vec2 (wav2vec2, HuBERT, WavLM through transformers, --wav2vec2-model)."),
     clip_model: Optional[str] = typer.Option(None, help="open_clip model name (default: ViT-B-32)."),
     clip_pretrained: Optional[str] = typer.Option(None, help="open_clip pretrained tag or local checkpoint file (default: openai)."),
+    clip_norm: Optional[str] = typer.Option(None, help="clip (the model's own mean and std, the default) or imagenet (ImageNet's, as the seed paper's released code feeds CLIP): recorded, and in the set's name (-imagenet)."),
     ast_model: Optional[str] = typer.Option(None, help="AST hub id or local directory (default: MIT/ast-finetuned-audioset-10-10-0.4593)."),
     hf_model: Optional[str] = typer.Option(None, help="--visual-encoder hf: hub id or local directory (default: google/vit-base-patch16-224-in21k)."),
     timm_model: Optional[str] = typer.Option(None, help="--visual-encoder timm: a timm model name or hf-hub:owner/name id (default: efficientnet_b0)."),
@@ -31,6 +33,7 @@ def extract(
     audio_mode: Optional[str] = typer.Option(None, help="window (the default): one AST pass per step; tokens: one pass per segment, pooled patch tokens (much cheaper)."),
     audio_window: Optional[float] = typer.Option(None, help="Seconds of audio per step (AST window mode, wav2vec2; default 1)."),
     audio_hop: Optional[float] = typer.Option(None, help="Seconds between audio steps (AST window mode, wav2vec2; default 0.1)."),
+    audio_frontend: Optional[str] = typer.Option(None, help="AST's input: kaldi (ASTFeatureExtractor's fbank, the default) or mel (the seed paper's released code: torchaudio mel, 128 bins, n_fft 1024, hop 512, dB; see the README)."),
     audio_pad: bool = typer.Option(False, help="Window mode: pad each 1 s window to the AST's input length in training (1024 frames, about 10x the cost) instead of running it at its own length."),
     jpeg_decoder: Optional[str] = typer.Option(None, help="cpu (the default: libjpeg-turbo, a thread per core) or cuda (nvJPEG on the encoders' GPU, batched) for cropped_aligned JPEGs."),
     visual_source: Optional[str] = typer.Option(None, help="crops (cropped_aligned/), video (decoded frames) or auto (the default: crops when the folder exists)."),
@@ -48,6 +51,7 @@ def extract(
     only: Optional[str] = typer.Option(None, help="visual or audio: make that modality's feature set only."),
     name: Optional[str] = typer.Option(None, help="Name of the feature set (with --only; default: derived from the encoder, e.g. clip-ViT-B-32-openai)."),
     task: Optional[str] = typer.Option(None, help="va, expr, au (comma-separated): whose split's tracks to take (default: every challenge the release annotates)."),
+    fps: Optional[float] = typer.Option(None, help="s-Aff-Wild2 (images only): the rate of the images' frame numbers, which gives each row its time (default 30)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ):
     """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched).
@@ -56,13 +60,13 @@ def extract(
     from dva.pipeline.extract_settings import extract_settings_from
 
     settings = extract_settings_from(
-        preset, data=str(data), split=split, out=out, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
+        preset, recipe, data=str(data), clip_norm=clip_norm, audio_frontend=audio_frontend, split=split, out=out, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
         clip_pretrained=clip_pretrained, ast_model=ast_model, hf_model=hf_model, timm_model=timm_model,
         timm_weights=str(timm_weights) if timm_weights else None, wav2vec2_model=wav2vec2_model, audio_layer=audio_layer,
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
         batch_size=batch_size, device=device, workers=workers, scheduler=scheduler, overwrite=overwrite or None, progress=not as_json,
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
-        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task,
+        only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task, fps=fps,
     )
     report = run_extract(settings)
     _print_warnings(report.warnings, report.masked_crops)
@@ -143,6 +147,8 @@ def info(
     if summary["layout"] == 1:
         typer.echo(f"format 1 (dva 0.1: one visual and one audio set): run `dva upgrade {summary['path']}` to turn it into feature sets")
         return
+    if summary.get("dataset") == "s-aff-wild2":
+        typer.echo("data    s-Aff-Wild2: selected frames as images, no audio (visual sets only; each row at its frame number's time)")
     for name, info in summary["feature_sets"].items():
         said = summary["provenance"][name]
         typer.echo(f"set     {name:<28} {info['modality']:<6} dim {info.get('dim')}  {said['rate']}  {said['family']} {said['source']}")

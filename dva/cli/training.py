@@ -22,13 +22,16 @@ def fit(
     features: Optional[str] = typer.Option(None, help="Feature store written by `dva extract` (default: stores)."),
     out: Optional[str] = typer.Option(None, help="Run directory (default: runs/fit)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with any of these settings; flags override it."),
+    recipe: Optional[str] = typer.Option(None, help="Start from a recipe (dva recipes: paper, seed-code, ...) or its TOML file: its settings, and the store's feature sets it expects where none is named; --config and flags override it. Recorded in config.json with its checksum."),
     modalities: Optional[str] = typer.Option(None, help="visual, audio or visual,audio."),
-    task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1) or au (twelve action units: mean F1; needs --prompt none). Its own labels and splits of the store."),
+    task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1), au (twelve action units: mean F1; no prompt head) or mtl (one model, the three heads: P_MTL = (CCC_V + CCC_A)/2 + EXPR F1 + AU F1). Its own labels and splits of the store."),
+    task_weights: Optional[str] = typer.Option(None, help="--task mtl: V,E,A, the weights of the VA, EXPR and AU losses (default 1,1,1)."),
+    task_weighting: Optional[str] = typer.Option(None, help="--task mtl: fixed (--task-weights) or uncertainty (each loss also x exp(-s) + s, s learned per task: Kendall et al.)."),
     temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window), transformer (self-attention, sinusoidal positions), or the name an installed package registers in the entry-point group dva.temporal (e.g. mamba, from examples/dva-mamba)."),
     tcn_kernel: Optional[int] = typer.Option(None, help="--temporal tcn: kernel of the dilated convolutions (odd); levels are added until the receptive field covers --seq-len."),
     temporal_layers: Optional[int] = typer.Option(None, help="--temporal transformer: encoder layers (pre-norm; --heads heads)."),
     fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),
-    prompt: Optional[str] = typer.Option(None, help="The prompt head's text: none (no prompt head), fixed (hand-written prompts) or learnable (CoOp context vectors)."),
+    prompt: Optional[str] = typer.Option(None, help="The prompt head's text: none (no prompt head), fixed (hand-written prompts) or learnable (CoOp context vectors; the default, none for --task au)."),
     labels: Optional[str] = typer.Option(None, help="The prompt head's target: soft (Gaussian over the region centres, width --sigma) or hard (one-hot of the nearest region)."),
     readout: Optional[str] = typer.Option(None, help="The prediction: regression (tanh head), prompt (sum of region probabilities x region centres) or blend (a learned mix)."),
     stitch: Optional[str] = typer.Option(None, help="Overlapping evaluation windows averaged: hann (weights favour window centres) or mean."),
@@ -55,6 +58,18 @@ def fit(
     visual_features: Optional[str] = typer.Option(None, help="Visual feature set(s) of the store, NAME[,NAME] (default: its only one)."),
     audio_features: Optional[str] = typer.Option(None, help="Audio feature set(s) of the store, NAME[,NAME] (default: its only one)."),
     text_tower: Optional[str] = typer.Option(None, help="MODEL/PRETRAINED of the CLIP text tower for the prompt head (default: the store's CLIP set)."),
+    region_centre: Optional[float] = typer.Option(None, help="The region grid's outer centre coordinate, for the soft and hard labels and the prompt readout (default 2/3; the released code 0.66)."),
+    prompt_templates: Optional[str] = typer.Option(None, help="--prompt fixed: several templates separated by |, each with {} for the region's text, averaged per region (the released code's three)."),
+    logit_scale: Optional[str] = typer.Option(None, help="The prompt head's logit scale: learnable (default) or a fixed number (the released code: 10)."),
+    prompt_input: Optional[str] = typer.Option(None, help="What the prompt head reads: fused (the fused stream, projected; default) or visual (the visual features as stored, no projection; needs a CLIP set of the text tower's width)."),
+    head: Optional[str] = typer.Option(None, help="VA's regression head: linear (tanh; default) or mlp (128 hidden, dropout 0.2, no tanh, as released)."),
+    gate_partner: Optional[str] = typer.Option(None, help="--fusion hierarchical: audio (attention both ways, then gate(visual, audio); default) or visual (visual attends to audio, then an MLP gate(attended, visual), as released)."),
+    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="Every prediction from the past only: TCN padded on the left, GRU one way, transformer and fusion attention masked; no smoothing chosen."),
+    tcn_levels: Optional[int] = typer.Option(None, help="--temporal tcn: a fixed number of levels (default 0: as many as cover the window; released 2)."),
+    target: Optional[str] = typer.Option(None, help="frame (every frame of a window a target; default) or last (one target per past window, its last frame; the window averaged before the head)."),
+    window_seconds: Optional[float] = typer.Option(None, help="--target last: seconds of past each window covers (default 10)."),
+    window_frames: Optional[int] = typer.Option(None, help="--target last: frames sampled evenly by time among the window's face crops (default 20)."),
+    train_stride_seconds: Optional[float] = typer.Option(None, help="--target last: seconds between training targets (default 3)."),
     train_splits: Optional[str] = typer.Option(None, help="train (select the epoch on val) or train,val (a final fit: every --epochs, the last kept, nothing held out)."),
     schedule: Optional[str] = typer.Option(None, help="Learning rate after the warmup: constant or cosine (down to 0 at the last epoch)."),
     warmup: Optional[float] = typer.Option(None, help="Fraction of the training steps over which the learning rate rises linearly from 0."),
@@ -65,12 +80,13 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "as_json", "workers", "scheduler", "track")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "recipe", "as_json", "workers", "scheduler", "track")}
     from dva.trainer.fit import fit as run_fit
+    from dva.trainer.fit import settings_for_store
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
-    settings = settings_from(config, **flags)
+    settings = settings_for_store(settings_from(config, with_recipe=recipe, **flags), modalities is not None or config is not None)
     tracking = _tracking(track)
     spread = scheduler or workers > 0
     if spread:  # with --track, each fold logs its epochs on the worker that trains it
@@ -102,18 +118,28 @@ def report_lines(report: dict) -> list[str]:
         figure = report.get(name)
         if not figure:
             continue
-        key = report.get("figure", "p_va")  # the task's figure: p_va, expr_f1 or au_f1
+        key = report.get("figure", "p_va")  # the task's figure: p_va, expr_f1, au_f1 or p_mtl
         if figure.get(key) is None:
             lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
             continue
         epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
-        shown = f"CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}" if key == "p_va" else f"{key.upper().replace('_', ' ')} {figure[key]:.4f}"
+        shown = figure_text(key, figure)
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
     lines.append(f"-> {report['run']}")
     if report.get("mlflow"):
         lines.append(f"-> MLflow run {report['mlflow']['run_id']} at {report['mlflow']['tracking_uri']}")
     return lines
+
+
+def figure_text(key: str, figure: dict) -> str:
+    """A task's figure as `dva fit` shows it: P_VA with its CCCs, P_MTL with its four parts, or the F1."""
+    number = lambda name: "n/a" if figure.get(name) is None else f"{figure[name]:.4f}"  # noqa: E731  (a part without labels on the held-out tracks)
+    if key == "p_va":
+        return f"CCC_V {number('ccc_v')}  CCC_A {number('ccc_a')}  P_VA {number('p_va')}"
+    if key == "p_mtl":
+        return f"CCC_V {number('ccc_v')}  CCC_A {number('ccc_a')}  EXPR F1 {number('expr_f1')}  AU F1 {number('au_f1')}  P_MTL {number('p_mtl')}"
+    return f"{key.upper().replace('_', ' ')} {number(key)}"
 
 
 @app.command()
@@ -193,6 +219,7 @@ def ablate(
     grid: list[str] = typer.Option([], help="KEY=V1,V2,... over any `dva fit` setting (repeatable); modalities=visual,audio,visual+audio."),
     fixed: list[str] = typer.Option([], "--set", help="KEY=VALUE fixed for every variant (repeatable)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
+    recipe: Optional[str] = typer.Option(None, help="Start every variant from a recipe (dva recipes) or its TOML file; --config, --set and --grid override it. `--grid recipe=paper,seed-code` compares recipes, each on its own feature sets."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
     folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold figure (P_VA; --set task=expr|au: its F1) instead of best_val."),
     baseline: list[str] = typer.Option([], help="KEY=VALUE of the row every other is compared with (repeatable; default: the grid's first value on every axis)."),
@@ -205,14 +232,20 @@ def ablate(
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
-    from dva.trainer.settings import settings_from
+    from dva.trainer.settings import given_values, settings_from
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
-    base, axes = settings_from(config, **values), parse_grid(grid)
+    from dva.trainer.fit import settings_for_store
+
+    named = values.pop("recipe", None)  # --set recipe=NAME is --recipe NAME
+    recipe = recipe or named
+    base, axes = settings_from(config, with_recipe=recipe, **values), parse_grid(grid)
+    base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
     chosen = parse_baseline(baseline, axes)
     tracking = _tracking(track)
     tracker = tracking.AblationTracker(out, base, axes, seeds, chosen) if tracking is not None else None
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen, tracker=tracker)
+    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen,
+                         given=given_values(config, **values), tracker=tracker)
     if tracker is not None:
         typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
     for task, reason in summary.failed.items():
@@ -245,3 +278,25 @@ def demo(
         typer.echo(f"{task.upper():<4} --task {task}, best_val (epoch {done['epoch']} selected on val, scored on val): {what} {done[f'{task}_f1']:.4f}")
         typer.echo(f"     test submission {done['predictions']}: {done['check']}")
     typer.echo("plots: " + ", ".join(result["plots"]))
+
+
+@app.command()
+@user_errors
+def recipes(
+    action: Optional[str] = typer.Argument(None, help="show: print one recipe whole."),
+    name: Optional[str] = typer.Argument(None, help="With show: a recipe's name or TOML file."),
+):
+    """The shipped recipes (the paper as described, the authors' released code, an ABAW winner): name and source,
+    one line each; `dva recipes show NAME` prints one (fit settings, the feature sets it expects, its source)."""
+    from dva import recipes as shipped
+
+    if action is None:
+        for each in shipped.names():
+            recipe = shipped.load(each)
+            typer.echo(f"{each:<14} {recipe.summary} (source: {recipe.source})")
+        return
+    if action != "show" or name is None:
+        raise DvaError("usage: dva recipes, or dva recipes show NAME")
+    recipe = shipped.load(name)
+    typer.echo(f"# {recipe.name}: {recipe.path} (sha256 {recipe.sha256[:16]})")
+    typer.echo(Path(recipe.path).read_text().rstrip())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +48,14 @@ class Track:
     annotation: str | None  # VA's, relative to DATA (not part of the scan record)
     # every task that names the track: {task: {"split", "annotation" (relative to DATA or None), "rows", "annotated"}}
     tasks: dict = field(default_factory=dict, hash=False, compare=False)
+    # an image set's track (s-Aff-Wild2, `dva.data.s_aff_wild2`): the frame numbers (the images' NNNNN) of its rows, ascending;
+    # None for a video's track, whose row i is frame i + 1
+    images: tuple[int, ...] | None = field(default=None, hash=False, compare=False, repr=False)
 
     RECORD_KEYS = ("track", "split", "video", "subject", "n_frames", "n_valid", "fps", "has_audio", "frames_dir")
 
     def record(self) -> dict:
-        full = asdict(self)
-        return {key: full[key] for key in self.RECORD_KEYS}
+        return {key: getattr(self, key) for key in self.RECORD_KEYS}
 
     def task_splits(self) -> dict[str, str]:
         """{task: split} of every task that names the track (what the store keeps as its `tasks` attr)."""
@@ -77,6 +79,7 @@ class ScanResult:
     sample: SampleFile | None = None  # the organisers' sample submission: T and order of the test tracks
     warnings: list[str] = field(default_factory=list)
     task_tests: dict = field(default_factory=dict)  # {"expr"/"au": TestPhase} of the other challenges that have a test list or sample
+    layout: str | None = None  # "s-aff-wild2" for an image set (no video, no sound: `dva.data.s_aff_wild2`)
 
 
 def scan(data: str | Path, split: str | None = None, progress: bool = False, test_list: str | Path | None = None, sample: str | Path | None = None,

@@ -60,7 +60,7 @@ def read_test_list(path: Path) -> list[str]:
     names: dict[str, None] = {}
     for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
         text = line.strip().split(",")[0].strip()
-        if not text or text.lower() in {"image_location", "video", "track", "name"}:
+        if not text or text.lower() in {"image_location", "image", "video", "track", "name"}:
             continue
         name = text.split("/")[0]
         for suffix in (".mp4", ".avi", ".txt"):

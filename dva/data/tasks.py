@@ -44,13 +44,21 @@ TASKS = {
                "labels_au", AU_NAMES, "Action_Unit_Detection_Challenge_test_set_release.txt"),
 }
 TASK_ORDER = tuple(TASKS)  # also the order that decides a track's store split
-LABEL_WIDTH = {"va": 2, "expr": 1, "au": 12}  # the columns of each task's labels as the trainer holds them (NaN: not annotated)
+LABEL_WIDTH = {"va": 2, "expr": 1, "au": 12, "mtl": 15}  # the columns of each task's labels as the trainer holds them (NaN: not annotated)
+MTL_TASKS = ("va", "expr", "au")  # the multi-task challenge's parts: its labels are theirs side by side, in this order
+MTL_LABELS = {task: slice(start, start + LABEL_WIDTH[task]) for task, start in zip(MTL_TASKS, (0, 2, 3))}  # each part's label columns
+MTL_PRED = {"va": slice(0, 2), "expr": slice(2, 2 + len(EXPR_CLASSES)), "au": slice(2 + len(EXPR_CLASSES), 2 + len(EXPR_CLASSES) + len(AU_NAMES))}  # each part's prediction columns (values, probabilities)
+MTL_WIDTH = MTL_PRED["au"].stop  # the columns of an MTL prediction: valence, arousal, 8 class and 12 unit probabilities
+
+
 
 
 def task_of(labels) -> str:
     """The task of labels [N, columns] as the trainer holds them (`LABEL_WIDTH`): VA [N, 2], EXPR [N, 1] (the class
-    index), AU [N, 12]."""
+    index), AU [N, 12], MTL [N, 15] (the three side by side, `MTL_LABELS`)."""
     return {width: task for task, width in LABEL_WIDTH.items()}[int(labels.shape[1])]
+
+
 OTHER_NAMES = re.compile(r"(^|[^a-z])(mtl|ce)([^a-z]|$)")  # the multi-task and compound-expression challenges: no task of dva
 
 

@@ -94,6 +94,11 @@ def find_sample_file(root: Path, extra: list[Path] = ()) -> Path | None:
     return find_task_sample(root, "va", extra)
 
 
+def _is_header(first: str) -> bool:
+    """Whether a file's first field is a header's, not an image's: it names no `<track>/<frame>` path."""
+    return LOCATION.match(first) is None and "/" not in first and "\\" not in first
+
+
 @dataclass(frozen=True)
 class SampleFile:
     """The rows to predict: `locations[i]` is written back verbatim, `tracks[i]`/`frames[i]` say which
@@ -133,8 +138,8 @@ def read_sample_file(path: str | Path) -> SampleFile:
         if not text:
             continue
         location = text.split(",")[0].strip()
-        if number == 1 and location.lower() == "image_location":
-            continue
+        if number == 1 and _is_header(location):
+            continue  # `image_location,...`; the multi-task list's `image` or another wording of it
         match = LOCATION.match(location)
         if match is None or int(match["frame"]) < 1:
             raise DataError(f"{path}:{number}: expected '<track>/<NNNNN>.jpg,,' (a 1-based frame number), got {text[:60]!r}")

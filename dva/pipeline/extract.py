@@ -18,7 +18,8 @@ from pathlib import Path
 from dva import __version__
 from dva.data.aff_wild2 import Problem, ScanResult
 from dva.data.dataset import scan
-from dva.errors import StoreError
+from dva.data.s_aff_wild2 import LAYOUT as IMAGE_SET
+from dva.errors import ConfigError, StoreError
 from dva.pipeline.claims import POLL, claims_for
 from dva.pipeline.distributed import extract_distributed
 from dva.pipeline.extract_settings import TIMELINE, ExtractReport, ExtractSettings, parse_shard
@@ -43,7 +44,8 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     settings = settings.resolved(default_device())  # Dask workers take this device's kind, so the sets record what computed them
     root = Path(settings.data)
     result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops,
-                  tasks=settings.tasks)
+                  tasks=settings.tasks, fps=settings.fps)
+    settings, skipped = _images_only(settings, result)
     distributed = bool(settings.workers or settings.scheduler)
     visual, audio = build_encoders(settings, "cpu" if distributed else settings.device)
     if settings.jpeg_decoder == "cuda" and not distributed:
@@ -54,7 +56,7 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     groups = _store_splits(result, settings.split)
     try:
         warnings = _record_sets(store, settings, made, result, list(groups))
-        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=[*warnings, *result.warnings])
+        report = ExtractReport(store=str(settings.out), split=settings.split, warnings=[*skipped, *warnings, *result.warnings])
         started = time.perf_counter()
         for group, (tracks, problems) in groups.items():
             _extract_split(dataclasses.replace(settings, split=group), tracks, problems, store, sets, made, visual, audio, report)
@@ -62,6 +64,21 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     finally:
         store.close()
     return report
+
+
+def _images_only(settings: ExtractSettings, result: ScanResult) -> tuple[ExtractSettings, list[str]]:
+    """An image set (s-Aff-Wild2) has no sound and no video: its visual set only, read from its images. Returns the
+    settings to run and the line saying the audio encoder was skipped; ConfigError for what cannot be done."""
+    if result.layout != IMAGE_SET:
+        return settings, []
+    if settings.only == "audio":
+        raise ConfigError(f"--only audio: {settings.data} is an s-Aff-Wild2 set, images without sound: it has no audio to encode")
+    if settings.visual_source == "video":
+        raise ConfigError(f"--visual-source video: {settings.data} is an s-Aff-Wild2 set, images without a video: use --visual-source crops (or auto)")
+    if settings.only == "visual":
+        return settings, []
+    note = f"{settings.data} is an s-Aff-Wild2 set (images only, no sound): the audio encoder ({settings.audio_encoder}) is skipped"
+    return dataclasses.replace(settings, only="visual"), [note]
 
 
 def _store_splits(result: ScanResult, split: str) -> dict[str, tuple[list, list]]:
@@ -110,6 +127,7 @@ def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result
             raise StoreError(f"{settings.out} was made with another frame clock ({timeline}): extract into a new --out")
         if timeline is None:
             store.set_attrs({"dva_version": __version__, "format": 2, "timeline": TIMELINE})
+        _record_dataset(store, settings, result, existing)
         for name, info in made.items():
             if name not in existing:
                 store.add_feature_set(name, info)
@@ -119,6 +137,18 @@ def _record_sets(store, settings: ExtractSettings, made: dict[str, dict], result
         if any(store.split_attrs(settings.split).get(k) != v for k, v in wanted.items()):
             store.set_split_attrs(settings.split, wanted)
     return warnings
+
+
+def _record_dataset(store, settings: ExtractSettings, result: ScanResult, existing: dict) -> None:
+    """An s-Aff-Wild2 store says so (`dataset`, `has_audio` false: `dva info` shows it); a store of one kind of data
+    never takes the other's tracks (an image set's rows are its selected frames, a video's every frame)."""
+    kind = store.attrs.get("dataset")
+    if existing and kind != result.layout:
+        this = "an s-Aff-Wild2 set (images only)" if result.layout == IMAGE_SET else "videos"
+        held = "an s-Aff-Wild2 set's tracks" if kind == IMAGE_SET else "tracks of videos"
+        raise StoreError(f"{settings.out} holds {held}, {settings.data} is {this}: extract into a new --out")
+    if result.layout == IMAGE_SET and kind is None:
+        store.set_attrs({"dataset": IMAGE_SET, "has_audio": False})
 
 
 def _extract_until_settled(pending: list, root, store, settings, sets, made, visual, audio, report, claims, since) -> None:

@@ -30,6 +30,7 @@ class ExtractSettings:
     audio_encoder: str = "ast"  # a family of AUDIO_FAMILIES
     clip_model: str = DEFAULT["clip_model"]
     clip_pretrained: str | None = DEFAULT["clip_pretrained"]
+    clip_norm: str = "clip"  # the pixels' mean and std: CLIP's own, or ImageNet's (what the seed paper's released code feeds CLIP)
     hf_model: str = DEFAULT["hf_model"]
     timm_model: str = DEFAULT["timm_model"]
     timm_weights: str | None = None  # a local weights file (safetensors or a torch state dict); None: timm's pretrained weights
@@ -40,6 +41,7 @@ class ExtractSettings:
     audio_window: float = 1.0
     audio_hop: float = 0.1
     audio_pad: bool = False  # window mode: pad each window to the AST's max_length instead of running it at its own length
+    audio_frontend: str = "kaldi"  # AST's input: kaldi (ASTFeatureExtractor's fbank) or mel (torchaudio mel in dB, the seed code's)
     visual_source: str = "auto"
     crops: str | None = None  # a folder whose cropped_aligned/ holds the faces to read instead of DATA's (`dva faces --out`)
     batch_size: int | None = None  # None: BATCH_SIZES of the device (`resolved`)
@@ -57,6 +59,7 @@ class ExtractSettings:
     name: str | None = None  # the feature set's name (with --only); default: derived from the encoder
     allow_other_device: bool = False  # continue a set made on another kind of device (cpu/cuda), with a warning
     tasks: str | None = None  # "va,expr,au": whose split's tracks to take (default: every task the release has)
+    fps: float | None = None  # an image set's (s-Aff-Wild2) frame clock: its frame numbers' rate (default 30)
 
     def resolved(self, default_device: str) -> ExtractSettings:
         """These settings with the device (default_device when not given) and the batch size (`BATCH_SIZES` of the
@@ -92,6 +95,13 @@ class ExtractSettings:
             raise ConfigError(f"--visual-source must be one of {', '.join(VISUAL_SOURCES)}, not {self.visual_source!r}")
         if self.crops is not None and self.visual_source == "video":
             raise ConfigError("--crops names the faces to read: it cannot go with --visual-source video")
+        from dva.pipeline.encoders.ast import FRONTENDS
+        from dva.pipeline.encoders.clip import NORMS
+
+        if self.clip_norm not in NORMS:
+            raise ConfigError(f"--clip-norm must be one of {', '.join(NORMS)}, not {self.clip_norm!r}")
+        if self.audio_frontend not in FRONTENDS:
+            raise ConfigError(f"--audio-frontend must be one of {', '.join(FRONTENDS)}, not {self.audio_frontend!r}")
         if self.audio_mode not in AUDIO_MODES:
             raise ConfigError(f"--audio-mode must be one of {', '.join(AUDIO_MODES)}, not {self.audio_mode!r}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -107,6 +117,8 @@ class ExtractSettings:
                 parse_tasks(self.tasks)
             except DataError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.fps is not None and not self.fps > 0:
+            raise ConfigError(f"--fps must be positive, not {self.fps}")
         if self.claim_timeout <= 0:
             raise ConfigError("--claim-timeout must be positive")
         if self.only is not None and self.only not in MODALITIES:
@@ -120,12 +132,23 @@ class ExtractSettings:
                 raise ConfigError(f"--name {exc}") from None
 
 
-def extract_settings_from(preset: str | None = None, **flags) -> ExtractSettings:
-    """ExtractSettings from a named encoder configuration (`PRESETS`: "default", or "tiny" for tests and the demo),
-    overridden by the flags that were given (not None); validated."""
+def extract_settings_from(preset: str | None = None, recipe: str | None = None, **flags) -> ExtractSettings:
+    """ExtractSettings from a recipe's [extract] (the feature sets it expects; dva/recipes), then a named encoder
+    configuration (`PRESETS`: "tiny" puts small random encoders in the recipe's families, for tests and the demo;
+    "default" the families' own ids, which a recipe's models override), then the flags that were given (not None);
+    validated."""
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}: use one of {', '.join(PRESETS)}")
-    settings = ExtractSettings(**{**PRESETS[preset or "default"], **{k: v for k, v in flags.items() if v is not None}})
+    values = dict(PRESETS["default"])
+    if recipe is not None:
+        from dva import recipes
+
+        chosen = recipes.load(recipe)
+        recipes.unknown_keys(chosen, "extract", {f.name for f in dataclasses.fields(ExtractSettings)})
+        values.update(chosen.extract)
+    if preset not in (None, "default") or recipe is None:
+        values.update(PRESETS[preset or "default"])
+    settings = ExtractSettings(**{**values, **{k: v for k, v in flags.items() if v is not None}})
     settings.validate()
     return settings
 

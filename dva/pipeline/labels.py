@@ -15,6 +15,7 @@ from pathlib import Path
 from dva.data.aff_wild2 import splits_of, task_split_of, release_tasks
 from dva.data.annotations import fit_rows, read_task_annotation
 from dva.data.layout import claim_key
+from dva.data.s_aff_wild2 import NONE, image_set_files, image_set_marker, read_image_annotation, read_image_test_list
 from dva.data.tasks import TASK_ORDER, parse_tasks
 from dva.errors import StoreError
 from dva.pipeline.claims import claims_for
@@ -40,6 +41,8 @@ def run_labels(data: str | Path, store_path: str, tasks: str | None = None, prog
     from tqdm import tqdm
 
     root, selected = Path(data), parse_tasks(tasks) or TASK_ORDER
+    if image_set_marker(root) is not None:
+        return _image_set_labels(root, store_path, selected, progress)
     members, phases = release_tasks(root, None, None, None, selected)
     report = LabelsReport(store=str(store_path))
     with open_store(store_path, mode="a") as store:
@@ -103,3 +106,47 @@ def _record_tests(store, phases: dict, selected, held: set[str]) -> None:
         others[task] = phase_attrs(str(phase.test_list) if phase.test_list else None, phase.sample, named)
     if others:
         store.set_split_attrs("test", {"task_tests": {**(store.split_attrs("test").get("task_tests") or {}), **others}})
+
+
+def _image_set_labels(root: Path, store_path: str, selected, progress: bool) -> LabelsReport:
+    """`run_labels` of an s-Aff-Wild2 set: each stored track's labels at its rows' frame numbers (`frame_number`), from
+    the annotation file that names the track (a frame the file does not name: not annotated); test tracks keep none."""
+    from tqdm import tqdm
+
+    files = image_set_files(root)
+    named = {split: read_image_annotation(files[split]) for split in ("train", "val") if split in files}
+    listed = read_image_test_list(files["test"]).track_order() if "test" in files else []
+    report = LabelsReport(store=str(store_path))
+    with open_store(store_path, mode="a") as store:
+        if not store.splits():
+            raise StoreError(f"{store_path}: no tracks in the store: `dva extract` them first (labels come with them)")
+        held = set()
+        for stored in store.splits():
+            index = store.track_index(stored)
+            held |= set(index)
+            claims = claims_for(store, stored)
+            for track, attrs in tqdm(index.items(), desc=f"labels {stored}", unit="track", disable=not progress):
+                if not attrs.get("rows"):
+                    continue
+                split = next((name for name, tracks in named.items() if track in tracks), "test" if track in listed else None)
+                if split is None:
+                    continue
+                if not store.has_array(stored, track, "frame_number"):
+                    report.warnings.append(f"{stored}/{track} was not extracted from an s-Aff-Wild2 set (no frame numbers): left as it is")
+                    continue
+                labels = {}
+                if split != "test":
+                    found = named[split].get(track, NONE).at(store.read(stored, track, "frame_number"))
+                    labels = {task: found[task] for task in selected}
+                with claims.hold(claim_key(track, attrs.get("video"))):
+                    store.write_labels(stored, track, labels, {**track_tasks(attrs, stored), **{task: split for task in selected}})
+                after = store.track_attrs(stored, track).get("annotated") or {}
+                for task in labels:
+                    report.labelled[task] = report.labelled.get(task, 0) + 1
+                    report.annotated[task] = report.annotated.get(task, 0) + int(after.get(task, 0))
+        for split, tracks in [*named.items(), ("test", listed)]:
+            missing = [t for t in tracks if t not in held]
+            if missing:
+                report.not_in_store.update({f"{task} {split}": missing for task in selected})
+                report.warnings.append(f"{len(missing)} tracks of {split} are not in the store (dva extract --split {split} adds them): {', '.join(missing[:10])}")
+    return report

@@ -30,18 +30,19 @@ def build_encoders(settings: ExtractSettings, device: str):
     visual = audio = None
     if "visual" in settings.modalities:
         family = settings.visual_encoder
-        visual = build_visual(family, visual_model.get(family, ""), visual_weights.get(family), device)
+        visual = build_visual(family, visual_model.get(family, ""), visual_weights.get(family), device, norm=settings.clip_norm)
     if "audio" in settings.modalities:
         audio = build_audio(
             settings.audio_encoder, audio_model.get(settings.audio_encoder, ""), device,
             mode=settings.audio_mode, window=settings.audio_window, hop=settings.audio_hop, pad=settings.audio_pad, layer=settings.audio_layer,
+            frontend=settings.audio_frontend,
         )
     return visual, audio
 
 
 ENCODER_FIELDS = (
-    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "hf_model", "timm_model", "timm_weights", "ast_model", "wav2vec2_model",
-    "audio_mode", "audio_window", "audio_hop", "audio_pad", "audio_layer",
+    "only", "name", "visual_encoder", "audio_encoder", "clip_model", "clip_pretrained", "clip_norm", "hf_model", "timm_model", "timm_weights", "ast_model", "wav2vec2_model",
+    "audio_mode", "audio_window", "audio_hop", "audio_pad", "audio_layer", "audio_frontend",
 )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from dva.data.aff_wild2 import Track
 from dva.data.annotations import fit_rows, read_annotation, read_task_annotation
+from dva.data.s_aff_wild2 import image_labels
 from dva.data.video import frame_times, open_frames
 from dva.errors import ConfigError, DataError, first_line
 from dva.pipeline import media
@@ -37,15 +38,24 @@ class TrackPlan:
     frame_time: np.ndarray
     labels: np.ndarray | None
     task_labels: dict = dataclasses.field(default_factory=dict)
+    frame_number: np.ndarray | None = None  # an image set's: each row's frame number (its image NNNNN.jpg)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The track's own arrays for the store: frame_time, labels (VA) and each other task's labels."""
-        return {"frame_time": self.frame_time, **({"labels": self.labels} if self.labels is not None else {}), **self.task_labels}
+        """The track's own arrays for the store: frame_time, labels (VA), each other task's labels and an image set's frame_number."""
+        own = {"frame_time": self.frame_time, **({"labels": self.labels} if self.labels is not None else {}), **self.task_labels}
+        return {**own, "frame_number": self.frame_number} if self.frame_number is not None else own
 
 
 def plan_track(track: Track, root: Path) -> TrackPlan:
     """T is the most rows any task gives the track (annotation lines, a challenge's sample rows; `scan`), else one row
-    per video frame; each task's labels are padded to T with 'not annotated'."""
+    per video frame; each task's labels are padded to T with 'not annotated'. An image set's track (s-Aff-Wild2): its
+    selected images, each at its own frame number's time, labelled from its split's annotation file."""
+    if track.images is not None:
+        frames = np.asarray(track.images, dtype=np.int32)
+        labels = image_labels(root, track)
+        frame_time = ((frames.astype(np.float64) - 1) / track.fps).astype(np.float32)  # the gaps the selection left stay gaps
+        others = {LABEL_ARRAYS[task]: values for task, values in labels.items() if task != "va"}
+        return TrackPlan(track, int(frames.shape[0]), frame_time, labels.get("va"), others, frames)
     rows = track.n_frames if track.n_frames is not None else track.n_video_frames
     labels, task_labels = None, {}
     for task, info in track.tasks.items():
@@ -169,33 +179,40 @@ def visual_batches(plan: TrackPlan, root: Path, source: str, batch_size: int, po
     pin: batches in page-locked memory, so that their copy to a CUDA device runs while the next one decodes.
     jpeg_decoder "cuda": the pool only reads the crops' bytes and nvJPEG decodes each batch on device."""
     usable = min(plan.rows, plan.track.n_video_frames)  # rows past the video's end are masked, never invented
-    if source == "crops":
+    if plan.frame_number is not None:  # an image set: row i is image frame_number[i], wherever it lies in the video
         if plan.track.frames_dir is not None:
-            yield from _crop_batches(root / plan.track.frames_dir, usable, batch_size, pool, masked, pin, jpeg_decoder, device)
+            yield from _crop_batches(root / plan.track.frames_dir, plan.frame_number, batch_size, pool, masked, pin, jpeg_decoder, device)
+    elif source == "crops":
+        if plan.track.frames_dir is not None:
+            yield from _crop_batches(root / plan.track.frames_dir, np.arange(1, usable + 1), batch_size, pool, masked, pin, jpeg_decoder, device)
     else:
         yield from _frame_batches(plan, root, usable, batch_size, pin)
 
 
-def _crop_batches(folder: Path, usable: int, batch_size: int, pool: ThreadPoolExecutor, masked: list, pin: bool,
+def _crop_batches(folder: Path, numbers: np.ndarray, batch_size: int, pool: ThreadPoolExecutor, masked: list, pin: bool,
                   jpeg_decoder: str, device: str) -> Iterator[tuple[np.ndarray, object]]:
-    """`visual_batches` from the crops `NNNNN.jpg` (1-based) in folder: a missing or corrupt crop leaves its row masked."""
-    for start in range(0, usable, batch_size):
-        rows = np.arange(start, min(start + batch_size, usable))
+    """`visual_batches` from the crops `NNNNN.jpg` in folder, row i's numbered numbers[i] (1-based frame numbers): a
+    missing or corrupt crop leaves its row masked."""
+    def crop(row) -> Path:
+        return folder / f"{int(numbers[row]):05d}.jpg"
+
+    for start in range(0, len(numbers), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(numbers)))
         images, kept = [], []
 
         def load(row):
             try:
-                return read_crop(folder / f"{row + 1:05d}.jpg")
+                return read_crop(crop(row))
             except ValueError as exc:
                 masked.append(str(exc))
                 return None
 
         def read(row):
-            path = folder / f"{row + 1:05d}.jpg"
+            path = crop(row)
             return path.read_bytes() if path.is_file() else b""
 
         if jpeg_decoder == "cuda":
-            decoded = decode_on_gpu(list(pool.map(read, rows)), [folder / f"{r + 1:05d}.jpg" for r in rows], device, masked)
+            decoded = decode_on_gpu(list(pool.map(read, rows)), [crop(r) for r in rows], device, masked)
         else:
             decoded = pool.map(load, rows)
         for row, image in zip(rows, decoded):

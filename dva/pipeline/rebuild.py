@@ -18,7 +18,7 @@ from dva.stores import set_differences
 
 
 def _clip(encoder: dict) -> dict:
-    return {"visual_encoder": "clip", "clip_model": encoder["model"], "clip_pretrained": encoder.get("pretrained")}
+    return {"visual_encoder": "clip", "clip_model": encoder["model"], "clip_pretrained": encoder.get("pretrained"), "clip_norm": encoder.get("norm", "clip")}
 
 
 def _hf(encoder: dict) -> dict:
@@ -30,7 +30,8 @@ def _timm(encoder: dict) -> dict:
 
 
 def _ast(encoder: dict) -> dict:
-    flags = {"audio_encoder": "ast", "ast_model": encoder["model"], "audio_mode": encoder.get("mode", "window"), "audio_pad": encoder.get("window_input") == "padded"}
+    flags = {"audio_encoder": "ast", "ast_model": encoder["model"], "audio_mode": encoder.get("mode", "window"), "audio_pad": encoder.get("window_input") == "padded",
+             "audio_frontend": encoder.get("frontend", "kaldi")}
     return flags | {key: encoder[field] for key, field in (("audio_window", "window"), ("audio_hop", "hop")) if encoder.get(field) is not None}
 
 

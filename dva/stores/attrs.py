@@ -13,11 +13,12 @@ from dva.errors import StoreError
 FORMAT = 2
 MODALITIES = ("visual", "audio")
 # the track's own arrays, shared by every feature set: frame_time [T]; labels [T, 2] (VA, NaN where invalid);
-# labels_expr [T] (class 0-7, -1 where not annotated); labels_au [T, 12] (0/1, -1 where not annotated)
-TRACK_ARRAYS = ("frame_time", "labels", "labels_expr", "labels_au")
+# labels_expr [T] (class 0-7, -1 where not annotated); labels_au [T, 12] (0/1, -1 where not annotated); frame_number [T]
+# (an image set's track, s-Aff-Wild2: the 1-based frame number, the image's NNNNN, of each row; absent: row i is frame i + 1)
+TRACK_ARRAYS = ("frame_time", "labels", "labels_expr", "labels_au", "frame_number")
 LABEL_ARRAYS = {"va": "labels", "expr": "labels_expr", "au": "labels_au"}  # each task's labels (dva.data.tasks names the same)
 SET_ARRAYS = {"visual": ("data", "mask"), "audio": ("data", "time")}
-DTYPES = {"frame_time": np.float32, "labels": np.float32, "labels_expr": np.int8, "labels_au": np.int8, "data": np.float16, "mask": np.bool_, "time": np.float32}
+DTYPES = {"frame_time": np.float32, "labels": np.float32, "labels_expr": np.int8, "labels_au": np.int8, "frame_number": np.int32, "data": np.float16, "mask": np.bool_, "time": np.float32}
 ROWS_PER_CHUNK = 4096
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SET_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -64,6 +65,18 @@ def track_tasks(attrs: dict, split: str) -> dict[str, str]:
     if isinstance(tasks, dict):
         return dict(tasks)
     return {"va": split} if attrs.get("labelled") or split == "test" else {}
+
+
+def mtl_split(attrs: dict, split: str) -> str | None:
+    """The track's split for the multi-task challenge: its `tasks` attr's "mtl" when it has one (a store of s-Aff-Wild2,
+    whose one annotation file decides every task's split), else derived from the three challenges' splits (a full
+    Aff-Wild2 store): val when any of them holds it out (no task's held-out labels are ever trained on), else train
+    when any trains on it; None for a track of none of them, or only of a test split."""
+    tasks = track_tasks(attrs, split)
+    if "mtl" in tasks:
+        return tasks["mtl"]
+    chosen = set(tasks.values())
+    return "val" if "val" in chosen else "train" if "train" in chosen else None
 
 
 def count_annotated(task: str, labels: np.ndarray) -> int:

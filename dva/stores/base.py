@@ -229,7 +229,8 @@ class Store:
         indexes = {split: self.track_index(split) for split in self.splits()}
         splits = {split: split_summary(index, sets, self.split_attrs(split)) for split, index in indexes.items()}
         return {
-            **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "timeline": attrs.get("timeline"), "feature_sets": sets,
+            **head, "layout": FORMAT, "dva_version": attrs.get("dva_version"), "timeline": attrs.get("timeline"),
+            "dataset": attrs.get("dataset"), "has_audio": attrs.get("has_audio"), "feature_sets": sets,
             "provenance": {name: describe_set(info) for name, info in sets.items()}, "splits": splits, "tasks": task_summary(indexes), "bytes": self.size_bytes(),
         }
 

@@ -33,31 +33,36 @@ from dva.trainer.compare import compare_to_baseline, difference_cell, difference
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
 from dva.trainer.plugins import importable
-from dva.trainer.settings import CHOICES, TEMPORALS, FitSettings, check_choice
+from dva.trainer.settings import CHOICES, TEMPORALS, FitSettings, check_choice, default_prompt, settings_from
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
-TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",)}  # a row's figures; the last ranks
-METRICS = tuple(m for metrics in TASK_METRICS.values() for m in metrics)
-LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings")
+TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",), "mtl": ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")}  # a row's figures; the last ranks
+METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
+LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings", "untrained")  # untrained: loss terms that reach no trainable parameter
 DIFF_FIELDS = ("diff", "ci_low", "ci_high")  # the row's variant's figure minus the baseline's (empty on the baseline's rows)
 CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
 # results.csv headers of earlier dvas whose rows are kept as they are (VA rows; their difference columns are recomputed)
 VA_LEDGER = ("key", "variant", "seed", "figure", "epoch", "ccc_v", "ccc_a", "p_va", "seconds", "settings")
-EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"))
-LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1"}
+TASKS_LEDGER = (*VA_LEDGER[:-2], "expr_f1", "au_f1", *VA_LEDGER[-2:])  # before MTL's P_MTL
+MTL_LEDGER = (*TASKS_LEDGER[:-2], "p_mtl", *TASKS_LEDGER[-2:])  # before the untrained column
+EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"), TASKS_LEDGER, (*TASKS_LEDGER, "diff", "ci_low", "ci_high"), MTL_LEDGER,
+                   (*MTL_LEDGER, "diff", "ci_low", "ci_high"))
+LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1", "p_mtl": "P_MTL"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
-KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task")
+KEYED_WHEN_SET = ("temporal", "tcn_kernel", "temporal_layers", "mse_weight", "va_weights", "task", "region_centre", "prompt_templates",
+                  "logit_scale", "prompt_input", "head", "gate_partner", "causal", "tcn_levels", "target", "window_seconds", "window_frames",
+                  "train_stride_seconds", "task_weights", "task_weighting", "recipe", "recipe_sha256")
 
 
 def parse_value(key: str, text: str):
     """A grid/fixed value typed like the FitSettings field it sets."""
     fields = {f.name: f for f in dataclasses.fields(FitSettings)}
-    if key not in fields or key in ("features", "out", "descriptions"):
-        settable = sorted(set(fields) - {"features", "out", "descriptions", "seed"})
+    if key not in fields or key in ("features", "out", "descriptions", "recipe_sha256"):
+        settable = sorted(set(fields) - {"features", "out", "descriptions", "seed", "recipe_sha256"})
         raise ConfigError(f"--grid/--set: unknown setting {key!r}; use one of {', '.join(settable)}")
     default = getattr(FitSettings(), key)
     try:
@@ -73,7 +78,9 @@ def parse_value(key: str, text: str):
         raise ConfigError(f"--grid/--set: {key}={text!r} is not a valid {type(default).__name__}") from None
     if key in CHOICES:
         check_choice(key, text)
-    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights") else text  # A+B: both
+    if key == "prompt_templates":  # T1|T2|T3 (a grid's values are split on commas first)
+        return tuple(t for t in text.split("|") if t) or None
+    return text.replace("+", ",") if key in ("modalities", "visual_features", "audio_features", "va_weights", "task_weights") else text  # A+B: both
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -156,20 +163,36 @@ class Job:
     key: str
 
 
-def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict) -> list[Job]:
-    """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity)."""
+def plan_jobs(base: FitSettings, grid: dict[str, list], seeds: int, store: dict, given: dict | None = None) -> list[Job]:
+    """Every grid choice x seed, keyed by its full settings and the store's identity (from store_identity). A choice
+    of recipe starts from that recipe (its settings and feature sets), then the settings the user gave (given:
+    `given_values` of the config and --set; None: every setting of base that is not its recipe's or the default)."""
     if len(set(grid.get("task", [base.task]))) > 1:
         raise ConfigError(f"--grid task={','.join(grid['task'])}: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr")
     jobs = []
     for values in itertools.product(*grid.values()) if grid else [()]:
         choice = dict(zip(grid, values))
         for seed in range(base.seed, base.seed + seeds):
-            settings = dataclasses.replace(base, **choice, seed=seed)
+            if "recipe" in choice:
+                others = {k: v for k, v in choice.items() if k != "recipe"}
+                settings = settings_from(None, with_recipe=choice["recipe"], **{**given_by(base, given), **others, "seed": seed})
+            else:
+                task_prompt = {"prompt": default_prompt(choice["task"])} if "task" in choice and "prompt" not in choice and base.prompt == default_prompt(base.task) else {}
+                settings = dataclasses.replace(base, **{**task_prompt, **choice}, seed=seed)  # --grid task=au: AU's prompt default
             settings.validate()
             if settings.held_out is None and not settings.folds:
                 raise ConfigError("dva ablate ranks variants by a held-out figure: train on train alone (val selects and scores), or use --folds K")
             jobs.append(Job(variant_name(choice), seed, settings, result_key(settings, store)))
     return jobs
+
+
+def given_by(base: FitSettings, given: dict | None) -> dict:
+    """The settings of base a user gave (given, when known), without its recipe: what another recipe must keep."""
+    if given is None:
+        start = settings_from(None, with_recipe=base.recipe, features=base.features) if base.recipe else FitSettings()
+        given = {f.name: getattr(base, f.name) for f in dataclasses.fields(FitSettings) if getattr(base, f.name) != getattr(start, f.name)}
+    given = {k: v for k, v in given.items() if k not in ("recipe", "recipe_sha256")}
+    return {"features": base.features, **given}
 
 
 def read_results(path: Path) -> dict[str, dict]:
@@ -231,12 +254,12 @@ class Summary(list):
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
-           scheduler: str | None = None, baseline: dict | None = None, tracker=None) -> Summary:
+           scheduler: str | None = None, baseline: dict | None = None, given: dict | None = None, tracker=None) -> Summary:
     """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
     processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
     summaries of this plan's results (no other rows), every variant against the baseline (a grid choice, see
-    `baseline_choice`); return the summary rows. tracker: a `dva.trainer.tracking.AblationTracker` (--track mlflow)
-    or None."""
+    `baseline_choice`); return the summary rows. given: the settings the user gave (see `plan_jobs`). tracker: a
+    `dva.trainer.tracking.AblationTracker` (--track mlflow) or None."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     baseline_name = variant_name(baseline_choice(grid, baseline))
@@ -244,7 +267,7 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     out.mkdir(parents=True, exist_ok=True)
     results_csv = out / "results.csv"
     identity = store_identity(base.features)
-    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity)}.values())
+    jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity, given)}.values())
     importable([job.settings.temporal for job in jobs], TEMPORALS)  # a plugin that cannot be imported: said before anything trains
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
@@ -349,6 +372,7 @@ def job_row(job: Job, results: dict) -> dict:
         "key": job.key, "variant": job.variant, "seed": job.seed, "figure": figure, "epoch": epoch,
         **{k: scores[k] for k in TASK_METRICS[job.settings.task]}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
+        "untrained": "+".join(sorted({t for r in results.values() for t, n in (r.get("loss_terms") or {}).items() if n == 0})),
     }
 
 def plan_task(base: FitSettings, grid: dict[str, list]) -> str:
@@ -364,7 +388,8 @@ def summarise(rows: list[dict], task: str = "va") -> list[dict]:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
-        entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group}))}
+        entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group})),
+                 "untrained": "+".join(sorted({t for r in group for t in (r.get("untrained") or "").split("+") if t}))}
         for metric in TASK_METRICS[task]:
             values = np.array([float(r[metric]) if r.get(metric) not in ("", None) else math.nan for r in group])
             entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
@@ -383,8 +408,10 @@ def markdown_table(summary: list[dict]) -> str:
     metrics = summary_metrics(summary)
     figures = sorted({e["figure"] for e in summary})
     caption = f"ranked by the mean {LABELS[metrics[-1]]} over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
-    if metrics[-1] == "au_f1":  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
+    if "au_f1" in metrics:  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
         caption += "; AU F1 with every unit at 0.5"
+    if metrics[-1] == "p_mtl":
+        caption += "; P_MTL = (CCC_V + CCC_A) / 2 + EXPR F1 + AU F1"
     compared = "baseline" in (summary[0] if summary else {})
     lines = [caption, ""]
     if compared:
@@ -396,7 +423,8 @@ def markdown_table(summary: list[dict]) -> str:
         cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in metrics]
         if compared:
             cells.append(difference_cell(e, notes))
-        lines.append(f"| {e['variant']} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
+        variant = e["variant"] + (f" (its {e['untrained'].replace('+', ' and ')} loss term trains nothing)" if e.get("untrained") else "")
+        lines.append(f"| {variant} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dva.data.tasks import task_of
+from dva.data.tasks import MTL_WIDTH, task_of
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
-from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, gather, past_windows, window_index
 from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
 
 
@@ -62,12 +62,36 @@ def build_model(settings: FitSettings, provenance: dict, visual_dim: int, audio_
 
 def model_inputs(settings: FitSettings, batch: dict) -> dict:
     chosen = settings.modality_list
-    return {
+    inputs = {
         "visual": batch["visual"] if "visual" in chosen else None,
         "audio": batch["audio"] if "audio" in chosen else None,
         "visual_mask": batch["visual_mask"],
         "audio_mask": batch["audio_mask"],
     }
+    if settings.prompt_input == "visual":
+        inputs["prompt_visual"] = batch["visual_stored"]
+    return inputs
+
+
+def gather_windows(data: SplitData, index: torch.Tensor, inside: torch.Tensor, target: torch.Tensor | None) -> dict:
+    """`gather`, and with target (the target frame of each window, --target last) the labels of the target frames
+    alone, [B, 1, C]."""
+    batch = gather(data, index, inside)
+    if target is not None:
+        batch["labels"], batch["label_mask"] = data.labels[target][:, None], data.label_mask[target][:, None]
+    return batch
+
+
+def eval_windows(settings: FitSettings, data: SplitData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The windows a prediction of every frame of data runs: (index [W, L], inside [W, L], target [W] or None) on
+    data's device. --target last: one past window ending at every frame (`past_windows`); otherwise windows every
+    seq_len / 2 frames, stitched."""
+    device = data.visual.device
+    if settings.target == "last":
+        index, target = past_windows(data, settings.window_seconds, settings.window_frames, None, "visual" in settings.modality_list)
+        return index.to(device), torch.ones_like(index, dtype=torch.bool, device=device), target.to(device)
+    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
+    return index.to(device), inside.to(device), None
 
 
 def stitch_weights(how: str, seq_len: int) -> torch.Tensor:
@@ -92,6 +116,7 @@ def normalise_batch(batch: dict, normaliser: Normaliser) -> dict:
     the batch become exactly zero. Normalising per batch, not per split, lets every fold and ablation
     variant share one copy of the raw features."""
     out = dict(batch)
+    out["visual_stored"] = batch["visual"]  # as stored (--prompt-input visual reads it)
     for name in ("visual", "audio"):
         mean, std = getattr(normaliser, f"{name}_mean"), getattr(normaliser, f"{name}_std")
         out[name] = (batch[name].float() - mean) / std * batch[f"{name}_mask"][..., None]
@@ -114,7 +139,7 @@ EVAL_BATCHES = {"cpu": 64, "cuda": 512}  # windows per evaluation batch by devic
 def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: int | None = None, normaliser: Normaliser | None = None, progress: bool = False) -> np.ndarray:
     """Per-frame (valence, arousal) float32 [N, 2] for every frame of data (EXPR: the 8 class probabilities, AU: the 12
     units' probabilities, `model.heads.frame_values`): windows every seq_len / 2
-    frames, stitched by a weighted average (settings.stitch). The prompt head's text tower runs once
+    frames, stitched by a weighted average (settings.stitch); --target last: each frame from its own past window. The prompt head's text tower runs once
     for the whole pass. batch_size: windows per batch (None: `EVAL_BATCHES` of data's device); normaliser: applied
     to each batch (None: data is normalised already); progress: a bar over the pass (on a terminal)."""
 
@@ -125,22 +150,24 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
     device = data.visual.device
     batch_size = batch_size or EVAL_BATCHES.get(device.type, EVAL_BATCHES["cpu"])
     normaliser = normaliser_on(normaliser, device) if normaliser is not None else None
-    index, inside = window_index(data.offsets, settings.seq_len, max(1, settings.seq_len // 2))
-    index, inside = index.to(device), inside.to(device)
-    position = stitch_weights(settings.stitch, settings.seq_len).to(device)
+    index, inside, target = eval_windows(settings, data)
+    length = index.shape[1]
+    position = stitch_weights(settings.stitch, length).to(device) if target is None else torch.ones(1, device=device)
     total = torch.zeros(data.n_frames, width, device=device)
     count = torch.zeros(data.n_frames, 1, device=device)
     with autocast(device):
         text = model.text_features()
-    bar = batch_bar(index.shape[0] * settings.seq_len, "evaluate", progress)
+    bar = batch_bar(index.shape[0] * length, "evaluate", progress)
     for start in range(0, index.shape[0], batch_size):
         rows, valid = index[start : start + batch_size], inside[start : start + batch_size]
-        bar.update(rows.shape[0] * settings.seq_len)
+        bar.update(rows.shape[0] * length)
         batch = gather(data, rows, valid)
         if normaliser is not None:
             batch = normalise_batch(batch, normaliser)
         with autocast(device):
             va = frame_values(settings.task, model(**model_inputs(settings, batch), text=text)).float()
+        if target is not None:  # one prediction per window, its target frame's
+            rows, valid = target[start : start + batch_size][:, None], valid[:, :1]
         weights = (valid.float() * position)[..., None]
         total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, width))
         count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
@@ -155,6 +182,10 @@ def evaluate(pred: np.ndarray, data: SplitData) -> dict:
     result["per_track"] = {}
     for i, track in enumerate(data.tracks):
         part = data.track_slice(i)
+        if task_of(labels) == "mtl":
+            scores = frame_scores(pred[part], labels[part])
+            result["per_track"][track] = {"frames": int(part.stop - part.start), "valid": int(data.label_mask[part].sum()), **{k: scores[k] for k in MTL_FIGURES}}
+            continue
         if labels.shape[1] != 2:
             scores = frame_scores(pred[part], labels[part])
             name = FIGURE_NAMES[task_of(labels)]
@@ -174,6 +205,8 @@ def smooth(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
     (sigma in frames = seconds x the track's fps; weights renormalised at the track's ends, so an end
     is not pulled towards zero). seconds: one width for both dimensions, or one per dimension (see
     `smooth_widths`); a dimension of width 0 is left unchanged, and 0 for both returns pred itself."""
+    if pred.shape[1] == MTL_WIDTH:
+        return smooth_mtl(pred, data, seconds)
     widths = smooth_widths(seconds)
     if widths == (0.0, 0.0):
         return pred
@@ -192,6 +225,39 @@ def smooth(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
 
 
 DIMENSIONS = ("valence", "arousal")  # the columns of a prediction, and the keys of a per-dimension width
+MTL_WIDTHS = {"va": DIMENSIONS, "expr": ("expression",), "au": ("aus",)}  # MTL's widths: {"valence", "arousal", "expression", "aus"}
+
+
+def mtl_widths(seconds) -> dict[str, float]:
+    """MTL's four widths from its record ({"valence", "arousal", "expression", "aus"}) or from --smooth (one width for
+    every part, or V,A: VA's per dimension, EXPR and AU then valence's)."""
+    if isinstance(seconds, dict) and "expression" in seconds:
+        return {name: float(seconds[name]) for names in MTL_WIDTHS.values() for name in names}
+    valence, arousal = smooth_widths(seconds)
+    return {"valence": valence, "arousal": arousal, "expression": valence, "aus": valence}
+
+
+def smooth_mtl(pred: np.ndarray, data: SplitData, seconds) -> np.ndarray:
+    """An MTL prediction [N, 22] smoothed part by part (`mtl_widths`): VA per dimension, EXPR's and AU's probabilities
+    each with its own width."""
+    from dva.data.tasks import MTL_PRED
+
+    widths = mtl_widths(seconds)
+    out = np.array(pred, dtype=np.float32, copy=True)
+    for task, names in MTL_WIDTHS.items():
+        chosen = tuple(widths[n] for n in names) if task == "va" else widths[names[0]]
+        out[:, MTL_PRED[task]] = smooth(pred[:, MTL_PRED[task]], data, chosen)
+    return out
+
+
+def part_data(data: SplitData, task: str) -> SplitData:
+    """The tracks of an MTL split with one part's labels only (va, expr or au: `MTL_LABELS`), to score that part."""
+    import dataclasses
+
+    from dva.data.tasks import MTL_LABELS
+
+    labels = data.labels[:, MTL_LABELS[task]]
+    return dataclasses.replace(data, labels=labels, label_mask=~torch.isnan(labels).any(dim=1))
 
 
 def smooth_widths(seconds) -> tuple[float, float]:
@@ -226,12 +292,20 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack(columns, axis=1).astype(np.float32)
 
 
+def smooth_choices(settings: FitSettings) -> tuple[float, ...]:
+    """The smoothing widths `dva fit` chooses from: none when each prediction sees only the past (a centred Gaussian
+    would look ahead; the released code smooths nothing), `SMOOTH_CHOICES` otherwise."""
+    return (0.0,) if settings.past_only else SMOOTH_CHOICES
+
+
 def choose_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
     """For valence and arousal separately, the smoothing width (seconds) with the best CCC of that dimension of
     pred on data (ties: the smaller width), and the CCC of every width tried:
     {"seconds": {"valence": s, "arousal": s}, "ccc_by_seconds": {"valence": {str(seconds): ccc}, "arousal": {...}}}.
     A dimension's smoothing never changes the other's CCC, so P_VA is the best any pair of widths gives.
-    EXPR, AU: `choose_class_smoothing` (one width; AU's per-unit thresholds too)."""
+    EXPR, AU: `choose_class_smoothing` (one width; AU's per-unit thresholds too); MTL: `choose_mtl_smoothing`."""
+    if pred.shape[1] == MTL_WIDTH:
+        return choose_mtl_smoothing(pred, data, choices)
     if pred.shape[1] != 2:
         return choose_class_smoothing(pred, data, choices)
     scores = {float(s): evaluate_frames(smooth(pred, data, float(s)), data) for s in sorted(choices)}
@@ -262,6 +336,17 @@ def choose_class_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHO
     return chosen
 
 
+def choose_mtl_smoothing(pred: np.ndarray, data: SplitData, choices=SMOOTH_CHOICES) -> dict:
+    """MTL: each part's widths chosen on its own labels as its single task chooses them (VA per dimension, EXPR one
+    width, AU one width then the per-unit thresholds): {"seconds": {"valence", "arousal", "expression", "aus"},
+    "thresholds": [12], "parts": {task: that task's record}}."""
+    from dva.data.tasks import MTL_PRED
+
+    parts = {task: choose_smoothing(pred[:, MTL_PRED[task]], part_data(data, task), choices) for task in MTL_WIDTHS}
+    seconds = {**parts["va"]["seconds"], "expression": parts["expr"]["seconds"], "aus": parts["au"]["seconds"]}
+    return {"seconds": seconds, "thresholds": parts["au"]["thresholds"], "parts": parts}
+
+
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # the grid AU's per-unit thresholds are chosen from
 
 
@@ -277,13 +362,14 @@ def choose_thresholds(pred: np.ndarray, labels: np.ndarray) -> list[float]:
     return chosen
 
 
-FIGURE_NAMES = {"va": "p_va", "expr": "expr_f1", "au": "au_f1"}  # each task's figure: what selects epochs and ranks variants
+FIGURE_NAMES = {"va": "p_va", "expr": "expr_f1", "au": "au_f1", "mtl": "p_mtl"}  # each task's figure: what selects epochs and ranks variants
+MTL_FIGURES = ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")  # P_MTL and its four parts
 
 
 def task_figure(scores: dict | None) -> float:
-    """The task's figure in a scores dict (`frame_scores`, a best or final record): P_VA, EXPR's macro F1 or AU's mean
-    F1; NaN when there is none."""
-    for name in FIGURE_NAMES.values():
+    """The task's figure in a scores dict (`frame_scores`, a best or final record): P_MTL (first: its record holds its
+    parts' figures too), P_VA, EXPR's macro F1 or AU's mean F1; NaN when there is none."""
+    for name in ("p_mtl", *FIGURE_NAMES.values()):
         if scores and scores.get(name) is not None:
             return float(scores[name])
     return float("nan")
@@ -300,11 +386,28 @@ def frame_scores(pred: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
     [N, 1]): expr_f1, the macro F1 of pred's argmax over the 8 classes, and expr_f1_per_class; AU (labels [N, 12]):
     au_f1, the mean F1 of the 12 units with pred >= thresholds (per unit; None: 0.5), and au_f1_per_au."""
     task = task_of(labels)
+    if task == "mtl":
+        return mtl_scores(pred, labels, thresholds)
     if task != "va":
         return _class_scores(task, pred, labels, thresholds)
     result = {"ccc_v": ccc(pred[:, 0], labels[:, 0]), "ccc_a": ccc(pred[:, 1], labels[:, 1])}
     result["p_va"] = p_va(result["ccc_v"], result["ccc_a"])
     return result
+
+
+def mtl_scores(pred: np.ndarray, labels: np.ndarray, thresholds=None) -> dict:
+    """P_MTL = (CCC_V + CCC_A) / 2 + EXPR's macro F1 over 8 classes + AU's mean F1 over 12 of pred [N, 22] against
+    labels [N, 15] (`MTL_PRED`, `MTL_LABELS`; each part over its own annotated frames), with its parts: ccc_v, ccc_a,
+    p_va, expr_f1, au_f1 and the per-class and per-unit F1s (thresholds: AU's). Without VA labels the CCCs, and so
+    P_MTL, are NaN; an F1 without labels is 0 (`dva.metrics.f1_binary`)."""
+    from dva.data.tasks import MTL_LABELS
+    from dva.data.tasks import MTL_PRED
+
+    scores = {}
+    for task in MTL_WIDTHS:
+        scores.update(frame_scores(pred[:, MTL_PRED[task]], labels[:, MTL_LABELS[task]], thresholds if task == "au" else None))
+    scores["p_mtl"] = scores["p_va"] + scores["expr_f1"] + scores["au_f1"]
+    return scores
 
 
 def autocast(device: torch.device):

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from dva.errors import DvaWarning
-from dva.trainer.loading.windows import Normaliser, SplitData, gather, window_index
+from dva.trainer.loading.windows import Normaliser, SplitData, past_windows, window_index
 from dva.trainer.loading.store import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
-    FIGURE_NAMES, autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, model_inputs, normalise_batch, normaliser_on, predict_frames,
-    resolve_device, task_figure,
+    FIGURE_NAMES, autocast, batch_bar, build_model, choose_smoothing, clip_text_towers, evaluate, evaluate_frames, gather_windows, model_inputs, normalise_batch,
+    normaliser_on, predict_frames, resolve_device, smooth_choices, task_figure,
 )
 from dva.trainer.model.heads import TASK_WIDTH
 from dva.trainer.plugins import importable
@@ -84,6 +84,18 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
     return features
 
 
+def settings_for_store(settings: FitSettings, given_modalities: bool) -> FitSettings:
+    """settings with --modalities visual when they were not given, the store has no audio set and the task is MTL (a
+    store of s-Aff-Wild2 has no sound: the challenge's rules forbid it); otherwise settings as they are."""
+    from dva.stores import open_store
+
+    if given_modalities or settings.task != "mtl" or "audio" not in settings.modality_list or settings.audio_features:
+        return settings
+    with open_store(settings.features, "r") as store:
+        has_audio = any(info.get("modality") == "audio" for info in store.feature_sets().values())
+    return settings if has_audio else dataclasses.replace(settings, modalities="visual")
+
+
 def features_for(settings: FitSettings) -> Features:
     """The features a fit with these settings trains on."""
     return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.task, settings.modality_list)
@@ -110,6 +122,7 @@ class FitResult:
     held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
     state: dict | None = None  # the model's `trainable_state` (CPU tensors), when model is None
     weights: list[float] | None = None  # EXPR's class weights or AU's positive weights in the loss (from the trained frames)
+    loss_terms: dict | None = None  # {term: trainable parameter tensors its gradient reaches on the first batch} (`term_reach`)
 
 
 def train(settings: FitSettings, features: Features, progress: bool = True) -> FitResult:
@@ -142,13 +155,17 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
         model = build_model(settings, provenance, train_data.visual_dim, train_data.audio_dim, device)
-    index, inside = _train_windows(train_data, rows, settings, device)
+    index, inside, target = _train_windows(train_data, rows, settings, device)
     weights = label_weights(settings.task, data.labels[on_data])
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-index.shape[0] // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
     step_normaliser = normaliser_on(normaliser, device)
+    reach = term_reach(model, settings, train_data, index, inside, step_normaliser, weights)
+    untrained = [name for name, count in reach.items() if count == 0]
+    if untrained:
+        warnings.warn(DvaWarning(untrained_message(untrained)), stacklevel=2)
     history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
@@ -156,7 +173,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         epoch_start = time.perf_counter()
         order = torch.randperm(index.shape[0], generator=generator).to(device)
         loss = _train_epoch(model, optimiser, scheduler, settings, train_data, index[order], inside[order], step_normaliser, device,
-                            batch_bar(index.shape[0] * settings.seq_len, f"epoch {epoch}", progress), weights)
+                            batch_bar(index.shape[0] * index.shape[1], f"epoch {epoch}", progress), weights, None if target is None else target[order])
         row = {"epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
         if held_data is not None:
             evaluated = time.perf_counter()
@@ -180,35 +197,77 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         final = {k: v for k, v in history[-1].items() if k not in NOT_FIGURES}
         load_state_strictly(model, best_state, "the best epoch's state")
         per_track = evaluate(best_pred, held_data)["per_track"]
-        smoothing = {**choose_smoothing(best_pred, held_data), "selected_on": held_name or "held-out tracks"}
+        smoothing = {**choose_smoothing(best_pred, held_data, smooth_choices(settings)), "selected_on": held_name or "held-out tracks"}
     return FitResult(
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
-        weights=None if weights is None else [float(w) for w in weights],
+        weights=None if weights is None else [float(w) for w in weights], loss_terms=reach,
     )
 
 
+def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor, normaliser, weights) -> dict[str, int]:
+    """{loss term: how many trainable parameter tensors its gradient reaches, nonzero, on the first training batch}:
+    before the first step, what each term can train (0: nothing). In eval mode (no dropout: the random stream
+    training draws from is untouched; cuDNN off, whose RNNs go backwards only in training mode); the model is left
+    as it was."""
+    from dva.trainer.model.losses import loss_terms
+
+    if index.shape[0] == 0:
+        return {}
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    was = model.training
+    model.eval()
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            batch = normalise_batch(gather(data, index[: settings.batch_size], inside[: settings.batch_size]), normaliser)
+            out = model(**model_inputs(settings, batch))
+            terms = loss_terms(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
+            reach = {}
+            for name, term in terms.items():
+                grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) if term.requires_grad and parameters else []
+                reach[name] = sum(1 for g in grads if g is not None and bool(g.ne(0).any()))
+    finally:
+        model.train(was)
+    return reach
+
+
+def untrained_message(terms: list[str]) -> str:
+    """The one warning line for loss terms whose gradient reaches no trainable parameter."""
+    names = " and ".join(f"the {t} term" for t in terms)
+    return f"{names} of the loss reach{'es' if len(terms) == 1 else ''} no trainable parameter: {'it trains' if len(terms) == 1 else 'they train'} nothing (it only adds to the loss's value)"
+
+
 def label_weights(task: str, labels: torch.Tensor) -> torch.Tensor | None:
-    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights; None for VA."""
+    """The loss's weights from the training frames' labels: EXPR's class weights, AU's positive weights (MTL: both, [20]);
+    None for VA."""
+    from dva.data.tasks import MTL_LABELS
     from dva.trainer.model.losses import class_weights, pos_weights
 
     if task == "va":
         return None
+    if task == "mtl":  # EXPR's class weights, then AU's positive weights, from the frames that have each
+        return torch.cat([class_weights(labels[:, MTL_LABELS["expr"]].cpu()), pos_weights(labels[:, MTL_LABELS["au"]].cpu())])
     return class_weights(labels.cpu()) if task == "expr" else pos_weights(labels.cpu())
 
 
-def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training windows on device (global frame indices [W, L], in-track mask): those of the chosen tracks
-    (rows: a bool mask of their frames) with at least one valid label."""
+def _train_windows(data: SplitData, rows: torch.Tensor, settings: FitSettings, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The training windows on device (global frame indices [W, L], in-track mask, and with --target last each window's
+    target frame [W], else None): those of the chosen tracks (rows: a bool mask of their frames) with at least one valid
+    label (--target last: a valid label at the target)."""
+    if settings.target == "last":
+        index, target = past_windows(data, settings.window_seconds, settings.window_frames, settings.train_stride_seconds, "visual" in settings.modality_list)
+        keep = torch.from_numpy(rows.numpy()[target.numpy()])
+        index, target = index[keep].to(device), target[keep].to(device)
+        return index, torch.ones_like(index, dtype=torch.bool), target
     index, inside = window_index(data.offsets, settings.seq_len, settings.stride)
     keep = torch.from_numpy(rows.numpy()[index[:, 0].numpy()])  # windows never cross tracks: the first frame says whose it is
     index, inside = index[keep].to(device), inside[keep].to(device)
     keep = (data.label_mask[index] & inside).any(dim=1)  # windows with no valid label teach nothing
-    return index[keep], inside[keep]
+    return index[keep], inside[keep], None
 
 
 def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor,
-                 normaliser, device, bar, weights: torch.Tensor | None = None) -> float:
+                 normaliser, device, bar, weights: torch.Tensor | None = None, target: torch.Tensor | None = None) -> float:
     """One pass over the windows (already in this epoch's order), a batch at a time; the mean loss. bar: the
     epoch's batch bar, closed at the end; weights: `label_weights` (EXPR, AU)."""
     from dva.trainer.model.losses import task_loss
@@ -217,7 +276,8 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
     parameters = [p for group in optimiser.param_groups for p in group["params"]]
     losses = []
     for step, start in enumerate(range(0, index.shape[0], settings.batch_size)):
-        batch = normalise_batch(gather(data, index[start : start + settings.batch_size], inside[start : start + settings.batch_size]), normaliser)
+        part = slice(start, start + settings.batch_size)
+        batch = normalise_batch(gather_windows(data, index[part], inside[part], None if target is None else target[part]), normaliser)
         with autocast(device):
             out = model(**model_inputs(settings, batch))
         value = task_loss(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
@@ -227,7 +287,7 @@ def _train_epoch(model, optimiser, scheduler, settings: FitSettings, data: Split
         optimiser.step()
         scheduler.step()
         losses.append(value.detach())
-        bar.update(batch["labels"].shape[0] * settings.seq_len)
+        bar.update(index[part].numel())
         if step % 20 == 0 and not bar.disable:  # .item() waits for the device: not on every step
             bar.set_postfix(loss=f"{value.item():.3f}", refresh=False)
     bar.close()

@@ -8,7 +8,8 @@ valid frame, population variances: `dva.metrics`). Each video is reduced once to
 (valid frames, sum p, sum y, sum p^2, sum y^2, sum p*y), so a resample's figure comes from a weighted sum of
 them: 2000 resamples of 400 videos is one [2000, 400] x [400, 12] product per variant. EXPR and AU likewise: each
 video is reduced to its true positives, false positives and false negatives per class (EXPR: of the argmax; AU: of each
-unit at 0.5, as `dva fit` scores them), which add up over the drawn videos into each resample's F1s. numpy only.
+unit at 0.5, as `dva fit` scores them), which add up over the drawn videos into each resample's F1s. MTL: each part
+reduced as its own task's, P_MTL of a resample the sum of the three recomputed on the drawn videos. numpy only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dva.data.tasks import LABEL_WIDTH, task_of
+from dva.data.tasks import LABEL_WIDTH, MTL_LABELS, MTL_PRED, task_of
 from dva.metrics import ccc, f1_binary, f1_per_class, p_va
 
 RESAMPLES, LEVEL, SEED = 2000, 0.95, 0  # fixed: the same table from the same predictions
@@ -50,7 +51,7 @@ def paired_difference(pred_a, pred_b, labels, videos, resamples: int = RESAMPLES
     diff = figure(pred_b, labels) - figure(pred_a, labels)
     names, index = np.unique(np.asarray(videos), return_inverse=True)
     counts = resample_counts(len(names), resamples, seed)
-    reduce, resampled = (video_sums, resampled_p_va) if task == "va" else (video_counts, resampled_f1)
+    reduce, resampled = {"va": (video_sums, resampled_p_va), "mtl": (mtl_reduced, resampled_p_mtl)}.get(task, (video_counts, resampled_f1))
     draws = resampled(reduce(pred_b, labels, index, len(names)), counts) - resampled(reduce(pred_a, labels, index, len(names)), counts)
     draws = draws[np.isfinite(draws)]
     if not draws.size:
@@ -64,11 +65,31 @@ def figure(pred: np.ndarray, labels: np.ndarray) -> float:
     """The task's figure of pred against labels over every frame, exactly as a split is scored: P_VA, EXPR's macro F1
     of the argmax, AU's mean F1 at 0.5."""
     task = task_of(labels)
+    if task == "mtl":
+        return float(sum(figure(*part) for part in mtl_parts(pred, labels)))
     if task == "expr":
         return float(np.mean(f1_per_class(np.argmax(pred, axis=1), labels[:, 0], pred.shape[1])))
     if task == "au":
         return float(np.mean([f1_binary(pred[:, unit] >= 0.5, labels[:, unit]) for unit in range(labels.shape[1])]))
     return p_va(ccc(pred[:, 0], labels[:, 0]), ccc(pred[:, 1], labels[:, 1]))
+
+
+def mtl_parts(pred: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An MTL prediction [N, 22] and labels [N, 15] as its three tasks' (pred, labels): VA, EXPR, AU."""
+
+    return [(pred[:, MTL_PRED[task]], labels[:, MTL_LABELS[task]]) for task in ("va", "expr", "au")]
+
+
+def mtl_reduced(pred: np.ndarray, labels: np.ndarray, index: np.ndarray, videos: int) -> tuple[np.ndarray, ...]:
+    """MTL's per-video statistics: VA's `video_sums`, EXPR's and AU's `video_counts`."""
+    (va, y_va), (expr, y_expr), (au, y_au) = mtl_parts(pred, labels)
+    return video_sums(va, y_va, index, videos), video_counts(expr, y_expr, index, videos), video_counts(au, y_au, index, videos)
+
+
+def resampled_p_mtl(reduced: tuple[np.ndarray, ...], counts: np.ndarray) -> np.ndarray:
+    """float64 [resamples]: P_MTL of each resample, the sum of its P_VA, EXPR F1 and AU F1 on the drawn videos."""
+    sums, expr, au = reduced
+    return resampled_p_va(sums, counts) + resampled_f1(expr, counts) + resampled_f1(au, counts)
 
 
 def resample_counts(videos: int, resamples: int, seed: int = SEED) -> np.ndarray:

@@ -147,6 +147,7 @@ def essentials(result, task: FitTask, features) -> dict:
     out = {
         "best": result.best, "final": result.final, "history": result.history, "smoothing": result.smoothing,
         "per_track": result.per_track, "seconds": result.seconds, "train_tracks": result.train_tracks, "held_name": result.held_name, "weights": result.weights,
+        "loss_terms": result.loss_terms,
         "val_pred": result.val_pred, "last_pred": result.last_pred if task.keep_model else None,
         "labels": held.labels.cpu().numpy() if held is not None else None,
         "held_tracks": list(held.tracks) if held is not None else [], "held_offsets": np.asarray(held.offsets) if held is not None else np.zeros(1, np.int64),
@@ -288,5 +289,5 @@ def fit_result(settings: FitSettings, essentials: dict, held):
     return FitResult(
         settings, e["best"], e["history"], e["val_pred"], e["per_track"], None, Normaliser.from_state(e["normaliser"]), e["seconds"],
         final=e["final"], last_pred=e["last_pred"], smoothing=e["smoothing"], held=held, train_tracks=e["train_tracks"],
-        held_name=e["held_name"], state=e["state"], weights=e.get("weights"),
+        held_name=e["held_name"], state=e["state"], weights=e.get("weights"), loss_terms=e.get("loss_terms"),
     )

@@ -163,6 +163,6 @@ def test_a_store_without_the_tasks_labels_is_a_one_line_error(tiny_store, tmp_pa
     assert code == 2 and "expr labels" in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
-def test_au_with_a_prompt_head_is_a_one_line_error(tiny_store, tmp_path):
-    code, _, stderr = dva("fit", "--features", tiny_store, "--out", tmp_path / "run", "--task", "au")
-    assert code == 2 and "--prompt none" in stderr
+def test_au_with_an_explicit_prompt_head_is_a_one_line_error(tiny_store, tmp_path):
+    code, _, stderr = dva("fit", "--features", tiny_store, "--out", tmp_path / "run", "--task", "au", "--prompt", "learnable")
+    assert code == 2 and "no prompt head" in stderr and "--prompt learnable" in stderr and len(stderr.strip().splitlines()) == 1, stderr

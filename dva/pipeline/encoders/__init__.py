@@ -43,17 +43,19 @@ PRESETS = {
 }
 
 
-def build_visual(family: str, model: str, pretrained: str | None = None, device: str = "cpu") -> VisualEncoder:
+def build_visual(family: str, model: str, pretrained: str | None = None, device: str = "cpu", norm: str = "clip") -> VisualEncoder:
     """A frozen image encoder of a registered family: model is a name, hub id or local path; pretrained a
     tag or checkpoint file where the family has them (clip: None = random init, seeded; timm: a weights file,
-    None = timm's pretrained weights), else ignored."""
-    return encoder_class("visual", family)(model, pretrained, device)
+    None = timm's pretrained weights), else ignored; norm (clip: "clip" or "imagenet" mean and std) likewise."""
+    cls = encoder_class("visual", family)
+    return cls(model, pretrained, device, norm=norm) if family == "clip" else cls(model, pretrained, device)
 
 
-def build_audio(family: str, model: str, device: str = "cpu", *, mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False, layer: str | int = "mean") -> AudioEncoder:
+def build_audio(family: str, model: str, device: str = "cpu", *, mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False, layer: str | int = "mean",
+                frontend: str = "kaldi") -> AudioEncoder:
     """A frozen audio encoder of a registered family (model: name, hub id or local directory). Options:
     mode (ast: window | tokens), window and hop in seconds (the audio steps), pad (ast window mode),
-    layer (wav2vec2: a hidden-state index or "mean"); each family takes those it names and ignores the rest."""
+    layer (wav2vec2: a hidden-state index or "mean"), frontend (ast: kaldi | mel); each family takes those it names and ignores the rest."""
     cls = encoder_class("audio", family)
-    given = {"mode": mode, "window": window, "hop": hop, "pad": pad, "layer": layer}
+    given = {"mode": mode, "window": window, "hop": hop, "pad": pad, "layer": layer, "frontend": frontend}
     return cls(model, device, **{name: value for name, value in given.items() if name in cls.options})

@@ -26,6 +26,12 @@ AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # ASTFeatureExtractor's def
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
 TINY_AST = "dva-tiny-ast"
 MODES = ("window", "tokens")
+FRONTENDS = ("kaldi", "mel")
+# the seed paper's released front end (byeongjin1/abaw10th_imlab-va-: dataset.py:181-190 and 438-450, model_clip.py:241-254):
+# torchaudio mel of a 10 s window (n_fft 1024, hop 512, 128 bins, power, dB with top_db 80), zero-padded to 1024
+# frames, z-scored over the padded window and halved. It normalises each 10 s window of each sample, which no
+# per-frame store can hold: here each consecutive 10 s segment of the track is one such window (see the README).
+MEL = {"n_fft": 1024, "hop_length": 512, "n_mels": MEL_BINS, "top_db": 80.0, "segment_s": 10.0}
 
 
 def grid_length(frames: int, patch: int, stride: int) -> int:
@@ -62,6 +68,27 @@ def normalise(frames: torch.Tensor) -> torch.Tensor:
     return (frames - AUDIOSET_MEAN) / (AUDIOSET_STD * 2)
 
 
+def mel_db(waveform: torch.Tensor) -> torch.Tensor:
+    """16 kHz mono waveform [N] -> [frames, 128] torchaudio mel power in dB (top_db 80 below this wave's loudest bin),
+    centred frames every 512 samples, as the released dataset.py computes it for one window."""
+    import torch
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=MEL["n_fft"], win_length=MEL["n_fft"], hop_length=MEL["hop_length"],
+                                               n_mels=MEL["n_mels"], center=True, power=2.0).to(waveform.device)
+    db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=MEL["top_db"])
+    return db(mel(torch.as_tensor(waveform, dtype=torch.float32).reshape(1, -1)))[0].T
+
+
+def released_input(frames: torch.Tensor, length: int) -> torch.Tensor:
+    """[frames, 128] mel dB -> [length, 128]: zero-padded (or cut) to length, then z-scored over the whole padded
+    window and halved, as model_clip.py:244-254 does (torch's std: unbiased)."""
+    import torch
+
+    frames = torch.nn.functional.pad(frames[:length], (0, 0, 0, max(0, length - frames.shape[0])))
+    return (frames - frames.mean()) / (frames.std() + 1e-6) * 0.5
+
+
 def load_ast(model: str, device: str = "cpu"):
     """A frozen ASTModel: a hub id, a local directory, or 'dva-tiny-ast' (random init, seed 0)."""
     from transformers import ASTConfig, ASTModel
@@ -81,14 +108,19 @@ def load_ast(model: str, device: str = "cpu"):
 class AstEncoder(AudioEncoder):
     """encode_waveform(16 kHz mono [N]) -> (features float32 [K, dim], step centres in seconds [K])."""
 
-    options = ("mode", "window", "hop", "pad")
+    options = ("mode", "window", "hop", "pad", "frontend")
 
-    def __init__(self, model: str = DEFAULT_AST, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False):
+    def __init__(self, model: str = DEFAULT_AST, device: str = "cpu", mode: str = "window", window: float = 1.0, hop: float = 0.1, pad: bool = False,
+                 frontend: str = "kaldi"):
         import torch
 
         if mode not in MODES:
             raise EncoderError(f"--audio-mode must be window or tokens, not {mode!r}")
-        self.model_name, self.mode, self.window, self.hop, self.pad = model, mode, float(window), float(hop), bool(pad)
+        if frontend not in FRONTENDS:
+            raise EncoderError(f"--audio-frontend must be one of {', '.join(FRONTENDS)}, not {frontend!r}")
+        if frontend == "mel" and mode != "tokens":
+            raise EncoderError("--audio-frontend mel goes with --audio-mode tokens (the released code keeps AST's tokens of each 10 s window)")
+        self.model_name, self.mode, self.window, self.hop, self.pad, self.frontend = model, mode, float(window), float(hop), bool(pad), frontend
         self.device = torch.device(device)
         self.model = load_ast(model, device)
         config = self.model.config
@@ -110,6 +142,9 @@ class AstEncoder(AudioEncoder):
             "sample_rate": SAMPLE_RATE, "num_mel_bins": MEL_BINS, "frame_shift_ms": 10, "fbank": "torchaudio.compliance.kaldi, hanning",
             "norm_mean": AUDIOSET_MEAN, "norm_std": AUDIOSET_STD, "max_length": self.max_length, "dim": self.dim,
             "weights_sha256": self.sha256,
+            # recorded when not the default (older sets stay the same): the released code's mel front end
+            **({} if self.frontend == "kaldi" else {"frontend": self.frontend, "mel": {**MEL, "segment_frames": self.mel_segment_frames,
+                "normalise": "z-score over each segment zero-padded to max_length, x0.5", "tokens": "patch tokens averaged over frequency"}}),
         }
 
     def set_name(self) -> str:
@@ -121,7 +156,8 @@ class AstEncoder(AudioEncoder):
         -padded when window mode pads (also for the provenance a dva 0.1 store recorded)."""
         model = [] if provenance["model"] == DEFAULT_AST else [basename(provenance["model"])]
         mode = provenance.get("mode", "window")
-        return set_name("ast", *model, mode, *(["padded"] if mode == "window" and provenance.get("window_input") == "padded" else []))
+        frontend = [provenance["frontend"]] if provenance.get("frontend", "kaldi") != "kaldi" else []
+        return set_name("ast", *model, mode, *(["padded"] if mode == "window" and provenance.get("window_input") == "padded" else []), *frontend)
 
     def _run(self, inputs: torch.Tensor):
         import torch
@@ -164,7 +200,40 @@ class AstEncoder(AudioEncoder):
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.float32)
         if self.mode == "window":
             return self._encode_windows(wave, batch_size)
+        if self.frontend == "mel":
+            return self._encode_mel_segments(wave, batch_size)
         return self._encode_tokens(wave, batch_size)
+
+    @property
+    def mel_segment_frames(self) -> int:
+        """Mel frames of one segment: 10 s (313 frames, the released window), fewer when the model takes fewer."""
+        return min(self.max_length, int(MEL["segment_s"] * SAMPLE_RATE) // MEL["hop_length"] + 1)
+
+    def _encode_mel_segments(self, wave: torch.Tensor, batch_size: int):
+        """The released front end, one 10 s segment after another: each segment's mel (its own dB range), padded to
+        max_length, z-scored and halved, through AST; patch tokens averaged over frequency, one feature per time
+        column whose centre lies in the segment's audio."""
+        import torch
+
+        hop, taken = MEL["hop_length"], self.mel_segment_frames
+        samples = min(int(MEL["segment_s"] * SAMPLE_RATE), taken * hop - 1)  # one segment's samples: centred frames 0 .. taken-1
+        starts = list(range(0, wave.numel(), samples))
+        columns = np.arange(self.time_patches)
+        centre_frame = columns * self.tstride + (self.patch - 1) / 2  # a patch's middle frame from the segment's first
+        features, times = [], []
+        for b in range(0, len(starts), batch_size):
+            chunk = starts[b : b + batch_size]
+            # a short last segment is padded with silence before its mel, as the released loader pads its windows
+            segments = [mel_db(torch.nn.functional.pad(wave[s : s + samples], (0, max(0, s + samples - wave.numel()))).to(self.device)) for s in chunk]
+            batch = torch.stack([released_input(frames, self.max_length) for frames in segments])
+            tokens = self._run(batch).last_hidden_state[:, 2:].float()  # patch tokens (the released code keeps the distillation token too)
+            tokens = tokens.reshape(len(chunk), self.freq_patches, self.time_patches, self.dim).mean(dim=1)
+            for row, start in enumerate(chunk):
+                real = min(taken, (wave.numel() - start) // hop + 1)  # frames of this segment inside the track
+                keep = centre_frame < real
+                features.append(tokens[row, torch.from_numpy(keep)].cpu())
+                times.append(start / SAMPLE_RATE + centre_frame[keep] * hop / SAMPLE_RATE)
+        return torch.cat(features).numpy(), np.concatenate(times).astype(np.float32)
 
     def _encode_windows(self, wave: torch.Tensor, batch_size: int):
         import torch

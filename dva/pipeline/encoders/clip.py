@@ -17,6 +17,10 @@ _registered = False
 
 
 DEFAULT_CLIP, DEFAULT_PRETRAINED = "ViT-B-32", "openai"  # the paper's image tower
+# the pixels' mean and std: "clip" is the model's own (open_clip's preprocess config); "imagenet" is torchvision's,
+# which the seed paper's released code feeds CLIP (dataset.py:169-176 of byeongjin1/abaw10th_imlab-va-)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NORMS = ("clip", "imagenet")
 
 def _register_configs() -> None:
     global _registered
@@ -55,17 +59,19 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu"):
 class ClipEncoder(VisualEncoder):
     """encode(preprocess(uint8 [B, 3, H, W])) -> float32 [B, dim], the projected image embedding (not normalised)."""
 
-    def __init__(self, model: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu"):
+    def __init__(self, model: str = DEFAULT_CLIP, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu", norm: str = "clip"):
         import open_clip
         import torch
 
-        self.model_name, self.pretrained, self.device = model, pretrained, torch.device(device)
+        if norm not in NORMS:
+            raise EncoderError(f"--clip-norm must be one of {', '.join(NORMS)}, not {norm!r}")
+        self.model_name, self.pretrained, self.norm, self.device = model, pretrained, norm, torch.device(device)
         self.model = load_clip(model, pretrained, device)
         cfg = open_clip.get_model_preprocess_cfg(self.model)
         size = cfg.get("size", 224)
         self.image_size = int(size if isinstance(size, int) else size[0])
-        self.mean = tuple(float(m) for m in cfg.get("mean"))
-        self.std = tuple(float(s) for s in cfg.get("std"))
+        self.mean = tuple(float(m) for m in (cfg.get("mean") if norm == "clip" else IMAGENET_MEAN))
+        self.std = tuple(float(s) for s in (cfg.get("std") if norm == "clip" else IMAGENET_STD))
         self.interpolation = cfg.get("interpolation", "bicubic")
         self.resize_mode = cfg.get("resize_mode", "shortest")
         if self.resize_mode != "shortest":
@@ -101,6 +107,7 @@ class ClipEncoder(VisualEncoder):
             "model": self.model_name,
             "pretrained": self.pretrained if self.pretrained not in ("", "none") else None,
             "image_size": self.image_size,
+            **({} if self.norm == "clip" else {"norm": self.norm}),  # recorded when not the model's own: older sets stay the same
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
@@ -114,8 +121,9 @@ class ClipEncoder(VisualEncoder):
 
     @staticmethod
     def name_for(provenance: dict) -> str:
-        """clip-<model>-<pretrained tag, checkpoint file name, or "random">, e.g. clip-ViT-B-32-openai
-        (also for the provenance a dva 0.1 store recorded)."""
+        """clip-<model>-<pretrained tag, checkpoint file name, or "random">, e.g. clip-ViT-B-32-openai, then -imagenet
+        when fed ImageNet's mean and std (also for the provenance a dva 0.1 store recorded)."""
         pretrained = provenance.get("pretrained")
-        return set_name("clip", provenance["model"], basename(pretrained) if pretrained else "random")
+        norm = [] if provenance.get("norm", "clip") == "clip" else [provenance["norm"]]
+        return set_name("clip", provenance["model"], basename(pretrained) if pretrained else "random", *norm)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dva.data.tasks import LABEL_WIDTH
+from dva.data.tasks import LABEL_WIDTH, MTL_LABELS, MTL_TASKS
 from dva.errors import ConfigError, StoreError
 from dva.stores import why_not_usable
-from dva.stores.attrs import LABEL_ARRAYS, track_tasks
+from dva.stores.attrs import LABEL_ARRAYS, mtl_split, track_tasks
 from dva.trainer.loading.audio_rows import AudioRows, align_rows
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.loading.tracks import track_span
@@ -138,6 +138,8 @@ def _task_split(attrs: dict, stored: str, task: str) -> str | None:
     by an older dva) is its stored split's, as VA always took it (so a failed one is named, not skipped)."""
     if task == "va" and not isinstance(attrs.get("tasks"), dict):
         return stored
+    if task == "mtl":
+        return mtl_split(attrs, stored)
     return track_tasks(attrs, stored).get(task)
 
 
@@ -148,6 +150,8 @@ def _labels_hint(task, split: str) -> str:
 def _has_labels(store, stored: str, track: str, attrs: dict, task: str) -> bool:
     if task == "va":  # VA takes every track of its split, as it always did (an unlabelled one still feeds the normaliser)
         return True
+    if task == "mtl":  # a track with any of the three challenges' labels
+        return any(_has_labels(store, stored, track, attrs, part) if part != "va" else bool(attrs.get("labelled")) for part in MTL_TASKS)
     annotated = attrs.get("annotated")
     if isinstance(annotated, dict):
         return int(annotated.get(task) or 0) > 0
@@ -182,11 +186,14 @@ def _read(store, jobs: list[tuple[str, str, dict, str]], sets: dict[str, list[st
             visual[rows, column : column + dims[name]] = torch.from_numpy(np.asarray(arrays["data"], dtype=np.float16))
             masks["visual"][rows] &= torch.from_numpy(arrays["mask"].astype(bool))
             column += dims[name]
-        if attrs.get("labelled") if task == "va" else store.has_array(stored, track, LABEL_ARRAYS[task]):
-            labels[rows] = torch.from_numpy(task_labels(task, store.read(stored, track, LABEL_ARRAYS[task])))
+        for part, columns in (MTL_LABELS.items() if task == "mtl" else [(task, slice(None))]):
+            if attrs.get("labelled") if part == "va" else store.has_array(stored, track, LABEL_ARRAYS[part]):
+                labels[rows, columns] = torch.from_numpy(task_labels(part, store.read(stored, track, LABEL_ARRAYS[part])))
+    # a frame teaches when it has its task's labels; MTL's, when it has any of the three (each loss masks its own)
+    label_mask = ~torch.isnan(labels).all(dim=1) if task == "mtl" else ~torch.isnan(labels).any(dim=1)
     return SplitData(
         split="", tracks=[t for _, t, _, _ in jobs], offsets=offsets, visual=visual, visual_mask=masks["visual"], audio=audio,
-        audio_mask=masks["audio"], labels=labels, label_mask=~torch.isnan(labels).any(dim=1),
+        audio_mask=masks["audio"], labels=labels, label_mask=label_mask,
         attrs=[{**attrs, "split": split, **({"stored_split": stored} if stored != split else {})} for stored, _, attrs, split in jobs],
     )
 
@@ -263,5 +270,6 @@ def _left_out_line(splits: list[tuple[str, int, dict[str, str]]]) -> str | None:
             f"({failed} failed, {len(left_out) - failed} incomplete; figures cover the other {loaded}): {named}"
         )
     return " | ".join(parts) or None
+
 
 

@@ -156,3 +156,67 @@ def gather(data: SplitData, index: torch.Tensor, inside: torch.Tensor) -> dict[s
         "labels": data.labels[index],
         "label_mask": data.label_mask[index] & inside,
     }
+
+
+def past_windows(data: SplitData, seconds: float, frames: int, stride_seconds: float | None = None,
+                 crops: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window per target frame, from the past only, as the authors' released code builds them: (global frame indices
+    int64 [W, frames], the target frame of each [W]). Times are frame / fps (dataset.py:296), a window is the frames of
+    the last `seconds` up to the target, (t - seconds, t] (dataset.py:308-310), and `frames` are sampled evenly among
+    the ones with a face (crops; visual_mask), the k-th at round(k (n - 1) / (frames - 1)) (dataset.py:366-368).
+
+    stride_seconds None (evaluation): every frame a target (inference_test.py:206-212); fewer than `frames` crops so far:
+    all of them, the first repeated in front (inference_test.py:244-248); fewer in the window: the window's, padded
+    likewise (inference_test.py:261-264); no crop in the window: those up to the target (inference_test.py:258-259); none at all so far (or crops False): the window's frames themselves, the visual
+    stream masked, the audio stream read. Otherwise (training): targets from the first time >= seconds on, the next
+    one stride_seconds later (dataset.py:296-305), only windows with a crop (dataset.py:324) when crops is True.
+    """
+    indices, targets = [], []
+    steps = np.arange(frames, dtype=np.float64)
+    for i in range(len(data.tracks)):
+        begin, end = int(data.offsets[i]), int(data.offsets[i + 1])
+        length = end - begin
+        if length == 0:
+            continue
+        fps = float(data.attrs[i].get("fps") or 0) or 30.0
+        span = int(round(seconds * fps))  # frames in a window (dataset.py:308)
+        position = np.arange(length)
+        has_crop = data.visual_mask[begin:end].cpu().numpy() if crops else np.zeros(length, dtype=bool)
+        crop_at = np.flatnonzero(has_crop)
+        chosen = position
+        if stride_seconds is not None:
+            # candidates: annotated frames whose window starts at or after the track's start (dataset.py:296-301, 312)
+            # and, with crops, holds one (dataset.py:324); then one every stride_seconds (dataset.py:303-305, 327)
+            labelled = data.label_mask[begin:end].cpu().numpy()
+            candidate = position[(position / fps >= seconds) & (position >= span - 1) & labelled]
+            if crops:
+                within = np.searchsorted(crop_at, candidate, side="right") - np.searchsorted(crop_at, candidate - span + 1)
+                candidate = candidate[within > 0]
+            kept, last = [], -1e9
+            for t in candidate:
+                if t / fps - last >= stride_seconds:
+                    kept.append(t)
+                    last = t / fps
+            chosen = np.asarray(kept, dtype=np.int64)
+        start = np.maximum(chosen - span + 1, 0)
+        lo, hi = np.searchsorted(crop_at, start), np.searchsorted(crop_at, chosen, side="right")
+        lo = np.where(hi > lo, lo, 0)  # no crop in the window (evaluation): the crops up to the target
+        if stride_seconds is None:
+            lo = np.where(hi < frames, 0, lo)  # fewer than `frames` crops so far: all of them (inference_test.py:244-248)
+        n = hi - lo
+        fallback = n == 0  # no crop at all yet: sample the window's frames themselves
+        pool_lo = np.where(fallback, start, lo)
+        pool_n = np.where(fallback, chosen - start + 1, n)
+        pick = np.rint(steps[None, :] * ((pool_n - 1) / max(frames - 1, 1))[:, None]).astype(np.int64)
+        if frames > 1:
+            pick[:, -1] = pool_n - 1  # np.linspace ends exactly at n - 1
+        if stride_seconds is None:  # fewer than `frames`: every one, the first repeated in front
+            short = pool_n < frames
+            padded = np.maximum(steps[None, :].astype(np.int64) - (frames - pool_n)[:, None], 0)
+            pick = np.where(short[:, None], padded, pick)
+        source = np.where(fallback[:, None], pool_lo[:, None] + pick, crop_at[np.minimum(pool_lo[:, None] + pick, max(len(crop_at) - 1, 0))] if len(crop_at) else pool_lo[:, None] + pick)
+        indices.append(begin + source)
+        targets.append(begin + chosen)
+    if not indices:
+        return torch.zeros(0, frames, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    return torch.from_numpy(np.concatenate(indices)).long(), torch.from_numpy(np.concatenate(targets)).long()

@@ -13,8 +13,8 @@ from dva.errors import ConfigError
 from dva.trainer.model.fusion import Fusion
 from dva.trainer.model.heads import EXPR_DESCRIPTIONS, EXPR_TEMPLATE, TASK_WIDTH, ClassHead
 from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
-from dva.trainer.settings import FUSIONS, MODALITIES, PROMPTS, READOUTS, TEMPORALS, FitSettings, temporal_choices
-from dva.trainer.model.soft_labels import N_REGIONS, REGION_CENTRES
+from dva.trainer.settings import FUSIONS, GATE_PARTNERS, HEADS, MODALITIES, PROMPT_INPUTS, PROMPTS, READOUTS, TARGETS, TEMPORALS, FitSettings, temporal_choices
+from dva.trainer.model.soft_labels import DEFAULT_CENTRE, N_REGIONS, region_centres
 from dva.trainer.model.temporal import build_temporal
 
 
@@ -23,7 +23,7 @@ class ModelSettings:
     """Everything that decides the model's shape; the fields are `dva fit` flags of the same names."""
 
     modalities: tuple[str, ...] = MODALITIES
-    task: str = "va"  # va | expr | au: which heads
+    task: str = "va"  # va | expr | au | mtl: which heads (mtl: VA's, then EXPR's and AU's linear heads on the same fused features)
     temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry) | a plugin's name (dva.trainer.plugins)
     seq_len: int = 64  # the training window: a TCN gets as many levels as cover it
     tcn_kernel: int = 3
@@ -38,13 +38,25 @@ class ModelSettings:
     n_ctx: int = 4
     readout: str = "regression"  # regression | prompt | blend
     descriptions: tuple[str, ...] = DEFAULT_DESCRIPTIONS  # one per region, REGION_CENTRES order (EXPR: one per class)
+    region_centre: float = DEFAULT_CENTRE  # the grid's outer centre coordinate (the prompt readout's centres)
+    prompt_templates: tuple[str, ...] | None = None  # fixed prompts: several templates, averaged per region
+    logit_scale: float | None = None  # None: learnable; else fixed
+    prompt_input: str = "fused"  # fused | visual (the visual features as given, no projection)
+    head: str = "linear"  # linear (tanh) | mlp
+    gate_partner: str = "audio"  # audio | visual (hierarchical fusion)
+    causal: bool = False  # temporal models and the fusion's attention see only the past
+    tcn_levels: int = 0  # 0: as many as cover seq_len
+    target: str = "frame"  # frame | last (the window averaged over time before the heads: one output per window)
+    task_weighting: str = "fixed"  # mtl: uncertainty adds the learned log-variances of the three losses (`task_log_vars`)
 
     @classmethod
     def of(cls, settings: FitSettings) -> ModelSettings:
         """The model part of a fit's settings: its fields of the same names (modalities as a tuple)."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in dataclasses.asdict(settings).items() if k in fields and k not in ("modalities", "descriptions")}
+        values = {k: v for k, v in dataclasses.asdict(settings).items() if k in fields and k not in ("modalities", "descriptions", "logit_scale")}
         values["modalities"] = settings.modality_list
+        values["logit_scale"] = settings.fixed_logit_scale
+        values["seq_len"] = settings.window_length
         if settings.descriptions is not None:
             values["descriptions"] = tuple(settings.descriptions)
         elif settings.task == "expr":
@@ -68,17 +80,23 @@ class ModelSettings:
             raise ConfigError("hidden, layers and heads must be at least 1, n_ctx at least 0")
         if self.temporal == "transformer" and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for the transformer")
-        if self.seq_len < 1 or self.temporal_layers < 1 or self.tcn_kernel < 3 or self.tcn_kernel % 2 == 0:
-            raise ConfigError("seq_len and temporal_layers must be at least 1, tcn_kernel odd and at least 3")
+        if self.seq_len < 1 or self.temporal_layers < 1 or self.tcn_kernel < 2 or (not self.causal and self.tcn_kernel % 2 == 0) or self.tcn_levels < 0:
+            raise ConfigError("seq_len and temporal_layers must be at least 1, tcn_kernel odd and at least 3 (at least 2 when causal), tcn_levels 0 or more")
+        if self.causal and self.bidirectional:
+            raise ConfigError("causal: a bidirectional GRU reads the future")
+        if self.gate_partner not in GATE_PARTNERS or self.head not in HEADS or self.prompt_input not in PROMPT_INPUTS or self.target not in TARGETS:
+            raise ConfigError("gate_partner, head, prompt_input or target is not one of its choices")
+        if self.prompt_input == "visual" and ("visual" not in self.modalities or self.prompt == "none"):
+            raise ConfigError("prompt_input visual reads the visual features into the prompt head: needs visual in modalities and a prompt head")
         if len(self.modalities) == 2 and self.fusion in ("xattn", "hierarchical") and self.hidden % self.heads:
             raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) for {self.fusion} fusion")
         if self.task not in TASK_WIDTH:
             raise ConfigError(f"task must be one of {', '.join(TASK_WIDTH)}, not {self.task!r}")
         if self.task == "au" and (self.prompt != "none" or self.readout != "regression"):
             raise ConfigError("task au has no prompt head: prompt none, readout regression")
-        classes = N_REGIONS if self.task == "va" else TASK_WIDTH[self.task]
+        classes = N_REGIONS if self.task in ("va", "mtl") else TASK_WIDTH[self.task]
         if self.task != "au" and len(self.descriptions) != classes:
-            raise ConfigError(f"descriptions must hold {classes} texts (one per {'region' if self.task == 'va' else 'class'}), got {len(self.descriptions)}")
+            raise ConfigError(f"descriptions must hold {classes} texts (one per {'class' if self.task == 'expr' else 'region'}), got {len(self.descriptions)}")
 
 
 class VAModel(nn.Module):
@@ -86,9 +104,12 @@ class VAModel(nn.Module):
 
     forward(visual [B, T, Dv] or None, audio [B, T, Da] or None, visual_mask bool [B, T] or None,
     audio_mask bool [B, T] or None, text [9, E] or None) -> {"va": [B, T, 2] in (-1, 1), "logits": [B, T, 9] or None}
-    (settings.task expr or au: {"va": None, "logits": the prompt head's [B, T, 8] or None, "scores": [B, T, 8 or 12]}).
+    (settings.task expr or au: {"va": None, "logits": the prompt head's [B, T, 8] or None, "scores": [B, T, 8 or 12]};
+    mtl: VA's, and "scores_expr" [B, T, 8], "scores_au" [B, T, 12], "task_log_vars" [3] with uncertainty weighting).
     "va" is the readout: the regression head (tanh), the prompt head's expectation of the region
     centres (sum_k softmax(logits)_k c_k), or a learned per-dimension mix of the two (blend).
+    settings.target last: every output is one per window, [B, 1, ...]. prompt_visual [B, T, Dv]: the visual
+    features as stored (settings.prompt_input visual reads them instead of the fused stream).
     text: the prompt head's region text features from `text_features()`, computed once by a caller
     that runs many batches with the same weights (an evaluation pass); None computes them here.
     Masks: True = the frame's feature is valid; masked frames are zeroed before the projection
@@ -106,19 +127,28 @@ class VAModel(nn.Module):
         self.encoders = nn.ModuleDict(
             {m: build_temporal(s.temporal, dims[m], s) for m in s.modalities}
         )
-        self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout) if len(s.modalities) == 2 else None
-        self.regression = nn.Linear(s.hidden, 2) if s.readout != "prompt" and s.task == "va" else None
-        self.head = ClassHead(s.hidden, TASK_WIDTH[s.task], s.readout) if s.task != "va" else None
+        self.fusion = Fusion(s.fusion, s.hidden, s.heads, s.dropout, s.gate_partner, s.causal) if len(s.modalities) == 2 else None
+        self.regression = regression_head(s.head, s.hidden) if s.readout != "prompt" and s.task in ("va", "mtl") else None
+        self.head = ClassHead(s.hidden, TASK_WIDTH[s.task], s.readout) if s.task in ("expr", "au") else None
+        if s.task == "mtl":  # EXPR and AU beside VA's heads; the prompt head is VA's (nine regions)
+            self.expr_head, self.au_head = ClassHead(s.hidden, TASK_WIDTH["expr"]), ClassHead(s.hidden, TASK_WIDTH["au"])
+        # uncertainty weighting (Kendall et al.): s_k = log sigma_k^2 per loss, learned with the model, saved with it
+        self.task_log_vars = nn.Parameter(torch.zeros(3)) if s.task == "mtl" and s.task_weighting == "uncertainty" else None
         # blend: va = g * regression + (1 - g) * prompt readout, g = sigmoid(mix) per dimension, starting at 1/2
         self.mix = nn.Parameter(torch.zeros(2)) if s.readout == "blend" else None
-        self.register_buffer("centres", REGION_CENTRES.clone(), persistent=False)
+        self.register_buffer("centres", region_centres(s.region_centre), persistent=False)
         self.prompt_head = None
         if s.prompt != "none":
             if clip_model is None:
                 raise ValueError(f"VAModel: prompt={s.prompt!r} needs a clip_model for its text tower")
             expr = s.task == "expr"
-            self.prompt_head = PromptHead(clip_model, s.descriptions, s.n_ctx, s.prompt, s.hidden, tokenizer=tokenizer,
-                                          template=EXPR_TEMPLATE if expr else HARD_TEMPLATE, classes=len(s.descriptions))
+            feature_dim = None if s.prompt_input == "visual" else s.hidden
+            self.prompt_head = PromptHead(clip_model, s.descriptions, s.n_ctx, s.prompt, feature_dim, tokenizer=tokenizer,
+                                          template=EXPR_TEMPLATE if expr else HARD_TEMPLATE, classes=len(s.descriptions),
+                                          templates=s.prompt_templates, logit_scale=s.logit_scale)
+            if feature_dim is None and visual_dim != self.prompt_head.embed_dim:
+                raise ConfigError(f"--prompt-input visual compares the visual features as stored ({visual_dim}-d) with the text tower's "
+                                  f"{self.prompt_head.embed_dim}-d embeddings: choose one CLIP visual set of the text tower's model")
 
     def forward(
         self,
@@ -127,6 +157,7 @@ class VAModel(nn.Module):
         visual_mask: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
+        prompt_visual: torch.Tensor | None = None,
     ) -> dict:
         inputs = {"visual": (visual, visual_mask), "audio": (audio, audio_mask)}
         streams, masks = {}, {}
@@ -144,19 +175,51 @@ class VAModel(nn.Module):
             fused = self.fusion(streams["visual"], streams["audio"], masks["visual"], masks["audio"])
         else:
             (fused,) = streams.values()
-        logits = self.prompt_head(fused, text) if self.prompt_head is not None else None
+        prompt_in = fused
+        if self.settings.prompt_input == "visual":  # the stored features of the frames with a face (zero elsewhere)
+            if prompt_visual is None:
+                raise ValueError("VAModel: prompt_input visual needs prompt_visual, the visual features as stored")
+            prompt_in = torch.where(masks["visual"][..., None], prompt_visual.float(), torch.zeros((), device=prompt_visual.device))
+        if self.settings.target == "last":
+            # one output per window: the fused stream's mean over the window (model_clip.py:541-543), and the prompt
+            # input's (model_clip.py:518-521; the visual features over the frames that have them)
+            fused = fused.mean(dim=1, keepdim=True)
+            if self.settings.prompt_input == "visual":
+                prompt_in = prompt_in.sum(dim=1, keepdim=True) / masks["visual"].sum(dim=1).clamp_min(1)[:, None, None]
+            else:
+                prompt_in = fused
+        logits = self.prompt_head(prompt_in, text) if self.prompt_head is not None else None
         if self.head is not None:  # EXPR, AU: class scores ("logits" stays the prompt head's, for its loss term)
             return {"va": None, "logits": logits, "scores": self.head(fused, logits)}
-        regression = torch.tanh(self.regression(fused)) if self.regression is not None else None
+        out = {"va": self._va(fused, logits), "logits": logits}
+        if self.settings.task == "mtl":
+            out.update(scores_expr=self.expr_head(fused, None), scores_au=self.au_head(fused, None))
+            if self.task_log_vars is not None:
+                out["task_log_vars"] = self.task_log_vars
+        return out
+
+    def _va(self, fused: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        """The VA readout: the regression head, the prompt head's expectation of the region centres, or their blend."""
+        regression = None
+        if self.regression is not None:
+            regression = torch.tanh(self.regression(fused)) if self.settings.head == "linear" else self.regression(fused)
         if self.settings.readout == "regression":
-            return {"va": regression, "logits": logits}
+            return regression
         from_prompt = torch.softmax(logits.float(), dim=-1) @ self.centres
         if self.settings.readout == "prompt":
-            return {"va": from_prompt, "logits": logits}
+            return from_prompt
         share = torch.sigmoid(self.mix)
-        return {"va": share * regression.float() + (1 - share) * from_prompt, "logits": logits}
+        return share * regression.float() + (1 - share) * from_prompt
 
     def text_features(self) -> torch.Tensor | None:
         """The prompt head's nine region text features [9, E] (None without a prompt head): one pass of the
         text tower, to hand to forward(text=...) for every batch of an evaluation pass."""
         return self.prompt_head.text_features() if self.prompt_head is not None else None
+
+
+def regression_head(kind: str, hidden: int) -> nn.Module:
+    """VA's regression head: linear (a tanh follows in forward) or mlp, the released VAHead (model_clip.py:530-539):
+    Linear(hidden, 128), ReLU, Dropout(0.2), Linear(128, 2), no tanh."""
+    if kind == "linear":
+        return nn.Linear(hidden, 2)
+    return nn.Sequential(nn.Linear(hidden, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 2))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+from dva.data.tasks import AU_NAMES, EXPR_CLASSES, MTL_WIDTH
 
 TASK_WIDTH = {"va": 2, "expr": len(EXPR_CLASSES), "au": len(AU_NAMES)}  # the columns of a task's per-frame prediction
+TASK_WIDTH["mtl"] = MTL_WIDTH  # MTL: the three side by side, va, expr, au (`MTL_PRED`)
 # One per class, EXPR_CLASSES order; each reads after "a photo of a face showing ...".
 EXPR_DESCRIPTIONS: tuple[str, ...] = ("no emotion, a neutral expression", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
                                       "some other expression")
@@ -37,8 +38,10 @@ class ClassHead(nn.Module):
 
 def frame_values(task: str, out: dict) -> torch.Tensor:
     """What a prediction holds per frame (and ensembles average): VA's (valence, arousal), EXPR's class probabilities,
-    AU's probabilities, [B, T, TASK_WIDTH[task]]."""
+    AU's probabilities, [B, T, TASK_WIDTH[task]]; MTL the three side by side (`MTL_PRED`)."""
     if task == "va":
         return out["va"]
+    if task == "mtl":
+        return torch.cat([out["va"].float(), torch.softmax(out["scores_expr"].float(), dim=-1), torch.sigmoid(out["scores_au"].float())], dim=-1)
     scores = out["scores"].float()
     return torch.softmax(scores, dim=-1) if task == "expr" else torch.sigmoid(scores)

@@ -114,6 +114,8 @@ class PromptHead(nn.Module):
         tokenizer: Callable | None = None,
         template: str = HARD_TEMPLATE,
         classes: int = N_REGIONS,
+        templates: Sequence[str] | None = None,
+        logit_scale: float | None = None,
     ):
         super().__init__()
         if mode not in PROMPT_MODES:
@@ -129,9 +131,12 @@ class PromptHead(nn.Module):
         device = encoder.positional_embedding.device
 
         if mode == "fixed":
-            tokens = tokenizer([template.format(d) for d in descriptions]).to(device)
+            sentences = list(templates or [template])
+            tokens = tokenizer([t.format(d) for d in descriptions for t in sentences]).to(device)
             with torch.no_grad():
                 features = encoder(encoder.token_embedding(tokens), encoder.pool_index(tokens)).float()
+            if templates:  # the released code's region prototypes: mean of normalised features, normalised (model_clip.py:118-127)
+                features = F.normalize(F.normalize(features, dim=-1).reshape(len(descriptions), len(sentences), -1).mean(dim=1), dim=-1)
             # Fixed prompts: compute once, keep no tower (nothing of CLIP in the state).
             self.register_buffer("fixed_text_features", features, persistent=False)
             self.text_encoder = None
@@ -152,8 +157,13 @@ class PromptHead(nn.Module):
             self.text_encoder = encoder
             with torch.no_grad():
                 features = self.text_features()
-        self.project = nn.Linear(feature_dim, features.shape[-1], device=device)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device))
+        self.embed_dim = features.shape[-1]
+        self.project = nn.Linear(feature_dim, self.embed_dim, device=device) if feature_dim is not None else None
+        if logit_scale is None:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device))
+        else:  # a fixed number times the cosine (the released code: 10, model_clip.py:510-523); not in the state
+            self.register_buffer("fixed_scale", torch.tensor(float(logit_scale), device=device), persistent=False)
+            self.logit_scale = None
 
     def text_features(self) -> torch.Tensor:
         """The nine regions' text features [9, embed_dim] (not normalised)."""
@@ -167,9 +177,9 @@ class PromptHead(nn.Module):
     def forward(self, features: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """features [B, T, feature_dim] -> logits [B, T, 9]; text: `text_features()` computed once by the
         caller for many batches (an evaluation pass), or None to run the text tower here."""
-        frames = F.normalize(self.project(features), dim=-1)
+        frames = F.normalize(self.project(features) if self.project is not None else features, dim=-1)
         text = F.normalize(self.text_features() if text is None else text, dim=-1).to(frames.dtype)
-        scale = self.logit_scale.exp().clamp(max=100.0)
+        scale = self.logit_scale.exp().clamp(max=100.0) if self.logit_scale is not None else self.fixed_scale
         return scale * frames @ text.t()
 
     def train(self, mode: bool = True):

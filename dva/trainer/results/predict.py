@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.test_set import SampleFile, read_sample_file
-from dva.data.tasks import TASKS
+from dva.data.tasks import MTL_PRED, MTL_TASKS, TASKS
 from dva.errors import ConfigError, DataError, DvaWarning, RunError, StoreError, at_most
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance, widths_text
-from dva.trainer.results.submission import FILL_RULE, FORMATS, build_submission, build_task_submission, write_csv, write_per_track
+from dva.trainer.results.submission import FILL_RULE, FORMATS, build_mtl_submission, build_submission, build_task_submission, write_csv, write_per_track
 
 
 def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va") -> SampleFile | None:
@@ -65,8 +65,11 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
 
     given = _check_request(run, out, fmt)
     checkpoints = {path: read_checkpoint(path) for path in given for path in run_dirs(path)}  # read once here; load_run builds each model later
+    _refuse_looking_ahead(checkpoints, smooth)
     groups = task_groups(given, checkpoints) if fmt == "csv" else {run_task(checkpoints): given}
     task = next(iter(groups))
+    if "mtl" in groups and len(groups) > 1:
+        raise ConfigError(f"an MTL run gives all three tasks' columns: predict it without runs of {', '.join(t for t in groups if t != 'mtl')} (or those without it)")
     if task != "va" and fmt == "per-track":
         raise ConfigError(f"--format {fmt} writes VA values; an {task} run writes the challenge's submission (leave --format out) or --format csv")
     provenance = check_compatible(checkpoints)
@@ -74,9 +77,12 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
              for name, group in groups.items()}
     if "au" in groups and fmt == "csv":
         tasks["au"]["thresholds"] = au_thresholds(groups["au"])
+    if task == "mtl":  # its AU bits, in the submission and the CSV alike
+        tasks["mtl"]["thresholds"] = au_thresholds(groups["mtl"])
     inputs = {path: data_key(checkpoint) for path, checkpoint in checkpoints.items()}  # what each run reads: its sets and audio alignment
-    listed, unusable, lengths, sample_file, data_by_key, columns = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
-                                                                      allow_incomplete, tuple(groups) if fmt == "csv" else task, fmt == "csv", given[0])
+    listing = (MTL_TASKS if task == "mtl" else tuple(groups)) if fmt == "csv" else task
+    listed, unusable, lengths, sample_file, data_by_key, columns, numbers = _read_store(features, split, sample, provenance["feature_sets"], set(inputs.values()),
+                                                                               allow_incomplete, listing, fmt == "csv", given[0])
     preds = {}
     for name, group in groups.items():  # after each ensemble, before clipping
         mean, data = ensemble_frames([path for each in group for path in run_dirs(each)], inputs, data_by_key, device)
@@ -85,22 +91,29 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     done = {"tracks": len(data.tracks), "frames": data.n_frames, "rows": data.n_frames, "out": str(out), "check": None, "missing": list(unusable),
             "missing_rows": {} if fmt == "csv" else lengths,
             "runs": sum(each["runs"] for each in tasks.values()), "smooth_seconds": one.get("smooth_seconds"), "smoothing": one.get("smoothing"), "tasks": tasks}
-    if fmt == "csv":
-        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"))
+    if fmt == "csv" and task == "mtl":  # one model's three tasks, in the columns their own runs would give
+        parts = {part: preds["mtl"][:, MTL_PRED[part]] for part in MTL_TASKS}
+        write_csv(out, data.tracks, data.offsets, parts, *columns, thresholds=tasks["mtl"]["thresholds"], frame_numbers=numbers)
+    elif fmt == "csv":
+        write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"), frame_numbers=numbers)
+    elif task == "mtl":
+        done["rows"], done["check"] = _write_mtl_submission(out, data, preds[task], sample_file, numbers, tasks["mtl"]["thresholds"])
+        done["thresholds"] = tasks["mtl"]["thresholds"]
     elif fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, preds[task], lengths)
     elif task != "va":
-        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths)
+        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths, numbers)
         done["thresholds"] = tasks[task]["thresholds"]
     else:
-        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths)
+        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths, numbers)
     return done
 
 
 def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, task: str | tuple[str, ...], with_columns: bool,
                 source: Path):
     """(listed tracks, {track: why not usable}, {such a track: its rows to fill}, the sample file, {data key: SplitData},
-    frame columns or None) of split
+    frame columns or None, {track: its rows' frame numbers} of an image set's tracks (s-Aff-Wild2: `frame_number`, which
+    the sample's rows map to)) of split
     for task's listing (va: the tracks stored under split; expr, au: that task's split, wherever stored; a tuple of tasks,
     for per-frame CSVs: `predict_tracks`, no sample file), after checking the store holds the runs' sets."""
     from dva.stores import framing_mismatches, open_store, sets_mismatch
@@ -108,6 +121,8 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
 
     store = open_store(features, mode="r")
     try:
+        if task == "mtl":
+            return _read_mtl_store(store, features, split, sample, feature_sets, keys, allow_incomplete, source)
         mismatch = sets_mismatch(feature_sets, store.feature_sets(), features)
         if mismatch:
             raise ConfigError(f"{source} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
@@ -123,9 +138,78 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
         tracks = next(iter(data_by_key.values())).tracks
         where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
+        numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
     finally:
         store.close()
-    return listed, unusable, lengths, sample_file, data_by_key, columns
+    return listed, unusable, lengths, sample_file, data_by_key, columns, numbers
+
+
+IMAGE_SET = "s-aff-wild2"  # the store's `dataset` attr after `dva extract` of an s-Aff-Wild2 set (its layout's name)
+
+
+def _read_mtl_store(store, features: str, split: str, sample, feature_sets: dict, keys: set, allow_incomplete: bool, source: Path):
+    """`_read_store` of an MTL submission: its rows are the multi-task challenge's test list (an s-Aff-Wild2 store
+    records it at extraction; --sample FILE gives it for any store), the tracks it names wherever stored, none filled; the
+    last item is each loaded track's frame numbers (its `frame_number` array, else row i is frame i + 1), which the list's
+    `<track>/<NNNNN>.jpg` names map to. A store of the full Aff-Wild2 has no MTL test list: DataError."""
+    from dva.stores import framing_mismatches, sets_mismatch
+    from dva.trainer.loading.store import load_split, predict_tracks
+
+    mismatch = sets_mismatch(feature_sets, store.feature_sets(), features)
+    if mismatch:
+        raise ConfigError(f"{source} was trained on other features: {mismatch}; extract {split} with the same encoder flags")
+    for line in framing_mismatches(feature_sets, store.feature_sets(), features):
+        warnings.warn(DvaWarning(line), stacklevel=4)
+    if sample is None and store.attrs.get("dataset") != IMAGE_SET:
+        raise DataError(f"{features} is not an s-Aff-Wild2 store, so it has no multi-task test list to write an MTL submission for: "
+                        "pass the challenge's list with --sample FILE, or use --format csv for every frame's VA, EXPR and AU")
+    sample_file = resolve_sample(store, split, sample, "va")  # an s-Aff-Wild2 store records the MTL test list as its test split's rows
+    if sample_file is None:
+        raise DataError(f"{features}: its {split} split records no multi-task test list: pass it with --sample FILE")
+    found = predict_tracks(store, split, MTL_TASKS)
+    found.update({t: (stored, a) for stored in store.splits() for t, a in store.track_index(stored).items() if t not in found and t in set(sample_file.tracks)})
+    # found given: nothing is filled here; an image no stored row holds refuses the file (build_mtl_submission)
+    listed, unusable, _ = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, MTL_TASKS, found)
+    usable = [t for t in listed if t not in unusable]
+    data_by_key = {}
+    for key in sorted(keys):
+        parts = [load_split(store, stored, json.loads(key[1]), key[0], tracks=[t for t in usable if found[t][0] == stored], task=None)
+                 for stored in dict.fromkeys(found[t][0] for t in usable)]
+        data_by_key[key] = concatenated(parts, usable)
+    tracks = next(iter(data_by_key.values())).tracks
+    numbers = {}
+    for track in tracks:
+        stored = found[track][0]
+        rows = int(store.read(stored, track, "frame_time").shape[0])
+        numbers[track] = np.asarray(store.read(stored, track, "frame_number"), np.int64) if store.has_array(stored, track, "frame_number") else np.arange(1, rows + 1)
+    return listed, unusable, {}, sample_file, data_by_key, None, numbers
+
+
+def concatenated(parts: list[SplitData], order: list[str]) -> SplitData:
+    """The tracks of several loads (each a stored split's) as one SplitData, in order (on the CPU)."""
+    import torch
+
+    from dva.trainer.loading.audio_rows import AudioRows
+    from dva.trainer.loading.tracks import select_tracks
+
+    if len(parts) == 1:
+        data = parts[0]
+        return select_tracks(data, [data.tracks.index(t) for t in order if t in data.tracks], split=data.split)
+    where = {t: (k, i) for k, part in enumerate(parts) for i, t in enumerate(part.tracks)}
+    pieces = [select_tracks(parts[where[t][0]], [where[t][1]], split=parts[0].split) for t in order if t in where]
+    offsets = np.concatenate([[0], np.cumsum([p.n_frames for p in pieces])]).astype(np.int64)
+    audio = [AudioRows.per_frame(torch.cat([p.audio_at(torch.arange(p.n_frames)) for p in pieces]), offsets)] if pieces[0].audio else []
+    return SplitData(pieces[0].split, [p.tracks[0] for p in pieces], offsets, torch.cat([p.visual for p in pieces]), torch.cat([p.visual_mask for p in pieces]),
+                     audio, torch.cat([p.audio_mask for p in pieces]), torch.cat([p.labels for p in pieces]), torch.cat([p.label_mask for p in pieces]),
+                     [a for p in pieces for a in p.attrs])
+
+
+def _write_mtl_submission(out: Path, data, pred: np.ndarray, sample_file, numbers: dict, thresholds: list[float]) -> tuple[int, str]:
+    """The MTL submission (`build_mtl_submission`), checked against the test list, then written; (rows, the check)."""
+    submission = build_mtl_submission(data.tracks, data.offsets, numbers, pred, sample_file, thresholds)
+    check = submission.check(sample_file)
+    submission.write(out)
+    return len(submission.locations), check
 
 
 def run_task(checkpoints: dict[Path, dict]) -> str:
@@ -139,12 +223,23 @@ def run_task(checkpoints: dict[Path, dict]) -> str:
 
 
 def task_groups(given: list[Path], checkpoints: dict[Path, dict]) -> dict[str, list[Path]]:
-    """{task: the given run or folds directories trained for it}, in va, expr, au order (a run of a dva before tasks is
+    """{task: the given run or folds directories trained for it}, in va, expr, au, mtl order (a run of a dva before tasks is
     VA's); RunError when one folds directory holds runs of different tasks."""
     groups: dict[str, list[Path]] = {}
     for path in given:
         groups.setdefault(run_task({run: checkpoints[run] for run in run_dirs(path)}), []).append(path)
-    return {task: groups[task] for task in TASKS if task in groups}
+    return {task: groups[task] for task in (*TASKS, "mtl") if task in groups}
+
+
+def _refuse_looking_ahead(checkpoints: dict, smooth) -> None:
+    """ConfigError when --smooth would centre a Gaussian on the predictions of a run that sees only the past (--causal,
+    --target last): the smoothing would look ahead."""
+    from dva.trainer.evaluate import smooth_widths
+
+    past = [path for path, checkpoint in checkpoints.items() if checkpoint["settings"].get("causal") or checkpoint["settings"].get("target") == "last"]
+    if past and smooth is not None and smooth_widths(smooth) != (0.0, 0.0):
+        raise ConfigError(f"--smooth {smooth}: {past[0]} predicts every frame from its past only (causal or --target last), and a centred "
+                          "Gaussian would look ahead; pass --smooth 0 or leave it out")
 
 
 def _task_smoothing(task: str, given: list[Path], smooth) -> dict:
@@ -152,10 +247,30 @@ def _task_smoothing(task: str, given: list[Path], smooth) -> dict:
     "smoothing": where they came from} of one task's runs (`smoothing_width`)."""
     from dva.trainer.evaluate import DIMENSIONS
 
+    if task == "mtl":
+        return _mtl_smoothing(given, smooth)
     seconds, smoothing = smoothing_width(given, smooth)
     if task != "va" and seconds[0] != seconds[1]:
         raise ConfigError(f"--smooth {smooth}: {task} smooths its probabilities with one width, not one per dimension (V,A is VA's)")
     return {"seconds": seconds, "smooth_seconds": dict(zip(DIMENSIONS, seconds)) if task == "va" else seconds[0], "smoothing": smoothing}
+
+
+def _mtl_smoothing(given: list[Path], smooth) -> dict:
+    """`_task_smoothing` of MTL runs: --smooth for every part (V,A: VA's per dimension), else the four widths `dva fit`
+    chose (valence, arousal, expression, aus), per width their median over the runs when they differ."""
+    from dva.trainer.evaluate import mtl_widths
+
+    if smooth is not None:
+        seconds, smoothing = mtl_widths(smooth), "--smooth"
+    else:
+        recorded = [dict(width) for width in (recorded_smoothing(path) for path in given) if width is not None]
+        if not recorded:
+            warnings.warn(DvaWarning("no run chose a smoothing width (a final fit holds nothing out to choose on): not smoothing; pass --smooth SECONDS"), stacklevel=4)
+            seconds, smoothing = mtl_widths(0.0), "none chosen (final fits): no smoothing"
+        else:
+            seconds = {name: float(np.median([float(r[name]) for r in recorded])) for name in mtl_widths(0.0)}
+            smoothing = "chosen by dva fit on held-out tracks" if len({tuple(sorted(r.items())) for r in recorded}) == 1 else "median of the widths dva fit chose"
+    return {"seconds": seconds, "smooth_seconds": seconds, "smoothing": smoothing}
 
 
 def recorded_thresholds(given: list[Path]) -> list[float] | None:
@@ -180,7 +295,7 @@ def au_thresholds(given: list[Path]) -> list[float]:
 
 
 def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str],
-                           lengths: dict[str, int]) -> tuple[int, str, list | None]:
+                           lengths: dict[str, int], numbers: dict | None = None) -> tuple[int, str, list | None]:
     """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
     its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
     thresholds = None
@@ -189,7 +304,7 @@ def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: 
     else:
         thresholds = au_thresholds(given)
         values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
-    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths)
+    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     submission.write(out)
     return len(submission.locations), check, thresholds
@@ -263,9 +378,10 @@ def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -
     return (total / len(runs)).astype(np.float32), data
 
 
-def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int]) -> tuple[int, object]:
+def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int],
+                      numbers: dict | None = None) -> tuple[int, object]:
     """Write the one-file submission; (its rows, its check against the sample file)."""
-    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths)
+    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths, numbers)
     check = submission.check(sample_file)
     if submission.filled:
         warnings.warn(DvaWarning(

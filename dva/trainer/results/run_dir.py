@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dva.data.tasks import TASKS
+from dva.data.tasks import AU_NAMES, EXPR_CLASSES, TASKS
 from dva.errors import RunError, at_most
 
 CHECKPOINT = "best.pt"
@@ -102,7 +102,7 @@ def temporal_plugin(temporal: str) -> dict | None:
 
 def write_predictions(out: Path, task: str, data, pred: np.ndarray) -> None:
     """Held-out predictions: VA's as ABAW per-track files under out; EXPR's or AU's probabilities as out.npz (tracks,
-    offsets, probabilities [N, 8 or 12])."""
+    offsets, probabilities [N, 8 or 12]; MTL's [N, 22]: valence, arousal, the 8 class and the 12 unit probabilities)."""
     from dva.trainer.results.submission import write_per_track
 
     if task == "va":
@@ -119,13 +119,22 @@ def run_metrics(result, features) -> dict:
 
     held, name, task = result.held, result.held_name or "the held-out tracks", result.settings.task
     metrics: dict = {"task": task, "figure": FIGURE_NAMES[task], "train_splits": result.settings.train_splits, "held_out": result.held_name}
-    if result.weights is not None:
+    if result.loss_terms is not None:  # what each loss term can train (fit.term_reach), and those that train nothing
+        metrics["loss_terms"] = {name: {"parameters_reached": count, "trains": count > 0} for name, count in result.loss_terms.items()}
+        metrics["untrained_terms"] = [name for name, count in result.loss_terms.items() if count == 0]
+    if result.weights is not None and task == "mtl":
+        metrics["loss_weights"] = {"kind": "EXPR's class weights (inverse frequency, mean 1), AU's positive weights (negatives / positives)",
+                                   "values": dict(zip((*EXPR_CLASSES, *AU_NAMES), result.weights))}
+    elif result.weights is not None:
         metrics["loss_weights"] = {"kind": "class weights (inverse frequency, mean 1)" if task == "expr" else "positive weights (negatives / positives)",
                                    "values": dict(zip(TASKS[task].columns, result.weights))}
+    if task == "mtl":
+        metrics["task_weights"] = task_weights_record(result)
     if held is None:
         last = result.history[-1]
         metrics["figures"] = {"final": "the last epoch (no selection); nothing was held out, so it has no score"}
         empty = {"ccc_v": None, "ccc_a": None, "p_va": None} if task == "va" else {FIGURE_NAMES[task]: None}
+        empty = {"ccc_v": None, "ccc_a": None, "expr_f1": None, "au_f1": None, "p_mtl": None} if task == "mtl" else empty
         metrics["final"] = {"epoch": last["epoch"], "loss": last["loss"], **empty}
         metrics["smooth_seconds"] = None  # chose none: an ensemble takes the width its other runs chose
         metrics["smoothing"] = {"seconds": None, "selected_on": None, "note": "nothing held out to choose a width on; pass dva predict --smooth"}
@@ -134,7 +143,7 @@ def run_metrics(result, features) -> dict:
         metrics["figures"] = {
             "best_val": f"the epoch kept, scored on {name}, which also selected it (optimistic)",
             "final": f"the last epoch, scored on {name} (not selected)",
-            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[task == 'va']} the one that scored best on {name} (selected on it too)",
+            "best_val_smoothed": f"best_val after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[task in ('va', 'mtl')]} the one that scored best on {name} (selected on it too)",
         }
         metrics["best_val"] = result.best
         metrics["final"] = result.final
@@ -144,7 +153,7 @@ def run_metrics(result, features) -> dict:
         metrics["smoothing"] = result.smoothing
         if thresholds is not None:
             metrics["figures"]["best_val_smoothed"] += f"; AU at the per-unit thresholds chosen on {name} after smoothing (selected on it too)"
-            metrics["thresholds"] = dict(zip(TASKS[task].columns, thresholds))
+            metrics["thresholds"] = dict(zip(AU_NAMES, thresholds))
     metrics.update({
         "epochs": result.history, "per_track": result.per_track, "seconds": result.seconds,
         "val_tracks": len(held.tracks) if held is not None else 0, "val_left_out": features.val.left_out,
@@ -152,11 +161,24 @@ def run_metrics(result, features) -> dict:
     return metrics
 
 
+def task_weights_record(result) -> dict:
+    """MTL: the weights of its three losses, as given, and with uncertainty weighting the learned s = log sigma^2 of
+    each and the factor exp(-s) it ended at."""
+    settings = result.settings
+    record = {"weighting": settings.task_weighting, "given": dict(zip(("va", "expr", "au"), settings.task_weight_triple))}
+    state = trainable_state(result.model) if result.model is not None else (result.state or {})
+    if state.get("task_log_vars") is not None:
+        learned = [float(v) for v in state["task_log_vars"]]
+        record["log_variance"] = dict(zip(("va", "expr", "au"), learned))
+        record["factor"] = {task: float(np.exp(-s)) for task, s in zip(("va", "expr", "au"), learned)}
+    return record
+
+
 def write_folds(result, features, out: Path) -> Path:
     """A folds directory: fold-0 ... fold-{K-1} (each a run directory), plain/ (the plain fit, when there is
     one), folds.json (which tracks in which fold), oof_predictions/ (ABAW files) and metrics.json with the
     out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
-    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth
+    from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth, smooth_choices
     from dva.trainer.folds import FOLDS_FILE
     from dva.trainer.loading.tracks import select_tracks, track_rows
 
@@ -173,7 +195,7 @@ def write_folds(result, features, out: Path) -> Path:
     }
     (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
     write_predictions(out / "oof_predictions", result.settings.task, pooled, result.oof_pred)
-    smoothing = {**choose_smoothing(result.oof_pred, pooled), "selected_on": "the out-of-fold predictions"}
+    smoothing = {**choose_smoothing(result.oof_pred, pooled, smooth_choices(result.settings)), "selected_on": "the out-of-fold predictions"}
     seconds, thresholds = smoothing["seconds"], smoothing.get("thresholds")
     val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
     val_data = select_tracks(pooled, val)
@@ -184,7 +206,7 @@ def write_folds(result, features, out: Path) -> Path:
             "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
                    "each fold's epoch was selected on its own held-out fold (the standard)",
             "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
-            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[result.settings.task == 'va']} the one that scored best on the out-of-fold predictions (selected on them)",
+            "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[result.settings.task in ('va', 'mtl')]} the one that scored best on the out-of-fold predictions (selected on them)",
             "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
             "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
         },
@@ -209,7 +231,7 @@ def write_folds(result, features, out: Path) -> Path:
     metrics.update(task=result.settings.task, figure=FIGURE_NAMES[result.settings.task])
     if thresholds is not None:
         metrics["figures"]["oof_smoothed"] += "; AU at the per-unit thresholds chosen on the out-of-fold predictions after smoothing"
-        metrics["thresholds"] = dict(zip(TASKS[result.settings.task].columns, thresholds))
+        metrics["thresholds"] = dict(zip(AU_NAMES, thresholds))
     (out / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
     return out
 
@@ -310,6 +332,8 @@ def recorded_smoothing(path: Path) -> tuple[float, float] | None:
     if "smooth_seconds" not in recorded:
         return (0.0, 0.0)
     value = recorded["smooth_seconds"]
+    if isinstance(value, dict) and "expression" in value:  # MTL: its four widths, as recorded
+        return tuple(sorted(value.items()))
     return None if value is None else smooth_widths(value)
 
 
@@ -320,6 +344,8 @@ def widths_text(seconds) -> str:
 
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
         return f"{float(seconds):g} s"
+    if isinstance(seconds, dict) and "expression" in seconds:  # MTL: VA's two, EXPR's and AU's
+        return ", ".join(f"{name} {float(width):g} s" for name, width in seconds.items())
     return ", ".join(f"{d} {w:g} s" for d, w in zip(DIMENSIONS, smooth_widths(seconds)))
 
 

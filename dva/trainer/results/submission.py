@@ -67,8 +67,9 @@ def csv_columns(tasks) -> list[str]:
 
 
 def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, values: dict[str, np.ndarray], times: np.ndarray, faces: np.ndarray | None,
-              thresholds: list[float] | None = None) -> list[Path]:
-    """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`), `time`
+              thresholds: list[float] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> list[Path]:
+    """One `<track>.csv` per track under out, a row per frame: `frame` (1-based, as the crops `NNNNN.jpg`: an image
+    set's track, in frame_numbers, its stored frame numbers), `time`
     (seconds, the store's frame_time), each task's columns (`csv_columns`: values {task: per-frame predictions [N, C]},
     VA's clipped to [-1, 1], probabilities to [0, 1]; thresholds: AU's per unit), `face` (1 where the visual set has the
     frame, i.e. a face crop was there; empty when the model reads no visual set). times float [N], faces bool [N] or None.
@@ -81,7 +82,8 @@ def write_csv(out: Path, tracks: list[str], offsets: np.ndarray, values: dict[st
     for i, track in enumerate(tracks):
         rows = range(int(offsets[i]), int(offsets[i + 1]))
         face = [""] * len(rows) if faces is None else [str(int(f)) for f in faces[rows.start : rows.stop]]
-        lines = [",".join([str(n), f"{times[row]:.4f}", *(part[row] for part in cells), face[n - 1]]) for n, row in enumerate(rows, start=1)]
+        names = [str(int(n)) for n in frame_numbers[track]] if frame_numbers and track in frame_numbers else [str(n) for n in range(1, len(rows) + 1)]
+        lines = [",".join([names[k], f"{times[row]:.4f}", *(part[row] for part in cells), face[k]]) for k, row in enumerate(rows)]
         path = out / f"{track}.csv"
         path.write_text("\n".join([header, *lines]) + "\n")
         written.append(path)
@@ -129,11 +131,12 @@ class Submission:
 
 
 def build_submission(tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                     lengths: dict[str, int] | None = None) -> Submission:
-    """The submission rows: the sample's rows in its order (frame N of a track is its row N-1), or, without a
-    sample, every frame of every listed track in list order. A track with no predictions gets `FILL` in each of its
-    rows, counted in `missing` (without a sample, lengths gives its row count)."""
-    done = build_task_submission("va", tracks, offsets, pred, sample, listed, lengths)
+                     lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> Submission:
+    """The submission rows: the sample's rows in its order (frame N of a track is its row N-1; an image set's track,
+    in frame_numbers, has the row of its stored frame N), or, without a sample, every frame of every listed track in
+    list order. A track with no predictions gets `FILL` in each of its rows, counted in `missing` (without a sample,
+    lengths gives its row count)."""
+    done = build_task_submission("va", tracks, offsets, pred, sample, listed, lengths, frame_numbers)
     return Submission(done.locations, done.values, done.filled, done.missing)
 
 
@@ -148,12 +151,16 @@ def _check_line(locations: list[str], sample: SampleFile | None, kind: str, task
 
 
 def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile | None, listed: list[str],
-                    lengths: dict[str, int] | None = None) -> tuple[list[str], list[int], dict[str, int], dict[str, int]]:
-    """(locations, the prediction row of each, -1 for a track without predictions, {track: rows past its stored frames},
-    {track without predictions: its rows}): the sample's rows in its order, or every frame of every listed track without
-    a sample, lengths giving the row count of a track without predictions (ValueError when it gives none: a caller
-    refuses such a submission before building it)."""
+                    lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None
+                    ) -> tuple[list[str], list[int], dict[str, int], dict[str, int]]:
+    """(locations, the prediction row of each, -1 for a track without predictions, {track: rows not among its stored
+    frames}, {track without predictions: its rows}): the sample's rows in its order, or every frame of every listed track
+    without a sample, lengths giving the row count of a track without predictions (ValueError when it gives none: a
+    caller refuses such a submission before building it). frame_numbers: {track: the frame number of each of its rows}
+    of an image set's tracks (the store's `frame_number`, s-Aff-Wild2), whose rows are their selected frames only; a
+    track not in it has row N-1 for frame N."""
     position = {track: i for i, track in enumerate(tracks)}
+    numbers = frame_numbers or {}
     if sample is not None:
         wanted_tracks, wanted_frames, locations = sample.tracks, sample.frames, sample.locations
     else:
@@ -165,9 +172,10 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
                 count = int(lengths[track])
             else:
                 raise ValueError(f"{track}: no predictions and no row count to fill")
+            frames = [int(n) for n in numbers[track]] if track in numbers else list(range(1, count + 1))
             wanted_tracks += [track] * count
-            wanted_frames += list(range(1, count + 1))
-            locations += [f"{track}/{frame:05d}.jpg" for frame in range(1, count + 1)]
+            wanted_frames += frames
+            locations += [f"{track}/{frame:05d}.jpg" for frame in frames]
     rows, filled, missing = [], {}, {}
     for track, frame in zip(wanted_tracks, wanted_frames):
         i = position.get(track)
@@ -176,7 +184,14 @@ def submission_rows(tracks: list[str], offsets: np.ndarray, sample: SampleFile |
             rows.append(-1)
             continue
         start, stop = int(offsets[i]), int(offsets[i + 1])
-        row = start + frame - 1
+        if track in numbers:  # an image set's track: the row that holds frame N, wherever the selection put it
+            at = int(np.searchsorted(numbers[track], frame))
+            if at >= stop - start or int(numbers[track][at]) != frame:  # a frame not stored (extracted from another list)
+                filled[track] = filled.get(track, 0) + 1
+                at = min(at, stop - start - 1)
+            row = start + at
+        else:
+            row = start + frame - 1
         if row >= stop:  # the store holds fewer frames than the sample asks for (extracted without the sample file)
             filled[track] = filled.get(track, 0) + 1
             row = stop - 1
@@ -222,14 +237,15 @@ class TaskSubmission:
 
 
 def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pred: np.ndarray, sample: SampleFile | None, listed: list[str],
-                          lengths: dict[str, int] | None = None) -> TaskSubmission:
+                          lengths: dict[str, int] | None = None, frame_numbers: dict[str, np.ndarray] | None = None) -> TaskSubmission:
     """A challenge's submission from per-frame predictions of the tracks (rows offsets[i]:offsets[i+1] are track i's):
     pred float [N, 2] for va, int [N] class indices for expr, int [N, 12] bits for au. The rows are the challenge's
     own sample file's (its `find_task_sample`, or the store's test split `task_tests[task]["sample"]`), in its order; a
-    track without predictions gets `FILL[task]` in each of its rows (lengths: its row count without a sample). Call `check(sample)` before `write(path)`, as `dva predict` does for VA."""
+    track without predictions gets `FILL[task]` in each of its rows (lengths: its row count without a sample). Call `check(sample)` before `write(path)`, as `dva predict` does for VA.
+    frame_numbers: as `submission_rows`."""
     if task not in TASKS:
         raise ValueError(f"build_task_submission: unknown task {task!r}")
-    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, lengths)
+    locations, rows, filled, missing = submission_rows(tracks, offsets, sample, listed, lengths, frame_numbers)
     index = np.asarray(rows, dtype=np.int64)
     values = fill_rows(task, len(rows))  # a track without predictions keeps FILL
     have = index >= 0
@@ -237,3 +253,83 @@ def build_task_submission(task: str, tracks: list[str], offsets: np.ndarray, pre
         given = np.asarray(pred)[index[have]]
         values[have] = np.clip(given, -1.0, 1.0) if task == "va" else given
     return TaskSubmission(task, locations, values, filled, missing)
+
+
+MTL_HEADER = "image,valence,arousal,expression,aus"  # the multi-task challenge's, as teams write it (khanhnd185/MTL-ABAW4 test.py)
+
+
+@dataclass
+class MtlSubmission:
+    """The multi-task challenge's rows (`build_mtl_submission`): per test image its valence and arousal [rows, 2], the
+    expression index [rows] and the 12 AU bits [rows, 12]; header: the sample file's when it has one of its own."""
+
+    locations: list[str]
+    va: np.ndarray
+    expression: np.ndarray
+    aus: np.ndarray
+    header: str = MTL_HEADER
+
+    def check(self, sample: SampleFile) -> str:
+        """One line: exactly the list's rows in its order, finite VA in [-1, 1], a class 0-7 and 12 bits per row;
+        ValueError naming what is not so (a bug: the rows were built from the list)."""
+        rows = len(self.locations)
+        if self.locations != list(sample.locations):
+            raise ValueError(f"MTL submission rows differ from {sample.path}")
+        if self.va.shape != (rows, 2) or not np.isfinite(self.va).all() or (np.abs(self.va) > 1).any():
+            raise ValueError("MTL submission holds valence or arousal values that are not finite in [-1, 1]")
+        if self.expression.shape != (rows,) or not np.isin(self.expression, np.arange(len(EXPR_CLASSES))).all():
+            raise ValueError("MTL submission holds expressions that are not class indices 0-7")
+        if self.aus.shape != (rows, len(AU_NAMES)) or not np.isin(self.aus, (0, 1)).all():
+            raise ValueError("MTL submission holds AU values that are not 12 bits 0/1 per row")
+        return (f"checked against {Path(sample.path).name}: {rows} rows, same order, valence and arousal finite in [-1, 1], "
+                f"expression 0-7, 12 AU bits each")
+
+    def write(self, path: Path) -> Path:
+        """The file, `header` then `<image>,<valence>,<arousal>,<expression>,<au1>,...,<au12>` per row, written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [self.header] + [f"{loc},{v:.6f},{a:.6f},{int(e)},{','.join(str(int(b)) for b in bits)}"
+                                 for loc, (v, a), e, bits in zip(self.locations, self.va, self.expression, self.aus)]
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def build_mtl_submission(tracks: list[str], offsets: np.ndarray, numbers: dict[str, np.ndarray], pred: np.ndarray, sample: SampleFile,
+                         thresholds: list[float] | None) -> MtlSubmission:
+    """The multi-task submission: the list's rows in its order, `<track>/<NNNNN>.jpg` read from the track's row whose frame
+    number (numbers[track], one per row) is NNNNN. pred [N, 22] (`MTL_PRED`): VA clipped to [-1, 1], the expression the
+    most probable class, each AU its probability at its threshold (0.5 without). DataError naming the images that no
+    stored row holds (an image of the list that was not extracted)."""
+    from dva.data.tasks import MTL_PRED
+    from dva.errors import DataError, at_most
+
+    position = {track: i for i, track in enumerate(tracks)}
+    row_of = {track: {int(n): int(offsets[i]) + k for k, n in enumerate(numbers[track])} for track, i in position.items()}
+    rows, absent = [], []
+    for location, track, frame in zip(sample.locations, sample.tracks, sample.frames):
+        row = row_of.get(track, {}).get(int(frame))
+        (absent if row is None else rows).append(location if row is None else row)
+    if absent:
+        raise DataError(f"{len(absent)} of the {len(sample.locations)} images of {Path(sample.path).name} have no stored frame to predict, so the "
+                        f"submission would miss them: {at_most(absent, 5)}; extract the test split with this list (dva extract --split test)")
+    index = np.asarray(rows, dtype=np.int64)
+    cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(AU_NAMES))[None, :]
+    return MtlSubmission(
+        list(sample.locations), np.clip(pred[index, MTL_PRED["va"]], -1.0, 1.0).astype(np.float32),
+        np.argmax(pred[index, MTL_PRED["expr"]], axis=1).astype(np.int64), (pred[index, MTL_PRED["au"]] >= cut).astype(np.int64), sample_header(sample),
+    )
+
+
+def sample_header(sample: SampleFile) -> str:
+    """The header of an MTL submission: the sample file's first line when it is a header naming at least the five
+    columns (`image,valence,arousal,expression,aus` or the organisers' own wording), else `MTL_HEADER`."""
+    from dva.data.test_set import LOCATION
+
+    try:
+        first = Path(sample.path).read_text(encoding="utf-8-sig").splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return MTL_HEADER
+    fields = [f.strip() for f in first.split(",")]
+    return first if len(fields) >= 5 and LOCATION.match(fields[0]) is None and "/" not in fields[0] else MTL_HEADER
