@@ -162,7 +162,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor(settings.schedule, settings.warmup, settings.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(settings.seed)
     step_normaliser = normaliser_on(normaliser, device)
-    reach = term_reach(model, settings, train_data, index, inside, step_normaliser, weights)
+    reach = term_reach(model, settings, train_data, index, inside, step_normaliser, weights, target)
     untrained = [name for name, count in reach.items() if count == 0]
     if untrained:
         warnings.warn(DvaWarning(untrained_message(untrained)), stacklevel=2)
@@ -205,7 +205,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     )
 
 
-def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor, normaliser, weights) -> dict[str, int]:
+def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tensor, inside: torch.Tensor, normaliser, weights,
+               target: torch.Tensor | None = None) -> dict[str, int]:
     """{loss term: how many trainable parameter tensors its gradient reaches, nonzero, on the first training batch}:
     before the first step, what each term can train (0: nothing). In eval mode (no dropout: the random stream
     training draws from is untouched; cuDNN off, whose RNNs go backwards only in training mode); the model is left
@@ -219,7 +220,8 @@ def term_reach(model, settings: FitSettings, data: SplitData, index: torch.Tenso
     model.eval()
     try:
         with torch.backends.cudnn.flags(enabled=False):
-            batch = normalise_batch(gather(data, index[: settings.batch_size], inside[: settings.batch_size]), normaliser)
+            first = slice(0, settings.batch_size)  # target: --target last's target frames, as the training batches gather them
+            batch = normalise_batch(gather_windows(data, index[first], inside[first], None if target is None else target[first]), normaliser)
             out = model(**model_inputs(settings, batch))
             terms = loss_terms(settings.task, {k: (v.float() if v is not None else None) for k, v in out.items()}, batch["labels"], batch["label_mask"], settings, weights)
             reach = {}
