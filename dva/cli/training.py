@@ -11,6 +11,10 @@ import typer
 from dva.cli.app import app, user_errors
 from dva.errors import DvaError
 
+TRACK_HELP = ("mlflow: log the run to MLflow (pip install 'dva[mlflow]'): settings as params, per-epoch and final figures as metrics, "
+              "config.json, metrics.json and plots as artifacts; at MLFLOW_TRACKING_URI, else a local store beside the run directory (mlruns).")
+
+
 
 @app.command()
 @user_errors
@@ -23,7 +27,7 @@ def fit(
     task: Optional[str] = typer.Option(None, help="The challenge: va (valence-arousal, default), expr (eight expressions: macro F1), au (twelve action units: mean F1; no prompt head) or mtl (one model, the three heads: P_MTL = (CCC_V + CCC_A)/2 + EXPR F1 + AU F1). Its own labels and splits of the store."),
     task_weights: Optional[str] = typer.Option(None, help="--task mtl: V,E,A, the weights of the VA, EXPR and AU losses (default 1,1,1)."),
     task_weighting: Optional[str] = typer.Option(None, help="--task mtl: fixed (--task-weights) or uncertainty (each loss also x exp(-s) + s, s learned per task: Kendall et al.)."),
-    temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window) or transformer (self-attention, sinusoidal positions)."),
+    temporal: Optional[str] = typer.Option(None, help="Temporal encoder per modality: gru (the paper's), tcn (dilated convolutions over the whole window), transformer (self-attention, sinusoidal positions), or the name an installed package registers in the entry-point group dva.temporal (e.g. mamba, from examples/dva-mamba)."),
     tcn_kernel: Optional[int] = typer.Option(None, help="--temporal tcn: kernel of the dilated convolutions (odd); levels are added until the receptive field covers --seq-len."),
     temporal_layers: Optional[int] = typer.Option(None, help="--temporal transformer: encoder layers (pre-norm; --heads heads)."),
     fusion: Optional[str] = typer.Option(None, help="concat, xattn, gated or hierarchical (attention, then gate)."),
@@ -72,19 +76,39 @@ def fit(
     folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
     workers: int = typer.Option(0, help="With --folds: train the folds over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="With --folds: send the folds to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
+    track: Optional[str] = typer.Option(None, help=TRACK_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "recipe", "as_json", "workers", "scheduler")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "recipe", "as_json", "workers", "scheduler", "track")}
     from dva.trainer.fit import fit as run_fit
     from dva.trainer.fit import settings_for_store
     from dva.trainer.settings import settings_from
     from dva.trainer.tasks import fit_folds_spread
 
     settings = settings_for_store(settings_from(config, with_recipe=recipe, **flags), modalities is not None or config is not None)
+    tracking = _tracking(track)
     spread = scheduler or workers > 0
-    report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
+    if spread:  # with --track, each fold logs its epochs on the worker that trains it
+        tracker = tracking.FoldsTracker(Path(settings.out)) if tracking is not None else None
+        report = fit_folds_spread(settings, scheduler, workers, progress=not as_json, tracker=tracker)
+        if tracker is not None:
+            report["mlflow"] = tracker.finish(Path(report["run"]))
+    else:
+        report = run_fit(settings, progress=not as_json)
+        if tracking is not None:
+            report["mlflow"] = tracking.log_fit(Path(report["run"]))
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
+
+
+def _tracking(track: str | None):
+    """dva.trainer.tracking, imported only when --track asks for it (checked before any training), else None."""
+    if track is None:
+        return None
+    from dva.trainer import tracking
+
+    tracking.require(track)
+    return tracking
 
 
 def report_lines(report: dict) -> list[str]:
@@ -103,6 +127,8 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
     lines.append(f"-> {report['run']}")
+    if report.get("mlflow"):
+        lines.append(f"-> MLflow run {report['mlflow']['run_id']} at {report['mlflow']['tracking_uri']}")
     return lines
 
 
@@ -200,6 +226,7 @@ def ablate(
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md, ablation.png and predictions/."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="Send the variants to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
+    track: Optional[str] = typer.Option(None, help="mlflow: one MLflow run for the ablation (the results table and chart), a child per variant x seed (its settings, figures and difference to the baseline) and a grandchild per fold, each task logged where it trains (pip install 'dva[mlflow]'; MLFLOW_TRACKING_URI, else OUT/../mlruns)."),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
@@ -214,8 +241,13 @@ def ablate(
     recipe = recipe or named
     base, axes = settings_from(config, with_recipe=recipe, **values), parse_grid(grid)
     base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes),
-                         given=given_values(config, **values))
+    chosen = parse_baseline(baseline, axes)
+    tracking = _tracking(track)
+    tracker = tracking.AblationTracker(out, base, axes, seeds, chosen) if tracking is not None else None
+    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen,
+                         given=given_values(config, **values), tracker=tracker)
+    if tracker is not None:
+        typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")

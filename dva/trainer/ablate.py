@@ -32,7 +32,8 @@ from dva.errors import ConfigError, DvaWarning
 from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
 from dva.trainer.loading.store import left_out_in_store
 from dva.trainer.paired import LEVEL
-from dva.trainer.settings import CHOICES, FitSettings, check_choice, default_prompt, settings_from
+from dva.trainer.plugins import importable
+from dva.trainer.settings import CHOICES, TEMPORALS, FitSettings, check_choice, default_prompt, settings_from
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
 
 TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("au_f1",), "mtl": ("ccc_v", "ccc_a", "expr_f1", "au_f1", "p_mtl")}  # a row's figures; the last ranks
@@ -134,7 +135,10 @@ def variant_name(choice: dict) -> str:
 
 
 def result_key(settings: FitSettings, store: dict) -> str:
-    """16 hex digits of sha256 over every setting that makes a result (see NOT_IN_KEY) and the store's identity."""
+    """16 hex digits of sha256 over every setting that makes a result (see NOT_IN_KEY), the store's identity and,
+    for a plugin's temporal model, its distribution and version."""
+    from dva.trainer.results.run_dir import temporal_plugin
+
     defaults = FitSettings()
     values = {}
     for name, value in dataclasses.asdict(settings).items():
@@ -143,7 +147,11 @@ def result_key(settings: FitSettings, store: dict) -> str:
         if isinstance(getattr(defaults, name), float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)  # sigma = 1 in a TOML file is the same setting as --set sigma=1.0
         values[name] = value
-    text = json.dumps({"settings": values, "store": store}, sort_keys=True, separators=(",", ":"))
+    made = {"settings": values, "store": store}
+    plugin = temporal_plugin(settings.temporal)
+    if plugin:  # another version of a plugin is another model: its result is not reused
+        made["temporal_plugin"] = {k: plugin[k] for k in ("distribution", "version")}
+    text = json.dumps(made, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -246,11 +254,12 @@ class Summary(list):
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
-           scheduler: str | None = None, baseline: dict | None = None, given: dict | None = None) -> Summary:
+           scheduler: str | None = None, baseline: dict | None = None, given: dict | None = None, tracker=None) -> Summary:
     """Run every variant x seed whose key is not yet in out/results.csv (here, on a LocalCluster of `workers`
     processes, or on the running Dask scheduler at `scheduler`: one task per variant x seed x fold); write the
     summaries of this plan's results (no other rows), every variant against the baseline (a grid choice, see
-    `baseline_choice`); return the summary rows. given: the settings the user gave (see `plan_jobs`)."""
+    `baseline_choice`); return the summary rows. given: the settings the user gave (see `plan_jobs`). tracker: a
+    `dva.trainer.tracking.AblationTracker` (--track mlflow) or None."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     baseline_name = variant_name(baseline_choice(grid, baseline))
@@ -259,12 +268,21 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
     results_csv = out / "results.csv"
     identity = store_identity(base.features)
     jobs = list({job.key: job for job in plan_jobs(base, grid, seeds, identity, given)}.values())
+    importable([job.settings.temporal for job in jobs], TEMPORALS)  # a plugin that cannot be imported: said before anything trains
     set_aside_unkeyed(results_csv)
     done = read_results(results_csv)
     todo = [job for job in jobs if job.key not in done]
     tasks = job_tasks(todo, identity_digest(identity))
     damaged: dict[str, str] = {}
-    failed = _train(todo, tasks, results_csv, scheduler, workers, progress, damaged) if todo else {}
+    if tracker is not None:
+        tracker.start_jobs(todo)
+        tasks = [dataclasses.replace(task, tracking=tracker.task_tracking(task)) for task in tasks]
+    try:
+        failed = _train(todo, tasks, results_csv, scheduler, workers, progress, damaged, tracker) if todo else {}
+    except BaseException:
+        if tracker is not None:
+            tracker.fail()
+        raise
     message = left_out_in_store(base.features, [(t.settings.visual_features, t.settings.audio_features, t.modalities) for t in tasks],
                                 task=plan_task(base, grid)) if tasks else None
     if message:  # named here, once (after the workers could see the store): the workers that load the sets say nothing
@@ -282,6 +300,9 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
         rewrite_results(results_csv, [{**row, **{f: differences.get(row["key"], {}).get(f) for f in DIFF_FIELDS}} for row in results.values()])
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)
+    if tracker is not None:
+        entries = {e["variant"]: e for e in summary}
+        tracker.finish(summary, {t.key for t in tasks if t.name in failed}, {job.key: entries[job.variant] for job in landed if job.variant in entries})
     return summary
 
 
@@ -304,7 +325,7 @@ def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
 
 
 def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: str | None, workers: int, progress: bool,
-           damaged: dict[str, str]) -> dict[str, str]:
+           damaged: dict[str, str], tracker=None) -> dict[str, str]:
     """Run the tasks, append each job's row as soon as all its tasks landed; returns {task: reason} of those that failed.
     damaged gains the tracks the tasks found damaged, {track: why}."""
     from tqdm import tqdm
@@ -329,6 +350,8 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
                 row = job_row(job, done)
                 keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
                 append_row(results_csv, row)
+                if tracker is not None:
+                    tracker.job_done(job.key, row, TASK_METRICS[job.settings.task])
                 best = better(best, row[TASK_METRICS[job.settings.task][-1]], f"{job.variant} seed {job.seed}")
                 bar.set_postfix_str(best_postfix(best))
     return failed

@@ -26,8 +26,9 @@ from dva.trainer.evaluate import (
     normaliser_on, predict_frames, resolve_device, smooth_choices, task_figure,
 )
 from dva.trainer.model.heads import TASK_WIDTH
+from dva.trainer.plugins import importable
 from dva.trainer.results.run_dir import load_state_strictly, run_summary, trainable_state, write_folds, write_run
-from dva.trainer.settings import MODALITIES, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
+from dva.trainer.settings import MODALITIES, TEMPORALS, FitSettings, settings_from  # noqa: F401  (settings_from: the door for callers of fit)
 from dva.trainer.loading.tracks import select_tracks, track_rows, track_span
 
 
@@ -408,6 +409,7 @@ def _better(new: float, old: float) -> bool:
 def fit(settings: FitSettings, progress: bool = True) -> dict:
     """Load the store, train (one run, or settings.folds folds), write the run directory; returns its summary:
     {"run", "figures": {name: what it is}, and each figure by name (best_val, final, oof, ...)}."""
+    importable([settings.temporal], TEMPORALS)  # a plugin that cannot be imported: said before the store is read
     features = features_for(settings)
     if settings.folds:
         return run_summary(write_folds(train_folds(settings, features, progress=progress), features, Path(settings.out)))

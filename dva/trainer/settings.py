@@ -250,8 +250,19 @@ def check_choice(name: str, value) -> None:
     if name == "prompt" and value in OLD_PROMPTS:
         new = OLD_PROMPTS[value]
         raise ConfigError(f"--prompt {value} set the text and the labels at once; use --prompt {new['prompt']} --labels {new['labels']}")
-    if value not in CHOICES[name]:
-        raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+    if value in CHOICES[name]:
+        return
+    choices = temporal_choices() if name == "temporal" else CHOICES[name]  # a plugin's name: read from the installed metadata
+    if value not in choices:
+        raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def temporal_choices() -> tuple[str, ...]:
+    """The temporal encoders --temporal takes: dva's own, then those installed packages register (`dva.trainer.plugins`:
+    their names only, nothing of theirs is imported)."""
+    from dva.trainer.plugins import plugin_names
+
+    return (*TEMPORALS, *plugin_names(TEMPORALS))
 
 
 def upgrade_settings(values: dict) -> dict:

@@ -28,7 +28,8 @@ from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
 from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, train, train_fold
 from dva.trainer.results.run_dir import trainable_state
-from dva.trainer.settings import FitSettings
+from dva.trainer.plugins import importable
+from dva.trainer.settings import TEMPORALS, FitSettings
 from dva.trainer.workers import (
     features_on,
     forget_features,
@@ -54,6 +55,7 @@ class FitTask:
     keep_model: bool = False  # also return the model's trainable state and normaliser (to write a run directory)
     key: str = ""  # the ablation result this task is part of
     name: str = ""  # variant, seed and fold, as messages name the task
+    tracking: dict | None = None  # --track mlflow: where this task logs its run (`tracking.AblationTracker.task_tracking`)
 
 
 def store_identity(path: str) -> dict:
@@ -96,7 +98,12 @@ def run_task(task: FitTask, devices: list[str] | None = None) -> dict:
     result = train(settings, features, progress=False) if task.fold is None else train_fold(settings, features, task.fold)
     with _LOCK:
         TRAINED.append(task.name)
-    return essentials(result, task, features)
+    out = essentials(result, task, features)
+    if task.tracking is not None:  # logged where it trained: on a Dask worker too
+        from dva.trainer.tracking import log_task
+
+        out["mlflow_run"] = log_task(task.tracking, out)
+    return out
 
 
 def task_device(settings: FitSettings, devices: list[str] | None) -> str | None:
@@ -216,9 +223,10 @@ def better(best: tuple[float, str] | None, figure, name: str) -> tuple[float, st
     return (value, name) if not np.isnan(value) and (best is None or value > best[0]) else best
 
 
-def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, workers: int = 0, progress: bool = True) -> dict:
+def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, workers: int = 0, progress: bool = True, tracker=None) -> dict:
     """`dva fit --folds K` with each fold and the plain fit a task on a Dask cluster (a running scheduler, or a
-    LocalCluster of `workers` processes); writes the same folds directory as a local run and returns its summary."""
+    LocalCluster of `workers` processes); writes the same folds directory as a local run and returns its summary.
+    tracker: a `dva.trainer.tracking.FoldsTracker` (--track mlflow: each fit logs its epochs where it trains) or None."""
     import time
 
     from tqdm import tqdm
@@ -232,22 +240,33 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     if not settings.folds:
         raise ConfigError("--scheduler and --workers send the folds of `dva fit --folds K` to a cluster: add --folds K, or leave them out for one fit here")
     started = time.perf_counter()
+    importable([settings.temporal], TEMPORALS)  # here, before anything is loaded or sent (the workers import it too)
     features = features_for(settings)  # here too: the run directories are written from the held-out tracks
     path = absolute(settings.features)
     digest, modalities = identity_digest(store_identity(path)), settings.modality_list
     on = dataclasses.replace(settings, features=path)
     tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}") for fold in range(settings.folds)]
     tasks.append(FitTask(dataclasses.replace(on, folds=0), digest, modalities, None, keep_model=True, name="plain fit"))
+    if tracker is not None:
+        tracker.start(tasks)
+        tasks = [dataclasses.replace(task, tracking=tracker.task_tracking(task)) for task in tasks]
     done, failed, best = {}, [], None
-    with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
-        for task, result, reason in finished:
-            bar.update(1)
-            if reason is not None:
-                failed.append(f"{task.name}: {reason}")
-                continue
-            done[task.fold] = result
-            best = better(best, task_figure(result["best"]), task.name)
-            bar.set_postfix_str(best_postfix(best))
+    try:
+        with running(tasks, scheduler, workers) as finished, tqdm(total=len(tasks), desc=f"{settings.folds} folds", unit="fit", disable=not progress) as bar:
+            for task, result, reason in finished:
+                bar.update(1)
+                if reason is not None:
+                    failed.append(f"{task.name}: {reason}")
+                    continue
+                done[task.fold] = result
+                best = better(best, task_figure(result["best"]), task.name)
+                bar.set_postfix_str(best_postfix(best))
+    except BaseException:
+        if tracker is not None:
+            tracker.fail()
+        raise
+    if failed and tracker is not None:
+        tracker.fail()
     if failed:
         raise DvaError(f"dva fit --folds {settings.folds}: {len(failed)} of {len(tasks)} fits failed on the cluster, nothing written: {'; '.join(failed)}")
     pooled = features.pooled()

@@ -125,7 +125,7 @@ def test_ablate_and_config_files_take_the_temporal_settings(tmp_path):
 
     assert parse_grid(["temporal=gru,tcn,transformer", "seq-len=64,300"]) == {"temporal": ["gru", "tcn", "transformer"], "seq_len": [64, 300]}
     assert parse_fixed(["tcn-kernel=5", "temporal_layers=3"]) == {"tcn_kernel": 5, "temporal_layers": 3}
-    result = runner.invoke(app, ["ablate", "--features", str(tmp_path), "--grid", "temporal=gru,mamba"])
+    result = runner.invoke(app, ["ablate", "--features", str(tmp_path), "--grid", "temporal=gru,lstm"])
     assert result.exit_code == 2 and "--temporal must be one of" in result.output
     config = tmp_path / "fit.toml"
     config.write_text('temporal = "tcn"\ntcn_kernel = 5\n')

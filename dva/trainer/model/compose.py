@@ -13,7 +13,7 @@ from dva.errors import ConfigError
 from dva.trainer.model.fusion import Fusion
 from dva.trainer.model.heads import EXPR_DESCRIPTIONS, EXPR_TEMPLATE, TASK_WIDTH, ClassHead
 from dva.trainer.model.prompts import DEFAULT_DESCRIPTIONS, HARD_TEMPLATE, PromptHead
-from dva.trainer.settings import FUSIONS, GATE_PARTNERS, HEADS, MODALITIES, PROMPT_INPUTS, PROMPTS, READOUTS, TARGETS, TEMPORALS, FitSettings
+from dva.trainer.settings import FUSIONS, GATE_PARTNERS, HEADS, MODALITIES, PROMPT_INPUTS, PROMPTS, READOUTS, TARGETS, TEMPORALS, FitSettings, temporal_choices
 from dva.trainer.model.soft_labels import DEFAULT_CENTRE, N_REGIONS, region_centres
 from dva.trainer.model.temporal import build_temporal
 
@@ -24,7 +24,7 @@ class ModelSettings:
 
     modalities: tuple[str, ...] = MODALITIES
     task: str = "va"  # va | expr | au | mtl: which heads (mtl: VA's, then EXPR's and AU's linear heads on the same fused features)
-    temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry)
+    temporal: str = "gru"  # gru | tcn | transformer (model.temporal's registry) | a plugin's name (dva.trainer.plugins)
     seq_len: int = 64  # the training window: a TCN gets as many levels as cover it
     tcn_kernel: int = 3
     temporal_layers: int = 2  # transformer encoder layers
@@ -66,8 +66,8 @@ class ModelSettings:
     def validate(self) -> None:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities) or any(m not in MODALITIES for m in self.modalities):
             raise ConfigError(f"modalities must be visual, audio or both, not {self.modalities!r}")
-        if self.temporal not in TEMPORALS:
-            raise ConfigError(f"temporal must be one of {', '.join(TEMPORALS)}, not {self.temporal!r}")
+        if self.temporal not in TEMPORALS and self.temporal not in temporal_choices():
+            raise ConfigError(f"temporal must be one of {', '.join(temporal_choices())}, not {self.temporal!r}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {self.fusion!r}")
         if self.prompt not in PROMPTS:

@@ -68,6 +68,9 @@ def write_run(result, features, out: Path) -> Path:
         "left_out": {"train": features.train.left_out, "val": features.val.left_out},
         "torch": torch.__version__,
     }
+    plugin = temporal_plugin(result.settings.temporal)
+    if plugin:
+        config["temporal_plugin"] = plugin
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "metrics.json").write_text(json.dumps(finite(run_metrics(result, features)), indent=2))
     torch.save(
@@ -78,6 +81,7 @@ def write_run(result, features, out: Path) -> Path:
             "visual_dim": features.train.visual_dim,
             "audio_dim": features.train.audio_dim,
             "provenance": {**features.provenance, "text_tower": text_tower_for(result.settings, features.provenance)},
+            **({"temporal_plugin": plugin} if plugin else {}),
         },
         out / CHECKPOINT,
     )
@@ -85,6 +89,15 @@ def write_run(result, features, out: Path) -> Path:
         write_predictions(out / "val_predictions", result.settings.task, held, result.val_pred)
     plot_run(out, result.history, held if result.settings.task == "va" else None, result.val_pred)
     return out
+
+
+def temporal_plugin(temporal: str) -> dict | None:
+    """What a run records of its temporal model when an installed package provides it (`plugins.plugin_record`:
+    name, module:Class, distribution, version); None for dva's own kinds."""
+    from dva.trainer.plugins import plugin_record
+    from dva.trainer.settings import TEMPORALS
+
+    return None if temporal in TEMPORALS else plugin_record(temporal)
 
 
 def write_predictions(out: Path, task: str, data, pred: np.ndarray) -> None:
@@ -246,17 +259,22 @@ def finite(value):
 def read_checkpoint(run: Path) -> dict:
     """best.pt of a run directory, on the CPU. The one place dva reads a checkpoint: a run directory is data,
     so only tensors, numbers, strings, lists and dicts (all dva writes) are unpickled; anything else is
-    refused (RunError) before it is built, so nothing in the file runs."""
+    refused (RunError) before it is built, so nothing in the file runs. A run whose temporal model came from a package
+    that is not installed here is refused too (RunError), one of another version warned about (`plugins.check_recorded`)."""
     checkpoint_path = Path(run) / CHECKPOINT
     if not checkpoint_path.is_file():
         raise RunError(f"{run}: no {CHECKPOINT} here; pass a run directory written by `dva fit`")
     try:
-        return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # the weights-only unpickler met something it will not build
         asked = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(exc))
         what = f" (it asks for {asked.group(1) or asked.group(0)})" if asked else ""
         raise RunError(f"{checkpoint_path}: refused: it holds more than tensors, numbers and text{what}, so it was not written by dva "
                        "or was tampered with; nothing in it was run") from None
+    from dva.trainer.plugins import check_recorded
+
+    check_recorded(checkpoint.get("temporal_plugin"), str(run))  # a plugin's model that cannot be built here: refused before any work
+    return checkpoint
 
 
 def load_run(run: Path, device=None):

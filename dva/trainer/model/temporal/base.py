@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from dva.trainer.plugins import load_temporal, plugin_names
+
 _KINDS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -20,14 +22,18 @@ def register_temporal(name: str):
 
 
 def build_temporal(kind: str, in_dim: int, settings) -> nn.Module:
-    """The temporal encoder of this kind for features of in_dim, shaped by `ModelSettings`."""
-    if kind not in _KINDS:
-        raise ValueError(f"temporal: kind must be one of {', '.join(_KINDS)}, not {kind!r}")
-    return _KINDS[kind](in_dim, settings)
+    """The temporal encoder of this kind for features of in_dim, shaped by `ModelSettings`: a kind registered here, or
+    one an installed package registers in the entry-point group `dva.temporal` (imported now, on first use)."""
+    if kind in _KINDS:
+        return _KINDS[kind](in_dim, settings)
+    if kind not in plugin_names(tuple(_KINDS)):
+        raise ValueError(f"temporal: kind must be one of {', '.join(registered())}, not {kind!r}")
+    return load_temporal(kind)(in_dim, settings)
 
 
 def registered() -> tuple[str, ...]:
-    return tuple(_KINDS)
+    """Every kind --temporal takes: registered here, then those of installed packages (by name; nothing imported)."""
+    return (*_KINDS, *plugin_names(tuple(_KINDS)))
 
 
 def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
