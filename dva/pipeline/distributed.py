@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from dva.cluster import scheduler_errors, this_worker_device
-from dva.errors import first_line
+from dva.errors import first_line, refusal
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, set_names
 from dva.pipeline.reading import check_nvjpeg
@@ -70,6 +70,8 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
             try:
                 part = future.result()
             except Exception as exc:  # a worker died or a bug on a worker: that video fails alone
+                if refusal(exc) is not None:  # the store refused the worker (full, read-only): every video would; not this video's fault
+                    raise
                 reason = f"worker error: {type(exc).__name__}: {first_line(exc)}"
                 for track in units_by_key[future.key]:
                     _mark_failed(settings, track, reason, sets)
