@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from dva.cli.app import app, user_errors
-from dva.errors import DvaError
+from dva.errors import DvaError, refusals
 
 
 @app.command()
@@ -67,7 +67,8 @@ def fit(
 
     settings = settings_from(config, **flags)
     spread = scheduler or workers > 0
-    report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
+    with refusals(settings.out):  # the run directory's disk full, read-only or forbidden: one line naming it
+        report = fit_folds_spread(settings, scheduler, workers, progress=not as_json) if spread else run_fit(settings, progress=not as_json)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
 
 
@@ -114,7 +115,8 @@ def predict(
     from dva.trainer.results.predict import predict as run_predict
     from dva.trainer.results.run_dir import widths_text
 
-    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
+    with refusals(out):
+        summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -143,7 +145,8 @@ def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features
         raise DvaError(f"{videos[0]}: videos to predict go after --video (dva predict --video FILE [FILE ...] --run RUN --out DIR)")
     if features is not None:
         raise DvaError("--video extracts its own features from the recordings: leave out --features")
-    report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
+    with refusals(out):
+        report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
     for video, reason in report.failed.items():
         typer.echo(f"dva: failed: {video}: {reason}", err=True)
     if as_json:
@@ -182,7 +185,8 @@ def ablate(
 
     values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
     base, axes = settings_from(config, **values), parse_grid(grid)
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
+    with refusals(out):  # the rows already in results.csv stay: the rerun trains only the rest
+        summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=parse_baseline(baseline, axes))
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")

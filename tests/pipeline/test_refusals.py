@@ -16,6 +16,7 @@ from dva.cli import app
 from dva.errors import FileSystemError, refusal
 from dva.stores import open_store
 from tests.conftest import assert_stores_equal
+from tests.pipeline.test_import import ast_files
 
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32", "--json"]  # --json: no progress bars on stderr
 
@@ -66,24 +67,29 @@ def test_a_full_disk_then_a_read_only_one_are_one_line_each_and_the_rerun_with_s
         assert {t: store.track_attrs("train", t)["done_at"] for t in kept} == kept  # the tracks written before were kept, not redone
 
 
-def test_permission_denied_names_the_store_in_one_line(synth_data, tiny_store, tmp_path):
-    """root writes anywhere: the process runs without the capabilities that let it (setpriv), as a user would."""
+def test_permission_denied_names_the_store_in_one_line_and_the_rerun_with_access_imports(tiny_store, tmp_path):
+    """`dva import` into a store this user may not write. root writes anywhere: the process runs without the
+    capabilities that let it (setpriv), as a user's would. A subprocess, but a light one: import loads no torch."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to run dva without root's permission override")
-    out = tmp_path / "store"
-    shutil.copytree(tiny_store, out, ignore=shutil.ignore_patterns(".claims"))
-    shutil.rmtree(out / "train")
-    out.chmod(0o555)
+    out = Path(shutil.copytree(tiny_store, tmp_path / "store", ignore=shutil.ignore_patterns(".claims")))
+    ast_files(out, "train", tmp_path / "files")
+    import_ = [sys.executable, "-m", "dva.cli", "import", str(tmp_path / "files"), "--store", str(out), "--split", "train", "--name", "mine",
+               "--modality", "audio", "--rate", "10", "--json"]
+    here = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run(["chmod", "-R", "a-w", str(out)], check=True)
     try:
         drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
-        done = subprocess.run([*drop, sys.executable, "-m", "dva.cli", "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        done = subprocess.run([*drop, *import_], capture_output=True, text=True, env=here)
     finally:
-        out.chmod(0o755)
-    if "Operation not permitted" in done.stderr and "setpriv" in done.stderr:
+        subprocess.run(["chmod", "-R", "u+w", str(out)], check=True)
+    if done.returncode != 2 and "setpriv" in done.stderr:
         pytest.skip(f"setpriv may not drop capabilities here: {done.stderr.strip()}")
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"dva: error: {out}: permission denied; "), done.stderr
+    assert done.returncode == 2 and lines == [f"dva: error: {out}: permission denied; give this user write access there or choose another place, "
+                                              "then run the same command again: what was already written is kept"], done.stderr
+    again = subprocess.run(import_, capture_output=True, text=True, env=here)
+    assert again.returncode == 0, again.stderr
 
 
 @pytest.mark.parametrize("exc, where, said", [
