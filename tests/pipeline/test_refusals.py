@@ -67,6 +67,18 @@ def test_a_full_disk_then_a_read_only_one_are_one_line_each_and_the_rerun_with_s
         assert {t: store.track_attrs("train", t)["done_at"] for t in kept} == kept  # the tracks written before were kept, not redone
 
 
+def test_a_full_disk_under_a_dask_worker_is_the_same_one_line_and_no_video_is_marked_failed(synth_data, small_disk):
+    """A worker's OSError came back as that video's failure ("worker error: OSError: ... No space left"), recorded
+    in the store as if the video were bad: the store's refusal is every video's, so the run stops in one line."""
+    out = small_disk / "store"
+    done = CliRunner().invoke(app, ["extract", "--data", str(synth_data), "--split", "train", "--out", str(out), "--workers", "1", *TINY])
+    lines = done.stderr.strip().splitlines()
+    assert done.exit_code == 2 and lines[-1].startswith(f"dva: error: {out}: no space left on the device; "), done.output
+    assert not [line for line in lines if line.startswith("dva: failed:")], lines
+    with open_store(out) as store:
+        assert not [t for t, attrs in store.track_index("train").items() if attrs.get("error")]
+
+
 def test_permission_denied_names_the_store_in_one_line_and_the_rerun_with_access_imports(tiny_store, tmp_path):
     """`dva import` into a store this user may not write. root writes anywhere: the process runs without the
     capabilities that let it (setpriv), as a user's would. A subprocess, but a light one: import loads no torch."""
