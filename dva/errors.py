@@ -53,10 +53,11 @@ def refusal(exc: BaseException, where: str | None = None) -> "FileSystemError | 
     traceback). The path: where (the store or folder being written), unless exc names a file outside it."""
     if not isinstance(exc, OSError):
         return None
-    remote = where is not None and "://" in str(where)
-    if exc.errno not in _REFUSALS and not (remote and not isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError))):
+    # an object store's backend error names no local file (a local file's error is not the store's)
+    gone = where is not None and "://" in str(where) and exc.filename is None and not isinstance(exc, (FileNotFoundError, FileExistsError))
+    if exc.errno not in _REFUSALS and not gone:
         return None
-    path = where if where is not None and (exc.filename is None or remote or _inside(exc.filename, where)) else exc.filename
+    path = where if where is not None and (exc.filename is None or _inside(exc.filename, where)) else exc.filename
     if exc.errno in _REFUSALS:
         said, todo = _REFUSALS[exc.errno]
     else:

@@ -122,6 +122,7 @@ def test_a_refusal_names_the_path_and_what_to_do(exc, where, said):
     (ValueError("bug"), "/data/store"),
     (OSError(errno.EIO, "Input/output error"), "/data/store"),  # not one the user can fix by freeing or granting: a traceback
     (FileNotFoundError(errno.ENOENT, "No such file", "x"), "s3://bucket/store"),  # a missing key is the reader's to judge
+    (OSError(errno.EIO, "Input/output error", "/data/videos/a.mp4"), "s3://bucket/store"),  # a local file's error, not the store's
 ])
 def test_anything_else_stays_what_it_was(exc, where):
     assert refusal(exc, where) is None
