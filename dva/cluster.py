@@ -56,6 +56,20 @@ def dask_client(scheduler: str | None, processes: int = 1, threads: int = 1):
             cluster.close()
 
 
+def completed(client, futures):
+    """`as_completed(futures)` waiting on the event loop of the client that made them.
+
+    Without `loop=`, Dask's as_completed waits on the loop of the process's newest Client (`default_client()`), and each
+    Client runs its own loop thread: when another Client made after this one (a notebook's, a test's, a monitor's) is
+    closed, its loop stops with the waits on it, the futures still running are never yielded, and the iteration never
+    ends. That was the lost-worker cluster test's hang: the test's own Client, made just after the ablation's, closed
+    right after it killed the worker, while the ablation still had tasks to rerun (it hung whenever the ablation's
+    Client happened to be made first)."""
+    from dask.distributed import as_completed
+
+    return as_completed(futures, loop=client.loop)
+
+
 def worker_device(requested: str | None, cuda_count: int, name, address: str, visible: str | None, local: bool = False) -> str:
     """The device one Dask worker's encoders (and nvJPEG) run on. requested: --device; cpu or an explicit index
     (cuda:1) is taken as it is. None (with a GPU) or a bare "cuda": one GPU per worker, chosen in this order:

@@ -10,7 +10,7 @@ import warnings
 
 import typer
 
-from dva.errors import DvaError, DvaWarning
+from dva.errors import DvaError, DvaWarning, refusal
 
 app = typer.Typer(
     help="Distance-aware soft prompt learning for multimodal valence-arousal estimation.",
@@ -22,7 +22,9 @@ app = typer.Typer(
 
 def user_errors(command):
     """Turn a DvaError into one line on stderr and exit code 2 (bugs stay tracebacks), and every
-    DvaWarning into one `dva: warning:` line."""
+    DvaWarning into one `dva: warning:` line. The file system's refusals (a full disk, a read-only one, permission
+    denied) are user errors too, wherever they were raised: the writers name their store or folder
+    (`dva.errors.refusals`); one that reaches here unnamed by them names the file the error names."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -33,6 +35,11 @@ def user_errors(command):
                 return command(*args, **kwargs)
             except DvaError as exc:
                 typer.echo(f"dva: error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            except OSError as exc:
+                if (error := refusal(exc)) is None:
+                    raise
+                typer.echo(f"dva: error: {error}", err=True)
                 raise typer.Exit(2) from None
 
     return wrapper

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from dva.cli.app import app, user_errors
-from dva.errors import DvaError
+from dva.errors import DvaError, refusals
 
 TRACK_HELP = ("mlflow: log the run to MLflow (pip install 'dva[mlflow]'): settings as params, per-epoch and final figures as metrics, "
               "config.json, metrics.json and plots as artifacts; at MLFLOW_TRACKING_URI, else a local store beside the run directory (mlruns).")
@@ -89,15 +89,16 @@ def fit(
     settings = settings_for_store(settings_from(config, with_recipe=recipe, **flags), modalities is not None or config is not None)
     tracking = _tracking(track)
     spread = scheduler or workers > 0
-    if spread:  # with --track, each fold logs its epochs on the worker that trains it
-        tracker = tracking.FoldsTracker(Path(settings.out)) if tracking is not None else None
-        report = fit_folds_spread(settings, scheduler, workers, progress=not as_json, tracker=tracker)
-        if tracker is not None:
-            report["mlflow"] = tracker.finish(Path(report["run"]))
-    else:
-        report = run_fit(settings, progress=not as_json)
-        if tracking is not None:
-            report["mlflow"] = tracking.log_fit(Path(report["run"]))
+    with refusals(settings.out):  # the run directory's disk full, read-only or forbidden: one line naming it
+        if spread:  # with --track, each fold logs its epochs on the worker that trains it
+            tracker = tracking.FoldsTracker(Path(settings.out)) if tracking is not None else None
+            report = fit_folds_spread(settings, scheduler, workers, progress=not as_json, tracker=tracker)
+            if tracker is not None:
+                report["mlflow"] = tracker.finish(Path(report["run"]))
+        else:
+            report = run_fit(settings, progress=not as_json)
+            if tracking is not None:
+                report["mlflow"] = tracking.log_fit(Path(report["run"]))
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
 
 
@@ -166,7 +167,8 @@ def predict(
     from dva.trainer.results.predict import predict as run_predict
     from dva.trainer.results.run_dir import widths_text
 
-    summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
+    with refusals(out):
+        summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -195,7 +197,8 @@ def _predict_videos(videos: list[Path], flagged: bool, run: list[Path], features
         raise DvaError(f"{videos[0]}: videos to predict go after --video (dva predict --video FILE [FILE ...] --run RUN --out DIR)")
     if features is not None:
         raise DvaError("--video extracts its own features from the recordings: leave out --features")
-    report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
+    with refusals(out):
+        report = predict_videos(videos, run, out, device=device, smooth=smooth, progress=not as_json)
     for video, reason in report.failed.items():
         typer.echo(f"dva: failed: {video}: {reason}", err=True)
     if as_json:
@@ -244,8 +247,9 @@ def ablate(
     chosen = parse_baseline(baseline, axes)
     tracking = _tracking(track)
     tracker = tracking.AblationTracker(out, base, axes, seeds, chosen) if tracking is not None else None
-    summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen,
-                         given=given_values(config, **values), tracker=tracker)
+    with refusals(out):  # the rows already in results.csv stay: the rerun trains only the rest
+        summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen,
+                             given=given_values(config, **values), tracker=tracker)
     if tracker is not None:
         typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
     for task, reason in summary.failed.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dva.cluster import completed
 from dva.errors import DataError, DvaError, first_line
 
 
@@ -20,7 +21,7 @@ def face_task(name: str, video: str, label: str, root: str, settings) -> dict:
 
 def faces_distributed(jobs: list, root: Path, workers: int, report, progress: bool) -> None:
     """Spread jobs ((name, path, label, settings) each) over `workers` processes and add what they did to report."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster
     from tqdm import tqdm
 
     from dva.faces.stage import FaceRecord
@@ -33,7 +34,7 @@ def faces_distributed(jobs: list, root: Path, workers: int, report, progress: bo
     try:
         futures = [client.submit(face_task, name, str(video.resolve()), label, str(root.resolve()), settings, pure=False) for name, video, label, settings in jobs]
         labels = {future.key: label for future, (_, _, label, _) in zip(futures, jobs)}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="faces", unit="video", disable=not progress):
+        for future in tqdm(completed(client, futures), total=len(futures), desc="faces", unit="video", disable=not progress):
             try:
                 part = future.result()
             except Exception as exc:  # a worker died (or a bug on it): that video fails alone

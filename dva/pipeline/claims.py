@@ -70,8 +70,12 @@ class Claims:
                 if not self._take_over_if_stale(path):
                     return False
                 continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record, handle)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump(record, handle)
+            except OSError:  # a full disk: no torn claim left behind to hold the video until it is found stale
+                path.unlink(missing_ok=True)
+                raise
             with self._lock:
                 self.held[key] = record["token"]
             self._start_heartbeat()

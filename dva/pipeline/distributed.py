@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from dva.cluster import scheduler_errors, this_worker_device
-from dva.errors import first_line
+from dva.cluster import completed, scheduler_errors, this_worker_device
+from dva.errors import first_line, refusal
 from dva.pipeline.extract_settings import ExtractReport
 from dva.pipeline.provenance import build_encoders, encoder_key, set_names
 from dva.pipeline.reading import check_nvjpeg
@@ -50,7 +50,7 @@ def extract_unit_task(unit, settings, since: float, local: bool = False) -> dict
 def extract_distributed(units: list, settings, sets: list[str], report, since: float) -> list:
     """Spread the videos over Dask workers and merge their reports into report; returns the units
     another process held (not done here). sets: the names of the feature sets this run makes."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster
     from tqdm import tqdm
 
     show_progress = settings.progress
@@ -66,10 +66,12 @@ def extract_distributed(units: list, settings, sets: list[str], report, since: f
     try:
         futures = client.map(extract_unit_task, units, settings=settings, since=since, local=cluster is not None, pure=False)
         units_by_key = {future.key: unit for future, unit in zip(futures, units)}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"extract {settings.split}", unit="video", disable=not show_progress):
+        for future in tqdm(completed(client, futures), total=len(futures), desc=f"extract {settings.split}", unit="video", disable=not show_progress):
             try:
                 part = future.result()
             except Exception as exc:  # a worker died or a bug on a worker: that video fails alone
+                if refusal(exc) is not None:  # the store refused the worker (full, read-only): every video would; not this video's fault
+                    raise
                 reason = f"worker error: {type(exc).__name__}: {first_line(exc)}"
                 for track in units_by_key[future.key]:
                     _mark_failed(settings, track, reason, sets)

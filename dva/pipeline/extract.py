@@ -19,7 +19,7 @@ from dva import __version__
 from dva.data.aff_wild2 import Problem, ScanResult
 from dva.data.dataset import scan
 from dva.data.s_aff_wild2 import LAYOUT as IMAGE_SET
-from dva.errors import ConfigError, StoreError
+from dva.errors import ConfigError, StoreError, refusals
 from dva.pipeline.claims import POLL, claims_for
 from dva.pipeline.distributed import extract_distributed
 from dva.pipeline.extract_settings import TIMELINE, ExtractReport, ExtractSettings, parse_shard
@@ -39,8 +39,15 @@ def run_extract(settings: ExtractSettings) -> ExtractReport:
     store split the scan gives it (the first task's, `dva.data.tasks`): most under settings.split, a few perhaps under
     another. Several processes may run this on one store and split at once: each claims a video before
     reading it, skips videos another process holds, then waits until every track of its share is
-    complete or failed (taking over the claims of processes that died)."""
+    complete or failed (taking over the claims of processes that died). A full, read-only or forbidden store
+    (or one on object storage gone away) stops the run as one FileSystemError naming it: the tracks written so
+    far are complete and kept, a track cut off is not marked, so the same command then does exactly the rest."""
     settings.validate()
+    with refusals(settings.out):
+        return _run_extract(settings)
+
+
+def _run_extract(settings: ExtractSettings) -> ExtractReport:
     settings = settings.resolved(default_device())  # Dask workers take this device's kind, so the sets record what computed them
     root = Path(settings.data)
     result = scan(root, split=settings.split, progress=settings.progress, test_list=settings.test_list, sample=settings.sample, crops=settings.crops,

@@ -24,7 +24,7 @@ import numpy as np
 from dva import __version__
 from dva.data.layout import claim_key
 from dva.data.tasks import parse_tasks
-from dva.errors import ConfigError, DataError, StoreError, at_most
+from dva.errors import ConfigError, DataError, StoreError, at_most, refusals
 from dva.pipeline.claims import claims_for
 from dva.pipeline.import_files import FileProblem, check_against_track, check_files, folder_files, names, read_file
 from dva.stores.attrs import MODALITIES, check_set_name, complete_sets, set_differences, track_tasks
@@ -178,8 +178,14 @@ def selected_tracks(store, settings: ImportSettings, named: set[str]) -> tuple[d
 
 def run_import(settings: ImportSettings) -> ImportReport:
     """Import settings.folder into feature set settings.name of settings.split's tracks; returns what happened.
-    Raises DataError/ConfigError/StoreError (nothing written) when any file does not fit."""
+    Raises DataError/ConfigError/StoreError (nothing written) when any file does not fit, FileSystemError when the
+    store refuses the writes (full, read-only, forbidden: the tracks imported so far are kept)."""
     settings.validate()
+    with refusals(settings.store):
+        return _run_import(settings)
+
+
+def _run_import(settings: ImportSettings) -> ImportReport:
     tasks = settings.chosen_tasks()
     started = time.perf_counter()
     folder = Path(settings.folder)

@@ -17,7 +17,7 @@ from dva.data.annotations import fit_rows, read_task_annotation
 from dva.data.layout import claim_key
 from dva.data.s_aff_wild2 import NONE, image_set_files, image_set_marker, read_image_annotation, read_image_test_list
 from dva.data.tasks import TASK_ORDER, parse_tasks
-from dva.errors import StoreError
+from dva.errors import StoreError, refusals
 from dva.pipeline.claims import claims_for
 from dva.pipeline.writing import phase_attrs
 from dva.stores import open_store, track_tasks
@@ -37,7 +37,13 @@ class LabelsReport:
 
 
 def run_labels(data: str | Path, store_path: str, tasks: str | None = None, progress: bool = False) -> LabelsReport:
-    """Write the labels of every task DATA has (tasks: "expr,au" narrows them) to the store's tracks; returns what it did."""
+    """Write the labels of every task DATA has (tasks: "expr,au" narrows them) to the store's tracks; returns what it did
+    (FileSystemError when the store refuses the writes: full, read-only, forbidden)."""
+    with refusals(store_path):
+        return _run_labels(data, store_path, tasks, progress)
+
+
+def _run_labels(data: str | Path, store_path: str, tasks: str | None, progress: bool) -> LabelsReport:
     from tqdm import tqdm
 
     root, selected = Path(data), parse_tasks(tasks) or TASK_ORDER

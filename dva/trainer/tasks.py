@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.cluster import dask_client, this_worker_device
+from dva.cluster import completed, dask_client, this_worker_device
 from dva.errors import DvaWarning, StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
@@ -180,13 +180,11 @@ def running(tasks: list[FitTask], scheduler: str | None = None, workers: int = 0
         check_store(client, tasks[0].settings.features, tasks[0].store)
         run = uuid.uuid4().hex[:8]  # keys the dashboard shows by name, unique to this run
         futures = {client.submit(run_task, task, devices, key=f"dva {task.name} {run}", retries=RETRIES): task for task in tasks}
-        yield _finished(futures)
+        yield _finished(client, futures)
 
 
-def _finished(futures: dict):
-    from dask.distributed import as_completed
-
-    for future in as_completed(list(futures)):
+def _finished(client, futures: dict):
+    for future in completed(client, list(futures)):
         try:
             done, reason = future.result(), None
         except Exception as exc:  # a bad setting, out of memory, a worker lost too often: this task alone

@@ -142,6 +142,23 @@ def test_workers_n_runs_the_same_tasks_on_a_local_cluster_with_the_same_figures(
     assert refused.exit_code == 2 and "--folds K" in refused.stderr.strip().splitlines()[-1]
 
 
+def test_results_are_awaited_on_the_loop_of_the_client_that_sent_the_tasks(cluster):
+    """Dask's as_completed waits on the newest Client's loop unless told, and each Client runs its own loop thread:
+    closing a newer one (the lost-worker test's own, a notebook's) stopped the waits of a run still going, which then
+    never ended. The lost-worker test below makes that order happen on every run."""
+    from dask.distributed import Client
+
+    from dva.cluster import completed
+
+    sent = Client(cluster.address, timeout="20s")  # as `dask_client` makes it: no `with`, which would make it this thread's default
+    try:
+        with Client(cluster.address, timeout="20s") as newer:
+            assert newer.loop is not sent.loop
+            assert completed(sent, []).loop is sent.loop
+    finally:
+        sent.close()
+
+
 def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_worker(cluster, tiny_store, tmp_path, no_training_here):
     from dask.distributed import Client
 
@@ -158,6 +175,11 @@ def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_w
 
     run = threading.Thread(target=client)
     run.start()
+    # this test's Client made after the ablation's, as a monitor's would be: Dask's default from then on. The ablation
+    # waited on the default Client's loop, which closing this one (just after the kill) stopped: it hung for ever
+    # whenever the ablation's Client happened to be made first (`dva.cluster.completed`)
+    while not _a_client_exists() and run.is_alive():
+        time.sleep(0.01)
     lost, in_flight = cluster.workers[1], []
     with Client(cluster.address, timeout="20s") as client:
         w1 = next(address for address, info in client.scheduler_info()["workers"].items() if info["name"] == "w1")
@@ -170,7 +192,7 @@ def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_w
         lost.send_signal(signal.SIGKILL)  # mid-run: its task is Dask's to run again on w0
         lost.wait(30)
     run.join(240)
-    assert not run.is_alive() and finished and not isinstance(finished[0], BaseException), finished
+    assert not run.is_alive() and finished and not isinstance(finished[0], BaseException), finished or _stuck(cluster, run)
     assert in_flight and landed < 4, (in_flight, landed)
     assert not finished[0].failed
     first = {row["key"]: row for row in rows(tmp_path)}
@@ -193,6 +215,26 @@ def test_a_2x2_ablation_with_2_folds_trains_on_the_workers_and_survives_a_lost_w
     assert again[len(survivor):] in ([f"{name} fold 0", f"{name} fold 1"], [f"{name} fold 1", f"{name} fold 0"])
     redone = {row["key"]: row for row in rows(tmp_path)}[gone["key"]]
     assert float(redone["p_va"]) == pytest.approx(float(gone["p_va"]), abs=1e-5)  # the same seed, the same figure
+
+
+def _a_client_exists() -> bool:
+    from dask.distributed import default_client
+
+    try:
+        return default_client() is not None
+    except ValueError:
+        return False
+
+
+def _stuck(cluster: Cluster, run: threading.Thread) -> str:
+    """Where a run that did not finish stands: the scheduler's state of each task, and the run's stack."""
+    import traceback
+
+    from dask.distributed import Client
+
+    with Client(cluster.address, timeout="20s") as client:
+        states = client.run_on_scheduler(lambda dask_scheduler: {str(k): ts.state for k, ts in dask_scheduler.tasks.items()})
+    return f"still running; tasks {states}; at {''.join(traceback.format_stack(sys._current_frames()[run.ident]))}"
 
 
 def test_a_process_loads_the_store_once_for_every_task_on_the_same_sets(tiny_store, monkeypatch):
