@@ -110,7 +110,7 @@ def test_info_and_predict_name_a_damaged_track_in_one_line(tiny_store, run_dir, 
     code, out, err = dva(*predict)  # found only by reading the track: the submission that needs it refuses
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"{flipped} (damaged: {TINY_VISUAL}/data: " in err, err
     code, out, err = dva(*predict, "--allow-incomplete")
-    assert code == 0 and f"writing without 1 of 2 test tracks: {flipped} (damaged" in err, err
+    assert code == 0 and f"1 of 2 test tracks cannot be predicted: 180 rows filled with valence 0, arousal 0, not predictions: {flipped} (180 rows; damaged" in err, err
 
     (store / "test" / unreadable / "zarr.json").write_text("{not json")
     code, out, err = dva("info", store)
