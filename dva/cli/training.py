@@ -74,7 +74,7 @@ def fit(
 def report_lines(report: dict) -> list[str]:
     """What `dva fit` prints: one line per figure, each named by what it is."""
     lines = []
-    for name in ("oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
+    for name in ("oof", "oof_smoothed", "oof_selected", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
         figure = report.get(name)
         if not figure:
             continue
@@ -82,7 +82,7 @@ def report_lines(report: dict) -> list[str]:
         if figure.get(key) is None:
             lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
             continue
-        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
+        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds" + (f", epochs {'/'.join(map(str, figure['epochs']))}" if figure.get("epochs") else "")
         shown = f"CCC_V {figure['ccc_v']:.4f}  CCC_A {figure['ccc_a']:.4f}  P_VA {figure['p_va']:.4f}" if key == "p_va" else f"{key.upper().replace('_', ' ')} {figure[key]:.4f}"
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]

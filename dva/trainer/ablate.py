@@ -51,7 +51,7 @@ EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"), (*
 LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
            "oof": "oof: out of fold over train+val, each fold's epoch chosen on the other folds (nothing selected on the frames it scores)",
-           "oof_selected": "oof_selected: out of fold, each fold's epoch selected on its own held-out fold (optimistic; an older dva's oof)"}
+           "oof_selected": "oof_selected: out of fold, each fold's epoch selected on its own held-out fold (optimistic; what an older dva called oof)"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
@@ -276,19 +276,27 @@ def write_summaries(out: Path, jobs: list[Job], task: str, baseline: str, failed
 
 def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
     """One task per job and fold (one per job without folds), the jobs on one choice of feature sets together;
-    each loads both modalities when any variant on those sets uses both (one load serves them all)."""
+    each loads both modalities when any variant on those sets uses both (one load serves them all). One fold plan per
+    seed, made once from every track the task puts in train or val (the union of what the variants' feature sets
+    load, `store_fold_plan`): every variant of a seed is cut alike."""
+    from dva.trainer.fit import store_fold_plan
+
     used: dict[tuple, set] = {}
     for job in jobs:
         used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
     order = list(used)
-    tasks = []
+    tasks, plans = [], {}
     for job in sorted(jobs, key=lambda job: order.index(data_key(job.settings))):
         settings = dataclasses.replace(job.settings, features=absolute(job.settings.features))
         modalities = tuple(sorted(used[data_key(job.settings)]))
         name = f"{job.variant} seed {job.seed}"
         if not settings.folds:
             tasks.append(FitTask(settings, digest, modalities, None, key=job.key, name=name))
-        tasks += [FitTask(settings, digest, modalities, fold, key=job.key, name=f"{name} fold {fold}") for fold in range(settings.folds)]
+            continue
+        cut = (settings.features, settings.task, settings.folds, settings.seed)
+        if cut not in plans:
+            plans[cut] = tuple(store_fold_plan(settings).items())
+        tasks += [FitTask(settings, digest, modalities, fold, key=job.key, name=f"{name} fold {fold}", plan=plans[cut]) for fold in range(settings.folds)]
     return tasks
 
 
@@ -313,7 +321,11 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
             if len(parts[task.key]) == max(1, job.settings.folds):
                 done = parts.pop(task.key)
                 row = job_row(job, done)
-                keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
+                landed = [done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]
+                if job.settings.folds:  # the frames the row's oof was scored on: each fold's at the epoch chosen on the others
+                    epochs = [int(e) for e in str(row["epoch"]).split("/")]
+                    landed = [{**part, "val_pred": part["epoch_preds"][e - 1]} for part, e in zip(landed, epochs)]
+                keep(results_csv.parent, job.key, held_of(landed))
                 append_row(results_csv, row)
                 best = better(best, row[TASK_METRICS[job.settings.task][-1]], f"{job.variant} seed {job.seed}")
                 bar.set_postfix_str(best_postfix(best))
@@ -325,14 +337,9 @@ def job_row(job: Job, results: dict) -> dict:
     from dva.trainer.evaluate import frame_scores
 
     if job.settings.folds:  # out of fold: every fold's held-out predictions back in train+val's order, scored together
-        frames = sum(len(r["rows"]) for r in results.values())
-        some = next(iter(results.values()))  # widths: the task's (VA 2 and 2, EXPR 8 probabilities and 1 label, AU 12 and 12)
-        pred = np.full((frames, some["val_pred"].shape[1]), np.nan, dtype=np.float32)
-        labels = np.full((frames, some["labels"].shape[1]), np.nan, dtype=np.float32)
-        for r in results.values():
-            pred[r["rows"]], labels[r["rows"]] = r["val_pred"], r["labels"]
         folds = [results[fold] for fold in sorted(results)]
-        figure, epoch, scores = "oof", "/".join(str(r["best"]["epoch"]) for r in folds), frame_scores(pred, labels)
+        pred, labels, epochs = oof_of(folds)
+        figure, epoch, scores = "oof", "/".join(map(str, epochs)), frame_scores(pred, labels)
         seconds = sum(r["seconds"] for r in folds)
     else:
         (result,) = results.values()
@@ -342,6 +349,22 @@ def job_row(job: Job, results: dict) -> dict:
         **{k: scores[k] for k in TASK_METRICS[job.settings.task]}, "seconds": round(seconds, 2),
         "settings": json.dumps(dataclasses.asdict(job.settings), sort_keys=True),
     }
+
+
+def oof_of(folds: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(pred, labels, each fold's epoch) out of fold over train+val from the folds' essentials, in fold order: each
+    fold's predictions at the epoch chosen on the other folds (`unselected_epochs`), nothing selected on its own."""
+    from dva.trainer.evaluate import task_figure
+    from dva.trainer.folds import unselected_epochs
+
+    epochs = unselected_epochs([[task_figure(row) for row in r["history"]] for r in folds])
+    frames = sum(len(r["rows"]) for r in folds)
+    pred = np.full((frames, folds[0]["val_pred"].shape[1]), np.nan, dtype=np.float32)  # widths: the task's
+    labels = np.full((frames, folds[0]["labels"].shape[1]), np.nan, dtype=np.float32)
+    for r, e in zip(folds, epochs):
+        pred[r["rows"]], labels[r["rows"]] = r["epoch_preds"][e - 1], r["labels"]
+    return pred, labels, epochs
+
 
 def plan_task(base: FitSettings, grid: dict[str, list]) -> str:
     """The one task of a plan (`plan_jobs` refuses a grid over several)."""

@@ -102,6 +102,7 @@ def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_
     assert cells[1:3] == ["2", "oof"]
     written = rows(tmp_path)
     assert [row["figure"] for row in written] == ["oof", "oof"] and len(written[0]["epoch"].split("/")) == 2
+    assert "each fold's epoch chosen on the other folds" in result.stdout
     assert float(cells[6].split(" ± ")[1]) > 0 and cells[7] == "baseline"  # two seeds, two different fold cuts and models
     from dva.stores import open_store
 
@@ -244,19 +245,23 @@ def test_a_grid_over_tasks_is_one_line_and_exit_2(tiny_store, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["dva: error: --grid task=va,expr: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr"]
 
 
-def test_a_results_csv_of_the_va_only_header_keeps_its_rows_under_todays_columns(tmp_path):
-    """results.csv as dva wrote it before EXPR and AU (diff_p_va, no F1 columns): read as it is, its rows kept."""
-    from dva.trainer.ablate import CSV_FIELDS, set_aside_unkeyed
+@pytest.mark.parametrize("older", ["va_only", "before_the_ensemble_columns"])
+def test_a_results_csv_of_an_earlier_header_keeps_its_rows_under_todays_columns_its_oof_read_as_selected(tmp_path, older):
+    """results.csv as dva wrote it before EXPR and AU (diff_p_va, no F1 columns), or before the ensemble and videos
+    columns: read as it is, its rows kept; a row's oof then was selected on the frames it scored: oof_selected now."""
+    from dva.trainer.ablate import CSV_FIELDS, LEDGER_FIELDS, set_aside_unkeyed
 
     path = tmp_path / "results.csv"
-    older = [*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"]
+    header = [*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"] if older == "va_only" else [*LEDGER_FIELDS, *DIFF_FIELDS]
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=older)
+        writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
-        writer.writerow({**{k: "" for k in older}, "key": "0123456789abcdef", "variant": "fusion=gated", "p_va": "0.5", "diff_p_va": "0.01"})
+        writer.writerow({**{k: "" for k in header}, "key": "0123456789abcdef", "variant": "fusion=gated", "figure": "oof", "p_va": "0.5", "ci_low": "0.01"})
+        writer.writerow({**{k: "" for k in header}, "key": "fedcba9876543210", "variant": "fusion=concat", "figure": "best_val", "p_va": "0.4"})
     set_aside_unkeyed(path)
-    (row,) = rows(tmp_path)
-    assert tuple(row) == CSV_FIELDS and (row["key"], row["p_va"], row["expr_f1"]) == ("0123456789abcdef", "0.5", "")
+    first, second = rows(tmp_path)
+    assert tuple(first) == CSV_FIELDS and (first["key"], first["p_va"], first["expr_f1"], first["figure"]) == ("0123456789abcdef", "0.5", "", "oof_selected")
+    assert second["figure"] == "best_val" and first["ensemble"] == first["videos"] == ""
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
