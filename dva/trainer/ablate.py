@@ -376,7 +376,7 @@ def summarise(rows: list[dict], task: str = "va", helds: dict | None = None) -> 
     of the variant's seed ensemble (helds: `variant_helds`, its seeds' held-out predictions averaged frame by frame, what
     a submission of it would be); with one seed and nothing kept, that seed's own figures (its own ensemble); NaN (and a
     note) when several seeds kept nothing. Beside them each seed's own figures (per_seed), their mean (METRIC_seed_mean)
-    and sample std over seeds (METRIC_seed_std, ddof=1; NaN with one seed)."""
+    and sample std over seeds (METRIC_seed_std, ddof=1; None with one seed)."""
     by_variant: dict[str, list[dict]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
@@ -391,7 +391,7 @@ def summarise(rows: list[dict], task: str = "va", helds: dict | None = None) -> 
             finite = values[~np.isnan(values)]
             entry["per_seed"][metric] = [float(v) for v in values]
             entry[metric + "_seed_mean"] = float(finite.mean()) if finite.size else math.nan
-            entry[metric + "_seed_std"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+            entry[metric + "_seed_std"] = float(finite.std(ddof=1)) if finite.size > 1 else None  # one seed: no sample std
             entry[metric] = shown[metric] if shown is not None else float(values[0]) if len(group) == 1 else math.nan
         if shown is None and len(group) > 1:
             entry["note"] = "its seeds kept no predictions (rows of an older dva), so there is no ensemble figure to show: delete its rows from results.csv to train it again"
@@ -436,7 +436,7 @@ def markdown_table(summary: list[dict]) -> str:
     lines += ["| variant | seeds | figure | " + " | ".join(LABELS[m] for m in metrics) + f" | seeds' {name} |" + (f" Δ{name} vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
               "| --- | ---: | --- |" + " ---: |" * (len(metrics) + 1) + (" ---: |" if compared else "")]
     notes = []
-    number = lambda x: "—" if math.isnan(x) else f"{x:.4f}"  # noqa: E731
+    number = lambda x: "—" if x is None or math.isnan(x) else f"{x:.4f}"  # noqa: E731
     for e in summary:
         cells = [number(e[m]) for m in metrics]
         std = e[metrics[-1] + "_seed_std"]
