@@ -73,7 +73,7 @@ def fit(
     train_splits: Optional[str] = typer.Option(None, help="train (select the epoch on val) or train,val (a final fit: every --epochs, the last kept, nothing held out)."),
     schedule: Optional[str] = typer.Option(None, help="Learning rate after the warmup: constant or cosine (down to 0 at the last epoch)."),
     warmup: Optional[float] = typer.Option(None, help="Fraction of the training steps over which the learning rate rises linearly from 0."),
-    folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA."),
+    folds: Optional[int] = typer.Option(None, help="K folds over the tracks of train and val together (a video's tracks stay in one fold): one run per fold under --out and the out-of-fold P_VA (oof: each fold's epoch chosen on the other folds; oof_selected: on its own)."),
     workers: int = typer.Option(0, help="With --folds: train the folds over N local Dask worker processes (one per GPU when there are GPUs)."),
     scheduler: Optional[str] = typer.Option(None, help="With --folds: send the folds to a running Dask scheduler, e.g. tcp://host:8786 (the store at a path or URL every worker reads)."),
     track: Optional[str] = typer.Option(None, help=TRACK_HELP),
@@ -115,7 +115,7 @@ def _tracking(track: str | None):
 def report_lines(report: dict) -> list[str]:
     """What `dva fit` prints: one line per figure, each named by what it is."""
     lines = []
-    for name in ("oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
+    for name in ("oof", "oof_smoothed", "oof_selected", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final"):
         figure = report.get(name)
         if not figure:
             continue
@@ -123,7 +123,7 @@ def report_lines(report: dict) -> list[str]:
         if figure.get(key) is None:
             lines.append(f"{name:<18} epoch {figure['epoch']}: no held-out score (nothing held out)")
             continue
-        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds"
+        epoch = f"epoch {figure['epoch']}" if "epoch" in figure else f"{figure.get('folds', '?')} folds" + (f", epochs {'/'.join(map(str, figure['epochs']))}" if figure.get("epochs") else "")
         shown = figure_text(key, figure)
         lines.append(f"{name:<18} {epoch}: {shown}")
     lines += [f"  {name}: {text}" for name, text in report.get("figures", {}).items() if report.get(name)]
@@ -224,7 +224,7 @@ def ablate(
     config: Optional[Path] = typer.Option(None, help="TOML file with base fit settings."),
     recipe: Optional[str] = typer.Option(None, help="Start every variant from a recipe (dva recipes) or its TOML file; --config, --set and --grid override it. `--grid recipe=paper,seed-code` compares recipes, each on its own feature sets."),
     seeds: int = typer.Option(1, help="Seeds per variant (seed, seed+1, ...)."),
-    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed: rank by the out-of-fold figure (P_VA; --set task=expr|au: its F1) instead of best_val."),
+    folds: Optional[int] = typer.Option(None, help="K folds over train+val per variant and seed (one fold plan per seed for every variant): rank by the out-of-fold figure that selects nothing on the frames it scores (oof: P_VA; --set task=expr|au: its F1) instead of best_val."),
     baseline: list[str] = typer.Option([], help="KEY=VALUE of the row every other is compared with (repeatable; default: the grid's first value on every axis)."),
     out: Path = typer.Option(Path("runs/ablate"), help="Folder for results.csv, results.md, ablation.png and predictions/."),
     workers: int = typer.Option(0, help="Run variants over N local Dask worker processes (one per GPU when there are GPUs)."),

@@ -4,14 +4,15 @@ loads the store once per choice of feature sets.
 
 Results are appended to results.csv as each variant finishes (all its folds), each under a key made of every
 setting that produced it and the store it read, so a rerun skips exactly what is done and a
-rerun with other settings never reports old numbers as new ones; results.md and ablation.png
-summarise mean +- std per variant of the current plan, best first by the task's figure (`--set task=expr|au`: EXPR's
-macro F1, AU's mean F1 at 0.5; one task per plan). Each row says which figure it is:
-`best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out of fold). Every other
+rerun with other settings never reports old numbers as new ones. results.md and ablation.png show, rank by and
+compare on one figure per variant of the current plan: its seed ensemble's (its seeds' held-out predictions
+averaged, what a submission of it would be), in the task's metrics (`--set task=expr|au`: EXPR's macro F1, AU's
+mean F1 at 0.5; one task per plan), with each seed's own figure, their mean and sample std beside it. Each row
+says which figure it is: `best_val` (the epoch selected on val and scored on it) or, with `--folds K`, `oof` (out
+of fold, each fold's epoch chosen on the other folds; all variants of a seed share one fold plan). Every other
 row is compared with a baseline row on the same held-out videos (`dva.trainer.compare`): the difference of
-their figure with a paired bootstrap interval over videos, in results.md and results.csv (diff, ci_low,
-ci_high: against the baseline of the latest run, on the rows of its plan).
-"""
+their shown figures with a paired bootstrap interval over videos, in results.md and results.csv (ensemble, diff,
+ci_low, ci_high, videos, few_videos: against the baseline of the latest run, on the rows of its plan)"""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import ConfigError, DvaWarning
-from dva.trainer.compare import compare_to_baseline, difference_cell, difference_caption, held_of, keep
+from dva.trainer.compare import FEW_VIDEOS, compare_to_baseline, difference_cell, difference_caption, held_of, keep, variant_helds
 from dva.trainer.loading.store import left_out_in_store
-from dva.trainer.paired import LEVEL
+from dva.trainer.paired import LEVEL, scores
 from dva.trainer.plugins import importable
 from dva.trainer.settings import CHOICES, TEMPORALS, FitSettings, check_choice, default_prompt, settings_from
 from dva.trainer.tasks import FitTask, absolute, best_postfix, better, data_key, identity_digest, running, store_identity
@@ -40,16 +41,21 @@ TASK_METRICS = {"va": ("ccc_v", "ccc_a", "p_va"), "expr": ("expr_f1",), "au": ("
 METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 LEDGER_FIELDS = ("key", "variant", "seed", "figure", "epoch", *METRICS, "seconds", "settings", "untrained")  # untrained: loss terms that reach no trainable parameter
 DIFF_FIELDS = ("diff", "ci_low", "ci_high")  # the row's variant's figure minus the baseline's (empty on the baseline's rows)
-CSV_FIELDS = (*LEDGER_FIELDS, *DIFF_FIELDS)
-# results.csv headers of earlier dvas whose rows are kept as they are (VA rows; their difference columns are recomputed)
+# per variant, on each of its rows: the figure shown and ranked (its seed ensemble's), how many videos the interval rests
+# on and whether that is too few (under FEW_VIDEOS)
+CSV_FIELDS = (*LEDGER_FIELDS, "ensemble", *DIFF_FIELDS, "videos", "few_videos")
+VARIANT_FIELDS = ("ensemble", *DIFF_FIELDS, "videos", "few_videos")  # recomputed on every run, for the rows of its plan
+# results.csv headers of earlier dvas whose rows are kept as they are (their per-variant columns are recomputed; a
+# row's "oof" then was selected on the frames it scored: it is read as oof_selected)
 VA_LEDGER = ("key", "variant", "seed", "figure", "epoch", "ccc_v", "ccc_a", "p_va", "seconds", "settings")
 TASKS_LEDGER = (*VA_LEDGER[:-2], "expr_f1", "au_f1", *VA_LEDGER[-2:])  # before MTL's P_MTL
 MTL_LEDGER = (*TASKS_LEDGER[:-2], "p_mtl", *TASKS_LEDGER[-2:])  # before the untrained column
 EARLIER_HEADERS = (VA_LEDGER, (*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"), TASKS_LEDGER, (*TASKS_LEDGER, "diff", "ci_low", "ci_high"), MTL_LEDGER,
-                   (*MTL_LEDGER, "diff", "ci_low", "ci_high"))
+                   (*MTL_LEDGER, "diff", "ci_low", "ci_high"), (*LEDGER_FIELDS, *DIFF_FIELDS))
 LABELS = {"ccc_v": "CCC_V", "ccc_a": "CCC_A", "p_va": "P_VA", "expr_f1": "EXPR F1", "au_f1": "AU F1", "p_mtl": "P_MTL"}
 FIGURES = {"best_val": "best_val: the epoch selected on val and scored on val (optimistic)",
-           "oof": "oof: out of fold over train+val, each fold's epoch selected on its own held-out fold"}
+           "oof": "oof: out of fold over train+val, each fold's epoch chosen on the other folds (nothing selected on the frames it scores)",
+           "oof_selected": "oof_selected: out of fold, each fold's epoch selected on its own held-out fold (optimistic; what an older dva called oof)"}
 NOT_IN_KEY = ("features", "out", "device")  # where a result was read, written or run; the store enters by its identity
 # Settings added after results were first keyed: at their default they stay out of the key, so a result written
 # before they existed (made with that default) keeps its key and is not trained again.
@@ -212,8 +218,8 @@ def set_aside_unkeyed(path: Path) -> None:
         header = next(csv.reader(handle), [])
     if tuple(header) == CSV_FIELDS:
         return
-    if tuple(header) in EARLIER_HEADERS:  # the same rows before the other tasks' figures: kept, the new columns empty
-        rewrite_results(path, list(read_results(path).values()))
+    if tuple(header) in EARLIER_HEADERS:  # the same rows before today's columns: kept, the new columns empty
+        rewrite_results(path, [{**row, "figure": "oof_selected" if row.get("figure") == "oof" else row.get("figure")} for row in read_results(path).values()])
         return
     aside, number = path.with_name("results.unkeyed.csv"), 1
     while aside.exists():
@@ -289,38 +295,58 @@ def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, work
         warnings.warn(DvaWarning(message), stacklevel=2)
     if damaged:  # what the workers found damaged reading the sets, left out as failed tracks are
         warnings.warn(DvaWarning(f"{len(damaged)} damaged tracks left out: " + "; ".join(f"{t} ({why})" for t, why in damaged.items())), stacklevel=2)
+    summary = write_summaries(out, jobs, plan_task(base, grid), baseline_name, failed)
+    if tracker is not None:
+        results = read_results(results_csv)
+        entries = {e["variant"]: e for e in summary}
+        tracker.finish(summary, {t.key for t in tasks if t.name in failed},
+                       {job.key: entries[job.variant] for job in jobs if job.key in results and job.variant in entries})
+    return summary
+
+
+def write_summaries(out: Path, jobs: list[Job], task: str, baseline: str, failed: dict[str, str] | None = None) -> Summary:
+    """results.md, ablation.png and every row's per-variant columns of results.csv for the plan's jobs with a row in
+    out/results.csv (their predictions kept under out/predictions), each variant against the variant named baseline;
+    returns the summary rows."""
+    results_csv = out / "results.csv"
     results = read_results(results_csv)
     # named by this plan: the same settings may have been a differently named variant of an earlier grid
     rows = [{**results[job.key], "variant": job.variant} for job in jobs if job.key in results]
-    summary = Summary(summarise(rows, plan_task(base, grid)), failed)
     landed = [job for job in jobs if job.key in results]
-    compare_to_baseline(summary, baseline_name, {e["variant"]: [j.key for j in landed if j.variant == e["variant"]] for e in summary}, out)
-    if results:  # every row of this plan gets its variant's difference; rows of other plans, none
-        differences = {job.key: next(e for e in summary if e["variant"] == job.variant) for job in landed}
-        rewrite_results(results_csv, [{**row, **{f: differences.get(row["key"], {}).get(f) for f in DIFF_FIELDS}} for row in results.values()])
+    helds = variant_helds(out, {variant: [j.key for j in landed if j.variant == variant] for variant in dict.fromkeys(j.variant for j in landed)})
+    summary = Summary(summarise(rows, task, helds), failed)
+    compare_to_baseline(summary, baseline, helds)
+    if results:  # every row of this plan gets its variant's columns; rows of other plans, none
+        entries = {job.key: next(e for e in summary if e["variant"] == job.variant) for job in landed}
+        rewrite_results(results_csv, [{**row, **variant_columns(entries.get(row["key"]), task)} for row in results.values()])
     (out / "results.md").write_text(markdown_table(summary))
     plot_summary(out / "ablation.png", summary)
-    if tracker is not None:
-        entries = {e["variant"]: e for e in summary}
-        tracker.finish(summary, {t.key for t in tasks if t.name in failed}, {job.key: entries[job.variant] for job in landed if job.variant in entries})
     return summary
 
 
 def job_tasks(jobs: list[Job], digest: str) -> list[FitTask]:
     """One task per job and fold (one per job without folds), the jobs on one choice of feature sets together;
-    each loads both modalities when any variant on those sets uses both (one load serves them all)."""
+    each loads both modalities when any variant on those sets uses both (one load serves them all). One fold plan per
+    seed, made once from every track the task puts in train or val (the union of what the variants' feature sets
+    load, `store_fold_plan`): every variant of a seed is cut alike."""
+    from dva.trainer.fit import store_fold_plan
+
     used: dict[tuple, set] = {}
     for job in jobs:
         used.setdefault(data_key(job.settings), set()).update(job.settings.modality_list)
     order = list(used)
-    tasks = []
+    tasks, plans = [], {}
     for job in sorted(jobs, key=lambda job: order.index(data_key(job.settings))):
         settings = dataclasses.replace(job.settings, features=absolute(job.settings.features))
         modalities = tuple(sorted(used[data_key(job.settings)]))
         name = f"{job.variant} seed {job.seed}"
         if not settings.folds:
             tasks.append(FitTask(settings, digest, modalities, None, key=job.key, name=name))
-        tasks += [FitTask(settings, digest, modalities, fold, key=job.key, name=f"{name} fold {fold}") for fold in range(settings.folds)]
+            continue
+        cut = (settings.features, settings.task, settings.folds, settings.seed)
+        if cut not in plans:
+            plans[cut] = tuple(store_fold_plan(settings).items())
+        tasks += [FitTask(settings, digest, modalities, fold, key=job.key, name=f"{name} fold {fold}", plan=plans[cut]) for fold in range(settings.folds)]
     return tasks
 
 
@@ -348,7 +374,11 @@ def _train(todo: list[Job], tasks: list[FitTask], results_csv: Path, scheduler: 
             if len(parts[task.key]) == max(1, job.settings.folds):
                 done = parts.pop(task.key)
                 row = job_row(job, done)
-                keep(results_csv.parent, job.key, held_of([done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]))
+                landed = [done[fold] for fold in sorted(done, key=lambda f: -1 if f is None else f)]
+                if job.settings.folds:  # the frames the row's oof was scored on: each fold's at the epoch chosen on the others
+                    epochs = [int(e) for e in str(row["epoch"]).split("/")]
+                    landed = [{**part, "val_pred": part["epoch_preds"][e - 1]} for part, e in zip(landed, epochs)]
+                keep(results_csv.parent, job.key, held_of(landed))
                 append_row(results_csv, row)
                 if tracker is not None:
                     tracker.job_done(job.key, row, TASK_METRICS[job.settings.task])
@@ -362,14 +392,9 @@ def job_row(job: Job, results: dict) -> dict:
     from dva.trainer.evaluate import frame_scores
 
     if job.settings.folds:  # out of fold: every fold's held-out predictions back in train+val's order, scored together
-        frames = sum(len(r["rows"]) for r in results.values())
-        some = next(iter(results.values()))  # widths: the task's (VA 2 and 2, EXPR 8 probabilities and 1 label, AU 12 and 12)
-        pred = np.full((frames, some["val_pred"].shape[1]), np.nan, dtype=np.float32)
-        labels = np.full((frames, some["labels"].shape[1]), np.nan, dtype=np.float32)
-        for r in results.values():
-            pred[r["rows"]], labels[r["rows"]] = r["val_pred"], r["labels"]
         folds = [results[fold] for fold in sorted(results)]
-        figure, epoch, scores = "oof", "/".join(str(r["best"]["epoch"]) for r in folds), frame_scores(pred, labels)
+        pred, labels, epochs = oof_of(folds)
+        figure, epoch, scores = "oof", "/".join(map(str, epochs)), frame_scores(pred, labels)
         seconds = sum(r["seconds"] for r in folds)
     else:
         (result,) = results.values()
@@ -381,28 +406,64 @@ def job_row(job: Job, results: dict) -> dict:
         "untrained": "+".join(sorted({t for r in results.values() for t, n in (r.get("loss_terms") or {}).items() if n == 0})),
     }
 
+
+def oof_of(folds: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(pred, labels, each fold's epoch) out of fold over train+val from the folds' essentials, in fold order: each
+    fold's predictions at the epoch chosen on the other folds (`unselected_epochs`), nothing selected on its own."""
+    from dva.trainer.evaluate import task_figure
+    from dva.trainer.folds import unselected_epochs
+
+    epochs = unselected_epochs([[task_figure(row) for row in r["history"]] for r in folds])
+    frames = sum(len(r["rows"]) for r in folds)
+    pred = np.full((frames, folds[0]["val_pred"].shape[1]), np.nan, dtype=np.float32)  # widths: the task's
+    labels = np.full((frames, folds[0]["labels"].shape[1]), np.nan, dtype=np.float32)
+    for r, e in zip(folds, epochs):
+        pred[r["rows"]], labels[r["rows"]] = r["epoch_preds"][e - 1], r["labels"]
+    return pred, labels, epochs
+
+
 def plan_task(base: FitSettings, grid: dict[str, list]) -> str:
     """The one task of a plan (`plan_jobs` refuses a grid over several)."""
     return grid.get("task", [base.task])[0]
 
 
-def summarise(rows: list[dict], task: str = "va") -> list[dict]:
-    """Mean and std of each of the task's metrics per variant (each entry says its task), best mean figure first
-    (P_VA, EXPR F1, AU F1)."""
+def summarise(rows: list[dict], task: str = "va", helds: dict | None = None) -> list[dict]:
+    """One entry per variant, best first by its shown figure. Shown: the task's metrics (CCC_V, CCC_A, P_VA; EXPR F1; AU F1)
+    of the variant's seed ensemble (helds: `variant_helds`, its seeds' held-out predictions averaged frame by frame, what
+    a submission of it would be); with one seed and nothing kept, that seed's own figures (its own ensemble); NaN (and a
+    note) when several seeds kept nothing. Beside them each seed's own figures (per_seed), their mean (METRIC_seed_mean)
+    and sample std over seeds (METRIC_seed_std, ddof=1; None with one seed)."""
     by_variant: dict[str, list[dict]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     summary = []
     for variant, group in by_variant.items():
         entry = {"variant": variant, "task": task, "seeds": len(group), "figure": "/".join(sorted({r.get("figure") or "best_val" for r in group})),
-                 "untrained": "+".join(sorted({t for r in group for t in (r.get("untrained") or "").split("+") if t}))}
+                 "untrained": "+".join(sorted({t for r in group for t in (r.get("untrained") or "").split("+") if t})), "note": "", "per_seed": {}}
+        held = (helds or {}).get(variant)
+        shown = scores(held.pred, held.labels) if held is not None else None
         for metric in TASK_METRICS[task]:
             values = np.array([float(r[metric]) if r.get(metric) not in ("", None) else math.nan for r in group])
-            entry[metric] = float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
-            entry[metric + "_std"] = float(np.nanstd(values)) if len(group) > 1 else 0.0
+            finite = values[~np.isnan(values)]
+            entry["per_seed"][metric] = [float(v) for v in values]
+            entry[metric + "_seed_mean"] = float(finite.mean()) if finite.size else math.nan
+            entry[metric + "_seed_std"] = float(finite.std(ddof=1)) if finite.size > 1 else None  # one seed: no sample std
+            entry[metric] = shown[metric] if shown is not None else float(values[0]) if len(group) == 1 else math.nan
+        if shown is None and len(group) > 1:
+            entry["note"] = "its seeds kept no predictions (rows of an older dva), so there is no ensemble figure to show: delete its rows from results.csv to train it again"
         summary.append(entry)
     ranked = TASK_METRICS[task][-1]
     return sorted(summary, key=lambda e: -e[ranked] if not math.isnan(e[ranked]) else math.inf)
+
+
+def variant_columns(entry: dict | None, task: str) -> dict:
+    """A results.csv row's per-variant columns (VARIANT_FIELDS) from its variant's summary entry (None: a row of another plan)."""
+    if entry is None:
+        return {f: None for f in VARIANT_FIELDS}
+    shown = entry[TASK_METRICS[task][-1]]
+    videos = entry.get("videos")
+    return {"ensemble": None if math.isnan(shown) else shown, **{f: entry.get(f) for f in DIFF_FIELDS},
+            "videos": videos, "few_videos": None if videos is None else ("yes" if entry.get("few_videos") else "no")}
 
 
 def summary_metrics(summary: list[dict]) -> tuple[str, ...]:
@@ -410,25 +471,39 @@ def summary_metrics(summary: list[dict]) -> tuple[str, ...]:
     return TASK_METRICS[summary[0]["task"] if summary else "va"]
 
 
+def shown_line(summary: list[dict]) -> str:
+    """The line above the table: which figure is shown and ranked, and what the seeds' std is."""
+    name = LABELS[summary_metrics(summary)[-1]]
+    return (f"shown and ranked: each variant's seed ensemble (its seeds' held-out predictions averaged frame by frame, as a submission of it "
+            f"would be), scored over every held-out frame; \"seeds' {name}\": each seed's own {name}, mean ± sample std over seeds (ddof=1)")
+
+
 def markdown_table(summary: list[dict]) -> str:
     metrics = summary_metrics(summary)
-    figures = sorted({e["figure"] for e in summary})
-    caption = f"ranked by the mean {LABELS[metrics[-1]]} over seeds (± std) of each row's figure; " + "; ".join(FIGURES.get(f, f) for f in figures)
-    if "au_f1" in metrics:  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
+    name = LABELS[metrics[-1]]
+    figures = sorted({f for e in summary for f in e["figure"].split("/")})
+    caption = "; ".join(FIGURES.get(f, f) for f in figures)
+    if metrics[-1] == "au_f1":  # what selected the epochs; the per-unit thresholds a run keeps are tuned after
         caption += "; AU F1 with every unit at 0.5"
     if metrics[-1] == "p_mtl":
         caption += "; P_MTL = (CCC_V + CCC_A) / 2 + EXPR F1 + AU F1"
     compared = "baseline" in (summary[0] if summary else {})
-    lines = [caption, ""]
+    lines = [shown_line(summary), caption, ""]
     if compared:
-        lines += [difference_caption(summary, LABELS[metrics[-1]]), ""]
-    lines += ["| variant | seeds | figure | " + " | ".join(LABELS[m] for m in metrics) + " |" + (f" Δ{LABELS[metrics[-1]]} vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
-              "| --- | ---: | --- |" + " ---: |" * len(metrics) + (" ---: |" if compared else "")]
+        lines += [difference_caption(summary, name), ""]
+    lines += ["| variant | seeds | figure | " + " | ".join(LABELS[m] for m in metrics) + f" | seeds' {name} |" + (f" Δ{name} vs baseline [{LEVEL:.0%} CI] |" if compared else ""),
+              "| --- | ---: | --- |" + " ---: |" * (len(metrics) + 1) + (" ---: |" if compared else "")]
     notes = []
+    number = lambda x: "—" if x is None or math.isnan(x) else f"{x:.4f}"  # noqa: E731
     for e in summary:
-        cells = [f"{e[m]:.4f} ± {e[m + '_std']:.4f}" for m in metrics]
+        cells = [number(e[m]) for m in metrics]
+        std = e[metrics[-1] + "_seed_std"]
+        cells.append(number(e[metrics[-1] + "_seed_mean"]) + (" (one seed)" if e["seeds"] == 1 else f" ± {number(std)}"))
         if compared:
             cells.append(difference_cell(e, notes))
+        elif e["note"]:
+            notes.append(f"[{len(notes) + 1}] {e['variant']}: {e['note']}")
+            cells[-1] += f" [{len(notes)}]"
         variant = e["variant"] + (f" (its {e['untrained'].replace('+', ' and ')} loss term trains nothing)" if e.get("untrained") else "")
         lines.append(f"| {variant} | {e['seeds']} | {e['figure']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -446,13 +521,16 @@ def plot_summary(path: Path, summary: list[dict]) -> Path:
     metrics = summary_metrics(summary)
     height = 0.75 / len(metrics)
     for k, metric in enumerate(metrics):
-        values = [e[metric] for e in summary][::-1]
-        errors = [e[metric + "_std"] for e in summary][::-1]
-        ax.barh(y + (k - (len(metrics) - 1) / 2) * height, values, height=height, xerr=errors, label=LABELS[metric])
+        at = y + (k - (len(metrics) - 1) / 2) * height
+        ax.barh(at, [e[metric] for e in summary][::-1], height=height, label=LABELS[metric])
+        seeds = [(position, value) for position, e in zip(at, summary[::-1]) for value in e["per_seed"][metric] if not math.isnan(value)]
+        if seeds:  # each seed's own figure, a dot on its variant's bar
+            ax.plot([v for _, v in seeds], [p for p, _ in seeds], "o", color="black", markersize=3, label="each seed" if k == 0 else None)
     ax.set_yticks(y, names)
     figures = "/".join(sorted({e["figure"] for e in summary}))
     seeds = sorted({e["seeds"] for e in summary})
-    ax.set(xlabel=f"{figures} score (mean ± std over {'/'.join(map(str, seeds))} seeds)", title=f"ablation, ranked by {figures} {LABELS[metrics[-1]]}")
+    ax.set(xlabel=f"{figures} score of each variant's seed ensemble ({'/'.join(map(str, seeds))} seeds; dots: each seed's own)",
+           title=f"ablation, ranked by the seed ensemble's {figures} {LABELS[metrics[-1]]}")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: bars start at 0 and fill the axes
     fig.tight_layout()
     fig.savefig(path, dpi=100)

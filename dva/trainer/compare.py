@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.trainer.paired import paired_difference
+from dva.trainer.paired import figure, paired_difference
 
 PREDICTIONS = "predictions"
 FEW_VIDEOS = 10  # a bootstrap over fewer clusters than this sees too few distinct resamples
@@ -95,32 +95,45 @@ def against(baseline: Held, variant: Held):
     return result, unshared
 
 
-def compare_to_baseline(summary: list[dict], baseline: str, keys: dict[str, list[str]], out: Path) -> None:
-    """Each entry of summary gets `baseline` (bool), diff (of the task's figure), ci_low, ci_high and holds_zero (None on the baseline and
-    where nothing can be compared), videos, and a note saying why there is no interval or what it is not over. A
-    variant's predictions are its seeds' averaged (keys: its jobs with a row); one seed without kept predictions
-    (a row written by an older dva) leaves it without an interval."""
+def variant_helds(out: Path, keys: dict[str, list[str]]) -> dict[str, Held | None]:
+    """Each variant's seed ensemble: its seeds' kept predictions (keys: its jobs with a row) averaged frame by frame;
+    None where one seed has none kept (a row written by an older dva)."""
     helds = {}
-    for entry in summary:
-        found = [kept(out, key) for key in keys[entry["variant"]]]
-        helds[entry["variant"]] = seed_average(found) if found and all(h is not None for h in found) else None
+    for variant, variant_keys in keys.items():
+        found = [kept(out, key) for key in variant_keys]
+        helds[variant] = seed_average(found) if found and all(h is not None for h in found) else None
+    return helds
+
+
+def compare_to_baseline(summary: list[dict], baseline: str, helds: dict[str, Held | None]) -> None:
+    """Each entry of summary gets `baseline` (bool), diff (of the task's figure), ci_low, ci_high and holds_zero (None on the
+    baseline and where nothing can be compared), videos, few_videos (the interval rests on fewer than FEW_VIDEOS), and a
+    note saying why there is no interval or what it is not over (appended to the entry's note). helds: `variant_helds`.
+    diff is the variant's seed-ensemble figure minus the baseline's, the figures the table shows; the interval is the
+    paired bootstrap of that same difference."""
     base = helds.get(baseline)
     for entry in summary:
-        entry.update(baseline=entry["variant"] == baseline, diff=None, ci_low=None, ci_high=None, holds_zero=None, videos=None, note="")
+        note = entry.get("note") or ""
+        entry.update(baseline=entry["variant"] == baseline, diff=None, ci_low=None, ci_high=None, holds_zero=None, videos=None, few_videos=None)
+        add = lambda text: "; ".join(t for t in (note, text) if t)  # noqa: E731
+        entry["note"] = note
         if entry["baseline"]:
             continue
-        if base is None or helds[entry["variant"]] is None:
+        if base is None or helds.get(entry["variant"]) is None:
             which = "the baseline" if base is None else "this row"
-            entry["note"] = (f"{which} has no result ({baseline} is the baseline)" if which == "the baseline" and baseline not in helds else
-                             f"{which} has no kept predictions (a row of an older dva: delete its rows from results.csv to train it again)")
+            entry["note"] = add(f"{which} has no result ({baseline} is the baseline)" if which == "the baseline" and baseline not in helds else
+                                f"{which} has no kept predictions (a row of an older dva: delete its rows from results.csv to train it again)")
             continue
-        paired, unshared = against(base, helds[entry["variant"]])
+        mine = helds[entry["variant"]]
+        paired, unshared = against(base, mine)
         if paired is None:
-            entry["note"] = "no held-out track in common with the baseline"
+            entry["note"] = add("no held-out track in common with the baseline")
             continue
-        entry.update(diff=paired.diff, ci_low=paired.low, ci_high=paired.high, holds_zero=paired.holds_zero, videos=paired.videos)
+        diff = figure(mine.pred, mine.labels) - figure(base.pred, base.labels) if not unshared else paired.diff
+        entry.update(diff=diff, ci_low=paired.low, ci_high=paired.high, holds_zero=paired.holds_zero, videos=paired.videos,
+                     few_videos=paired.videos < FEW_VIDEOS)
         if unshared:
-            entry["note"] = f"over the tracks both predicted ({unshared} predicted by one of the two only)"
+            entry["note"] = add(f"Δ over the tracks both predicted ({unshared} predicted by one of the two only), not the difference of the shown figures")
 
 
 def difference_caption(summary: list[dict], name: str = "P_VA") -> str:
@@ -130,10 +143,10 @@ def difference_caption(summary: list[dict], name: str = "P_VA") -> str:
     base = next((e["variant"] for e in summary if e["baseline"]), None)
     videos = sorted({e["videos"] for e in summary if e.get("videos")})
     over = f"the same {'/'.join(map(str, videos))} held-out videos" if videos else "the same held-out videos"
-    few = f" With under {FEW_VIDEOS} videos the interval is too narrow to trust." if videos and videos[0] < FEW_VIDEOS else ""
-    return (f"Δ{name}: the row's {name} minus the baseline's ({base or 'not in these results'}), each from its predictions averaged over its "
-            f"seeds, on {over}; [low, high]: {LEVEL:.0%} paired bootstrap interval ({RESAMPLES} resamples of whole videos, seed {SEED}). "
-            "\"holds 0\": the interval holds 0, the difference is within the noise of which videos were held out." + few)
+    return (f"Δ{name}: the row's shown {name} minus the baseline's ({base or 'not in these results'}), on {over}; [low, high]: {LEVEL:.0%} paired "
+            f"bootstrap interval of that difference ({RESAMPLES} resamples of whole videos, seed {SEED}). \"holds 0\": the interval holds 0, the "
+            f"difference is within the noise of which videos were held out. A row whose interval rests on fewer than {FEW_VIDEOS} videos says so: "
+            "too few to trust it.")
 
 
 def difference_cell(entry: dict, notes: list[str]) -> str:
@@ -148,4 +161,5 @@ def difference_cell(entry: dict, notes: list[str]) -> str:
         return "—" + mark
     signed = lambda x: f"{x:+.4f}".replace("-", "−")  # noqa: E731
     interval = f"[{signed(entry['ci_low'])}, {signed(entry['ci_high'])}]" if not math.isnan(entry["ci_low"]) else "[no interval]"
-    return f"{signed(entry['diff'])} {interval}" + (" holds 0" if entry["holds_zero"] else "") + mark
+    few = f", {entry['videos']} videos: too few to trust" if entry.get("few_videos") else ""
+    return f"{signed(entry['diff'])} {interval}" + (" holds 0" if entry["holds_zero"] else "") + few + mark

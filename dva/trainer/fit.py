@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dva.errors import DvaWarning
+from dva.errors import DvaWarning, StoreError
 from dva.trainer.loading.windows import Normaliser, SplitData, past_windows, window_index
 from dva.trainer.loading.store import choose_sets, left_out_message, load_splits
 from dva.trainer.evaluate import (
@@ -120,6 +120,7 @@ class FitResult:
     held: SplitData | None = None  # the held-out tracks val_pred covers (None: none held out)
     train_tracks: list[str] = dataclasses.field(default_factory=list)
     held_name: str | None = None  # what the held-out tracks are ("val", "fold 2 of 5")
+    epoch_preds: list[np.ndarray] | None = None  # a fold's held-out predictions after every epoch (its oof epoch is chosen on the other folds)
     state: dict | None = None  # the model's `trainable_state` (CPU tensors), when model is None
     weights: list[float] | None = None  # EXPR's class weights or AU's positive weights in the loss (from the trained frames)
     loss_terms: dict | None = None  # {term: trainable parameter tensors its gradient reaches on the first batch} (`term_reach`)
@@ -136,11 +137,12 @@ def train(settings: FitSettings, features: Features, progress: bool = True) -> F
 
 
 def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tracks, held: SplitData | None,
-             progress: bool = True, held_name: str | None = None) -> FitResult:
+             progress: bool = True, held_name: str | None = None, keep_epochs: bool = False) -> FitResult:
     """Train one model on the tracks train_tracks (indices into data.tracks; None: all) of data. With held
     (other tracks, never trained on) the epoch with the best held-out P_VA is kept and the smoothing width
     chosen on it; without, every epoch runs and the last is kept. data and held may already be on the
-    training device (then nothing is copied); the features are normalised per batch."""
+    training device (then nothing is copied); the features are normalised per batch. keep_epochs: also keep the held-out
+    predictions of every epoch (a fold's: epochs x held-out frames x the task's width, float32)."""
     from tqdm import tqdm
 
     settings.validate()
@@ -167,6 +169,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     if untrained:
         warnings.warn(DvaWarning(untrained_message(untrained)), stacklevel=2)
     history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
+    epoch_preds = [] if keep_epochs and held is not None else None
     started = time.perf_counter()
     bar = tqdm(range(1, settings.epochs + 1), desc=f"fit {settings.fusion}/{settings.prompt}", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -178,6 +181,8 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
         if held_data is not None:
             evaluated = time.perf_counter()
             last_pred = predict_frames(model, settings, held_data, normaliser=normaliser, progress=progress)
+            if epoch_preds is not None:
+                epoch_preds.append(last_pred)
             row["eval_seconds"] = time.perf_counter() - evaluated
             row.update({k: v for k, v in evaluate_frames(last_pred, held_data).items()})
         row["seconds"] = time.perf_counter() - epoch_start
@@ -201,7 +206,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     return FitResult(
         settings, best, history, best_pred, per_track, model, normaliser, time.perf_counter() - started,
         final=final, last_pred=last_pred, smoothing=smoothing, held=held, train_tracks=[data.tracks[i] for i in chosen], held_name=held_name,
-        weights=None if weights is None else [float(w) for w in weights], loss_terms=reach,
+        weights=None if weights is None else [float(w) for w in weights], loss_terms=reach, epoch_preds=epoch_preds,
     )
 
 
@@ -308,15 +313,18 @@ class FoldsResult:
     pooled: SplitData  # train and val, every track (on the CPU)
     fold_of: list[int]  # the fold of each pooled track
     runs: list[FitResult]  # fold k: trained on the other folds, its epoch selected on fold k
-    oof_pred: np.ndarray  # [pooled frames, 2]: each track predicted by the run that did not train on it
+    oof_pred: np.ndarray  # [pooled frames, width]: each track predicted by the run that did not train on it, at the epoch chosen on the other folds
+    oof_selected: np.ndarray  # the same at each fold's epoch selected on its own held-out fold (its best.pt)
     oof_last: np.ndarray  # the same from each fold's last epoch (no selection)
+    oof_epochs: list[int]  # the epoch of each fold's oof_pred (`dva.trainer.folds.unselected_epochs`)
     plain: FitResult | None = None  # the plain fit (train -> select on val), for comparison
     seconds: float = 0.0
 
 
 def train_folds(settings: FitSettings, features: Features, progress: bool = True, plain: bool = True) -> FoldsResult:
     """settings.folds runs over train+val cut by video (see `dva.trainer.folds.assign_folds`), each with its
-    epoch and smoothing selected on its own held-out fold; plain: also the plain fit (train, select on val)."""
+    epoch and smoothing selected on its own held-out fold, and every epoch's held-out predictions kept for the
+    out-of-fold figure that selects nothing on its own fold; plain: also the plain fit (train, select on val)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -324,23 +332,46 @@ def train_folds(settings: FitSettings, features: Features, progress: bool = True
     pooled = features.pooled()
     fold_of = fold_plan(settings, pooled)
     on = features.to(resolve_device(settings.device))  # one copy on the device for every fold
-    oof_pred = np.full((pooled.n_frames, TASK_WIDTH[settings.task]), np.nan, dtype=np.float32)
-    oof_last = oof_pred.copy()
-    runs = []
-    for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress):
-        result = train_fold(settings, on, fold, fold_of)
-        rows = fold_rows(pooled, fold_of, fold)
-        oof_pred[rows], oof_last[rows] = result.val_pred, result.last_pred
-        runs.append(result)
+    runs = [train_fold(settings, on, fold, fold_of) for fold in tqdm(range(k), desc=f"{k} folds", unit="fold", disable=not progress)]
     plain_result = train(dataclasses.replace(settings, folds=0), features, progress=False) if plain else None
-    return FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain_result, time.perf_counter() - started)
+    parts = [{"val_pred": r.val_pred, "last_pred": r.last_pred, "epoch_preds": r.epoch_preds, "history": r.history} for r in runs]
+    return FoldsResult(settings, pooled, fold_of, runs, *out_of_fold(settings, pooled, fold_of, parts), plain_result, time.perf_counter() - started)
 
 
-def fold_plan(settings: FitSettings, pooled: SplitData) -> list[int]:
-    """The fold of every pooled track for settings.folds and settings.seed (the same wherever it is computed)."""
+def out_of_fold(settings: FitSettings, pooled: SplitData, fold_of: list[int], parts: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(oof, oof_selected, oof_last, the epoch of each fold's oof) over pooled's frames from each fold's val_pred (its
+    selected epoch), last_pred, epoch_preds (every epoch's) and history (each epoch's figure on its own fold)."""
+    from dva.trainer.folds import unselected_epochs
+
+    epochs = unselected_epochs([[task_figure(row) for row in part["history"]] for part in parts])
+    oof = np.full((pooled.n_frames, TASK_WIDTH[settings.task]), np.nan, dtype=np.float32)
+    selected, last = oof.copy(), oof.copy()
+    for fold, (part, epoch) in enumerate(zip(parts, epochs)):
+        rows = fold_rows(pooled, fold_of, fold)
+        oof[rows], selected[rows], last[rows] = part["epoch_preds"][epoch - 1], part["val_pred"], part["last_pred"]
+    return oof, selected, last, epochs
+
+
+def store_fold_plan(settings: FitSettings) -> dict[str, int]:
+    """{track: fold}: settings.folds folds for settings.seed over every track the task puts in train or val, whatever
+    feature sets are complete (the union of the tracks any variant on the store loads), so every variant of an
+    ablation, whichever sets leave which tracks out, is cut alike; a `dva fit --folds` on the same store too."""
     from dva.trainer.folds import assign_folds
+    from dva.trainer.loading.store import task_pool
 
-    return assign_folds(pooled.tracks, pooled.attrs, np.diff(pooled.offsets), settings.folds, settings.seed)
+    pool = task_pool(settings.features, settings.task)
+    tracks = [track for track, _, _ in pool]
+    return dict(zip(tracks, assign_folds(tracks, [attrs for _, attrs, _ in pool], [frames for *_, frames in pool], settings.folds, settings.seed)))
+
+
+def fold_plan(settings: FitSettings, pooled: SplitData, plan: dict[str, int] | None = None) -> list[int]:
+    """The fold of every pooled track: from plan (`store_fold_plan`, made once by whoever sends the folds out), or made
+    here from the store (the same wherever it is computed)."""
+    plan = store_fold_plan(settings) if plan is None else plan
+    missing = [t for t in pooled.tracks if t not in plan]
+    if missing:
+        raise StoreError(f"{settings.features}: {missing[0]} is not in the fold plan (the store changed while the folds ran): run again")
+    return [plan[t] for t in pooled.tracks]
 
 
 def fold_rows(pooled: SplitData, fold_of: list[int], fold: int) -> np.ndarray:
@@ -359,7 +390,8 @@ def fold_held(pooled: SplitData, fold_of: list[int], fold: int) -> SplitData:
 
 def train_fold(settings: FitSettings, features: Features, fold: int, fold_of: list[int] | None = None) -> FitResult:
     """Fold `fold` of settings.folds: trained on the other folds of train+val, its epoch and smoothing selected
-    on its own tracks (held, on the CPU). features may be on the training device already (then nothing is copied)."""
+    on its own tracks (held, on the CPU), every epoch's held-out predictions kept (`out_of_fold`). features may be on
+    the training device already (then nothing is copied)."""
     from dva.trainer.folds import fold_members
 
     k, pooled = settings.folds, features.pooled()
@@ -367,7 +399,7 @@ def train_fold(settings: FitSettings, features: Features, fold: int, fold_of: li
     members = fold_members(fold_of, k)
     held = fold_held(pooled, fold_of, fold)
     trained_on = [i for f in range(k) if f != fold for i in members[f]]
-    result = train_on(settings, features.provenance, pooled, trained_on, held, progress=False, held_name=f"fold {fold} of {k}")
+    result = train_on(settings, features.provenance, pooled, trained_on, held, progress=False, held_name=f"fold {fold} of {k}", keep_epochs=True)
     result.held = on_device(held, "cpu")  # what the run directory is written from stays off the device
     return result
 

@@ -1,5 +1,6 @@
 """K folds over the tracks of train and val together, cut by video (a video's `_left`/`_right` tracks stay
-in one fold), the same for the same seed; and the out-of-fold predictions put back together.
+in one fold), the same for the same seed; the epoch of each fold's out-of-fold predictions chosen without that
+fold; and the out-of-fold predictions put back together.
 
 Pure functions: `dva.trainer.fit.train_folds` trains the folds, `dva.trainer.results.run_dir.write_folds` writes them.
 """
@@ -46,3 +47,18 @@ def fold_members(fold_of: list[int], k: int) -> list[list[int]]:
 def fold_tracks(fold_of: list[int], fold: int) -> list[int]:
     """Track indices of one fold, in track order."""
     return [i for i, f in enumerate(fold_of) if f == fold]
+
+
+def unselected_epochs(scores: list[list[float]]) -> list[int]:
+    """The epoch (1-based) each fold's out-of-fold predictions come from, chosen without that fold: scores[j][e - 1] is
+    fold j's figure on its own held-out tracks after epoch e. Fold k takes the epoch whose mean figure over the other
+    folds is best (NaN counts as worst; ties: the earliest), among the epochs every other fold reached; a fold that
+    stopped earlier (patience) takes its last. Only where it stopped rests on the fold's own tracks."""
+    chosen = []
+    for k, own in enumerate(scores):
+        others = [s for j, s in enumerate(scores) if j != k]
+        reached = min(len(s) for s in others)
+        mean = np.array([np.mean([s[e] for s in others]) for e in range(reached)], dtype=np.float64)
+        best = int(np.argmax(np.where(np.isnan(mean), -np.inf, mean))) + 1 if reached else 1
+        chosen.append(min(best, len(own)))
+    return chosen

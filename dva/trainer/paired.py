@@ -63,15 +63,21 @@ def paired_difference(pred_a, pred_b, labels, videos, resamples: int = RESAMPLES
 
 def figure(pred: np.ndarray, labels: np.ndarray) -> float:
     """The task's figure of pred against labels over every frame, exactly as a split is scored: P_VA, EXPR's macro F1
-    of the argmax, AU's mean F1 at 0.5."""
+    of the argmax, AU's mean F1 at 0.5 (the last of `scores`)."""
+    return list(scores(pred, labels).values())[-1]
+
+
+def scores(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's figures of pred against labels over every frame: VA ccc_v, ccc_a, p_va; EXPR expr_f1; AU au_f1."""
     task = task_of(labels)
     if task == "mtl":
         return float(sum(figure(*part) for part in mtl_parts(pred, labels)))
     if task == "expr":
-        return float(np.mean(f1_per_class(np.argmax(pred, axis=1), labels[:, 0], pred.shape[1])))
+        return {"expr_f1": float(np.mean(f1_per_class(np.argmax(pred, axis=1), labels[:, 0], pred.shape[1])))}
     if task == "au":
-        return float(np.mean([f1_binary(pred[:, unit] >= 0.5, labels[:, unit]) for unit in range(labels.shape[1])]))
-    return p_va(ccc(pred[:, 0], labels[:, 0]), ccc(pred[:, 1], labels[:, 1]))
+        return {"au_f1": float(np.mean([f1_binary(pred[:, unit] >= 0.5, labels[:, unit]) for unit in range(labels.shape[1])]))}
+    v, a = ccc(pred[:, 0], labels[:, 0]), ccc(pred[:, 1], labels[:, 1])
+    return {"ccc_v": v, "ccc_a": a, "p_va": p_va(v, a)}
 
 
 def mtl_parts(pred: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -26,7 +26,7 @@ from dva.cluster import completed, dask_client, this_worker_device
 from dva.errors import DvaWarning, StoreError, first_line
 from dva.stores import is_remote
 from dva.trainer.evaluate import resolve_device
-from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, train, train_fold
+from dva.trainer.fit import fold_held, fold_plan, fold_rows, load_features, out_of_fold, store_fold_plan, train, train_fold
 from dva.trainer.results.run_dir import trainable_state
 from dva.trainer.plugins import importable
 from dva.trainer.settings import TEMPORALS, FitSettings
@@ -56,6 +56,11 @@ class FitTask:
     key: str = ""  # the ablation result this task is part of
     name: str = ""  # variant, seed and fold, as messages name the task
     tracking: dict | None = None  # --track mlflow: where this task logs its run (`tracking.AblationTracker.task_tracking`)
+    plan: tuple[tuple[str, int], ...] | None = None  # a fold task's fold plan, (track, fold) each (`store_fold_plan`, made once by the client)
+
+    def fold_of(self, pooled) -> list[int]:
+        """The fold of every pooled track under this task's plan."""
+        return fold_plan(self.settings, pooled, dict(self.plan) if self.plan is not None else None)
 
 
 def store_identity(path: str) -> dict:
@@ -95,7 +100,7 @@ def run_task(task: FitTask, devices: list[str] | None = None) -> dict:
     settings' device, or this worker's GPU); returns `essentials` of the fit."""
     settings = dataclasses.replace(task.settings, device=task_device(task.settings, devices))
     features = features_on(_loaded(task), str(resolve_device(settings.device)))
-    result = train(settings, features, progress=False) if task.fold is None else train_fold(settings, features, task.fold)
+    result = train(settings, features, progress=False) if task.fold is None else train_fold(settings, features, task.fold, task.fold_of(features.pooled()))
     with _LOCK:
         TRAINED.append(task.name)
     out = essentials(result, task, features)
@@ -140,7 +145,7 @@ def essentials(result, task: FitTask, features) -> dict:
     """What the client needs of a FitResult, in plain types: figures, history, smoothing, held-out predictions
     (val_pred [held frames, 2]; last_pred too with keep_model, the only caller that writes it) and labels, the held-out
     tracks (held_tracks, held_offsets, held_videos: what the paired comparison of an ablation resamples); for a fold,
-    `rows`, where they go in train+val pooled."""
+    `rows`, where they go in train+val pooled, and epoch_preds, every epoch's held-out predictions (`out_of_fold`)."""
     from dva.data.layout import video_of
 
     held = result.held
@@ -157,7 +162,8 @@ def essentials(result, task: FitTask, features) -> dict:
     }
     if task.fold is not None:
         pooled = features.pooled()
-        out["rows"] = fold_rows(pooled, fold_plan(task.settings, pooled), task.fold)
+        out["rows"] = fold_rows(pooled, task.fold_of(pooled), task.fold)
+        out["epoch_preds"] = result.epoch_preds
     if task.keep_model:
         out["state"], out["normaliser"] = trainable_state(result.model), result.normaliser.state()
     return out
@@ -232,7 +238,6 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     from dva.errors import ConfigError, DvaError
     from dva.trainer.evaluate import task_figure
     from dva.trainer.fit import FoldsResult, features_for
-    from dva.trainer.model.heads import TASK_WIDTH
     from dva.trainer.results.run_dir import run_summary, write_folds
 
     if not settings.folds:
@@ -243,7 +248,8 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     path = absolute(settings.features)
     digest, modalities = identity_digest(store_identity(path)), settings.modality_list
     on = dataclasses.replace(settings, features=path)
-    tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}") for fold in range(settings.folds)]
+    plan = tuple(store_fold_plan(on).items())  # made once here: every fold is cut by it
+    tasks = [FitTask(on, digest, modalities, fold, keep_model=True, name=f"fold {fold} of {settings.folds}", plan=plan) for fold in range(settings.folds)]
     tasks.append(FitTask(dataclasses.replace(on, folds=0), digest, modalities, None, keep_model=True, name="plain fit"))
     if tracker is not None:
         tracker.start(tasks)
@@ -268,15 +274,11 @@ def fit_folds_spread(settings: FitSettings, scheduler: str | None = None, worker
     if failed:
         raise DvaError(f"dva fit --folds {settings.folds}: {len(failed)} of {len(tasks)} fits failed on the cluster, nothing written: {'; '.join(failed)}")
     pooled = features.pooled()
-    fold_of = fold_plan(settings, pooled)
-    oof_pred = np.full((pooled.n_frames, TASK_WIDTH[settings.task]), np.nan, dtype=np.float32)
-    oof_last, runs = oof_pred.copy(), []
-    for fold in range(settings.folds):
-        rows = fold_rows(pooled, fold_of, fold)
-        oof_pred[rows], oof_last[rows] = done[fold]["val_pred"], done[fold]["last_pred"]
-        runs.append(fit_result(settings, done[fold], fold_held(pooled, fold_of, fold)))
+    fold_of = fold_plan(settings, pooled, dict(plan))
+    runs = [fit_result(settings, done[fold], fold_held(pooled, fold_of, fold)) for fold in range(settings.folds)]
+    oof = out_of_fold(settings, pooled, fold_of, [done[fold] for fold in range(settings.folds)])
     plain = fit_result(dataclasses.replace(settings, folds=0), done[None], features.val)
-    result = FoldsResult(settings, pooled, fold_of, runs, oof_pred, oof_last, plain, time.perf_counter() - started)
+    result = FoldsResult(settings, pooled, fold_of, runs, *oof, plain, time.perf_counter() - started)
     return run_summary(write_folds(result, features, Path(settings.out)))
 
 

@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -42,7 +43,7 @@ def test_another_set_value_trains_new_variants_and_shows_only_their_numbers(tiny
     written = rows(tmp_path)
     assert len(written) == 4 and len({row["key"] for row in written}) == 4
     new = {row["variant"]: float(row["p_va"]) for row in written[2:]}
-    assert {e["variant"]: e["p_va"] for e in summary} == pytest.approx(new, nan_ok=True)
+    assert {e["variant"]: e["p_va"] for e in summary} == pytest.approx(new, abs=1e-6, nan_ok=True)  # one seed: its own ensemble
     assert all(e["seeds"] == 1 for e in summary)  # the lr=1e-3 rows are not mixed in
     assert '"lr": 0.01' in written[2]["settings"] and '"lr": 0.001' in written[0]["settings"]
     table = (tmp_path / "results.md").read_text()
@@ -95,13 +96,14 @@ def test_ablate_with_folds_ranks_by_out_of_fold_p_va_over_seeds(tiny_store, tmp_
     result = CliRunner().invoke(app, ["ablate", "--features", str(tiny_store), "--folds", "2", "--seeds", "2", "--grid", "fusion=gated",
                                       *flags, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "oof: out of fold" in result.stdout and "ranked by" in result.stdout
+    assert "oof: out of fold" in result.stdout and "shown and ranked" in result.stdout
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("| fusion=gated")]
     cells = [cell.strip() for cell in line.strip("|").split("|")]
     assert cells[1:3] == ["2", "oof"]
     written = rows(tmp_path)
     assert [row["figure"] for row in written] == ["oof", "oof"] and len(written[0]["epoch"].split("/")) == 2
-    assert float(cells[5].split(" ± ")[1]) > 0 and cells[6] == "baseline"  # two seeds, two different fold cuts and models
+    assert "each fold's epoch chosen on the other folds" in result.stdout
+    assert float(cells[6].split(" ± ")[1]) > 0 and cells[7] == "baseline"  # two seeds, two different fold cuts and models
     from dva.stores import open_store
 
     with open_store(str(tiny_store), "r") as store:
@@ -116,23 +118,28 @@ def test_ablate_refuses_a_grid_with_nothing_held_out(tiny_store, tmp_path):
         ablate(FitSettings(features=str(tiny_store), train_splits="train,val", **TINY), {}, seeds=1, out=tmp_path, progress=False)
 
 
-def test_the_chart_has_error_bars_over_seeds_and_names_its_figure(tmp_path, monkeypatch):
+def test_the_chart_shows_each_variants_ensemble_figure_with_each_seeds_own_as_a_dot(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.axes import Axes
 
     from dva.trainer.ablate import plot_summary, summarise
+    from dva.trainer.compare import Held
 
-    drawn, titles = [], []
-    real_barh, real_set = Axes.barh, Axes.set
-    monkeypatch.setattr(Axes, "barh", lambda self, *a, **k: drawn.append(k.get("xerr")) or real_barh(self, *a, **k))
+    drawn, dots, titles = [], [], []
+    real_barh, real_plot, real_set = Axes.barh, Axes.plot, Axes.set
+    monkeypatch.setattr(Axes, "barh", lambda self, y, width, **k: drawn.append(list(width)) or real_barh(self, y, width, **k))
+    monkeypatch.setattr(Axes, "plot", lambda self, x, y, *a, **k: dots.append(sorted(x)) or real_plot(self, x, y, *a, **k))
     monkeypatch.setattr(Axes, "set", lambda self, **k: titles.append(k) or real_set(self, **k))
+    labels = np.array([[0.1, 0.2], [0.5, -0.3], [-0.4, 0.6]], dtype=np.float32)
+    held = Held(["t"], ["t"], np.array([0, 3]), labels * 0.5, labels)  # the ensemble: CCC 0.8 on both dimensions
     rows = [{"variant": "v", "figure": "oof", "ccc_v": c, "ccc_a": c, "p_va": c} for c in (0.5, 0.7)]
-    plot_summary(tmp_path / "chart.png", summarise(rows))
-    assert (tmp_path / "chart.png").is_file() and len(drawn) == 3
-    assert all(errors == [pytest.approx(0.1)] for errors in drawn)  # std over the two seeds
-    assert any("oof" in k.get("title", "") and "2 seeds" in k.get("xlabel", "") for k in titles)
+    plot_summary(tmp_path / "chart.png", summarise(rows, "va", {"v": held}))
+    ensemble = 2 * 0.5 * labels[:, 0].var() / (0.25 * labels[:, 0].var() + labels[:, 0].var() + (0.5 * labels[:, 0].mean() - labels[:, 0].mean()) ** 2)
+    assert (tmp_path / "chart.png").is_file() and len(drawn) == 3 and drawn[0] == [pytest.approx(ensemble)]
+    assert dots == [[0.5, 0.7]] * 3  # each seed's own figure
+    assert any("oof" in k.get("title", "") and "ensemble" in k.get("title", "") and "2 seeds" in k.get("xlabel", "") for k in titles)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +229,7 @@ def test_an_expr_ablation_ranks_by_expr_f1_and_compares_each_row_in_it(tiny_stor
     written = {row["variant"]: row for row in rows(tmp_path)}
     assert all(row["expr_f1"] and not row["p_va"] and not row["au_f1"] for row in written.values())
     table = (tmp_path / "results.md").read_text()
-    assert table.startswith("ranked by the mean EXPR F1") and "| variant | seeds | figure | EXPR F1 | ΔEXPR F1 vs baseline [95% CI] |" in table
+    assert table.startswith("shown and ranked: each variant's seed ensemble") and "| variant | seeds | figure | EXPR F1 | seeds' EXPR F1 | ΔEXPR F1 vs baseline [95% CI] |" in table
     ranked = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| fusion=")]
     assert ranked == sorted(written, key=lambda v: -float(written[v]["expr_f1"]))
     held = kept(tmp_path, written["fusion=gated"]["key"])
@@ -238,19 +245,23 @@ def test_a_grid_over_tasks_is_one_line_and_exit_2(tiny_store, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["dva: error: --grid task=va,expr: one task per ablation (each ranks by its own figure); run dva ablate once per task, e.g. --set task=expr"]
 
 
-def test_a_results_csv_of_the_va_only_header_keeps_its_rows_under_todays_columns(tmp_path):
-    """results.csv as dva wrote it before EXPR and AU (diff_p_va, no F1 columns): read as it is, its rows kept."""
-    from dva.trainer.ablate import CSV_FIELDS, set_aside_unkeyed
+@pytest.mark.parametrize("older", ["va_only", "before_the_ensemble_columns"])
+def test_a_results_csv_of_an_earlier_header_keeps_its_rows_under_todays_columns_its_oof_read_as_selected(tmp_path, older):
+    """results.csv as dva wrote it before EXPR and AU (diff_p_va, no F1 columns), or before the ensemble and videos
+    columns: read as it is, its rows kept; a row's oof then was selected on the frames it scored: oof_selected now."""
+    from dva.trainer.ablate import CSV_FIELDS, LEDGER_FIELDS, set_aside_unkeyed
 
     path = tmp_path / "results.csv"
-    older = [*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"]
+    header = [*VA_LEDGER, "diff_p_va", "ci_low", "ci_high"] if older == "va_only" else [*LEDGER_FIELDS, *DIFF_FIELDS]
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=older)
+        writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
-        writer.writerow({**{k: "" for k in older}, "key": "0123456789abcdef", "variant": "fusion=gated", "p_va": "0.5", "diff_p_va": "0.01"})
+        writer.writerow({**{k: "" for k in header}, "key": "0123456789abcdef", "variant": "fusion=gated", "figure": "oof", "p_va": "0.5", "ci_low": "0.01"})
+        writer.writerow({**{k: "" for k in header}, "key": "fedcba9876543210", "variant": "fusion=concat", "figure": "best_val", "p_va": "0.4"})
     set_aside_unkeyed(path)
-    (row,) = rows(tmp_path)
-    assert tuple(row) == CSV_FIELDS and (row["key"], row["p_va"], row["expr_f1"]) == ("0123456789abcdef", "0.5", "")
+    first, second = rows(tmp_path)
+    assert tuple(first) == CSV_FIELDS and (first["key"], first["p_va"], first["expr_f1"], first["figure"]) == ("0123456789abcdef", "0.5", "", "oof_selected")
+    assert second["figure"] == "best_val" and first["ensemble"] == first["videos"] == ""
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
@@ -285,3 +296,73 @@ def test_a_track_another_task_trains_on_enters_the_store_identity_and_the_left_o
     line = left_out_in_store(str(copy), [(None, None, ("visual", "audio"))], task="au")
     assert line.startswith(f"train: 1 of {au_train} tracks left out") and "synth_200 (incomplete" in line
     assert left_out_in_store(str(copy), [(None, None, ("visual", "audio"))]) is None  # VA trains on none of test
+
+
+def constructed_predictions(task: str, videos: int, seed: int = 0):
+    """Labels of `videos` videos (40 frames each) and two variants' predictions for seeds 0 and 1: `variant=a`'s seeds
+    agree exactly (one prediction, moderately good); `variant=b`'s seeds disagree (the truth plus independent heavy
+    noise each), so each of b's seeds scores low while their average, with half the noise, scores high."""
+    rng = np.random.default_rng(seed)
+    n = 40 * videos
+    if task == "va":
+        labels = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+        good = labels * 0.6 + rng.normal(0, 0.55, (n, 2))
+        noisy = [labels + rng.normal(0, 0.9, (n, 2)) for _ in range(2)]
+    elif task == "expr":
+        labels = rng.integers(0, 8, (n, 1)).astype(np.float32)
+        signal = np.eye(8)[labels[:, 0].astype(int)]
+        good = signal + rng.normal(0, 0.85, (n, 8))
+        noisy = [signal + rng.normal(0, 1.0, (n, 8)) for _ in range(2)]
+    else:
+        labels = rng.integers(0, 2, (n, 12)).astype(np.float32)
+        good = 1 / (1 + np.exp(-(2 * labels - 1 + rng.normal(0, 1.5, (n, 12)))))
+        noisy = [1 / (1 + np.exp(-(2 * labels - 1 + rng.normal(0, 1.8, (n, 12))))) for _ in range(2)]
+    return labels, {"variant=a": [good, good], "variant=b": noisy}
+
+
+@pytest.mark.parametrize("task, videos", [("va", 12), ("va", 6), ("expr", 12), ("au", 6)])
+def test_a_variant_whose_seeds_disagree_is_shown_ranked_and_compared_on_its_seed_ensemble(tmp_path, task, videos):
+    """The table shows and ranks each variant's seed ensemble, its Δ is exactly the difference of the shown figures, the
+    seeds' std is the sample std (ddof=1), and an interval over fewer than 10 videos says so in its cell and in results.csv."""
+    from dva.trainer.ablate import TASK_METRICS, Job, append_row, write_summaries
+    from dva.trainer.compare import Held, keep
+    from dva.trainer.paired import scores
+
+    labels, predictions = constructed_predictions(task, videos)
+    tracks = [f"video{v}" for v in range(videos)]
+    offsets = np.arange(0, 40 * videos + 1, 40)
+    metrics, jobs = TASK_METRICS[task], []
+    for variant, seeds in predictions.items():
+        for seed, pred in enumerate(seeds):
+            job = Job(variant, seed, FitSettings(task=task), f"{variant[-1]}{seed}")
+            keep(tmp_path, job.key, Held(tracks, tracks, offsets, pred.astype(np.float32), labels))
+            append_row(tmp_path / "results.csv", {"key": job.key, "variant": variant, "seed": seed, "figure": "best_val", "epoch": 1,
+                                                  **scores(pred.astype(np.float32), labels), "seconds": 1, "settings": "{}"})
+            jobs.append(job)
+    summary = write_summaries(tmp_path, jobs, task, "variant=a")
+    ranked = metrics[-1]
+    ensemble = {v: scores(np.mean([p.astype(np.float32) for p in seeds], axis=0, dtype=np.float64).astype(np.float32), labels)[ranked]
+                for v, seeds in predictions.items()}
+    per_seed = {v: [scores(p.astype(np.float32), labels)[ranked] for p in seeds] for v, seeds in predictions.items()}
+    assert ensemble["variant=b"] > ensemble["variant=a"] and max(per_seed["variant=b"]) < ensemble["variant=b"]  # the construction holds
+    if task == "va":  # the mean over seeds would rank them the other way round
+        assert np.mean(per_seed["variant=b"]) < np.mean(per_seed["variant=a"])
+    entries = {e["variant"]: e for e in summary}
+    assert [e["variant"] for e in summary] == ["variant=b", "variant=a"]  # ranked by the ensemble
+    assert entries["variant=b"][ranked] == pytest.approx(ensemble["variant=b"], abs=1e-9)
+    assert entries["variant=b"]["diff"] == entries["variant=b"][ranked] - entries["variant=a"][ranked]  # exactly the shown difference
+    assert entries["variant=b"][ranked + "_seed_std"] == pytest.approx(np.std(per_seed["variant=b"], ddof=1))
+    assert entries["variant=b"][ranked + "_seed_mean"] == pytest.approx(np.mean(per_seed["variant=b"]))
+    written = {row["variant"]: row for row in rows(tmp_path)}
+    assert float(written["variant=b"]["diff"]) == pytest.approx(float(written["variant=b"]["ensemble"]) - float(written["variant=a"]["ensemble"]), abs=1e-12)
+    assert (written["variant=b"]["videos"], written["variant=b"]["few_videos"]) == (str(videos), "yes" if videos < 10 else "no")
+    assert written["variant=a"]["diff"] == "" and written["variant=a"]["ensemble"] != ""
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("shown and ranked: each variant's seed ensemble") and "sample std over seeds (ddof=1)" in table.splitlines()[0]
+    (line,) = [line for line in table.splitlines() if line.startswith("| variant=b |")]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    shown = float(cells[2 + len(metrics)])
+    std = np.std(per_seed["variant=b"], ddof=1)
+    assert shown == pytest.approx(ensemble["variant=b"], abs=5e-5) and cells[3 + len(metrics)] == f"{np.mean(per_seed['variant=b']):.4f} ± {std:.4f}"
+    assert cells[-1].startswith(f"{entries['variant=b']['diff']:+.4f}".replace("-", "−"))
+    assert (f"{videos} videos: too few to trust" in cells[-1]) == (videos < 10)

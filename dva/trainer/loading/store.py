@@ -137,6 +137,22 @@ def _reasons(store, candidates: list[tuple[str, str, dict]], needed: list[str], 
     return reasons
 
 
+def task_pool(store_path: str, task: str, splits=("train", "val")) -> list[tuple[str, dict, int]]:
+    """(track, attrs, frames) of every track the task puts in these splits, wherever stored and whatever feature sets
+    it has complete (failed ones too, frames 0 where the store does not know them): what any load of them draws from."""
+    from dva.stores import open_store
+
+    with open_store(store_path, "r") as store:
+        indexes = {stored: store.track_index(stored) for stored in store.splits()}
+        found = [c for split in splits for c in _task_candidates(store, task, split, None, indexes)]
+        return [(track, attrs, _rows(attrs, None) if _rows(attrs, None) is not None else _frames(store, stored, track)) for stored, track, attrs in found]
+
+
+def _frames(store, stored: str, track: str) -> int:
+    """A track's frame count from its frame_time (a store without row counts in its attrs); 0 when it has none (failed)."""
+    return int(store.read(stored, track, "frame_time").shape[0]) if store.has_array(stored, track, "frame_time") else 0
+
+
 def _task_candidates(store, task: str, split: str, tracks: list[str] | None, indexes: dict | None = None) -> list[tuple[str, str, dict]]:
     """(stored split, track, attrs) of every track whose `tasks` attr puts it in task's split, in the store's order (or
     these tracks, in this order); for VA a track written before the store kept `tasks` counts as its stored split's.

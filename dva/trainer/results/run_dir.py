@@ -176,8 +176,8 @@ def task_weights_record(result) -> dict:
 
 def write_folds(result, features, out: Path) -> Path:
     """A folds directory: fold-0 ... fold-{K-1} (each a run directory), plain/ (the plain fit, when there is
-    one), folds.json (which tracks in which fold), oof_predictions/ (ABAW files) and metrics.json with the
-    out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
+    one), folds.json (which tracks in which fold), oof_predictions/ and oof_selected_predictions/ (ABAW files) and
+    metrics.json with the out-of-fold figures. result: a `dva.trainer.fit.FoldsResult`."""
     from dva.trainer.evaluate import choose_smoothing, evaluate_frames, smooth, smooth_choices
     from dva.trainer.folds import FOLDS_FILE
     from dva.trainer.loading.tracks import select_tracks, track_rows
@@ -195,22 +195,27 @@ def write_folds(result, features, out: Path) -> Path:
     }
     (out / FOLDS_FILE).write_text(json.dumps(folds, indent=2))
     write_predictions(out / "oof_predictions", result.settings.task, pooled, result.oof_pred)
+    write_predictions(out / "oof_selected_predictions", result.settings.task, pooled, result.oof_selected)
     smoothing = {**choose_smoothing(result.oof_pred, pooled, smooth_choices(result.settings)), "selected_on": "the out-of-fold predictions"}
     seconds, thresholds = smoothing["seconds"], smoothing.get("thresholds")
     val = [i for i, track_attrs in enumerate(pooled.attrs) if track_attrs.get("split") == "val"]
     val_data = select_tracks(pooled, val)
     val_rows = track_rows(pooled.offsets, val, ordered=True)
+    epochs = "/".join(map(str, result.oof_epochs))
     metrics = {
         "folds": k,
         "figures": {
             "oof": f"out-of-fold: every train+val frame predicted by the fold run that did not train on it, all {k} folds concatenated; "
-                   "each fold's epoch was selected on its own held-out fold (the standard)",
+                   f"each fold's epoch ({epochs}) chosen on the other folds' held-out figures, nothing selected on the frames it scores "
+                   "(where a fold stopped early, patience on its own fold decided that)",
+            "oof_selected": "out-of-fold, each fold's epoch selected on its own held-out fold, the frames it scores (optimistic; what each fold's best.pt predicts; what dva called oof before)",
             "oof_last": "out-of-fold from each fold's last epoch: nothing selected on the held-out folds",
             "oof_smoothed": f"oof after smoothing ({widths_text(seconds)}), {WIDTH_WORDS[result.settings.task in ('va', 'mtl')]} the one that scored best on the out-of-fold predictions (selected on them)",
-            "oof_val": "the out-of-fold predictions of the val tracks alone, scored over val's frames",
+            "oof_val": "the out-of-fold predictions (oof) of the val tracks alone, scored over val's frames",
             "plain_best_val": "a plain fit for comparison: trained on train, epoch selected on val and scored on val (optimistic)",
         },
-        "oof": {**evaluate_frames(result.oof_pred, pooled), "folds": k},
+        "oof": {**evaluate_frames(result.oof_pred, pooled), "folds": k, "epochs": result.oof_epochs},
+        "oof_selected": {**evaluate_frames(result.oof_selected, pooled), "folds": k, "epochs": [run.best["epoch"] for run in result.runs]},
         "oof_last": {**evaluate_frames(result.oof_last, pooled), "folds": k},
         "oof_smoothed": {**evaluate_frames(smooth(result.oof_pred, pooled, seconds), pooled, thresholds), "folds": k, "smooth_seconds": seconds},
         "oof_val": {**evaluate_frames(result.oof_pred[val_rows], val_data), "folds": k},
@@ -236,7 +241,7 @@ def write_folds(result, features, out: Path) -> Path:
     return out
 
 
-SUMMARY = ("task", "figure", "thresholds", "figures", "oof", "oof_smoothed", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
+SUMMARY = ("task", "figure", "thresholds", "figures", "oof", "oof_smoothed", "oof_selected", "oof_last", "oof_val", "plain_best_val", "best_val", "best_val_smoothed", "final", "smooth_seconds", "folds")
 
 
 def run_summary(out: Path) -> dict:
