@@ -405,3 +405,7 @@ def test_mtl_on_real_faces_scores_well_above_the_constant_predictors_and_submits
     assert [c[0] for c in cells] == listed(real_mtl_task / TEST_LIST_NAME)  # exactly the list's rows, in its order
     assert all(len(c) == 16 and -1 <= float(c[1]) <= 1 and -1 <= float(c[2]) <= 1 and c[3] in list("01234567") and set(c[4:]) <= {"0", "1"}
                for c in cells)
+    for track in ("402", "video7_left"):  # each test image's own row: its track's rows carry its clip's expression and AUs
+        _, expr, on = CLIP_LABELS[REAL_PLAN[track][1]]
+        mine = [c for c in cells if c[0].startswith(f"{track}/")]
+        assert sum(c[3] == str(expr) for c in mine) > 0.8 * len(mine) and sum(c[4:] == ["1" if u in on else "0" for u in range(12)] for c in mine) > 0.8 * len(mine)
