@@ -189,6 +189,18 @@ def folds_dir(tiny_store, tmp_path_factory):
     return out, json.loads(done.stdout)
 
 
+def constant_p_mtl(labels: np.ndarray) -> float:
+    """P_MTL of the best constant predictors on MTL labels [n, 15]: 0 for VA (a constant's CCC), the best single class's
+    EXPR macro F1 (the majority class's), and per AU the better of all-zeros and all-ones (all-ones wherever a unit
+    has a positive) averaged over the 12."""
+    from dva.data.tasks import MTL_LABELS
+    from dva.metrics import f1_binary, macro_f1
+
+    expr, au = labels[:, MTL_LABELS["expr"]][:, 0], labels[:, MTL_LABELS["au"]]
+    return (max(macro_f1(np.full(expr.shape, c), expr, 8) for c in range(8))
+            + float(np.mean([max(f1_binary(np.full(au.shape[0], v), au[:, u]) for v in (0, 1)) for u in range(12)])))
+
+
 TASK_FIT = ["--epochs", "3", "--patience", "3", "--lr", "3e-3", "--hidden", "32", "--seq-len", "32", "--stride", "16", "--batch-size", "16", "--json"]
 
 
