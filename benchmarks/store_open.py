@@ -44,7 +44,7 @@ def grow_store(path: Path, tracks: int, frames: int, rng: np.random.Generator) -
     """Add tracks to the store until it holds `tracks`; every fifth track goes to val (80/20 at every size).
     Each track has one visual and one audio feature set, as one `dva extract` writes them."""
     with open_store(path, "a") as store:
-        if not store.attrs:
+        if not store.feature_sets():  # a new store (its root attrs already name its checksums)
             store.set_attrs({"dva_version": dva.__version__})
             store.add_feature_set("visual", {"modality": "visual", "dim": 512, "encoder": {"family": "benchmark"}, "preprocessing": {}})
             store.add_feature_set("audio", {"modality": "audio", "dim": 768, "encoder": {"family": "benchmark"}, "preprocessing": {}})

@@ -170,10 +170,10 @@ def test_every_loss_term_of_the_default_model_trains_something_and_a_prompt_term
 
 
 def test_a_row_whose_loss_term_trains_nothing_is_marked_in_results_md():
-    from dva.trainer.ablate import markdown_table
+    from dva.trainer.ablate import markdown_table, summarise
 
-    entry = {"task": "va", "seeds": 1, "figure": "best_val", "ccc_v": 0.1, "ccc_v_std": 0.0, "ccc_a": 0.1, "ccc_a_std": 0.0, "p_va": 0.1, "p_va_std": 0.0}
-    table = markdown_table([{**entry, "variant": "recipe=seed-code", "untrained": "prompt"}, {**entry, "variant": "recipe=paper", "untrained": ""}])
+    row = {"figure": "best_val", "epoch": 1, "ccc_v": 0.1, "ccc_a": 0.1, "p_va": 0.1}
+    table = markdown_table(summarise([{**row, "variant": "recipe=seed-code", "untrained": "prompt"}, {**row, "variant": "recipe=paper", "untrained": ""}]))
     assert "| recipe=seed-code (its prompt loss term trains nothing) |" in table and "| recipe=paper |" in table
 
 

@@ -165,8 +165,7 @@ def train_on(settings: FitSettings, provenance: dict, data: SplitData, train_tra
     generator = torch.Generator().manual_seed(settings.seed)
     step_normaliser = normaliser_on(normaliser, device)
     reach = term_reach(model, settings, train_data, index, inside, target, step_normaliser, weights)
-    untrained = [name for name, count in reach.items() if count == 0]
-    if untrained:
+    if untrained := [name for name, count in reach.items() if count == 0]:
         warnings.warn(DvaWarning(untrained_message(untrained)), stacklevel=2)
     history, best, best_state, best_pred, last_pred, stale = [], None, None, None, None, 0
     epoch_preds = [] if keep_epochs and held is not None else None

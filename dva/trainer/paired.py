@@ -68,10 +68,13 @@ def figure(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def scores(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The task's figures of pred against labels over every frame: VA ccc_v, ccc_a, p_va; EXPR expr_f1; AU au_f1."""
+    """The task's figures of pred against labels over every frame: VA ccc_v, ccc_a, p_va; EXPR expr_f1; AU au_f1; MTL
+    ccc_v, ccc_a, expr_f1, au_f1 and p_mtl (their sum, P_VA counted once)."""
     task = task_of(labels)
     if task == "mtl":
-        return float(sum(figure(*part) for part in mtl_parts(pred, labels)))
+        (va, y_va), (expr, y_expr), (au, y_au) = mtl_parts(pred, labels)
+        parts = {**scores(va, y_va), **scores(expr, y_expr), **scores(au, y_au)}
+        return {**{k: parts[k] for k in ("ccc_v", "ccc_a", "expr_f1", "au_f1")}, "p_mtl": parts["p_va"] + parts["expr_f1"] + parts["au_f1"]}
     if task == "expr":
         return {"expr_f1": float(np.mean(f1_per_class(np.argmax(pred, axis=1), labels[:, 0], pred.shape[1])))}
     if task == "au":

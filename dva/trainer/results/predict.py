@@ -143,7 +143,12 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
             usable = [t for t in usable if t not in damaged]
             data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         tracks = next(iter(data_by_key.values())).tracks
-        where = {t: found[t][0] for t in tracks} if found is not None else {t: split for t in tracks}
+        if found is not None:
+            where = {t: found[t][0] for t in tracks}
+        else:  # EXPR's and AU's tracks are read wherever stored: under split itself when there, else where the store holds them
+            stored_in = {t: stored for stored in reversed(store.splits()) for t in store.track_index(stored)}
+            here = store.track_index(split) if split in store.splits() else {}
+            where = {t: split if t in here else stored_in.get(t, split) for t in tracks}
         columns = frame_columns(store, where, feature_sets) if with_columns else None
         numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
     finally:
