@@ -78,7 +78,7 @@ def extract(
         typer.echo(
             f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, "
             f"{len(report.elsewhere)} done by another process, {len(report.failed)} failed; "
-            f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {out}"
+            f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {settings.out}"
         )
     if report.failed:
         raise typer.Exit(1)

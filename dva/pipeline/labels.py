@@ -44,25 +44,15 @@ def run_labels(data: str | Path, store_path: str, tasks: str | None = None, prog
 
 
 def _run_labels(data: str | Path, store_path: str, tasks: str | None, progress: bool) -> LabelsReport:
-    from tqdm import tqdm
-
     root, selected = Path(data), parse_tasks(tasks) or TASK_ORDER
     if image_set_marker(root) is not None:
         return _image_set_labels(root, store_path, selected, progress)
     members, phases = release_tasks(root, None, None, None, selected)
     report = LabelsReport(store=str(store_path))
     with open_store(store_path, mode="a") as store:
-        if not store.splits():
-            raise StoreError(f"{store_path}: no tracks in the store: `dva extract` them first (labels come with them)")
-        held = set()
-        for stored in store.splits():
-            index = store.track_index(stored)
-            held |= set(index)
-            claims = claims_for(store, stored)
-            for track, attrs in tqdm(index.items(), desc=f"labels {stored}", unit="track", disable=not progress):
-                if not attrs.get("rows"):
-                    continue  # failed before it had rows: extract writes its labels when it lands
-                _label_track(store, root, members, selected, stored, track, attrs, claims, report)
+        held: set[str] = set()
+        for stored, track, attrs, claims in _stored_tracks(store, store_path, held, progress):
+            _label_track(store, root, members, selected, stored, track, attrs, claims, report)
         for task in selected:
             for split, named in members[task].items():
                 missing = [t for t in named if t not in held]
@@ -92,8 +82,30 @@ def _label_track(store, root: Path, members: dict, selected, stored: str, track:
         labels[task] = fit_rows(values, rows, task)
     if not splits:
         return
-    with claims.hold(claim_key(track, attrs.get("video"))):  # never beside an extract writing the same video
-        store.write_labels(stored, track, labels, {task: splits[task] for task in TASK_ORDER if task in splits})
+    _write(store, stored, track, attrs, claims, labels, {task: splits[task] for task in TASK_ORDER if task in splits}, report)
+
+
+def _stored_tracks(store, store_path: str, held: set[str], progress: bool):
+    """(stored split, track, attrs, the split's claims) of every stored track that has rows (one that failed before it
+    had rows gets its labels from extract when it lands); held gains every stored track's name."""
+    from tqdm import tqdm
+
+    if not store.splits():
+        raise StoreError(f"{store_path}: no tracks in the store: `dva extract` them first (labels come with them)")
+    for stored in store.splits():
+        index = store.track_index(stored)
+        held |= set(index)
+        claims = claims_for(store, stored)
+        for track, attrs in tqdm(index.items(), desc=f"labels {stored}", unit="track", disable=not progress):
+            if attrs.get("rows"):
+                yield stored, track, attrs, claims
+
+
+def _write(store, stored: str, track: str, attrs: dict, claims, labels: dict, splits: dict, report: LabelsReport) -> None:
+    """One track's label arrays and `tasks` attr written under its video's claim (never beside an extract writing the
+    same video), counted in report."""
+    with claims.hold(claim_key(track, attrs.get("video"))):
+        store.write_labels(stored, track, labels, splits)
     after = store.track_attrs(stored, track).get("annotated") or {}
     for task in labels:
         report.labelled[task] = report.labelled.get(task, 0) + 1
@@ -117,39 +129,24 @@ def _record_tests(store, phases: dict, selected, held: set[str]) -> None:
 def _image_set_labels(root: Path, store_path: str, selected, progress: bool) -> LabelsReport:
     """`run_labels` of an s-Aff-Wild2 set: each stored track's labels at its rows' frame numbers (`frame_number`), from
     the annotation file that names the track (a frame the file does not name: not annotated); test tracks keep none."""
-    from tqdm import tqdm
-
     files = image_set_files(root)
     named = {split: read_image_annotation(files[split]) for split in ("train", "val") if split in files}
     listed = read_image_test_list(files["test"]).track_order() if "test" in files else []
     report = LabelsReport(store=str(store_path))
     with open_store(store_path, mode="a") as store:
-        if not store.splits():
-            raise StoreError(f"{store_path}: no tracks in the store: `dva extract` them first (labels come with them)")
-        held = set()
-        for stored in store.splits():
-            index = store.track_index(stored)
-            held |= set(index)
-            claims = claims_for(store, stored)
-            for track, attrs in tqdm(index.items(), desc=f"labels {stored}", unit="track", disable=not progress):
-                if not attrs.get("rows"):
-                    continue
-                split = next((name for name, tracks in named.items() if track in tracks), "test" if track in listed else None)
-                if split is None:
-                    continue
-                if not store.has_array(stored, track, "frame_number"):
-                    report.warnings.append(f"{stored}/{track} was not extracted from an s-Aff-Wild2 set (no frame numbers): left as it is")
-                    continue
-                labels = {}
-                if split != "test":
-                    found = named[split].get(track, NONE).at(store.read(stored, track, "frame_number"))
-                    labels = {task: found[task] for task in selected}
-                with claims.hold(claim_key(track, attrs.get("video"))):
-                    store.write_labels(stored, track, labels, {**track_tasks(attrs, stored), **{task: split for task in selected}})
-                after = store.track_attrs(stored, track).get("annotated") or {}
-                for task in labels:
-                    report.labelled[task] = report.labelled.get(task, 0) + 1
-                    report.annotated[task] = report.annotated.get(task, 0) + int(after.get(task, 0))
+        held: set[str] = set()
+        for stored, track, attrs, claims in _stored_tracks(store, store_path, held, progress):
+            split = next((name for name, tracks in named.items() if track in tracks), "test" if track in listed else None)
+            if split is None:
+                continue
+            if not store.has_array(stored, track, "frame_number"):
+                report.warnings.append(f"{stored}/{track} was not extracted from an s-Aff-Wild2 set (no frame numbers): left as it is")
+                continue
+            labels = {}
+            if split != "test":
+                found = named[split].get(track, NONE).at(store.read(stored, track, "frame_number"))
+                labels = {task: found[task] for task in selected}
+            _write(store, stored, track, attrs, claims, labels, {**track_tasks(attrs, stored), **{task: split for task in selected}}, report)
         for split, tracks in [*named.items(), ("test", listed)]:
             missing = [t for t in tracks if t not in held]
             if missing:
