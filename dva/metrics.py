@@ -1,9 +1,11 @@
 """ABAW's metrics: the concordance correlation coefficient (CCC) of VA, for numpy arrays and torch tensors; F1 of EXPR
-(macro over eight classes) and AU (per unit, their mean)."""
+(macro over eight classes) and AU (per unit, their mean); P_VA and P_MTL. Exported by `dva` (`dva.ccc`, `dva.expr_f1`, ...)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from dva.data.tasks import EXPR_CLASSES
 
 
 def ccc(pred, target) -> float:
@@ -86,3 +88,37 @@ def macro_f1(pred, target, n_classes: int) -> float:
     """EXPR's figure: the mean of the per-class F1s over all n_classes classes (a class never annotated nor predicted
     counts 0, so the figure is always over the same classes)."""
     return float(np.mean(f1_per_class(pred, target, n_classes)))
+
+
+def expr_f1(pred, target) -> float:
+    """ABAW's EXPR figure: the macro F1 over the eight expressions of pred (class indices [N], or scores [N, 8]: their
+    argmax) against target (class indices [N]; -1 or NaN: not annotated, ignored).
+
+    >>> dva.expr_f1([0, 1, 1, 7], [0, 1, 2, 7])  # classes 0, 1 and 7 right, 2 missed; the four never seen count 0
+    0.3333...
+    """
+    pred = _to_numpy(pred)
+    if pred.ndim == 2:
+        pred = np.argmax(pred, axis=1)
+    return macro_f1(pred, target, len(EXPR_CLASSES))
+
+
+def au_f1(pred, target, thresholds=None) -> float:
+    """ABAW's AU figure: the mean over the twelve action units of each unit's F1, pred [N, 12] (0/1, or probabilities
+    cut at thresholds: one per unit or one for all, default 0.5) against target [N, 12] (0/1; -1 or NaN: not annotated).
+
+    >>> dva.au_f1(np.eye(12), np.eye(12))
+    1.0
+    """
+    pred, target = np.asarray(_to_numpy(pred), np.float64), np.asarray(_to_numpy(target), np.float64)
+    cut = np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, np.float64), (pred.shape[1],))
+    return float(np.mean([f1_binary(pred[:, unit] >= cut[unit], target[:, unit]) for unit in range(pred.shape[1])]))
+
+
+def p_mtl(ccc_valence: float, ccc_arousal: float, expr: float, au: float) -> float:
+    """The multi-task challenge's figure: P_MTL = (CCC_V + CCC_A) / 2 + EXPR's macro F1 + AU's mean F1.
+
+    >>> dva.p_mtl(0.6, 0.8, 0.3, 0.5)
+    1.5
+    """
+    return p_va(ccc_valence, ccc_arousal) + expr + au

@@ -80,36 +80,11 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ):
     """Train: select the epoch on val, or K folds over train+val, or a fixed number of epochs on chosen splits."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "recipe", "as_json", "workers", "scheduler", "track")}
-    from dva.trainer.fit import fit as run_fit
-    from dva.trainer.fit import settings_for_store
-    from dva.trainer.settings import settings_from
-    from dva.trainer.tasks import fit_folds_spread
+    flags = {k: v for k, v in locals().items() if k not in ("features", "config", "recipe", "as_json", "workers", "scheduler", "track") and v is not None}
+    from dva import api
 
-    settings = settings_for_store(settings_from(config, with_recipe=recipe, **flags), modalities is not None or config is not None)
-    tracking = _tracking(track)
-    spread = scheduler or workers > 0
-    with refusals(settings.out):  # the run directory's disk full, read-only or forbidden: one line naming it
-        if spread:  # with --track, each fold logs its epochs on the worker that trains it
-            tracker = tracking.FoldsTracker(Path(settings.out)) if tracking is not None else None
-            report = fit_folds_spread(settings, scheduler, workers, progress=not as_json, tracker=tracker)
-            if tracker is not None:
-                report["mlflow"] = tracker.finish(Path(report["run"]))
-        else:
-            report = run_fit(settings, progress=not as_json)
-            if tracking is not None:
-                report["mlflow"] = tracking.log_fit(Path(report["run"]))
+    report = api.fit(features, recipe=recipe, config=config, track=track, workers=workers, scheduler=scheduler, progress=not as_json, **flags)
     typer.echo(json.dumps(report) if as_json else "\n".join(report_lines(report)))
-
-
-def _tracking(track: str | None):
-    """dva.trainer.tracking, imported only when --track asks for it (checked before any training), else None."""
-    if track is None:
-        return None
-    from dva.trainer import tracking
-
-    tracking.require(track)
-    return tracking
 
 
 def report_lines(report: dict) -> list[str]:
@@ -164,11 +139,10 @@ def predict(
         return _predict_videos([*video, *(files or [])], bool(video), run, features, out, device, smooth, as_json)
     if features is None:
         raise DvaError("pass --features STORE (the store holding the split), or --video FILE")
-    from dva.trainer.results.predict import predict as run_predict
+    from dva import api
     from dva.trainer.results.run_dir import widths_text
 
-    with refusals(out):
-        summary = run_predict(run, features, split, out, device, fmt=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth)
+    summary = api.predict(run, features, split, out, format=format, sample=sample, allow_incomplete=allow_incomplete, smooth=smooth, device=device)
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -233,25 +207,13 @@ def ablate(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """A grid of fit variants, one task per variant x seed x fold; prints the results table, every row against the baseline."""
-    from dva.trainer.ablate import ablate as run_ablate
-    from dva.trainer.ablate import markdown_table, parse_baseline, parse_fixed, parse_grid
-    from dva.trainer.settings import given_values, settings_from
+    from dva import api
+    from dva.trainer.ablate import markdown_table, parse_fixed
 
-    values = {**parse_fixed(fixed), "features": features} | ({"folds": folds} if folds is not None else {})
-    from dva.trainer.fit import settings_for_store
-
-    named = values.pop("recipe", None)  # --set recipe=NAME is --recipe NAME
-    recipe = recipe or named
-    base, axes = settings_from(config, with_recipe=recipe, **values), parse_grid(grid)
-    base = settings_for_store(base, "modalities" in values or "modalities" in axes or config is not None)
-    chosen = parse_baseline(baseline, axes)
-    tracking = _tracking(track)
-    tracker = tracking.AblationTracker(out, base, axes, seeds, chosen) if tracking is not None else None
-    with refusals(out):  # the rows already in results.csv stay: the rerun trains only the rest
-        summary = run_ablate(base, axes, seeds, out, workers=workers, progress=not as_json, scheduler=scheduler, baseline=chosen,
-                             given=given_values(config, **values), tracker=tracker)
-    if tracker is not None:
-        typer.echo(f"MLflow run {tracker.run_id} at {tracker.where['uri']}", err=True)
+    summary = api.ablate(features, grid, seeds=seeds, folds=folds, baseline=baseline, out=out, recipe=recipe, config=config, track=track,
+                         workers=workers, scheduler=scheduler, progress=not as_json, **parse_fixed(fixed))
+    if summary.mlflow:
+        typer.echo(f"MLflow run {summary.mlflow['run_id']} at {summary.mlflow['tracking_uri']}", err=True)
     for task, reason in summary.failed.items():
         typer.echo(f"dva: failed: {task}: {reason}", err=True)
     typer.echo(json.dumps(summary) if as_json else markdown_table(summary) + f"\nresults in {out}/results.csv, chart {out}/ablation.png")

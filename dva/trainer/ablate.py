@@ -246,11 +246,12 @@ def rewrite_results(path: Path, rows: list[dict]) -> None:
 
 class Summary(list):
     """`summarise`'s rows, best first; `failed`: {task: reason} of the tasks that failed in this run (their
-    variant has no row; a rerun trains it again)."""
+    variant has no row; a rerun trains it again); `mlflow`: {"run_id", "tracking_uri"} of the ablation's MLflow run."""
 
     def __init__(self, rows: list[dict], failed: dict[str, str] | None = None):
         super().__init__(rows)
         self.failed = dict(failed or {})
+        self.mlflow: dict | None = None
 
 
 def ablate(base: FitSettings, grid: dict[str, list], seeds: int, out: Path, workers: int = 0, progress: bool = True,
