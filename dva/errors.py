@@ -6,7 +6,14 @@ from pathlib import Path
 
 
 class DvaError(Exception):
-    """Base class: the message names the file and says what to do."""
+    """Base class: the message names the file and says what to do (the CLI prints it on one line, exit code 2).
+
+    >>> try:
+    ...     dva.fit(features="no/such/store")
+    ... except dva.DvaError as error:
+    ...     print(error)
+    no/such/store: no feature store here; write one with `dva extract --out no/such/store`
+    """
 
 
 class DataError(DvaError):

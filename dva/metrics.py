@@ -11,8 +11,11 @@ from dva.data.tasks import EXPR_CLASSES
 def ccc(pred, target) -> float:
     """CCC of two 1-D series (numpy arrays or torch tensors), ignoring positions where target is NaN.
 
-    Uses population (biased) variances, as ABAW and torchmetrics do. Returns NaN when fewer
-    than two valid positions remain.
+    Uses population (biased) variances, as ABAW and audmetric do (torchmetrics' uses sample variances: a
+    difference of order 1/N). Returns NaN when fewer than two valid positions remain.
+
+    >>> dva.ccc([0.1, 0.4, 0.3], [0.2, 0.5, 0.2])
+    0.7272...
     """
     pred = _to_numpy(pred).astype(np.float64).ravel()
     target = _to_numpy(target).astype(np.float64).ravel()
@@ -31,7 +34,11 @@ def ccc(pred, target) -> float:
 
 
 def p_va(ccc_valence: float, ccc_arousal: float) -> float:
-    """ABAW's VA score: the mean of the two CCCs."""
+    """ABAW's VA score: the mean of the two CCCs.
+
+    >>> dva.p_va(0.5, 0.7)
+    0.6
+    """
     return (ccc_valence + ccc_arousal) / 2
 
 

@@ -15,7 +15,17 @@ from dva.stores.summary import describe_set, split_summary, task_summary
 
 
 class Store:
-    """A feature store, Zarr or HDF5. A backend implements: _root, _group(name, create), _children, _arrays, _has,
+    """A feature store, Zarr or HDF5 (`dva.open_store`). What a reader uses: `feature_sets()`, `splits()`,
+    `tracks(split)`, `track_attrs(split, track)`, `read_track(split, track)` (numpy arrays: `frame_time`, `labels`,
+    and per set `<SET>/data` with `<SET>/mask` or `<SET>/time`), `read(split, track, path)` (one array), `summary()`
+    (what `dva info --json` prints).
+
+    >>> store = dva.open_store("stores")
+    >>> arrays = store.read_track("val", store.tracks("val")[0])
+    >>> sorted(arrays)[:3]
+    ['ast-dva-tiny-ast-window/data', 'ast-dva-tiny-ast-window/time', 'clip-dva-tiny-clip-random/data']
+
+    A backend implements: _root, _group(name, create), _children, _arrays, _has,
     _track_index, _get_attrs, _set_attrs, _delete_attrs, _write_array, _read_array, _delete, delete_track, size_bytes;
     and for `verify`: _check_array, _checksummed_array."""
 

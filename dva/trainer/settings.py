@@ -38,7 +38,12 @@ OLD_PROMPTS = {"hard": {"prompt": "fixed", "labels": "hard"}, "soft": {"prompt":
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Every `dva fit` flag (and `--config` TOML key); written whole to config.json."""
+    """Every `dva fit` flag (and `--config` TOML key) with its default; written whole to config.json. `dva.fit`,
+    `dva.ablate` take the same names as keywords.
+
+    >>> dva.FitSettings().seq_len, dva.FitSettings(temporal="tcn", epochs=10).temporal
+    (64, 'tcn')
+    """
 
     features: str = "stores"
     out: str = "runs/fit"

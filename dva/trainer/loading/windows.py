@@ -22,7 +22,13 @@ CHUNK = 16384  # rows per step when computing statistics: bounds the float64 tem
 
 @dataclass
 class SplitData:
-    """One split, every track concatenated along time (N frames in all)."""
+    """One split, every track concatenated along time (N frames in all): what `dva.read_split` returns and the trainer
+    trains on. Track i's frames are rows offsets[i]:offsets[i + 1] (`track_slice(i)`) of every per-frame tensor.
+
+    >>> val = dva.read_split("stores", "val")
+    >>> val.tracks[:2], val.visual.shape, val.labels[val.track_slice(0)][:2]
+    (['video3', 'video7'], torch.Size([300, 32]), tensor([[ 0.1200, -0.3400], [ 0.1300, -0.3300]]))
+    """
 
     split: str
     tracks: list[str]
@@ -83,7 +89,11 @@ def align_audio(audio: np.ndarray, audio_time: np.ndarray, frame_time: np.ndarra
 
 @dataclass
 class Normaliser:
-    """Per-feature mean/std from the train split's valid rows; applied to every split."""
+    """Per-feature mean/std from the train split's valid rows; applied to every split (as `dva fit` does).
+
+    >>> normaliser = dva.Normaliser.fit(dva.read_split("stores", "train"))
+    >>> windows = dva.WindowDataset(dva.read_split("stores", "val"), normaliser=normaliser)
+    """
 
     visual_mean: torch.Tensor
     visual_std: torch.Tensor
