@@ -41,9 +41,9 @@ def read_split(store, split: str = "train", task: str = "va", modalities="visual
     by name, else the store's only one of that modality). A DvaWarning names every track left out (failed or
     incomplete); `data.source` records the store, split, task and sets, which `dva.write_submission` reads.
 
-    >>> val = dva.read_split("stores", "val")
-    >>> val.n_frames, val.visual.shape, val.labels.shape, val.tracks[:2]
-    (34123, torch.Size([34123, 512]), torch.Size([34123, 2]), ['1-30-1280x720', '10-60-1280x720'])
+    >>> val = dva.read_split("stores", "val")                 # VA's val: every frame of its tracks
+    >>> val.visual.shape, val.labels.shape, val.offsets[:3]   # [N, Dv] float16, [N, 2], where each track starts
+    >>> expr_test = dva.read_split("stores", "test", task="expr")  # EXPR's test tracks, unlabelled
     """
     from dva.trainer.settings import MODALITIES, check_choice
 
@@ -105,8 +105,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     >>> data = dva.WindowDataset(train, seq_len=64, stride=32, normaliser=dva.Normaliser.fit(train))
     >>> batch = next(iter(torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)))
-    >>> batch["visual"].shape, batch["labels"].shape, batch["label_mask"].shape
-    (torch.Size([8, 64, 512]), torch.Size([8, 64, 2]), torch.Size([8, 64]))
+    >>> batch["visual"].shape, batch["labels"].shape, batch["label_mask"].shape  # [8, 64, Dv], [8, 64, 2], [8, 64]
     """
 
     def __init__(self, data: SplitData, seq_len: int = 64, stride: int = 32, normaliser: Normaliser | None = None):
@@ -129,8 +128,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def batch(self, indices) -> dict[str, torch.Tensor]:
         """These windows as one batch, every item's tensor stacked ([B, L, ...]), by one gather.
 
-        >>> data.batch([0, 1])["visual"].shape
-        torch.Size([2, 64, 512])
+        >>> data.batch([0, 1])["visual"].shape  # [2, 64, Dv]
         """
         from dva.trainer.evaluate import normalise_batch
 
@@ -138,13 +136,13 @@ class WindowDataset(torch.utils.data.Dataset):
         if windows.numel() and not (-len(self) <= int(windows.min()) and int(windows.max()) < len(self)):
             raise IndexError(f"window index out of range: this dataset has {len(self)} windows")
         windows = windows % max(len(self), 1)
-        index, inside = self.index[windows], self.inside[windows]
-        device = self.data.visual.device
-        batch = gather(self.data, index.to(device), inside.to(device))
+        device = self.data.visual.device  # every tensor of the batch on the device the split is on
+        index, inside = self.index[windows].to(device), self.inside[windows].to(device)
+        batch = gather(self.data, index, inside)
         if self.normaliser is not None:
             batch = normalise_batch(batch, self.normaliser)
             del batch["visual_stored"]  # the features as stored: only dva's own --prompt-input visual reads them
-        return {**batch, "frames": index, "inside": inside, "window": windows}
+        return {**batch, "frames": index, "inside": inside, "window": windows.to(device)}
 
     def to_frames(self, pred, windows=None, stitch: str = "hann") -> np.ndarray:
         """Per-frame predictions float32 [N, C] of the whole split from per-window ones pred [W, L, C] (W: every window in
@@ -169,11 +167,11 @@ class WindowDataset(torch.utils.data.Dataset):
 def score(pred, data: SplitData, thresholds=None) -> dict:
     """The figures of per-frame predictions pred [N, C] (numpy or torch; N = data.n_frames) against data's labels, as
     `dva fit` reports them (`evaluate.evaluate`), as plain floats and dicts: VA ccc_v, ccc_a, p_va; EXPR (pred the 8
-    class probabilities or scores) expr_f1 and expr_f1_per_class; AU (pred the 12 probabilities, each at its threshold,
-    None: 0.5) au_f1 and au_f1_per_au; MTL (pred [N, 22]) p_mtl and its parts; and per_track, each track's.
+    class probabilities or scores) expr_f1 and expr_f1_per_class; AU (pred the 12 probabilities, each at its threshold:
+    `unit_thresholds`, None: 0.5) au_f1 and au_f1_per_au; MTL (pred [N, 22]) p_mtl and its parts; and per_track, each track's.
 
-    >>> dva.score(val_frames, val)["p_va"]
-    0.4123
+    >>> figures = dva.score(val_frames, val)  # val_frames: [val.n_frames, 2], e.g. WindowDataset.to_frames
+    >>> figures["p_va"], figures["ccc_v"], figures["per_track"]["video1"]["ccc_a"]
     """
     from dva.data.tasks import task_of
     from dva.trainer.evaluate import evaluate
@@ -183,7 +181,21 @@ def score(pred, data: SplitData, thresholds=None) -> dict:
     task = task_of(data.labels)
     if values.ndim != 2 or values.shape != (data.n_frames, TASK_WIDTH[task]):
         raise ConfigError(f"score takes {task}'s per-frame predictions [{data.n_frames}, {TASK_WIDTH[task]}] of the split, not {list(values.shape)}")
-    return plain(evaluate(values, data, thresholds))
+    return plain(evaluate(values, data, unit_thresholds(thresholds)))
+
+
+def unit_thresholds(thresholds) -> list[float] | None:
+    """AU's 12 per-unit thresholds from one value for every unit, 12 values, or {AU name: value} (metrics.json's
+    "thresholds"); None stays None (0.5). ConfigError for anything else."""
+    from dva.data.tasks import AU_NAMES
+
+    if thresholds is None:
+        return None
+    try:
+        values = [thresholds[name] for name in AU_NAMES] if isinstance(thresholds, dict) else thresholds
+        return [float(t) for t in np.broadcast_to(np.asarray(values, dtype=np.float64), (len(AU_NAMES),))]
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError(f"thresholds: one value, {len(AU_NAMES)} (one per AU, {', '.join(AU_NAMES)}) or {{AU: value}}, not {thresholds!r}") from None
 
 
 def plain(value):

@@ -24,14 +24,14 @@ def write_submission(pred, data, out, sample=None, allow_incomplete: bool = Fals
     """Write the challenge's submission file `out` for per-frame predictions pred of a test split read by
     `dva.read_split` (its `source` says the store, split and task): VA values [N, 2] (clipped to [-1, 1]); EXPR the 8
     class probabilities [N, 8] (the most probable class is written) or class indices [N]; AU the 12 probabilities
-    [N, 12] (each unit at its threshold: thresholds, one or 12, None: 0.5) or 0/1 bits. The rows are the sample file's
+    [N, 12] (each unit at its threshold: thresholds, one, 12 or {AU: value}, None: 0.5) or 0/1 bits. The rows are the sample file's
     (sample: a path, None: the one recorded for the split), in its order, checked as `dva predict` checks them.
     Returns {"out", "task", "rows", "tracks", "check" (the check's line), "missing" (listed tracks without
     predictions), "missing_rows" ({track: rows filled}), "thresholds" (AU's)}. MTL: `dva.predict` writes its file.
 
     >>> test = dva.read_split("stores", "test")
-    >>> dva.write_submission(frames, test, "predictions.txt")["check"]
-    'checked against CVPR_8th_ABAW_VA_test_set_sample.txt: 223123 rows, same order, all values finite in [-1, 1]'
+    >>> done = dva.write_submission(frames, test, "predictions.txt")  # frames: [test.n_frames, 2]
+    >>> print(done["check"])  # checked against <the sample file>: <rows> rows, same order, all values finite in [-1, 1]
     """
     from dva.stores import open_store
 
@@ -66,6 +66,7 @@ def submission_values(task: str, pred, frames: int, thresholds=None) -> tuple[np
     """(what a task's file holds per frame: VA float [N, 2], EXPR class indices [N], AU bits [N, 12]; AU's thresholds
     used) from per-frame predictions (`write_submission`); ConfigError naming the shapes it takes."""
     from dva.data.tasks import AU_NAMES, EXPR_CLASSES
+    from dva.trainer.loading.dataset import unit_thresholds
 
     values = np.asarray(pred.detach().cpu().numpy() if hasattr(pred, "detach") else pred)
     takes = {"va": f"[{frames}, 2] values", "expr": f"[{frames}, {len(EXPR_CLASSES)}] class probabilities or [{frames}] class indices",
@@ -80,7 +81,7 @@ def submission_values(task: str, pred, frames: int, thresholds=None) -> tuple[np
     if task == "expr" and values.ndim == 1 and np.isin(values, np.arange(len(EXPR_CLASSES))).all():
         return values.astype(np.int64), None
     if task == "au" and values.shape == (frames, len(AU_NAMES)):
-        cut = [float(t) for t in np.broadcast_to(np.asarray(0.5 if thresholds is None else thresholds, dtype=np.float64), (len(AU_NAMES),))]
+        cut = unit_thresholds(0.5 if thresholds is None else thresholds)
         return (values >= np.asarray(cut)[None, :]).astype(np.int64), cut
     raise refused
 
