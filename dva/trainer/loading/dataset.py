@@ -36,8 +36,9 @@ def read_split(store, split: str = "train", task: str = "va", modalities="visual
     task va|expr|au|mtl decides the tracks and the labels, as `dva fit` and `dva predict` take them: train and val are
     the task's own splits (the tracks its annotations put there, wherever stored), with its labels (float32, NaN where
     not annotated: VA [N, 2], EXPR the class index [N, 1], AU the 12 bits [N, 12], MTL the three side by side [N, 15]);
-    any other split (test, or all of a folder of videos) is unlabelled: VA's and MTL's are the tracks stored under it,
-    EXPR's and AU's their challenge's test tracks. modalities and the feature sets are `dva fit`'s flags (a set given
+    any other split (test, or all of a folder of videos) is unlabelled: VA's are the tracks stored under it, EXPR's and
+    AU's their challenge's test tracks, MTL's every track any of the three puts there (as `dva predict --format csv`
+    takes them; labels VA's, [N, 2], NaN). modalities and the feature sets are `dva fit`'s flags (a set given
     by name, else the store's only one of that modality). A DvaWarning names every track left out (failed or
     incomplete); `data.source` records the store, split, task and sets, which `dva.write_submission` reads.
 
