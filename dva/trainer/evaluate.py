@@ -11,7 +11,7 @@ import torch
 from dva.data.tasks import MTL_WIDTH, task_of
 from dva.errors import ConfigError
 from dva.metrics import ccc, p_va
-from dva.trainer.loading.windows import Normaliser, SplitData, gather, past_windows, window_index
+from dva.trainer.loading.windows import FrameStitcher, Normaliser, SplitData, gather, past_windows, window_index
 from dva.trainer.settings import SMOOTH_CHOICES, STITCHES, FitSettings
 
 
@@ -153,8 +153,7 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
     index, inside, target = eval_windows(settings, data)
     length = index.shape[1]
     position = stitch_weights(settings.stitch, length).to(device) if target is None else torch.ones(1, device=device)
-    total = torch.zeros(data.n_frames, width, device=device)
-    count = torch.zeros(data.n_frames, 1, device=device)
+    stitched = FrameStitcher(data.n_frames, width, position)
     with autocast(device):
         text = model.text_features()
     bar = batch_bar(index.shape[0] * length, "evaluate", progress)
@@ -168,26 +167,25 @@ def predict_frames(model, settings: FitSettings, data: SplitData, batch_size: in
             va = frame_values(settings.task, model(**model_inputs(settings, batch), text=text)).float()
         if target is not None:  # one prediction per window, its target frame's
             rows, valid = target[start : start + batch_size][:, None], valid[:, :1]
-        weights = (valid.float() * position)[..., None]
-        total.index_add_(0, rows.reshape(-1), (va * weights).reshape(-1, width))
-        count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
+        stitched.add(rows, valid, va)
     bar.close()
-    return (total / torch.where(count > 0, count, torch.ones_like(count))).cpu().numpy()  # hann weights sum to < 1 at track ends
+    return stitched.frames()
 
 
-def evaluate(pred: np.ndarray, data: SplitData) -> dict:
-    """ABAW's CCC over all valid frames concatenated, and per track (EXPR, AU: the task's figure per track)."""
+def evaluate(pred: np.ndarray, data: SplitData, thresholds=None) -> dict:
+    """ABAW's CCC over all valid frames concatenated, and per track (EXPR, AU: the task's figure per track; thresholds:
+    AU's per unit, None: 0.5)."""
     labels = data.labels.cpu().numpy()
-    result = evaluate_frames(pred, data)
+    result = evaluate_frames(pred, data, thresholds)
     result["per_track"] = {}
     for i, track in enumerate(data.tracks):
         part = data.track_slice(i)
         if task_of(labels) == "mtl":
-            scores = frame_scores(pred[part], labels[part])
+            scores = frame_scores(pred[part], labels[part], thresholds)
             result["per_track"][track] = {"frames": int(part.stop - part.start), "valid": int(data.label_mask[part].sum()), **{k: scores[k] for k in MTL_FIGURES}}
             continue
         if labels.shape[1] != 2:
-            scores = frame_scores(pred[part], labels[part])
+            scores = frame_scores(pred[part], labels[part], thresholds)
             name = FIGURE_NAMES[task_of(labels)]
             result["per_track"][track] = {"frames": int(part.stop - part.start), "valid": int(data.label_mask[part].sum()), name: scores[name]}
             continue

@@ -41,6 +41,7 @@ class SplitData:
     label_mask: torch.Tensor  # bool [N]
     attrs: list[dict]  # per-track store attrs
     left_out: dict[str, str] = dataclasses.field(default_factory=dict)  # track -> why it is not here (failed: ..., incomplete)
+    source: dict = dataclasses.field(default_factory=dict)  # where `read_split` read it: store, split, task, sets, audio_align
 
     def __post_init__(self):
         if isinstance(self.audio, torch.Tensor):
@@ -166,6 +167,27 @@ def gather(data: SplitData, index: torch.Tensor, inside: torch.Tensor) -> dict[s
         "labels": data.labels[index],
         "label_mask": data.label_mask[index] & inside,
     }
+
+
+class FrameStitcher:
+    """Per-window predictions back to per-frame ones: each frame's weighted mean over the windows that cover it (weight:
+    position [L] along the window, `evaluate.stitch_weights`, times the in-track mask); a frame no window covers is 0.
+    Fed a batch of windows at a time (`add`), so a pass over a split never holds every window's predictions."""
+
+    def __init__(self, n_frames: int, width: int, position: torch.Tensor):
+        self.position = position
+        self.total = torch.zeros(n_frames, width, device=position.device)
+        self.count = torch.zeros(n_frames, 1, device=position.device)
+
+    def add(self, rows: torch.Tensor, valid: torch.Tensor, values: torch.Tensor) -> None:
+        """rows: global frame indices [B, L], valid: bool [B, L], values: float [B, L, width] (L may be 1: one frame each)."""
+        weights = (valid.float() * self.position)[..., None]
+        self.total.index_add_(0, rows.reshape(-1), (values * weights).reshape(-1, self.total.shape[1]))
+        self.count.index_add_(0, rows.reshape(-1), weights.reshape(-1, 1))
+
+    def frames(self) -> np.ndarray:
+        """float32 [n_frames, width] on the CPU (hann weights sum to < 1 at a track's ends: a mean, not a sum)."""
+        return (self.total / torch.where(self.count > 0, self.count, torch.ones_like(self.count))).cpu().numpy()
 
 
 def past_windows(data: SplitData, seconds: float, frames: int, stride_seconds: float | None = None,

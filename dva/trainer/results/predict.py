@@ -8,11 +8,9 @@ wav2vec2 model, say), but a set they share must have been made the same way, and
 hold every set with that provenance.
 
 The test split of the store remembers the organisers' files it was extracted with (the VA test
-list and the sample submission); the submission has exactly the sample's rows in its order. A
-listed track that is missing, failed or incomplete refuses the submission unless
-`allow_incomplete`, and is named either way: allowed, each of its rows gets `submission.FILL` (the warning names the
-track and its row count), so the file is never short; a track whose row count is unknown (no sample file, nothing
-stored) refuses it even then.
+list and the sample submission); the submission has exactly the sample's rows in its order, written by
+`dva.trainer.results.write` (the one writer, also `dva.write_submission`'s): a listed track that is missing, failed or
+incomplete refuses it unless `allow_incomplete`, and is named either way.
 """
 
 from __future__ import annotations
@@ -23,30 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dva.data.test_set import SampleFile, read_sample_file
 from dva.data.tasks import MTL_PRED, MTL_TASKS, TASKS
-from dva.errors import ConfigError, DataError, DvaWarning, RunError, StoreError, at_most
+from dva.errors import ConfigError, DataError, DvaWarning, RunError, StoreError
 from dva.trainer.loading.windows import SplitData
 from dva.trainer.results.run_dir import check_compatible, load_run, read_checkpoint, recorded_smoothing, run_dirs, run_provenance, widths_text
-from dva.trainer.results.submission import FILL_RULE, FORMATS, build_mtl_submission, build_submission, build_task_submission, write_csv, write_per_track
-
-
-def resolve_sample(store, split: str, sample: str | Path | None, task: str = "va") -> SampleFile | None:
-    """The sample file: given, or the one the split was extracted with (it must still be there, unchanged); for
-    task expr or au that challenge's own (the split's `task_tests[task]["sample"]`, recorded by extract or labels)."""
-    if sample is not None:
-        return read_sample_file(sample)
-    attrs = store.split_attrs(split)
-    recorded = attrs.get("sample") if task == "va" else ((attrs.get("task_tests") or {}).get(task) or {}).get("sample")
-    if not recorded:
-        return None
-    path = Path(recorded["path"])
-    if not path.is_file():
-        raise DataError(f"{path}: the sample file {split} was extracted with is gone; pass --sample FILE")
-    found = read_sample_file(path)
-    if found.sha256 != recorded["sha256"]:
-        raise DataError(f"{path} changed since {split} was extracted (sha256 differs): re-extract {split}, or pass --sample FILE to use it as it is now")
-    return found
+from dva.trainer.results.submission import FORMATS, write_csv, write_per_track
+from dva.trainer.results.write import (fill_or_refuse, frame_numbers, listed_tracks, resolve_sample, stored_where, submission_values, write_mtl, write_task,
+                                       write_va)
 
 
 def predict(run: Path | list[Path], features: str, split: str, out: Path, device=None, fmt: str = "submission", sample: str | Path | None = None,
@@ -97,15 +78,16 @@ def predict(run: Path | list[Path], features: str, split: str, out: Path, device
     elif fmt == "csv":
         write_csv(out, data.tracks, data.offsets, preds, *columns, thresholds=tasks.get("au", {}).get("thresholds"), frame_numbers=numbers)
     elif task == "mtl":
-        done["rows"], done["check"] = _write_mtl_submission(out, data, preds[task], sample_file, numbers, tasks["mtl"]["thresholds"])
+        done["rows"], done["check"] = write_mtl(out, data, preds[task], sample_file, numbers, tasks["mtl"]["thresholds"])
         done["thresholds"] = tasks["mtl"]["thresholds"]
     elif fmt == "per-track":
         write_per_track(out, data.tracks, data.offsets, preds[task], lengths)
-    elif task != "va":
-        done["rows"], done["check"], tasks[task]["thresholds"] = _write_task_submission(task, given, out, data, preds[task], sample_file, listed, lengths, numbers)
-        done["thresholds"] = tasks[task]["thresholds"]
+    elif task != "va":  # EXPR the most probable class per row, AU each unit's probability at the threshold its runs chose
+        tasks[task]["thresholds"] = done["thresholds"] = au_thresholds(given) if task == "au" else None
+        values, _ = submission_values(task, preds[task], data.n_frames, tasks[task]["thresholds"])
+        done["rows"], done["check"] = write_task(task, out, data, values, sample_file, listed, lengths, numbers)
     else:
-        done["rows"], done["check"] = _write_submission(out, data, preds[task], sample_file, listed, split, lengths, numbers)
+        done["rows"], done["check"] = write_va(out, data, preds[task], sample_file, listed, split, lengths, numbers)
     return done
 
 
@@ -132,25 +114,20 @@ def _read_store(features: str, split: str, sample, feature_sets: dict, keys: set
             raise StoreError(f"{features} has no {split!r} split: run `dva extract --split {split}` into it first")
         found = predict_tracks(store, split, task) if isinstance(task, tuple) else None
         sample_file = resolve_sample(store, split, sample, task) if found is None else None
-        listed, unusable, lengths = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
+        listed, unusable, lengths = listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, task, found)
         usable = [t for t in listed if t not in unusable]
         data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         damaged = {t: why for data in data_by_key.values() for t, why in data.left_out.items() if t in usable}
         if damaged:  # found only by reading them: refused (or filled, or left out) as the tracks above, and every run reads the same tracks
             index = {t: a for stored in store.splits() for t, a in store.track_index(stored).items() if t in damaged}
-            lengths = {**lengths, **_fill_or_refuse(damaged, listed, split, allow_incomplete, task, sample_file, index, found is not None)}
+            lengths = {**lengths, **fill_or_refuse(damaged, listed, split, allow_incomplete, task, sample_file, index, found is not None)}
             unusable = {**unusable, **damaged}
             usable = [t for t in usable if t not in damaged]
             data_by_key = {key: load_split(store, split, json.loads(key[1]), key[0], tracks=usable, task=None if task == "va" else task) for key in sorted(keys)}
         tracks = next(iter(data_by_key.values())).tracks
-        if found is not None:
-            where = {t: found[t][0] for t in tracks}
-        else:  # EXPR's and AU's tracks are read wherever stored: under split itself when there, else where the store holds them
-            stored_in = {t: stored for stored in reversed(store.splits()) for t in store.track_index(stored)}
-            here = store.track_index(split) if split in store.splits() else {}
-            where = {t: split if t in here else stored_in.get(t, split) for t in tracks}
+        where = {t: found[t][0] for t in tracks} if found is not None else stored_where(store, split, tracks)
         columns = frame_columns(store, where, feature_sets) if with_columns else None
-        numbers = {t: store.read(stored, t, "frame_number") for t, stored in where.items() if store.has_array(stored, t, "frame_number")}
+        numbers = frame_numbers(store, where)
     finally:
         store.close()
     return listed, unusable, lengths, sample_file, data_by_key, columns, numbers
@@ -181,7 +158,7 @@ def _read_mtl_store(store, features: str, split: str, sample, feature_sets: dict
     found = predict_tracks(store, split, MTL_TASKS)
     found.update({t: (stored, a) for stored in store.splits() for t, a in store.track_index(stored).items() if t not in found and t in set(sample_file.tracks)})
     # found given: nothing is filled here; an image no stored row holds refuses the file (build_mtl_submission)
-    listed, unusable, _ = _listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, MTL_TASKS, found)
+    listed, unusable, _ = listed_tracks(store, split, sample_file, list(feature_sets), allow_incomplete, MTL_TASKS, found)
     usable = [t for t in listed if t not in unusable]
     data_by_key = {}
     for key in sorted(keys):
@@ -214,14 +191,6 @@ def concatenated(parts: list[SplitData], order: list[str]) -> SplitData:
     return SplitData(pieces[0].split, [p.tracks[0] for p in pieces], offsets, torch.cat([p.visual for p in pieces]), torch.cat([p.visual_mask for p in pieces]),
                      audio, torch.cat([p.audio_mask for p in pieces]), torch.cat([p.labels for p in pieces]), torch.cat([p.label_mask for p in pieces]),
                      [a for p in pieces for a in p.attrs])
-
-
-def _write_mtl_submission(out: Path, data, pred: np.ndarray, sample_file, numbers: dict, thresholds: list[float]) -> tuple[int, str]:
-    """The MTL submission (`build_mtl_submission`), checked against the test list, then written; (rows, the check)."""
-    submission = build_mtl_submission(data.tracks, data.offsets, numbers, pred, sample_file, thresholds)
-    check = submission.check(sample_file)
-    submission.write(out)
-    return len(submission.locations), check
 
 
 def run_task(checkpoints: dict[Path, dict]) -> str:
@@ -306,22 +275,6 @@ def au_thresholds(given: list[Path]) -> list[float]:
     return thresholds
 
 
-def _write_task_submission(task: str, given: list[Path], out: Path, data, pred: np.ndarray, sample_file, listed: list[str],
-                           lengths: dict[str, int], numbers: dict | None = None) -> tuple[int, str, list | None]:
-    """EXPR (the most probable class per row) or AU (12 bits, each unit's probability at its threshold): written after
-    its check against the challenge's sample file; (rows, the check, the AU thresholds used)."""
-    thresholds = None
-    if task == "expr":
-        values = np.argmax(pred, axis=1)
-    else:
-        thresholds = au_thresholds(given)
-        values = (pred >= np.asarray(thresholds)[None, :]).astype(np.int64)
-    submission = build_task_submission(task, data.tracks, data.offsets, values, sample_file, listed, lengths, numbers)
-    check = submission.check(sample_file)
-    submission.write(out)
-    return len(submission.locations), check, thresholds
-
-
 def _check_request(run, out: Path, fmt: str) -> list[Path]:
     """The run paths given, after the checks that need nothing read."""
     if fmt not in FORMATS:
@@ -332,55 +285,6 @@ def _check_request(run, out: Path, fmt: str) -> list[Path]:
     if not given:
         raise ConfigError("pass at least one --run")
     return given
-
-
-def _listed_tracks(store, split: str, sample_file, needed: list[str], allow_incomplete: bool, task: str | tuple = "va",
-                   found: dict | None = None) -> tuple[list[str], dict[str, str], dict[str, int]]:
-    """(the tracks to predict, in the submission's order; {track: why} for those that cannot be; {track: its rows} of
-    those, for a submission to fill): a DataError naming them unless allow_incomplete, then a warning naming each with
-    the rows filled. A submission (found None) is refused even then when a track's row count is unknown (no sample
-    file and no stored count). EXPR, AU: the tracks of that task's split, wherever stored; found: the tracks
-    `predict_tracks` chose (per-frame CSVs, nothing filled), in the store's order."""
-    from dva.stores import why_not_usable
-    from dva.stores.attrs import track_tasks
-
-    if found is not None:
-        index, test_list = {t: attrs for t, (_, attrs) in found.items()}, None
-    elif task == "va":
-        index = store.track_index(split)
-        test_list = store.split_attrs(split).get("test_list", {}).get("tracks")
-    else:
-        index = {t: a for stored in store.splits() for t, a in store.track_index(stored).items() if track_tasks(a, stored).get(task) == split}
-        recorded = ((store.split_attrs(split).get("task_tests") or {}).get(task) or {}) if split in store.splits() else {}
-        test_list = (recorded.get("test_list") or {}).get("tracks")
-    listed = sample_file.track_order() if sample_file else test_list or list(index)
-    unusable = {t: why for t in listed if (why := why_not_usable(index.get(t), needed)) is not None}
-    return listed, unusable, _fill_or_refuse(unusable, listed, split, allow_incomplete, task, sample_file, index, found is not None)
-
-
-def _fill_or_refuse(unusable: dict[str, str], listed: list[str], split: str, allow_incomplete: bool, task, sample_file, index: dict,
-                    per_frame: bool) -> dict[str, int]:
-    """{track: its rows to fill} of the tracks that cannot be predicted (unusable: {track: why}): a DataError naming
-    them unless allow_incomplete, then a warning naming each with the rows filled (per_frame CSVs: left out, nothing
-    filled). A submission is refused even then when a track's row count is unknown (no sample file, no stored count)."""
-    if not unusable:
-        return {}
-    named = at_most([f"{t} ({why})" for t, why in unusable.items()], 10)
-    if not allow_incomplete:
-        raise DataError(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted, so the submission would miss them: {named}. Extract them (dva extract --split {split}), or pass --allow-incomplete")
-    if per_frame:
-        warnings.warn(DvaWarning(f"writing without {len(unusable)} of {len(listed)} {split} tracks: {named}"), stacklevel=4)
-        return {}
-    known = sample_file.rows_per_track() if sample_file else {t: (index.get(t) or {}).get("n_frames") for t in unusable}
-    lengths = {t: int(known[t]) for t in unusable if isinstance(known.get(t), int)}
-    unknown = [t for t in unusable if t not in lengths]
-    if unknown:
-        raise DataError(f"{len(unknown)} {split} tracks cannot be predicted and their row count is unknown (no sample file, nothing stored), so even "
-                        f"--allow-incomplete cannot fill them: {at_most([f'{t} ({unusable[t]})' for t in unknown], 10)}. Pass --sample FILE, or extract them")
-    rows = [f"{t} ({lengths[t]} rows; {why})" for t, why in unusable.items()]
-    warnings.warn(DvaWarning(f"{len(unusable)} of {len(listed)} {split} tracks cannot be predicted: {sum(lengths.values())} rows filled with "
-                             f"{FILL_RULE[task]}, not predictions: {'; '.join(rows)}"), stacklevel=4)
-    return lengths
 
 
 def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -> tuple[np.ndarray, SplitData]:
@@ -396,20 +300,6 @@ def ensemble_frames(runs: list[Path], inputs: dict, data_by_key: dict, device) -
         total = pred if total is None else total + pred
         del model
     return (total / len(runs)).astype(np.float32), data
-
-
-def _write_submission(out: Path, data, pred: np.ndarray, sample_file, listed: list[str], split: str, lengths: dict[str, int],
-                      numbers: dict | None = None) -> tuple[int, object]:
-    """Write the one-file submission; (its rows, its check against the sample file)."""
-    submission = build_submission(data.tracks, data.offsets, pred, sample_file, listed, lengths, numbers)
-    check = submission.check(sample_file)
-    if submission.filled:
-        warnings.warn(DvaWarning(
-            f"{sum(submission.filled.values())} sample rows lie past the stored frames of {len(submission.filled)} tracks and repeat each track's last "
-            f"prediction ({', '.join(list(submission.filled)[:5])}): extract {split} with the sample file so its rows decide each track's length"
-        ), stacklevel=3)
-    submission.write(out)
-    return len(submission.locations), check
 
 
 def frame_columns(store, where: dict[str, str], feature_sets: dict[str, dict]) -> tuple[np.ndarray, np.ndarray | None]:
