@@ -73,16 +73,18 @@ def ablate(features: str = "stores", grid: dict | list[str] | None = None, *, se
            config: str | Path | None = None, track: str | None = None, workers: int = 0, scheduler: str | None = None,
            progress: bool = True, **settings) -> list[dict]:
     """Run a grid of `dva fit` variants x seeds (x folds) as `dva ablate` does, and return its table's rows, best first:
-    each a dict with "variant", "figure", "ensemble" (the figure shown and ranked: the seed ensemble's), the seeds'
-    figures, "diff", "ci_low", "ci_high" (against the baseline, a paired bootstrap over videos), "videos", ...; the
-    returned list's `failed` names tasks that failed ({task: why}). results.csv, results.md and ablation.png are
-    written under out; a rerun trains only what is not there yet.
+    each a dict with "variant", "figure" (best_val, or oof with folds), the task's figures as the table shows them (VA:
+    "ccc_v", "ccc_a", "p_va", each its seed ensemble's; "p_va_seed_mean", "p_va_seed_std", "per_seed"), "baseline",
+    "diff", "ci_low", "ci_high" (against the baseline: a paired bootstrap over videos; None on the baseline's row),
+    "videos", "few_videos", "note". The returned list's `failed` names the tasks that failed ({task: why}), its
+    `mlflow` the tracked run. results.csv, results.md and ablation.png are written under out; a rerun trains only what
+    is not there yet.
 
     grid: {setting: [values]} (or `--grid` strings, "fusion=concat,gated"); settings: fixed for every variant (`--set`);
     baseline: {setting: value} of the row every other is compared with (default: each axis's first value).
 
     >>> rows = dva.ablate("stores", grid={"fusion": ["concat", "hierarchical"]}, seeds=2, epochs=10)
-    >>> [(row["variant"], row["ensemble"], row["diff"]) for row in rows]
+    >>> [(row["variant"], row["p_va"], row["diff"]) for row in rows]
     [('fusion=hierarchical', 0.62..., 0.03...), ('fusion=concat', 0.59..., None)]
     """
     from dva.trainer.ablate import ablate as run_ablate
