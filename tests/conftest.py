@@ -155,6 +155,19 @@ def two_audio_store(tiny_store, synth_data, tmp_path_factory) -> Path:
     return out
 
 
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """A dva command run in this process (no 10 s of imports), as a CompletedProcess: returncode, stdout, stderr. For
+    tests of what a command says and writes; whether it runs without the video decoders is `BLOCKED`'s to test."""
+    from typer.testing import CliRunner
+
+    from dva.cli import app
+
+    done = CliRunner().invoke(app, [str(a) for a in args])
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception  # a bug: its traceback, not an exit code
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
+
+
 # Runs a dva command with the video decoders made unimportable: fit/predict/ablate must not need them.
 BLOCKED = "import sys; sys.modules.update(decord=None, av=None); sys.argv = ['dva'] + sys.argv[1:]; from dva.cli import main; main()"
 

@@ -1,8 +1,6 @@
 """Training on any combination of a store's feature sets (issue 11), without running an encoder."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,13 +10,13 @@ from dva.stores import open_store
 from dva.trainer.evaluate import text_tower_for
 from dva.trainer.fit import load_features
 from dva.trainer.settings import FitSettings
-from tests.conftest import BLOCKED, TINY_AUDIO, TINY_VISUAL, WAV2VEC2
+from tests.conftest import run_cli, TINY_AUDIO, TINY_VISUAL, WAV2VEC2
 
 QUICK = ["--epochs", "1", "--hidden", "16", "--seq-len", "32", "--stride", "32", "--batch-size", "16", "--prompt", "none"]
 
 
 def dva(*args):
-    return subprocess.run([sys.executable, "-c", BLOCKED, *map(str, args)], capture_output=True, text=True)
+    return run_cli(*args)  # in this process: BLOCKED's subprocesses (tests/trainer/test_fit.py) show these commands need no decoder
 
 
 def test_a_store_with_two_audio_sets_asks_for_a_choice_in_one_line(two_audio_store, tmp_path):

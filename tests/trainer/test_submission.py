@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,13 +9,13 @@ import pytest
 from dva.data.synth import SAMPLE_FILE
 from dva.data.test_set import read_sample_file
 from dva.stores import open_store
-from tests.conftest import BLOCKED, TINY_VISUAL
+from tests.conftest import run_cli, TINY_VISUAL
 
 HEADER = "image_location,valence,arousal"
 
 
 def dva(*args):
-    return subprocess.run([sys.executable, "-c", BLOCKED, *map(str, args)], capture_output=True, text=True)
+    return run_cli(*args)  # in this process: BLOCKED's subprocesses (tests/trainer/test_fit.py) show these commands need no decoder
 
 
 def test_submission_has_the_sample_rows_in_order_and_is_checked(run_dir, tiny_store, synth_data, tmp_path):
