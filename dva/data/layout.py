@@ -35,8 +35,12 @@ _SUBJECT = re.compile(r"_(left|right)$")
 
 def video_of(track: str, video: str | None) -> str:
     """The video a track belongs to: its `video` (the path scan found, as the store's attrs keep it), or the
-    track's name without its subject when that is not known (`NAME_left` and `NAME_right` share `NAME`)."""
-    return video or _SUBJECT.sub("", track)
+    track's name without its subject when that is not known (`NAME_left` and `NAME_right` share `NAME`). A path named
+    after the track itself is its image folder (s-Aff-Wild2 has no videos: `cropped_aligned/video12_left`), which says
+    nothing of the video: the name without its subject then too, so a video's two subjects stay together."""
+    if video and Path(video).name != track:
+        return video
+    return _SUBJECT.sub("", track)
 
 
 def claim_key(track: str, video: str | None) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -284,8 +285,9 @@ def test_submission_rows_of_an_image_set_map_each_image_to_the_row_of_its_frame(
 
 def test_predict_on_an_image_set_writes_the_test_list_with_each_images_own_prediction(mtl_data, mtl_store, tmp_path):
     out = str(mtl_store[0])
-    fit = runner.invoke(app, ["fit", "--features", out, "--out", str(tmp_path / "run"), "--epochs", "1", "--hidden", "16", "--modalities", "visual"])
+    fit = runner.invoke(app, ["fit", "--features", out, "--out", str(tmp_path / "run"), "--epochs", "1", "--hidden", "16"])  # VA, on the visual sets: the store has no sound
     assert fit.exit_code == 0, fit.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["modalities"] == "visual"
     for args in (["--out", str(tmp_path / "sub.txt")], ["--out", str(tmp_path / "csv"), "--format", "csv"]):
         done = runner.invoke(app, ["predict", "--run", str(tmp_path / "run"), "--features", out, "--split", "test", *args])
         assert done.exit_code == 0, done.stderr

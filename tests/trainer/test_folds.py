@@ -32,6 +32,14 @@ def test_a_track_without_a_video_attr_is_grouped_by_its_name():
     assert folds[0] == folds[1] != folds[2]
 
 
+def test_s_aff_wild2s_two_subjects_of_a_video_share_a_fold_though_each_names_its_own_image_folder():
+    tracks = ["video12_left", "video12_right", "426", "10-60-1280x720"]
+    attrs = [{"video": f"cropped_aligned/{track}"} for track in tracks]  # as an s-Aff-Wild2 store keeps them: no video, an image folder
+    for seed in range(4):
+        folds = assign_folds(tracks, attrs, [5, 5, 5, 5], 3, seed=seed)
+        assert folds[0] == folds[1] and len(set(folds)) == 3
+
+
 def test_more_folds_than_videos_is_refused():
     with pytest.raises(ConfigError, match="only 6 videos"):
         assign_folds(TRACKS, ATTRS, LENGTHS, 7, seed=0)
