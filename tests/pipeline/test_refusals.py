@@ -126,3 +126,12 @@ def test_a_refusal_names_the_path_and_what_to_do(exc, where, said):
 ])
 def test_anything_else_stays_what_it_was(exc, where):
     assert refusal(exc, where) is None
+
+
+def test_a_full_disk_while_fit_saves_its_checkpoint_is_one_line_naming_the_run_and_leaves_no_half_checkpoint(tiny_store, small_disk):
+    out = small_disk / "run"
+    done = CliRunner().invoke(app, ["fit", "--features", str(tiny_store), "--out", str(out), "--epochs", "1", "--json"])
+    assert done.exit_code == 2 and done.stderr.strip().splitlines() == [
+        f"dva: error: {out}: no space left on the device; free space there or choose another place, then run the same command again: what was "
+        "already written is kept"], done.output
+    assert (out / "config.json").is_file() and not (out / "best.pt").exists()  # the checkpoint is what did not fit (about 1 MB)

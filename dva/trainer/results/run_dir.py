@@ -9,6 +9,7 @@ model that is not a frozen weight was saved.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import pickle
 import re
@@ -73,6 +74,7 @@ def write_run(result, features, out: Path) -> Path:
         config["temporal_plugin"] = plugin
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "metrics.json").write_text(json.dumps(finite(run_metrics(result, features)), indent=2))
+    checkpoint = io.BytesIO()  # serialised here, written by Python's own I/O: a full disk is then an OSError that names the file
     torch.save(
         {
             "settings": dataclasses.asdict(result.settings),
@@ -83,8 +85,11 @@ def write_run(result, features, out: Path) -> Path:
             "provenance": {**features.provenance, "text_tower": text_tower_for(result.settings, features.provenance)},
             **({"temporal_plugin": plugin} if plugin else {}),
         },
-        out / CHECKPOINT,
+        checkpoint,
     )
+    partial = out / (CHECKPOINT + ".partial")
+    partial.write_bytes(checkpoint.getbuffer())
+    partial.replace(out / CHECKPOINT)  # never half a checkpoint under its own name
     if held is not None:
         write_predictions(out / "val_predictions", result.settings.task, held, result.val_pred)
     plot_run(out, result.history, held if result.settings.task == "va" else None, result.val_pred)
