@@ -31,6 +31,7 @@ _EXPORTS = {
     "score": "dva.trainer.loading.dataset",
     # runs: what the commands do, from settings
     "FitSettings": "dva.trainer.settings",
+    "extract": "dva.api",
     "fit": "dva.api",
     "predict": "dva.api",
     "ablate": "dva.api",

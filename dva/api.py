@@ -1,6 +1,6 @@
-"""What the training commands do, as Python functions: `fit`, `predict`, `ablate` and `predict_video`, each from
+"""What the commands do, as Python functions: `extract`, `fit`, `predict`, `ablate` and `predict_video`, each from
 settings named as the command's flags are (`--seq-len 64` is `seq_len=64`), each returning what the command prints as
-plain data. `dva fit`, `dva predict` and `dva ablate` are thin users of these (parse, call, print).
+plain data. `dva extract`, `dva fit`, `dva predict` and `dva ablate` are thin users of these (parse, call, print).
 
 Settings are applied as on the command line: a recipe (`recipe="seed-code"`, `dva recipes`), then a TOML file
 (`config=`), then the keywords given; an unknown name or a bad value is a `dva.DvaError` naming it. A full disk, a
@@ -13,6 +13,28 @@ import dataclasses
 from pathlib import Path
 
 from dva.errors import ConfigError, DataError, refusals
+
+
+def extract(data: str | Path, split: str = "train", out: str | Path | None = None, *, preset: str | None = None, recipe: str | None = None,
+            progress: bool = True, **settings) -> dict:
+    """Add a visual and an audio feature set of one split to a store, as `dva extract` does (resumable: a rerun does
+    only what is not complete; other sets are never touched). Returns what `dva extract --json` prints: {"store",
+    "split", "extracted", "skipped", "elsewhere" (done by another process), "failed" ({track: why}: a corrupt video is
+    reported and skipped, the rest lands), "warnings", "masked_crops", "sound", "frames", "seconds", "frames_per_second"}.
+
+    settings: any `dva extract` flag by its Python name (`clip_model`, `batch_size`, `device`, `workers`, `only`, ...);
+    preset="tiny" puts small random encoders in place (offline), recipe= a recipe's feature sets.
+
+    >>> done = dva.extract("/data/Aff-Wild2", split="train", out="stores")
+    >>> len(done["extracted"]), done["failed"]
+    (341, {})
+    """
+    from dva.pipeline.extract import run_extract
+    from dva.pipeline.extract_settings import ExtractSettings, extract_settings_from
+
+    _known(settings, ExtractSettings, ("data", "split", "out", "progress"))
+    chosen = extract_settings_from(preset, recipe, data=str(data), split=split, out=None if out is None else str(out), progress=progress, **settings)
+    return run_extract(chosen).as_dict()
 
 
 def fit(features: str | None = None, *, recipe: str | None = None, config: str | Path | None = None, track: str | None = None,
@@ -30,7 +52,7 @@ def fit(features: str | None = None, *, recipe: str | None = None, config: str |
     (0.61..., 'runs/gru')
     """
     from dva.trainer.fit import fit as run_fit
-    from dva.trainer.fit import settings_for_store
+    from dva.trainer.settings import settings_for_store
     from dva.trainer.tasks import fit_folds_spread
 
     chosen = settings_for_store(_settings(config, recipe, features=features, **settings), "modalities" in settings or config is not None)
@@ -89,7 +111,7 @@ def ablate(features: str = "stores", grid: dict | list[str] | None = None, *, se
     """
     from dva.trainer.ablate import ablate as run_ablate
     from dva.trainer.ablate import baseline_choice, parse_baseline, parse_grid
-    from dva.trainer.fit import settings_for_store
+    from dva.trainer.settings import settings_for_store
     from dva.trainer.settings import given_values
 
     config = Path(config) if config is not None else None
@@ -150,11 +172,16 @@ def _settings(config, recipe, **given):
     that names it (not Python's TypeError)."""
     from dva.trainer.settings import FitSettings, settings_from
 
-    known = {field.name for field in dataclasses.fields(FitSettings)} - {"recipe_sha256"}
+    _known(given, FitSettings, ("recipe_sha256",))
+    return settings_from(Path(config) if config is not None else None, with_recipe=recipe, **given)
+
+
+def _known(given: dict, settings_class, not_keywords=()) -> None:
+    """A ConfigError naming the keywords that are not a field of settings_class (Python's TypeError would not)."""
+    known = {field.name for field in dataclasses.fields(settings_class)} - set(not_keywords)
     unknown = sorted(set(given) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return settings_from(Path(config) if config is not None else None, with_recipe=recipe, **given)
 
 
 def _typed(key: str, value):

@@ -29,9 +29,11 @@ def test_an_unknown_name_is_an_attribute_error():
         dva.fitt
 
 
-def test_fit_refuses_an_unknown_setting_by_name_before_reading_the_store(tmp_path):
+def test_fit_and_extract_refuse_an_unknown_setting_by_name_before_reading_anything(tmp_path):
     with pytest.raises(dva.DvaError, match="unknown setting.*seqlen"):
         dva.fit(features=str(tmp_path / "nothing"), seqlen=64)
+    with pytest.raises(dva.DvaError, match="unknown setting.*clip_modle"):
+        dva.extract(tmp_path / "nothing", clip_modle="ViT-B-16")
 
 
 def test_ablate_checks_a_grid_given_in_python_as_the_command_line_checks_its_flags(tiny_store, tmp_path):

@@ -56,11 +56,10 @@ def extract(
 ):
     """Add a visual and an audio feature set of one split to the store (resumable; other sets are never touched).
     The split's tracks of every challenge (VA, EXPR, AU) are taken, each stored once with all its labels."""
-    from dva.pipeline.extract import run_extract
-    from dva.pipeline.extract_settings import extract_settings_from
+    from dva import api
 
-    settings = extract_settings_from(
-        preset, recipe, data=str(data), clip_norm=clip_norm, audio_frontend=audio_frontend, split=split, out=out, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
+    report = api.extract(
+        data, split, out, preset=preset, recipe=recipe, clip_norm=clip_norm, audio_frontend=audio_frontend, visual_encoder=visual_encoder, audio_encoder=audio_encoder, clip_model=clip_model,
         clip_pretrained=clip_pretrained, ast_model=ast_model, hf_model=hf_model, timm_model=timm_model,
         timm_weights=str(timm_weights) if timm_weights else None, wav2vec2_model=wav2vec2_model, audio_layer=audio_layer,
         audio_mode=audio_mode, audio_window=audio_window, audio_hop=audio_hop, audio_pad=audio_pad or None, visual_source=visual_source, crops=str(crops) if crops else None,
@@ -68,19 +67,18 @@ def extract(
         test_list=str(test_list) if test_list else None, sample=str(sample) if sample else None, shard=shard, claim_timeout=claim_timeout,
         only=only, name=name, jpeg_decoder=jpeg_decoder, allow_other_device=allow_other_device or None, tasks=task, fps=fps,
     )
-    report = run_extract(settings)
-    _print_warnings(report.warnings, report.masked_crops)
-    for track, reason in report.failed.items():
+    _print_warnings(report["warnings"], report["masked_crops"])
+    for track, reason in report["failed"].items():
         typer.echo(f"dva: failed: {track}: {reason}", err=True)
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        typer.echo(json.dumps(report))
     else:
         typer.echo(
-            f"{split}: {len(report.extracted)} tracks extracted, {len(report.skipped)} already complete, "
-            f"{len(report.elsewhere)} done by another process, {len(report.failed)} failed; "
-            f"{report.frames} frames in {report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s) -> {settings.out}"
+            f"{split}: {len(report['extracted'])} tracks extracted, {len(report['skipped'])} already complete, "
+            f"{len(report['elsewhere'])} done by another process, {len(report['failed'])} failed; "
+            f"{report['frames']} frames in {report['seconds']:.1f} s ({report['frames_per_second']:.1f} frames/s) -> {report['store']}"
         )
-    if report.failed:
+    if report["failed"]:
         raise typer.Exit(1)
 
 

@@ -84,21 +84,6 @@ def load_features(store_path: str, audio_align: str = "nearest", visual_features
     return features
 
 
-def settings_for_store(settings: FitSettings, given_modalities: bool) -> FitSettings:
-    """settings with --modalities visual when they were not given, the store has no audio set, and it is a store of
-    s-Aff-Wild2 (no sound: the challenge's rules forbid it; any task) or the task is MTL; otherwise settings as they are
-    (a full-release store without audio is refused when loaded, naming `dva extract --only audio`)."""
-    from dva.data.s_aff_wild2 import LAYOUT as IMAGE_SET
-    from dva.stores import open_store
-
-    if given_modalities or "audio" not in settings.modality_list or settings.audio_features:
-        return settings
-    with open_store(settings.features, "r") as store:
-        has_audio = any(info.get("modality") == "audio" for info in store.feature_sets().values())
-        images = store.attrs.get("dataset") == IMAGE_SET
-    return settings if has_audio or not (images or settings.task == "mtl") else dataclasses.replace(settings, modalities="visual")
-
-
 def features_for(settings: FitSettings) -> Features:
     """The features a fit with these settings trains on."""
     return load_features(settings.features, settings.audio_align, settings.visual_features, settings.audio_features, settings.task, settings.modality_list)
