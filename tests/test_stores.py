@@ -169,17 +169,15 @@ def test_concurrent_writers_of_different_tracks_never_corrupt_the_store(tmp_path
 
 
 def test_dva_upgrade_names_the_sets_as_extract_would_and_fit_says_to_run_it(tmp_path):
-    import subprocess
-    import sys
+    from tests.conftest import run_cli
 
     path = tmp_path / "old"
     write_format_1(path, ["a"])
-    dva = [sys.executable, "-m", "dva.cli"]
-    refused = subprocess.run([*dva, "fit", "--features", str(path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    refused = run_cli("fit", "--features", path, "--out", tmp_path / "run")
     assert refused.returncode == 2 and f"dva upgrade {path}" in refused.stderr and "Traceback" not in refused.stderr
-    info = subprocess.run([*dva, "info", str(path)], capture_output=True, text=True)
+    info = run_cli("info", path)
     assert info.returncode == 0 and "dva upgrade" in info.stdout
-    done = subprocess.run([*dva, "upgrade", str(path)], capture_output=True, text=True)
+    done = run_cli("upgrade", path)
     assert done.returncode == 0, done.stderr
     with open_store(path) as store:
         assert set(store.feature_sets()) == {"clip-m-random", "ast-window"}  # the names `dva extract` gives these encoders

@@ -20,6 +20,7 @@ pytest.importorskip("dlib", reason="the face stage needs dva[faces]")
 
 from dva.faces import FaceSettings, faces_for_video, run_faces  # noqa: E402
 from tests.conftest import real_clip as _clip  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
 
 DVA = [sys.executable, "-m", "dva.cli"]
 WIDTH = 176  # carphone's width
@@ -159,7 +160,7 @@ def test_an_unreadable_video_is_one_failed_line_and_the_rest_lands(videos, tmp_p
     folder.mkdir()
     shutil.copy(videos / "no_face.mkv", folder / "fine.mkv")
     (folder / "broken.avi").write_bytes(b"not a video at all")
-    done = subprocess.run([*DVA, "faces", "--data", str(folder)], capture_output=True, text=True)
+    done = run_cli("faces", "--data", folder)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert [line for line in lines if line.startswith("dva: failed:")] == [lines[-1]] and "broken.avi" in lines[-1]

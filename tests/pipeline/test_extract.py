@@ -23,10 +23,11 @@ from tests.conftest import (
     WAV2VEC2,
     assert_stores_equal,
     by_modality,
+    run_cli,
     tiny_settings,
 )
 
-DVA = [sys.executable, "-m", "dva.cli"]
+DVA = [sys.executable, "-m", "dva.cli"]  # where the separate process is what is tested (a cluster, a kill, two at once); run_cli elsewhere
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "32"]
 VISUAL, AUDIO = TINY_VISUAL, TINY_AUDIO
 
@@ -98,10 +99,10 @@ def test_rerun_skips_complete_tracks_and_a_set_name_with_other_settings_is_refus
     report = run_extract(tiny_settings(synth_data, "val", tiny_store))
     assert report.extracted == [] and report.skipped and not report.failed
     same_name = ["--only", "audio", "--name", AUDIO, "--audio-mode", "tokens"]
-    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, *same_name], capture_output=True, text=True)
+    done = run_cli("extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, *same_name)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "encoder.mode" in done.stderr and "'window' != 'tokens'" in done.stderr and AUDIO in done.stderr
-    lonely = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, "--name", "x"], capture_output=True, text=True)
+    lonely = run_cli("extract", "--data", str(synth_data), "--split", "val", "--out", str(tiny_store), *TINY, "--name", "x")
     assert lonely.returncode == 2 and "--only" in lonely.stderr
 
 
@@ -181,7 +182,7 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     (data / broken.video).write_bytes(os.urandom(4096))
     (data / "cropped_aligned" / broken.track).rename(data / "no-crops")  # corrupt video and no crops: cannot be read
     out = tmp_path / "store"
-    done = subprocess.run([*DVA, "extract", "--data", str(data), "--split", "train", "--out", str(out), *TINY], capture_output=True, text=True)
+    done = run_cli("extract", "--data", str(data), "--split", "train", "--out", str(out), *TINY)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "corrupt JPEG" in done.stderr and broken.track in done.stderr
     assert "video_reader.cc" not in done.stderr  # PyAV refuses the garbage before decord's C++ logger can print its own lines
@@ -192,7 +193,7 @@ def test_corrupt_jpeg_is_masked_garbage_video_isolated_rest_lands(synth_data, tm
     assert all(store.is_complete("train", t) for t in others)
     mask = store.read("train", victim.track, f"{VISUAL}/mask")
     assert not mask[int(crop.stem) - 1]
-    info = json.loads(subprocess.run([*DVA, "info", str(out), "--json"], capture_output=True, text=True).stdout)
+    info = json.loads(run_cli("info", str(out), "--json").stdout)
     assert broken.track in info["splits"]["train"]["sets"][VISUAL]["failed"]
 
 
@@ -226,7 +227,7 @@ def test_kill_9_inside_a_write_then_rerun_equals_a_clean_run(synth_data, tiny_st
     store = open_store(out)
     assert not store.is_complete("train", seen[0]) and VISUAL not in store.track_attrs("train", seen[0])["complete"]  # nothing half-marked
     assert len([t for t in store.tracks("train") if store.is_complete("train", t)]) < len(scan(synth_data, split="train").tracks)
-    assert subprocess.run([*DVA, *arguments], capture_output=True).returncode == 0
+    assert run_cli(*arguments).returncode == 0
     assert_stores_equal(out, tiny_store, "train")
 
 
@@ -263,8 +264,8 @@ def test_local_cluster_workers_and_hdf5_round_trip(synth_data, tiny_store, tmp_p
     assert_stores_equal(out, tiny_store, "val", exact=False)  # single-threaded workers
     h5 = tmp_path / "features.h5"
     back = tmp_path / "back"
-    assert subprocess.run([*DVA, "convert", str(out), str(h5)], capture_output=True).returncode == 0
-    assert subprocess.run([*DVA, "convert", str(h5), str(back)], capture_output=True).returncode == 0
+    assert run_cli("convert", str(out), str(h5)).returncode == 0
+    assert run_cli("convert", str(h5), str(back)).returncode == 0
     assert_stores_equal(h5, out, "val")
     assert_stores_equal(back, out, "val")
 
@@ -338,12 +339,12 @@ def test_a_dead_process_claim_is_taken_over_and_shards_split_the_work(synth_data
     (claims / f"{Path(victim.video).stem}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "time": time.time(), "token": "x"}))
     shares = []
     for share in ("0/2", "1/2"):
-        done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json", "--shard", share], capture_output=True, text=True, timeout=300)
+        done = run_cli("extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--json", "--shard", share)
         assert done.returncode == 0, done.stderr
         shares.append(set(json.loads(done.stdout)["extracted"]))
     assert shares[0] and shares[1] and not shares[0] & shares[1]
     assert_stores_equal(out, tiny_store, "train")
-    bad = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--shard", "2/2"], capture_output=True, text=True)
+    bad = run_cli("extract", "--data", str(synth_data), "--split", "train", "--out", str(out), *TINY, "--shard", "2/2")
     assert bad.returncode == 2 and "--shard" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -388,7 +389,7 @@ def test_crops_decode_to_the_pixels_pil_gives_and_odd_files_are_read_or_named(sy
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_jpeg_decoding_without_a_gpu_is_refused_in_one_line(synth_data, tmp_path):
-    done = subprocess.run([*DVA, "extract", "--data", str(synth_data), "--split", "val", "--out", str(tmp_path / "s"), *TINY, "--jpeg-decoder", "cuda"], capture_output=True, text=True)
+    done = run_cli("extract", "--data", str(synth_data), "--split", "val", "--out", str(tmp_path / "s"), *TINY, "--jpeg-decoder", "cuda")
     assert done.returncode == 2 and "--jpeg-decoder cuda" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
