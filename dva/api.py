@@ -135,9 +135,11 @@ def predict_video(video: str | Path, run: str | Path | list, *, out: str | Path 
                   smooth=None, progress: bool = True):
     """VA (and EXPR, AU for runs of those tasks) of every frame of a recording, as `dva predict --video` computes it
     (faces found, the runs' feature sets extracted, predicted): a pandas DataFrame with the CSV's columns (frame, time,
-    valence, arousal, ..., face). Its `attrs` say where the files are ("csv", "png") and how it was predicted
-    ("prediction": runs, smoothing, ...). out: a folder that keeps the CSV, the PNG and the work (a second call on the
-    same file resumes it); None: a temporary folder, removed. A video that cannot be read is a `DvaError` naming it.
+    valence, arousal, ..., face); a recording of two subjects (runs whose crops followed `--subjects 2`) gives both
+    tracks' rows, with a first column `track`. Its `attrs` say how it was predicted ("prediction": runs, smoothing, ...;
+    "tracks"; with out, "files": each track's CSV and PNG). out: a folder that keeps the CSVs, the PNGs and the work (a
+    second call on the same file resumes it); None: a temporary folder, removed. A video that cannot be read is a
+    `DvaError` naming it.
 
     >>> df = dva.predict_video("me.mp4", run="runs/gru")
     >>> df[["time", "valence", "arousal"]].head(2)
@@ -146,8 +148,6 @@ def predict_video(video: str | Path, run: str | Path | list, *, out: str | Path 
     1  0.0400   0.1040   0.2209
     """
     import tempfile
-
-    import pandas
 
     from dva.trainer.results.predict_video import predict_videos
 
@@ -160,10 +160,24 @@ def predict_video(video: str | Path, run: str | Path | list, *, out: str | Path 
             raise DataError("; ".join(f"{name}: {why}" for name, why in report.failed.items()))
         if not report.tracks:
             raise DataError(f"{video}: no frame of it could be predicted")
-        track, files = next(iter(report.tracks.items()))
-        frame = pandas.read_csv(files["csv"])
-    frame.attrs.update({"track": track, "video": str(video), "prediction": report.prediction, "framing": report.framing,
-                        **({"csv": files["csv"], "png": files["png"]} if out is not None else {})})
+        frame = tracks_frame({track: files["csv"] for track, files in report.tracks.items()})
+    frame.attrs.update({"video": str(video), "prediction": report.prediction, "framing": report.framing,
+                        **({"files": report.tracks} if out is not None else {})})
+    return frame
+
+
+def tracks_frame(csvs: dict):
+    """One DataFrame of the per-track CSVs of one recording ({track: path}): the CSV as it is for one track; for a
+    recording of two subjects (runs whose crops followed `--subjects 2`: `<name>_left`, `<name>_right`) both, one after
+    the other, with a first column `track` saying whose each row is. attrs["tracks"]: the track names."""
+    import pandas
+
+    frames = {track: pandas.read_csv(path) for track, path in csvs.items()}
+    if len(frames) == 1:
+        frame = next(iter(frames.values()))
+    else:
+        frame = pandas.concat([each.assign(track=track)[["track", *each.columns]] for track, each in frames.items()], ignore_index=True)
+    frame.attrs["tracks"] = list(frames)
     return frame
 
 

@@ -51,3 +51,16 @@ def test_predict_video_names_a_recording_that_cannot_be_read(run_dir, tmp_path):
     broken.write_bytes(b"not a video at all")
     with pytest.raises(dva.DvaError, match=r"broken\.mp4: "):
         dva.predict_video(broken, run=run_dir[0], progress=False)
+
+
+def test_a_recording_of_two_subjects_is_one_frame_with_a_track_column_and_one_subject_the_csv_as_it_is(tmp_path):
+    from dva.api import tracks_frame
+
+    header = "frame,time,valence,arousal,face\n"
+    (tmp_path / "a_left.csv").write_text(header + "1,0.0,0.1,0.2,1\n2,0.04,0.1,0.3,1\n")
+    (tmp_path / "a_right.csv").write_text(header + "1,0.0,-0.5,0.0,0\n")
+    both = tracks_frame({"a_left": tmp_path / "a_left.csv", "a_right": tmp_path / "a_right.csv"})
+    assert list(both.columns) == ["track", "frame", "time", "valence", "arousal", "face"] and list(both["track"]) == ["a_left", "a_left", "a_right"]
+    assert both.attrs["tracks"] == ["a_left", "a_right"] and list(both["valence"]) == [0.1, 0.1, -0.5]
+    one = tracks_frame({"a_left": tmp_path / "a_left.csv"})
+    assert list(one.columns) == ["frame", "time", "valence", "arousal", "face"] and len(one) == 2
