@@ -190,18 +190,25 @@ def _write_annotation(path: Path, valence: np.ndarray, arousal: np.ndarray, line
     path.write_text("valence,arousal\n" + "\n".join(text) + "\n")
 
 
+def check_request(out: Path, tracks: int, seconds: float, train_holds: str) -> Path:
+    """out as a Path, after the checks both synthetic layouts make: at least 5 tracks (train holds train_holds, val and
+    test one each), 2 seconds, and a new or empty folder (DataError otherwise)."""
+    out = Path(out)
+    if tracks < 5:
+        raise DataError(f"--tracks {tracks}: need at least 5 (train holds {train_holds}, val and test one each)")
+    if seconds < 2:
+        raise DataError(f"--seconds {seconds}: need at least 2")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not empty: choose a new folder")
+    return out
+
+
 def synth(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int = 0, progress: bool = True) -> dict:
     """Write the dataset under out; returns {"out", "tracks": [{track, split, video, subject, fps, n_video_frames, n_lines, has_audio}],
     "tasks": {task: {split: tracks}}} (split and n_lines are VA's)."""
     from tqdm import tqdm
 
-    out = Path(out)
-    if tracks < 5:
-        raise DataError(f"--tracks {tracks}: need at least 5 (train holds a two-person video and two more, val and test one each)")
-    if seconds < 2:
-        raise DataError(f"--seconds {seconds}: need at least 2")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not empty: choose a new folder")
+    out = check_request(out, tracks, seconds, "a two-person video and two more")
     rng = np.random.default_rng(seed)
     summary = []
     test_names, sample_rows = [], []

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from dva.data.s_aff_wild2 import DEFAULT_FPS, TEST_LIST_NAME
-from dva.data.synth import face, trajectory
+from dva.data.synth import check_request, face, trajectory
 from dva.data.synth_tasks import action_units, expression
-from dva.errors import DataError
 
 ANNOTATION_NAMES = {"train": "training_set_annotations.txt", "val": "validation_set_annotations.txt"}
 HEADER = "image,valence,arousal,expression,aus"
@@ -75,13 +74,7 @@ def synth_image_set(out: Path, tracks: int = 8, seconds: float = 12.0, seed: int
     from PIL import Image
     from tqdm import tqdm
 
-    out = Path(out)
-    if tracks < 5:
-        raise DataError(f"--tracks {tracks}: need at least 5 (train holds 426 and video12's two people, val and test one each)")
-    if seconds < 2:
-        raise DataError(f"--seconds {seconds}: need at least 2")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not empty: choose a new folder")
+    out = check_request(out, tracks, seconds, "426 and video12's two people")
     rng = np.random.default_rng([seed, 2])
     lines: dict[str, list[str]] = {"train": [], "val": []}
     tests: list[list[str]] = []
